@@ -1,0 +1,26 @@
+# The two commands of the README: `make demo` runs the loop on the bundled sample,
+# `make test` runs the tests. Both create and fill .venv when it is missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test benchmarks clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/tinyloop demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+benchmarks: $(STAMP)
+	$(BIN)/python -m pytest -m benchmark
+
+clean-venv:
+	rm -rf $(VENV)

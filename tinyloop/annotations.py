@@ -1,0 +1,252 @@
+"""The one annotation data model shared by c3det, features and flows.
+
+Everything is in pixel coordinates of the original image, origin at the top-left corner of
+the top-left pixel, x to the right, y down. Nothing here imports torch, FiftyOne, Prefect or
+DVC: this module is the contract between the packages, and it stays light.
+
+- `Box`           axis-aligned box (x1, y1, x2, y2), x2 > x1, y2 > y1.
+- `OrientedBox`   rotated box (cx, cy, w, h, angle); angle in radians, positive angles turn
+                  the box clockwise on screen (y points down), as in roLabelImg.
+- `Provenance`    who made a box: a human, the model, the model refined by clicks, a simulator.
+- `Annotation`    one object: class name, box, optional oriented box, provenance.
+- `IgnoreRegion`  an area where detections count neither as true nor as false positives.
+- `Click`         an annotator's class-labelled point, with the round it was made in.
+- `ImageRecord`   one image file: stable string id, path relative to the dataset root, size.
+- `ImageLabels`   an image with its annotations, ignore regions and clicks.
+- `LabelSet`      the classes and every image's labels: what one labels file holds.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterator, Literal
+
+Source = Literal["human", "model", "click_refined", "simulated"]
+SOURCES: tuple[str, ...] = ("human", "model", "click_refined", "simulated")
+
+
+class AnnotationError(ValueError):
+    """A label that cannot be right (zero area, outside the image, unknown class...)."""
+
+
+@dataclass(frozen=True)
+class Box:
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+    @classmethod
+    def from_xywh(cls, x: float, y: float, w: float, h: float) -> "Box":
+        return cls(x, y, x + w, y + h)
+
+    @property
+    def width(self) -> float:
+        return self.x2 - self.x1
+
+    @property
+    def height(self) -> float:
+        return self.y2 - self.y1
+
+    @property
+    def area(self) -> float:
+        return max(self.width, 0.0) * max(self.height, 0.0)
+
+    @property
+    def center(self) -> tuple[float, float]:
+        return (self.x1 + self.x2) / 2, (self.y1 + self.y2) / 2
+
+    @property
+    def size(self) -> float:
+        """sqrt(w*h): the object size used for the < 12 / 12-20 / 20-32 / > 32 px buckets."""
+        return math.sqrt(self.area)
+
+    def xywh(self) -> list[float]:
+        return [self.x1, self.y1, self.width, self.height]
+
+    def xyxy(self) -> list[float]:
+        return [self.x1, self.y1, self.x2, self.y2]
+
+    def contains(self, x: float, y: float) -> bool:
+        return self.x1 <= x <= self.x2 and self.y1 <= y <= self.y2
+
+    def iou(self, other: "Box") -> float:
+        iw = min(self.x2, other.x2) - max(self.x1, other.x1)
+        ih = min(self.y2, other.y2) - max(self.y1, other.y1)
+        if iw <= 0 or ih <= 0:
+            return 0.0
+        inter = iw * ih
+        return inter / (self.area + other.area - inter)
+
+    def clip(self, width: float, height: float) -> "Box":
+        return Box(min(max(self.x1, 0), width), min(max(self.y1, 0), height),
+                   min(max(self.x2, 0), width), min(max(self.y2, 0), height))
+
+    def problem(self, width: float, height: float, tolerance: float = 1.0) -> str | None:
+        """Why this box cannot be a label on a width x height image, or None when it can.
+
+        `tolerance` pixels of overhang are accepted (annotation tools round outwards).
+        """
+        if not all(math.isfinite(v) for v in self.xyxy()):
+            return f"box {self.xyxy()} has a non-finite coordinate"
+        if self.width <= 0 or self.height <= 0:
+            return f"box {self.xyxy()} has zero or negative area"
+        if (self.x1 < -tolerance or self.y1 < -tolerance or self.x2 > width + tolerance
+                or self.y2 > height + tolerance):
+            return f"box {self.xyxy()} lies outside the {width:g}x{height:g} image"
+        return None
+
+
+@dataclass(frozen=True)
+class OrientedBox:
+    cx: float
+    cy: float
+    w: float
+    h: float
+    angle: float  # radians, clockwise on screen (y down), as roLabelImg writes it
+
+    def corners(self) -> list[tuple[float, float]]:
+        """The four corners, in order around the box (DOTA's x1 y1 ... x4 y4)."""
+        c, s = math.cos(self.angle), math.sin(self.angle)
+        half = [(-self.w / 2, -self.h / 2), (self.w / 2, -self.h / 2),
+                (self.w / 2, self.h / 2), (-self.w / 2, self.h / 2)]
+        return [(self.cx + dx * c - dy * s, self.cy + dx * s + dy * c) for dx, dy in half]
+
+    def polygon(self):
+        """The box as a shapely Polygon (shapely is imported here only, on demand)."""
+        from shapely.geometry import Polygon
+        return Polygon(self.corners())
+
+    def bounding_box(self) -> Box:
+        xs, ys = zip(*self.corners())
+        return Box(min(xs), min(ys), max(xs), max(ys))
+
+    def as_list(self) -> list[float]:
+        return [self.cx, self.cy, self.w, self.h, self.angle]
+
+    @classmethod
+    def from_corners(cls, pts: list[tuple[float, float]]) -> "OrientedBox":
+        """The minimum-area rotated rectangle around four points (DOTA polygons)."""
+        from shapely.geometry import MultiPoint
+        rect = MultiPoint(pts).minimum_rotated_rectangle
+        (x0, y0), (x1, y1), (x2, y2) = list(rect.exterior.coords)[:3]
+        w, h = math.hypot(x1 - x0, y1 - y0), math.hypot(x2 - x1, y2 - y1)
+        return cls(rect.centroid.x, rect.centroid.y, w, h, math.atan2(y1 - y0, x1 - x0))
+
+
+@dataclass(frozen=True)
+class Provenance:
+    source: Source = "human"
+    model_version: str | None = None
+    score: float | None = None
+    edited: bool = False  # a human touched a model-made box: never overwrite it again
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"source": self.source}
+        if self.model_version is not None:
+            out["model_version"] = self.model_version
+        if self.score is not None:
+            out["score"] = self.score
+        if self.edited:
+            out["edited"] = True
+        return out
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any] | None) -> "Provenance":
+        d = d or {}
+        if d.get("source", "human") not in SOURCES:
+            raise AnnotationError(f"unknown provenance source {d.get('source')!r}; "
+                                  f"expected one of {', '.join(SOURCES)}")
+        return cls(d.get("source", "human"), d.get("model_version"), d.get("score"),
+                   bool(d.get("edited", False)))
+
+
+HUMAN = Provenance("human")
+
+
+@dataclass(frozen=True)
+class Annotation:
+    category: str
+    box: Box
+    obox: OrientedBox | None = None
+    provenance: Provenance = HUMAN
+    difficult: bool = False
+    id: str | None = None  # stable across pulls: lets diffs follow one box through edits
+
+    @property
+    def score(self) -> float | None:
+        return self.provenance.score
+
+
+@dataclass(frozen=True)
+class IgnoreRegion:
+    box: Box
+    obox: OrientedBox | None = None
+    category: str = "DontCare"  # the name it had in the source labels
+
+
+@dataclass(frozen=True)
+class Click:
+    x: float
+    y: float
+    category: str
+    round: int = 1
+    source: Source = "human"
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    id: str                 # stable, unique within a project (HIT-UAV: the file stem)
+    path: str               # relative to the dataset root, '/'-separated
+    width: int
+    height: int
+    channels: int = 3
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass
+class ImageLabels:
+    image: ImageRecord
+    annotations: list[Annotation] = field(default_factory=list)
+    ignore: list[IgnoreRegion] = field(default_factory=list)
+    clicks: list[Click] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return self.image.id
+
+
+@dataclass
+class LabelSet:
+    """Classes plus labels per image; the in-memory form of one COCO-style labels file."""
+    categories: list[str]
+    images: list[ImageLabels] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __iter__(self) -> Iterator[ImageLabels]:
+        return iter(self.images)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def by_id(self) -> dict[str, ImageLabels]:
+        return {im.id: im for im in self.images}
+
+    def category_index(self, name: str) -> int:
+        """0-based index of a class; raises a clear error for an unknown class."""
+        try:
+            return self.categories.index(name)
+        except ValueError:
+            raise AnnotationError(f"unknown class {name!r}; known classes: "
+                                  f"{', '.join(self.categories)}") from None
+
+    def class_counts(self) -> dict[str, int]:
+        counts = {c: 0 for c in self.categories}
+        for im in self.images:
+            for a in im.annotations:
+                counts[a.category] = counts.get(a.category, 0) + 1
+        return counts
+
+    def subset(self, ids: list[str] | set[str]) -> "LabelSet":
+        keep = set(ids)
+        return replace(self, images=[im for im in self.images if im.id in keep])

@@ -1,0 +1,41 @@
+"""Knobs of the shared core: where the raw data is and how large images are tiled."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass
+class DataParams:
+    source: str = "sample/hit-uav"        # raw dataset root (images/ + labels)
+    format: Literal["voc", "rolabelimg", "coco", "yolo", "dota"] = "voc"
+    images_dir: str = "images"
+    labels: str = "labels"                   # labels dir (VOC/roLabelImg/YOLO/DOTA) or COCO file
+    oriented_labels: str | None = "labels_rotated"  # roLabelImg dir merged in as oriented boxes
+    classes: list[str] = field(default_factory=lambda: ["Person", "Car", "Bicycle",
+                                                        "OtherVehicle"])
+    ignore_classes: list[str] = field(default_factory=lambda: ["DontCare"])
+    split_dir: str | None = "ImageSets/Main"  # train.txt / val.txt lists, when the data has them
+
+    def check(self) -> str | None:
+        both = set(self.classes) & set(self.ignore_classes)
+        if both:
+            return f"{sorted(both)} cannot be both a class and an ignore class"
+        if not self.classes:
+            return "classes: at least one class is needed"
+        return None
+
+
+@dataclass
+class TilingParams:
+    size: int = 1024          # patch side in px (Tiny-DOTA 1024/512, SODA 800/650)
+    stride: int = 512
+    min_visible: float = 0.5  # keep an object cut by a tile border when this share is inside
+    nms_iou: float = 0.5      # merging tile predictions back
+
+    def check(self) -> str | None:
+        if not 0 < self.stride <= self.size:
+            return f"stride ({self.stride}) must be in 1..size ({self.size})"
+        if not 0 < self.min_visible <= 1:
+            return f"min_visible ({self.min_visible}) must be in (0, 1]"
+        return None
