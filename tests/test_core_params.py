@@ -1,0 +1,61 @@
+"""params.yaml validation: every bad key or value is named with its path."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows.params import Params, load_params
+from tinyloop.params import ParamsError, to_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path, doc) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_repository_params_file_is_valid():
+    params = load_params(ROOT / "params.yaml")
+    assert params.data.source == "sample/hit-uav"
+
+
+def test_defaults_equal_the_shipped_params_file():
+    """params.yaml documents the defaults; a drift between the two misleads users."""
+    shipped = to_dict(load_params(ROOT / "params.yaml"))
+    defaults = to_dict(Params())
+    for section, values in shipped.items():
+        assert values == defaults[section], f"params.yaml section {section} != defaults"
+
+
+@pytest.mark.parametrize("doc, message", [
+    ({"dataa": {}}, r"dataa: unknown key \(did you mean 'data'\?\)"),
+    ({"tiling": {"size": "big"}}, "tiling.size: expected a whole number, got 'big'"),
+    ({"tiling": {"size": 256, "stride": 512}}, r"tiling: stride \(512\) must be in 1..size"),
+    ({"data": {"format": "pascal"}}, "data.format: expected one of 'voc', "),
+    ({"data": {"classes": "Person"}}, "data.classes: expected a list"),
+    ({"data": {"classes": ["A"], "ignore_classes": ["A"]}}, "cannot be both a class"),
+    ({"project": {"seed": True}}, "project.seed: expected a whole number, got True"),
+    (["not", "a", "mapping"], "expected a mapping"),
+])
+def test_bad_values_are_named(tmp_path, doc, message):
+    with pytest.raises(ParamsError, match=message):
+        load_params(write(tmp_path, doc))
+
+
+def test_missing_file_says_how_to_create_one(tmp_path):
+    with pytest.raises(ParamsError, match="tinyloop init"):
+        load_params(tmp_path / "nope.yaml")
+
+
+def test_cli_check_exits_1_with_the_message(tmp_path):
+    path = write(tmp_path, {"tiling": {"min_visible": 2}})
+    out = subprocess.run([sys.executable, "-m", "flows.cli", "--params", str(path), "params",
+                          "check"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 1
+    assert "tiling: min_visible (2.0) must be in (0, 1]" in out.stderr
