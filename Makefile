@@ -17,6 +17,7 @@ demo: $(STAMP)
 	$(BIN)/tinyloop demo
 
 test: $(STAMP)
+	scripts/ensure-system-deps
 	$(BIN)/python -m pytest
 
 benchmarks: $(STAMP)
