@@ -1,4 +1,8 @@
-"""Knobs of the interactive detector (params.yaml section `c3det`)."""
+"""Knobs of the interactive detector (params.yaml section `c3det`).
+
+Model and inference knobs sit at the top level of `C3DetParams` (owner: model/inference);
+training and evaluation knobs live in the nested `train` / `eval` sections.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -55,7 +59,44 @@ class EvalParams:
 
 @dataclass
 class C3DetParams:
+    # --- network ---
+    detector: Literal["faster_rcnn", "retinanet"] = "faster_rcnn"
     backbone: Literal["resnet50", "resnet18"] = "resnet18"
-    weights: str = "none"  # "imagenet" (needs torchvision's cached weights), a file, or "none"
+    # "none" (random init, trains from scratch), "imagenet" (torchvision's weights; needs them
+    # in the torch hub cache, the machine is offline) or a path to a ResNet state_dict file
+    weights: str = "none"
+    # normalisation in the image backbone: "auto" = frozen BN with pretrained weights,
+    # trainable BN from scratch; "gn" = GroupNorm(32) (small batches)
+    norm: Literal["auto", "frozen_bn", "bn", "gn"] = "auto"
+    # images are scaled by this factor before the network (1.0 = native size: 640x512
+    # HIT-UAV frames stay 640x512, tiny objects die when downscaled; CFINet upscaled 1.5x)
+    image_scale: float = 1.0
+    # one square anchor size per FPN level P2..P5 (CFINet: 8/16/32/64, no P6)
+    anchor_sizes: list[int] = field(default_factory=lambda: [8, 16, 32, 64])
+    aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    # --- clicks ---
+    heatmap_sigma: float = 1.0   # px, Gaussian of a click in the LF / early-fusion input
+    c3_sigma: float = 3.0        # px, Gaussian of a click when pooling C3 templates
+    # divide the C3 correlation by the channel count (keeps maps O(1) instead of O(256))
+    c3_normalize: bool = True
+    lf_channels: int = 256       # width of the late-fusion FPN (reference: 256)
+    uel_weight: float = 1.0      # User-input Enforcing Loss weight (reference: 1.0)
+    # --- detections ---
+    score_thresh: float = 0.05
+    nms_iou: float = 0.5
+    detections_per_img: int = 300
+    # --- click-to-box guarantee (every click ends with a box of its class covering it) ---
+    click_box_sigma: float = 4.0  # px, box-centre score exp(-d^2 / (2 sigma^2))
+    default_box_size: float = 12.0  # px, box drawn around a click no candidate explains
     train: TrainParams = field(default_factory=TrainParams)  # owner H3b
     eval: EvalParams = field(default_factory=EvalParams)     # owner H3b
+
+    def check(self) -> str | None:
+        if len(self.anchor_sizes) != 4:
+            return f"anchor_sizes must give one size per level P2..P5 (4 values), " \
+                   f"got {self.anchor_sizes}"
+        if self.image_scale <= 0:
+            return f"image_scale must be > 0, got {self.image_scale}"
+        if min(self.heatmap_sigma, self.c3_sigma, self.click_box_sigma) <= 0:
+            return "heatmap_sigma, c3_sigma and click_box_sigma must be > 0"
+        return None
