@@ -1,0 +1,316 @@
+"""The one interface through which human (or simulated) edits arrive: `AnnotationStore`.
+
+A person correcting boxes in the FiftyOne App (`flows.fiftyone_store.FiftyOneStore`) and the
+simulated annotator (`flows.simulator`, writing to a `FileStore`) both go through these five
+methods, so the diff and workload code downstream cannot tell one from the other:
+
+    get_labels(image_id) -> ImageLabels     the image's current working labels and clicks
+    add_click(image_id, click)              one class-labelled point (with its round)
+    set_annotations(image_id, annotations)  the image's whole box list after an edit
+                                            (add / move / relabel / delete boxes)
+    mark_done(batch)                        the annotators say the batch is finished
+    pull(batch) -> LabelSet                 write the batch's labels.json + clicks.json
+                                            atomically and return the labels
+
+Rules every store keeps:
+- Every edit is persisted before the call returns (FileStore: one atomic file per image),
+  so killing the process never loses an edit that was acknowledged.
+- An annotation gets a stable `id` the first time a store sees it; a box that keeps its id
+  but changes box or class was *edited*: a model-made box then gets `Provenance.edited=True`
+  and is never replaced by a later model refresh (`refresh_predictions`).
+- Bad boxes (unknown class, zero size, outside the image) are refused with an
+  `AnnotationError` naming the image, the box and the fix: never silently dropped or kept.
+- Pulling twice gives the same file.
+
+`FileStore` keeps a batch's working state under ``data/batches/NNN/work/`` (one JSON file per
+image, written with `tinyloop.atomic`), beside the layout's preannotations.json,
+clicks.json, labels.json and the `done` marker.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import replace
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+from urllib.parse import quote
+
+from flows.layout import ProjectLayout
+from tinyloop.annotations import (Annotation, AnnotationError, Click, ImageLabels,
+                                  LabelSet)
+from tinyloop.atomic import write_json_atomic, write_text_atomic
+from tinyloop.cocofile import from_coco, read_labels, to_coco, write_labels
+
+MODEL_SOURCES = ("model", "click_refined")
+
+
+@runtime_checkable
+class AnnotationStore(Protocol):
+    """Where annotators' edits go; see the module docstring for the rules."""
+
+    def get_labels(self, image_id: str) -> ImageLabels: ...
+
+    def add_click(self, image_id: str, click: Click) -> None: ...
+
+    def set_annotations(self, image_id: str, annotations: list[Annotation]) -> None: ...
+
+    def mark_done(self, batch: int) -> None: ...
+
+    def pull(self, batch: int) -> LabelSet: ...
+
+
+# --- helpers every store uses ---------------------------------------------------------------
+
+def new_annotation_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def with_ids(labels: LabelSet) -> LabelSet:
+    """A copy where every annotation has an id (so a diff can follow a box by id)."""
+    return replace(labels, images=[
+        ImageLabels(im.image, [a if a.id is not None else replace(a, id=new_annotation_id())
+                               for a in im.annotations], list(im.ignore), list(im.clicks))
+        for im in labels.images])
+
+
+def stamp_edits(old: list[Annotation], new: list[Annotation]) -> list[Annotation]:
+    """Give new boxes an id; mark model boxes whose box or class changed as edited.
+
+    `old` is what the store held before the edit, `new` what the editor sends. A box is
+    the same box when its id is the same.
+    """
+    before = {a.id: a for a in old if a.id is not None}
+    out = []
+    for a in new:
+        if a.id is None:
+            a = replace(a, id=new_annotation_id())
+        prev = before.get(a.id)
+        if (prev is not None and a.provenance.source in MODEL_SOURCES
+                and not a.provenance.edited
+                and (prev.box != a.box or prev.category != a.category
+                     or prev.obox != a.obox)):
+            a = replace(a, provenance=replace(a.provenance, edited=True))
+        out.append(a)
+    ids = [a.id for a in out]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        raise AnnotationError(f"annotation ids {dup} appear twice in one edit; every box "
+                              "needs its own id (leave id=None for new boxes)")
+    return out
+
+
+def check_annotations(item: ImageLabels, annotations: list[Annotation],
+                      categories: list[str]) -> None:
+    """Refuse boxes that cannot be labels, naming all of them at once."""
+    problems = []
+    for a in annotations:
+        if a.category not in categories:
+            problems.append(f"box {a.box.xyxy()} has unknown class {a.category!r} "
+                            f"(known: {', '.join(categories)})")
+            continue
+        why = a.box.problem(item.image.width, item.image.height)
+        if why:
+            problems.append(why)
+    if problems:
+        raise AnnotationError(f"image {item.id}: " + "; ".join(problems)
+                              + ". Fix or delete these boxes, then save again.")
+
+
+def is_human_owned(a: Annotation) -> bool:
+    """A box the annotator made or touched: model refreshes must leave it alone."""
+    return a.provenance.source not in MODEL_SOURCES or a.provenance.edited
+
+
+def refresh_predictions(store: AnnotationStore, image_id: str,
+                        predictions: list[Annotation]) -> list[Annotation]:
+    """Replace the image's untouched model boxes by new `predictions` (e.g. after clicks).
+
+    Human-made and human-edited boxes stay exactly as they are, and a prediction that
+    overlaps one of them (IoU >= 0.5) is dropped, so a refresh never duplicates a box the
+    annotator already fixed. Stores that can remember the model's latest output
+    (`record_predictions`, FileStore does) get it, so the workload can charge edits against
+    what the annotator actually saw last.
+    """
+    current = store.get_labels(image_id).annotations
+    kept = [a for a in current if is_human_owned(a)]
+    fresh = [replace(p, id=None) for p in predictions
+             if not any(p.box.iou(k.box) >= 0.5 for k in kept)]
+    store.set_annotations(image_id, kept + fresh)
+    record = getattr(store, "record_predictions", None)
+    if record is not None:
+        record(image_id, predictions)
+    return store.get_labels(image_id).annotations
+
+
+# --- FileStore --------------------------------------------------------------------------------
+
+class FileStore:
+    """An AnnotationStore on plain files: data/batches/NNN/work/<image>.json, one per image.
+
+    Open a batch once with its pre-annotations (`open_batch`); after that the store finds
+    every image by id, also in a new process (a restart resumes where the edits stopped).
+    Each per-image file holds the working labels (a one-image tinyloop labels document),
+    the model's latest output for that image and an edit counter.
+    """
+
+    def __init__(self, root: str | Path = "."):
+        self.layout = ProjectLayout(root)
+        self._where: dict[str, int] = {}      # image id -> batch
+        self._categories: dict[int, list[str]] = {}
+
+    # -- batches ---------------------------------------------------------------------------
+    def work_dir(self, batch: int) -> Path:
+        return self.layout.batch_dir(batch) / "work"
+
+    def refined_path(self, batch: int) -> Path:
+        """The model's latest output per image (after clicks): what edits started from."""
+        return self.layout.batch_dir(batch) / "refined.json"
+
+    def open_batch(self, batch: int, preannotations: LabelSet | None = None) -> list[str]:
+        """Start (or resume) editing a batch; returns its image ids in order.
+
+        With `preannotations`, writes preannotations.json if the batch has none and a working
+        file for every image that has none yet: existing working files (edits) are never
+        overwritten. Without, reads the batch's preannotations.json.
+        """
+        pre_path = self.layout.preannotations(batch)
+        if preannotations is None or pre_path.exists():
+            preannotations = read_labels(pre_path)
+        else:
+            preannotations = with_ids(preannotations)
+            write_labels(preannotations, pre_path)
+        work = self.work_dir(batch)
+        meta = work / "_batch.json"
+        if not meta.exists():
+            write_json_atomic(meta, {"categories": preannotations.categories,
+                                     "images": [im.id for im in preannotations]})
+        for item in preannotations:
+            path = self._image_path(batch, item.id)
+            if not path.exists():
+                start = ImageLabels(item.image, list(item.annotations), list(item.ignore), list(item.clicks))
+                self._write(batch, start, model_output=item.annotations, version=0,
+                            categories=preannotations.categories)
+        self._index(batch)
+        return [im.id for im in preannotations]
+
+    def batch_images(self, batch: int) -> list[str]:
+        return self._meta(batch)["images"]
+
+    def categories(self, batch: int) -> list[str]:
+        if batch not in self._categories:
+            self._categories[batch] = self._meta(batch)["categories"]
+        return self._categories[batch]
+
+    def batch_of(self, image_id: str) -> int:
+        if image_id not in self._where:
+            for n in self.layout.batch_numbers():
+                if (self.work_dir(n) / "_batch.json").exists():
+                    self._index(n)
+        try:
+            return self._where[image_id]
+        except KeyError:
+            raise KeyError(f"image {image_id!r} is in no open batch under "
+                           f"{self.layout.batches}; open its batch first "
+                           "(FileStore.open_batch)") from None
+
+    # -- the AnnotationStore protocol -----------------------------------------------------
+    def get_labels(self, image_id: str) -> ImageLabels:
+        return self._read(image_id)[0]
+
+    def add_click(self, image_id: str, click: Click) -> None:
+        batch = self.batch_of(image_id)
+        item, model_output, version = self._read(image_id)
+        if click.category not in self.categories(batch):
+            raise AnnotationError(f"image {image_id}: click at ({click.x:g}, {click.y:g}) has "
+                                  f"unknown class {click.category!r} (known: "
+                                  f"{', '.join(self.categories(batch))})")
+        item.clicks.append(click)
+        self._write(batch, item, model_output, version + 1)
+
+    def set_annotations(self, image_id: str, annotations: list[Annotation]) -> None:
+        batch = self.batch_of(image_id)
+        item, model_output, version = self._read(image_id)
+        check_annotations(item, annotations, self.categories(batch))
+        item.annotations = stamp_edits(item.annotations, list(annotations))
+        self._write(batch, item, model_output, version + 1)
+
+    def mark_done(self, batch: int) -> None:
+        self._meta(batch)  # fails clearly for a batch that was never opened
+        write_text_atomic(self.layout.done_marker(batch), "done\n")
+
+    def is_done(self, batch: int) -> bool:
+        return self.layout.done_marker(batch).exists()
+
+    def pull(self, batch: int) -> LabelSet:
+        """Write labels.json, clicks.json and refined.json atomically; same input, same files."""
+        cats = self.categories(batch)
+        items, refined = [], []
+        for image_id in self.batch_images(batch):
+            item, model_output, _ = self._read(image_id)
+            items.append(item)
+            refined.append(ImageLabels(item.image, model_output, list(item.ignore)))
+        labels = LabelSet(cats, items, info={"batch": batch})
+        write_labels(labels, self.layout.labels(batch))
+        write_json_atomic(self.layout.clicks(batch), {
+            "batch": batch, "categories": cats,
+            "clicks": {it.id: [_click_json(c) for c in it.clicks] for it in items}})
+        write_labels(LabelSet(cats, refined, info={"batch": batch}),
+                     self.refined_path(batch))
+        return labels
+
+    # -- beyond the protocol ------------------------------------------------------------------
+    def record_predictions(self, image_id: str, predictions: list[Annotation]) -> None:
+        """Remember the model's latest output for an image (see `refresh_predictions`)."""
+        batch = self.batch_of(image_id)
+        item, _, version = self._read(image_id)
+        self._write(batch, item, list(predictions), version + 1)
+
+    def version(self, image_id: str) -> int:
+        """How many edits the image has had: lets a caller detect a stale view."""
+        return self._read(image_id)[2]
+
+    # -- files ------------------------------------------------------------------------------
+    def _meta(self, batch: int) -> dict:
+        path = self.work_dir(batch) / "_batch.json"
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise KeyError(f"batch {batch} was never opened for editing ({path} is "
+                           "missing); call FileStore.open_batch first") from None
+
+    def _index(self, batch: int) -> None:
+        for image_id in self._meta(batch)["images"]:
+            self._where[image_id] = batch
+
+    def _image_path(self, batch: int, image_id: str) -> Path:
+        return self.work_dir(batch) / f"{quote(image_id, safe='')}.json"
+
+    def _write(self, batch: int, item: ImageLabels, model_output: list[Annotation],
+               version: int, categories: list[str] | None = None) -> None:
+        cats = categories or self.categories(batch)
+        doc = {"version": version,
+               "labels": to_coco(LabelSet(cats, [item])),
+               "model_output": to_coco(LabelSet(cats, [ImageLabels(item.image,
+                                                                   list(model_output))]))}
+        write_json_atomic(self._image_path(batch, item.id), doc, indent=None)
+
+    def _read(self, image_id: str) -> tuple[ImageLabels, list[Annotation], int]:
+        batch = self.batch_of(image_id)
+        path = self._image_path(batch, image_id)
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise KeyError(f"{path}: working labels of image {image_id!r} are missing; "
+                           f"re-open batch {batch} (FileStore.open_batch) to recreate them "
+                           "from preannotations.json") from None
+        except json.JSONDecodeError as e:
+            raise AnnotationError(f"{path}: not valid JSON ({e}); restore it with "
+                                  "'dvc checkout' or delete it to restart this image from "
+                                  "its pre-annotations") from None
+        item = from_coco(doc["labels"], source=str(path)).images[0]
+        model_output = from_coco(doc["model_output"], source=str(path)).images[0].annotations
+        return item, model_output, int(doc.get("version", 0))
+
+
+def _click_json(c: Click) -> dict:
+    return {"x": c.x, "y": c.y, "category": c.category, "round": c.round, "source": c.source}
