@@ -1,7 +1,8 @@
 """Knobs of the annotation side and the loop (sections annotate, simulator, workload, flows)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 
 @dataclass
@@ -13,13 +14,50 @@ class AnnotateParams:
 
 @dataclass
 class SimulatorParams:
-    click_sigma: float = 3.0
+    """The simulated annotator (flows/simulator.py); defaults follow seed 004 (corrective clicks)."""
+    click_sigma: float = 3.0     # px, std of isotropic Gaussian click noise (seed 004: 3 px)
+    noise: Literal["gaussian", "none"] = "gaussian"  # click noise model
+    rounds: int = 3              # click rounds per image (seed 004: 3 rounds x 3 clicks
+    clicks_per_round: int = 3    # beat 9 clicks at once; returns diminish after ~15 clicks)
+    min_error_size: float = 0.0  # px (sqrt of box area): smaller errors get no click
+    error_iou: float = 0.5       # a GT object counts as found when a same-class box has IoU >= this
+    seed: int = 0                # click-noise random seed
+    correct: bool = True         # after the rounds, edit the labels to equal the ground truth
+
+    def check(self) -> str | None:
+        if self.click_sigma < 0:
+            return "click_sigma must be >= 0 pixels"
+        if self.rounds < 0 or self.clicks_per_round < 0:
+            return "rounds and clicks_per_round must be >= 0"
+        if not 0 < self.error_iou <= 1:
+            return "error_iou must be in (0, 1]"
+        return None
 
 
 @dataclass
 class WorkloadParams:
-    box_seconds: float = 7.0  # T: drawing one box from scratch
-    iou: float = 0.5
+    """The annotation cost model (flows/workload.py). WT of seed 002 uses box_seconds (T) and
+    removal_fraction (T/2); the rest extends it to clicks and box edits."""
+    box_seconds: float = 7.0        # T: draw one box from scratch (7.0 s: extreme clicking,
+                                    # Papadopoulos et al., ICCV 2017; seed 002 leaves T open)
+    removal_fraction: float = 0.5   # a removal costs removal_fraction * T (seed 002: T/2)
+    move_seconds: float = 3.5       # adjust a roughly right box (assumption: T/2, no source)
+    relabel_seconds: float = 3.0    # change a box's class (assumption: one further click, seed 004)
+    accept_image_seconds: float = 4.0  # decide an image is fine as it is (seed 004: ~4 s)
+    first_click_seconds: float = 8.0   # first corrective click on an image (seed 004: ~8 s)
+    click_seconds: float = 3.0         # each further click (seed 004: ~3 s)
+    iou: float = 0.5                # match threshold: same class and IoU >= iou is accepted
+    report_ious: list[float] = field(default_factory=lambda: [0.5, 0.7])  # also reported
+                                    # (seed 002 reports 0.5 and 0.7)
+
+    def check(self) -> str | None:
+        if not all(0 < t <= 1 for t in [self.iou, *self.report_ious]):
+            return "iou and report_ious must be in (0, 1]"
+        if min(self.box_seconds, self.move_seconds, self.relabel_seconds,
+               self.accept_image_seconds, self.first_click_seconds, self.click_seconds,
+               self.removal_fraction) < 0:
+            return "costs must be >= 0"
+        return None
 
 
 @dataclass
