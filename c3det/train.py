@@ -1,0 +1,231 @@
+"""Train a detector of `c3det.model.build_model` on a LabelSet, with synthetic clicks.
+
+    metrics = train(labels, image_root, params, out_dir)          # one process, CPU or GPU
+    torchrun --nproc_per_node 4 -m c3det.train ...                 # DDP, one GPU per process
+
+Schedule (the paper's, see TrainParams): SGD lr 0.01, momentum 0.9, weight decay 1e-4, linear
+warm-up over `warmup_iters` steps, lr x `lr_gamma` at each epoch of `lr_steps`. CUDA + AMP
+(autocast + GradScaler) when a GPU is present. Under torchrun the process group is
+initialised (nccl on GPU, gloo on CPU) and a DistributedSampler splits the images.
+
+Every epoch ends with `out_dir/last.pt` (model, optimizer, scaler, epoch; plain tensors and
+numbers, so `torch.load(weights_only=True)` reads it), the model checkpoint `out_dir/model.pt`
+(`c3det.checkpoint`, what Predictor loads) and one JSON line in `out_dir/metrics.jsonl`.
+A run started again with `resume=True` continues after the last finished epoch; since every
+epoch re-seeds all random generators from (seed, epoch), the resumed run computes exactly
+what an uninterrupted run would (on CPU; cuDNN kernels need not be deterministic).
+
+Ignore regions are not used by the loss (torchvision heads have no ignore label); they only
+keep clicks away (c3det.clicks) and are honoured at evaluation.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from tqdm import tqdm
+
+from c3det.config import C3DetParams
+from c3det.data import DetectionDataset, collate
+from tinyloop.annotations import LabelSet
+
+STATE = "last.pt"
+MODEL = "model.pt"
+METRICS = "metrics.jsonl"
+
+
+class EpochPermutation(Sampler):
+    """A random order of all indices that depends only on (seed, epoch)."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def lr_factor(step: int, epoch: int, warmup_iters: int, lr_steps: list[int],
+              gamma: float) -> float:
+    """Linear warm-up from 1/1000 over `warmup_iters` steps, then step decay by epoch."""
+    warm = 1.0 if step >= warmup_iters else 0.001 + (1 - 0.001) * step / warmup_iters
+    return warm * gamma ** sum(epoch >= s for s in lr_steps)
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size); joins the process group when launched by torchrun."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return 0, 1
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _device(rank: int) -> torch.device:
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", rank))
+        torch.cuda.set_device(local % torch.cuda.device_count())
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _save_atomic(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _save_model(path: Path, model: torch.nn.Module, meta: dict) -> None:
+    """Through c3det.checkpoint (H3a's format) when present, else a plain state dict file."""
+    try:
+        from c3det import checkpoint
+    except ImportError:
+        _save_atomic({"state_dict": model.state_dict(), "meta": meta}, path)
+        return
+    checkpoint.save(path, model, meta)
+
+
+def train(labels: LabelSet, image_root: str | Path, params: C3DetParams,
+          out_dir: str | Path, resume: bool = True, kind: str = "c3det",
+          stop_after_epoch: int | None = None, progress: bool = True) -> dict:
+    """Train `kind` ("plain", "early_fusion", "late_fusion", "c3det") on `labels`.
+
+    `stop_after_epoch` ends the run after that epoch (0-based) as if it had been killed
+    (tests of resume use it). Returns {"epochs": [per-epoch metrics], "model": path}.
+    """
+    from c3det.model import build_model
+
+    tp = params.train
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rank, world = _distributed()
+    device = _device(rank)
+    use_amp = tp.amp and device.type == "cuda"
+    if tp.max_images is not None:
+        labels = LabelSet(labels.categories, labels.images[:tp.max_images], labels.info)
+    if not labels.images:
+        raise ValueError("train: the label set has no images; label a batch first")
+
+    torch.manual_seed(tp.seed)
+    model = build_model(kind, len(labels.categories), params).to(device)
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    optimizer = torch.optim.SGD([{"params": decay, "weight_decay": tp.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}],
+                                lr=tp.lr, momentum=tp.momentum)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    start_epoch, step, history = 0, 0, []
+    state_path = out / STATE
+    if resume and state_path.exists():
+        state = torch.load(state_path, map_location=device, weights_only=True)
+        if state.get("kind") != kind:
+            raise ValueError(f"{state_path}: holds a {state.get('kind')!r} model, not {kind!r};"
+                             " use another out_dir or resume=False")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch, step = state["epoch"] + 1, state["step"]
+        history = _read_metrics(out / METRICS, start_epoch)
+    elif rank == 0 and (out / METRICS).exists():
+        (out / METRICS).unlink()
+
+    ddp_model = model
+    if world > 1:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    dataset = DetectionDataset(labels, image_root, tp)
+    sampler = (DistributedSampler(dataset, world, rank, shuffle=True, seed=tp.seed)
+               if world > 1 else EpochPermutation(len(dataset), tp.seed))
+    loader = DataLoader(dataset, batch_size=tp.batch_size, sampler=sampler,
+                        num_workers=tp.num_workers, collate_fn=collate,
+                        persistent_workers=False)
+
+    for epoch in range(start_epoch, tp.epochs):
+        torch.manual_seed(tp.seed * 100_003 + epoch)  # RoI samplers etc.: same on resume
+        dataset.set_epoch(epoch)
+        sampler.set_epoch(epoch)
+        model.train()
+        sums: dict[str, float] = {}
+        n_images, n_steps, t0 = 0, 0, time.perf_counter()
+        bar = tqdm(loader, desc=f"{kind} epoch {epoch + 1}/{tp.epochs}",
+                   disable=not progress or rank != 0, leave=False, mininterval=5)
+        for images, targets in bar:
+            for g in optimizer.param_groups:
+                g["lr"] = tp.lr * lr_factor(step, epoch, tp.warmup_iters, tp.lr_steps,
+                                            tp.lr_gamma)
+            images = [im.to(device, non_blocking=True) for im in images]
+            clicks = [t["clicks"].to(device) for t in targets]
+            tgts = [{k: t[k].to(device) for k in ("boxes", "labels", "clicked")}
+                    for t in targets]
+            with torch.autocast(device.type, enabled=use_amp):
+                losses = ddp_model(images, clicks, tgts)
+            loss = sum(losses.values())
+            if not math.isfinite(loss.item()):
+                raise FloatingPointError(
+                    f"{kind} epoch {epoch + 1} step {step}: loss is {loss.item()}; lower "
+                    "c3det.train.lr or raise warmup_iters in params.yaml")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tp.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + v.item()
+            sums["loss"] = sums.get("loss", 0.0) + loss.item()
+            n_images += len(images)
+            n_steps += 1
+            step += 1
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        seconds = time.perf_counter() - t0
+        row = {"epoch": epoch, **{k: v / max(n_steps, 1) for k, v in sums.items()},
+               "lr": optimizer.param_groups[0]["lr"], "images": n_images * world,
+               "seconds": seconds, "images_per_s": n_images * world / max(seconds, 1e-9)}
+        history.append(row)
+        if rank == 0:
+            _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                          "scaler": scaler.state_dict(), "epoch": epoch, "step": step,
+                          "kind": kind}, state_path)
+            meta = {"kind": kind, "classes": list(labels.categories), "epoch": epoch,
+                    "params": _plain(params)}
+            _save_model(out / MODEL, model, meta)
+            with open(out / METRICS, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+        if world > 1:
+            dist.barrier()
+        if stop_after_epoch is not None and epoch >= stop_after_epoch:
+            break
+    return {"epochs": history, "model": str(out / MODEL), "kind": kind}
+
+
+def _read_metrics(path: Path, below_epoch: int) -> list[dict]:
+    """Per-epoch rows already logged by the run being resumed (later ones are dropped)."""
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if r["epoch"] < below_epoch]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+def _plain(params) -> dict:
+    import dataclasses
+    return dataclasses.asdict(params)
