@@ -1,0 +1,250 @@
+"""What correcting a batch cost: a box-level diff and the seed-002 workload, with click costs.
+
+Diff (`diff_batch`): per image, the final labels are matched against the model's FIRST
+pre-annotation. Boxes that lie mostly (>= 50 % of their area) inside an ignore region are left
+out on both sides. Matching is one-to-one and class-agnostic: the Hungarian algorithm
+(scipy.optimize.linear_sum_assignment) maximises the summed IoU over all pairs with IoU > 0
+(a tiny bonus breaks ties in favour of same-class pairs). "Same object" therefore means
+"overlapping and assigned to each other". Each matched pair is exactly one of
+
+    accepted   same class, IoU >= iou          (the annotator left it alone, or barely nudged it)
+    moved      same class, 0 < IoU < iou       (the box was adjusted)
+    relabeled  different class, IoU > 0        (`relabeled_moved` counts those also moved)
+
+and every unmatched pre-annotation is `deleted`, every unmatched final box `added`.
+
+Workload (`workload`), following seed 002 (§1 of BRIEF.md):
+
+    WB = #corrections + #objects in B1        corrections = additions An + removals Rn
+    WT = B1n * T + An * T + Rn * T/2
+
+The paper matches with an IoU threshold and knows only additions and removals, so a moved or
+relabeled box is one removal plus one addition there: An = added + moved + relabeled,
+Rn = deleted + moved + relabeled. Batch 1 is labeled from scratch (B1n = its object count).
+
+`seconds` extends WT to what an annotator with clicks and box edits does, with the cost model
+of `WorkloadParams` (seed 004's time model): every image costs `accept_image_seconds` to look
+at; each click round with k > 0 clicks costs first_click + (k - 1) * click; then edits are
+charged against the model output the annotator saw last (after the clicks: `refined`; without
+clicks that is the pre-annotation): added * T + deleted * T/2 + moved * move +
+relabeled * relabel (+ move when also moved). Reductions are against labeling every object of
+the batch by hand (#objects * T).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tinyloop.annotations import Annotation, IgnoreRegion, ImageLabels, LabelSet
+
+CATEGORIES = ("accepted", "moved", "relabeled", "deleted", "added")
+
+
+@dataclass
+class ImageDiff:
+    image_id: str
+    accepted: int = 0
+    moved: int = 0
+    relabeled: int = 0
+    relabeled_moved: int = 0   # relabeled pairs whose IoU is also below the threshold
+    deleted: int = 0
+    added: int = 0
+    ignored: int = 0           # boxes (either side) left out because they lie in ignore regions
+    objects: int = 0           # final boxes outside ignore regions
+    clicks_by_round: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def additions(self) -> int:
+        """An of seed 002: every final box without a same-class match at the threshold."""
+        return self.added + self.moved + self.relabeled
+
+    @property
+    def removals(self) -> int:
+        """Rn of seed 002: every pre-annotated box without such a match."""
+        return self.deleted + self.moved + self.relabeled
+
+    @property
+    def clicks(self) -> int:
+        return sum(self.clicks_by_round.values())
+
+
+@dataclass
+class BatchDiff:
+    iou: float
+    images: list[ImageDiff]
+
+    def totals(self) -> dict[str, Any]:
+        out: dict[str, Any] = {k: sum(getattr(d, k) for d in self.images)
+                               for k in (*CATEGORIES, "relabeled_moved", "ignored", "objects")}
+        out["images"] = len(self.images)
+        rounds: Counter[int] = Counter()
+        for d in self.images:
+            rounds.update(d.clicks_by_round)
+        out["clicks_by_round"] = {r: rounds[r] for r in sorted(rounds)}
+        out["clicks"] = sum(rounds.values())
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {"iou": self.iou, "totals": _str_keys(self.totals()),
+                "images": [_str_keys(asdict(d)) for d in self.images]}
+
+
+# --- diff ----------------------------------------------------------------------------------
+
+def in_ignore(a: Annotation, regions: list[IgnoreRegion], min_fraction: float = 0.5) -> bool:
+    """True when at least `min_fraction` of the box's area lies inside one ignore region."""
+    for r in regions:
+        iw = min(a.box.x2, r.box.x2) - max(a.box.x1, r.box.x1)
+        ih = min(a.box.y2, r.box.y2) - max(a.box.y1, r.box.y1)
+        if iw > 0 and ih > 0 and iw * ih >= min_fraction * max(a.box.area, 1e-9):
+            return True
+    return False
+
+
+def iou_matrix(a: list[Annotation], b: list[Annotation]) -> np.ndarray:
+    """(len(a), len(b)) IoU of the axis-aligned boxes."""
+    if not a or not b:
+        return np.zeros((len(a), len(b)))
+    A = np.array([x.box.xyxy() for x in a], dtype=np.float64)[:, None, :]
+    B = np.array([x.box.xyxy() for x in b], dtype=np.float64)[None, :, :]
+    iw = np.clip(np.minimum(A[..., 2], B[..., 2]) - np.maximum(A[..., 0], B[..., 0]), 0, None)
+    ih = np.clip(np.minimum(A[..., 3], B[..., 3]) - np.maximum(A[..., 1], B[..., 1]), 0, None)
+    inter = iw * ih
+    area_a = (A[..., 2] - A[..., 0]) * (A[..., 3] - A[..., 1])
+    area_b = (B[..., 2] - B[..., 0]) * (B[..., 3] - B[..., 1])
+    return inter / np.maximum(area_a + area_b - inter, 1e-12)
+
+
+def match(pre: list[Annotation], final: list[Annotation]) -> list[tuple[int, int, float]]:
+    """One-to-one class-agnostic matching maximising IoU; pairs (i_pre, j_final, iou > 0)."""
+    from scipy.optimize import linear_sum_assignment
+    ious = iou_matrix(pre, final)
+    if ious.size == 0:
+        return []
+    same = np.array([[p.category == f.category for f in final] for p in pre], dtype=float)
+    score = np.where(ious > 0, ious + 1e-6 * same, 0.0)
+    rows, cols = linear_sum_assignment(score, maximize=True)
+    return [(int(i), int(j), float(ious[i, j])) for i, j in zip(rows, cols) if ious[i, j] > 0]
+
+
+def diff_image(pre: list[Annotation], final: ImageLabels, iou: float,
+               ignore: list[IgnoreRegion] | None = None) -> ImageDiff:
+    regions = list(final.ignore) + list(ignore or [])
+    pre_kept = [a for a in pre if not in_ignore(a, regions)]
+    fin_kept = [a for a in final.annotations if not in_ignore(a, regions)]
+    d = ImageDiff(final.id, objects=len(fin_kept),
+                  ignored=len(pre) - len(pre_kept) + len(final.annotations) - len(fin_kept))
+    pairs = match(pre_kept, fin_kept)
+    for i, j, overlap in pairs:
+        if pre_kept[i].category != fin_kept[j].category:
+            d.relabeled += 1
+            d.relabeled_moved += overlap < iou
+        elif overlap >= iou:
+            d.accepted += 1
+        else:
+            d.moved += 1
+    d.deleted = len(pre_kept) - len(pairs)
+    d.added = len(fin_kept) - len(pairs)
+    rounds = Counter(c.round for c in final.clicks)
+    d.clicks_by_round = {r: rounds[r] for r in sorted(rounds)}
+    return d
+
+
+def diff_batch(preannotations: LabelSet, final: LabelSet, iou: float = 0.5) -> BatchDiff:
+    """Diff every image of `final` against its pre-annotation (none: everything is added)."""
+    pre = preannotations.by_id()
+    out = []
+    for item in final:
+        before = pre.get(item.id)
+        out.append(diff_image(before.annotations if before else [], item, iou,
+                              before.ignore if before else None))
+    return BatchDiff(iou, out)
+
+
+# --- workload ------------------------------------------------------------------------------
+
+def click_seconds(clicks_by_round: dict[int, int], cost) -> float:
+    """Seed 004: a round's first click ~8 s, each further click ~3 s."""
+    return sum(cost.first_click_seconds + (k - 1) * cost.click_seconds
+               for k in clicks_by_round.values() if k > 0)
+
+
+def edit_seconds(d: ImageDiff, cost) -> float:
+    T = cost.box_seconds
+    return (d.added * T + d.deleted * cost.removal_fraction * T + d.moved * cost.move_seconds
+            + d.relabeled * cost.relabel_seconds + d.relabeled_moved * cost.move_seconds)
+
+
+def workload(diff: BatchDiff, cost, first_batch: bool,
+             refined: BatchDiff | None = None) -> dict[str, Any]:
+    """WB, WT (seed 002), `seconds` (with clicks and edits) and % reductions vs manual.
+
+    `cost` is a `flows.config.WorkloadParams`. `refined` is the diff of the final labels
+    against the model's last output after clicks; without it edits are charged against
+    the first pre-annotation.
+    """
+    t = diff.totals()
+    T = cost.box_seconds
+    objects = t["objects"]
+    manual_seconds = objects * T
+    if first_batch:
+        an, rn, wb, wt = objects, 0, objects, objects * T
+        seconds = wt
+    else:
+        an = sum(d.additions for d in diff.images)
+        rn = sum(d.removals for d in diff.images)
+        wb = an + rn
+        wt = an * T + rn * cost.removal_fraction * T
+        edits_from = refined.images if refined is not None else diff.images
+        seconds = (len(diff.images) * cost.accept_image_seconds
+                   + sum(click_seconds(d.clicks_by_round, cost) for d in diff.images)
+                   + sum(edit_seconds(d, cost) for d in edits_from))
+    return {
+        "iou": diff.iou, "first_batch": first_batch, "images": t["images"],
+        "objects": objects, "diff": {k: t[k] for k in (*CATEGORIES, "relabeled_moved",
+                                                          "ignored")},
+        "clicks": t["clicks"], "clicks_by_round": _str_keys(t["clicks_by_round"]),
+        "additions": an, "removals": rn, "WB": wb, "WT": wt, "seconds": seconds,
+        "manual_boxes": objects, "manual_seconds": manual_seconds,
+        "reduction_WB_pct": _pct(wb, objects), "reduction_WT_pct": _pct(wt, manual_seconds),
+        "reduction_seconds_pct": _pct(seconds, manual_seconds),
+    }
+
+
+def cumulative(batches: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sum per-batch workloads (batch 1 first) and recompute the reductions."""
+    keys = ("images", "objects", "clicks", "additions", "removals", "WB", "WT", "seconds",
+            "manual_boxes", "manual_seconds")
+    out: dict[str, Any] = {k: sum(b[k] for b in batches) for k in keys}
+    out["batches"] = len(batches)
+    out["reduction_WB_pct"] = _pct(out["WB"], out["manual_boxes"])
+    out["reduction_WT_pct"] = _pct(out["WT"], out["manual_seconds"])
+    out["reduction_seconds_pct"] = _pct(out["seconds"], out["manual_seconds"])
+    return out
+
+
+def batch_workload(preannotations: LabelSet | None, final: LabelSet, cost,
+                   first_batch: bool, refined: LabelSet | None = None) -> dict[str, Any]:
+    """Everything workload.json holds for one batch: diff + workload at each reported IoU."""
+    pre = preannotations if preannotations is not None else LabelSet(final.categories)
+    out: dict[str, Any] = {"iou": cost.iou}
+    for thr in dict.fromkeys([cost.iou, *cost.report_ious]):
+        d = diff_batch(pre, final, thr)
+        r = diff_batch(refined, final, thr) if refined is not None else None
+        entry = workload(d, cost, first_batch, r)
+        entry["per_image"] = d.to_json()["images"]
+        out[f"iou_{thr:g}"] = entry
+    out.update({k: v for k, v in out[f"iou_{cost.iou:g}"].items() if k != "per_image"})
+    return out
+
+
+def _pct(part: float, whole: float) -> float | None:
+    return None if whole == 0 else round(100.0 * (1.0 - part / whole), 2)
+
+
+def _str_keys(d: dict) -> dict:
+    return {str(k) if isinstance(k, int) else k: (_str_keys(v) if isinstance(v, dict) else v)
+            for k, v in d.items()}

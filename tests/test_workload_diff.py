@@ -1,0 +1,126 @@
+"""Box-level diff categories and seed-002 workload numbers on hand-made cases."""
+from __future__ import annotations
+
+import pytest
+
+from flows.config import WorkloadParams
+from flows.workload import batch_workload, cumulative, diff_batch, match, workload
+from tinyloop.annotations import (Annotation, Box, Click, IgnoreRegion, ImageLabels,
+                                  ImageRecord, LabelSet, Provenance)
+
+CLASSES = ["Person", "Car", "Bicycle", "OtherVehicle"]
+MODEL = Provenance("model", "m1", 0.9)
+
+
+def ann(cat, x1, y1, x2, y2, model=False):
+    return Annotation(cat, Box(x1, y1, x2, y2), provenance=MODEL if model else
+                      Provenance("human"))
+
+
+def hand_made() -> tuple[LabelSet, LabelSet]:
+    """One image with exactly one box of each kind (see the comments for the IoUs)."""
+    rec = ImageRecord("img", "img.jpg", 100, 60)
+    ignore = [IgnoreRegion(Box(55, 35, 75, 55))]
+    pre = [ann("Car", 0, 0, 10, 10, True),        # A: accepted (IoU 1)
+           ann("Car", 20, 0, 30, 10, True),       # B: IoU 80/120 = 0.667: accepted@.5 moved@.7
+           ann("Person", 40, 0, 50, 10, True),    # C: relabeled to Car
+           ann("Person", 60, 0, 70, 10, True),    # D: deleted
+           ann("Car", 60, 40, 70, 50, True),      # F: inside the ignore region
+           ann("Car", 0, 40, 10, 50, True)]       # H: IoU 50/150 = 0.333: moved
+    final = [ann("Car", 0, 0, 10, 10), ann("Car", 22, 0, 32, 10), ann("Car", 40, 0, 50, 10),
+             ann("Bicycle", 80, 0, 90, 10),       # E: added
+             ann("Car", 62, 42, 68, 48),          # G: inside the ignore region
+             ann("Car", 5, 40, 15, 50)]
+    clicks = [Click(5, 5, "Car", 1), Click(45, 5, "Car", 1), Click(85, 5, "Bicycle", 2)]
+    return (LabelSet(CLASSES, [ImageLabels(rec, pre, ignore)]),
+            LabelSet(CLASSES, [ImageLabels(rec, final, ignore, clicks)]))
+
+
+def test_every_category_at_iou_05():
+    pre, final = hand_made()
+    t = diff_batch(pre, final, 0.5).totals()
+    assert {k: t[k] for k in ("accepted", "moved", "relabeled", "deleted", "added")} == \
+        {"accepted": 2, "moved": 1, "relabeled": 1, "deleted": 1, "added": 1}
+    assert t["ignored"] == 2 and t["objects"] == 5 and t["relabeled_moved"] == 0
+    assert t["clicks_by_round"] == {1: 2, 2: 1} and t["clicks"] == 3
+
+
+def test_stricter_threshold_turns_a_nudge_into_a_move():
+    pre, final = hand_made()
+    t = diff_batch(pre, final, 0.7).totals()
+    assert (t["accepted"], t["moved"]) == (1, 2)
+
+
+def test_relabel_and_move_is_one_relabel_counted_as_also_moved():
+    rec = ImageRecord("i", "i.jpg", 50, 50)
+    pre = LabelSet(CLASSES, [ImageLabels(rec, [ann("Person", 0, 0, 10, 10, True)])])
+    fin = LabelSet(CLASSES, [ImageLabels(rec, [ann("Car", 5, 0, 15, 10)])])
+    t = diff_batch(pre, fin, 0.5).totals()
+    assert (t["relabeled"], t["relabeled_moved"], t["added"], t["deleted"]) == (1, 1, 0, 0)
+
+
+def test_hungarian_beats_greedy_matching():
+    # greedy would pair X with U (IoU .667) and leave Y deleted and V added; the optimal
+    # assignment X-V (.538) + Y-U (.176) keeps both objects.
+    X, Y = ann("Car", 0, 0, 10, 10), ann("Car", 0, 9, 10, 19)
+    U, V = ann("Car", 0, 2, 10, 12), ann("Car", 0, -3, 10, 7)
+    pairs = {(i, j) for i, j, _ in match([X, Y], [U, V])}
+    assert pairs == {(0, 1), (1, 0)}
+
+
+def test_disjoint_boxes_are_never_the_same_object():
+    rec = ImageRecord("i", "i.jpg", 50, 50)
+    pre = LabelSet(CLASSES, [ImageLabels(rec, [ann("Car", 0, 0, 10, 10, True)])])
+    fin = LabelSet(CLASSES, [ImageLabels(rec, [ann("Car", 20, 20, 30, 30)])])
+    t = diff_batch(pre, fin, 0.5).totals()
+    assert (t["deleted"], t["added"], t["moved"]) == (1, 1, 0)
+
+
+def test_workload_matches_hand_computed_numbers():
+    pre, final = hand_made()
+    cost = WorkloadParams()  # T = 7 s, removal T/2, move 3.5 s, relabel 3 s, 4/8/3 s
+    w = workload(diff_batch(pre, final, 0.5), cost, first_batch=False)
+    # An = added 1 + moved 1 + relabeled 1 = 3; Rn = deleted 1 + moved 1 + relabeled 1 = 3
+    assert (w["additions"], w["removals"], w["WB"]) == (3, 3, 6)
+    assert w["WT"] == pytest.approx(3 * 7 + 3 * 3.5)            # 31.5 s
+    assert w["manual_seconds"] == pytest.approx(5 * 7)          # 35 s
+    assert w["reduction_WT_pct"] == pytest.approx(10.0)
+    assert w["reduction_WB_pct"] == pytest.approx(-20.0)
+    # 4 s look + round 1: 8 + 3, round 2: 8 + edits: 7 + 3.5 + 3.5 + 3 = 40 s
+    assert w["seconds"] == pytest.approx(4 + 11 + 8 + 17)
+    w7 = workload(diff_batch(pre, final, 0.7), cost, first_batch=False)
+    assert (w7["WB"], w7["WT"]) == (8, pytest.approx(4 * 7 + 4 * 3.5))
+
+
+def test_first_batch_is_fully_manual():
+    pre, final = hand_made()
+    w = workload(diff_batch(pre, final, 0.5), WorkloadParams(box_seconds=10),
+                 first_batch=True)
+    assert (w["WB"], w["WT"], w["reduction_WT_pct"]) == (5, 50, 0.0)
+
+
+def test_edits_are_charged_against_the_refined_output_when_given():
+    pre, final = hand_made()
+    cost = WorkloadParams()
+    refined = LabelSet(CLASSES, [ImageLabels(final.images[0].image,
+                                             list(final.images[0].annotations))])
+    out = batch_workload(pre, final, cost, first_batch=False, refined=refined)
+    # the clicks fixed everything: 4 s look + 19 s of clicks, no edits left
+    assert out["seconds"] == pytest.approx(23)
+    assert out["WB"] == 6 and out["iou_0.7"]["WB"] == 8
+
+
+def test_cumulative_sums_batches_and_recomputes_reduction():
+    pre, final = hand_made()
+    cost = WorkloadParams()
+    b1 = workload(diff_batch(pre, final, 0.5), cost, first_batch=True)
+    b2 = workload(diff_batch(pre, final, 0.5), cost, first_batch=False)
+    c = cumulative([b1, b2])
+    assert c["WT"] == pytest.approx(35 + 31.5) and c["WB"] == 11
+    assert c["reduction_WT_pct"] == pytest.approx(100 * (1 - 66.5 / 70), abs=0.01)
+
+
+def test_image_missing_from_preannotations_counts_as_added():
+    pre, final = hand_made()
+    t = diff_batch(LabelSet(CLASSES), final, 0.5).totals()
+    assert t["added"] == 5 and t["deleted"] == 0
