@@ -1,0 +1,127 @@
+"""`tinyloop init`: make a directory a tinyloop project (git + DVC + params + pipeline).
+
+    tinyloop init runs/demo --source sample/hit-uav
+
+does, idempotently (running it again repairs what is missing and changes nothing else):
+git init; dvc init; `dvc config core.analytics false`; a default DVC remote (a local
+directory, `.dvc-remote` unless told otherwise; `s3://bucket/path`, `gs://...`, `ssh://...`
+work the same once the matching `dvc[s3]` etc. extra is installed); params.yaml (the
+package's defaults, with `data.source` set when given) and dvc.yaml; a .gitignore for the
+loop's private state; one initial commit.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from flows.layout import ProjectLayout
+from flows.versioning import VersioningError, run
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+GITIGNORE = "/.tinyloop/\n/.dvc-remote/\n/data/batches/*/work/\n__pycache__/\n"
+
+
+def template(name: str) -> Path:
+    """The repository's params.yaml / dvc.yaml that a new project starts from."""
+    path = PACKAGE_ROOT / name
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: tinyloop init needs the source checkout's "
+                                f"{name} (reinstall from the repository)")
+    return path
+
+
+def write_params(dest: Path, source: str | None) -> None:
+    """Copy the default params.yaml, pointing data.source at `source` when given."""
+    import yaml
+    text = template("params.yaml").read_text(encoding="utf-8")
+    if source is not None:
+        doc = yaml.safe_load(text)
+        old = doc["data"]["source"]
+        text = text.replace(f"source: {old}", f"source: {source}", 1)
+        assert yaml.safe_load(text)["data"]["source"] == source, "params.yaml source edit"
+    dest.write_text(text, encoding="utf-8")
+
+
+def init_project(root: str | Path, *, source: str | None = None,
+                 remote: str | None = None, params_overrides: dict | None = None) -> ProjectLayout:
+    """Create or repair a project at `root`; returns its layout.
+
+    `source` (the raw dataset) is stored as an absolute path unless it lies inside the
+    project, so `dvc repro` finds it from anywhere. `params_overrides` maps dotted keys
+    to values written into params.yaml (used by the demo for its small schedule).
+    """
+    layout = ProjectLayout(Path(root).resolve())
+    layout.root.mkdir(parents=True, exist_ok=True)
+    if source is not None:
+        src = Path(source).resolve()
+        if not src.exists():
+            raise FileNotFoundError(f"dataset {source} does not exist; pass --source DIR "
+                                    "pointing at the images and labels")
+        try:
+            source = str(src.relative_to(layout.root))
+        except ValueError:
+            source = str(src)
+    if not (layout.root / ".git").exists():
+        run(layout, "git", "init", "-q")
+    if not (layout.root / ".dvc").exists():
+        run(layout, "dvc", "init", "-q")
+    run(layout, "dvc", "config", "core.analytics", "false")
+    if not layout.params.exists():
+        write_params(layout.params, source)
+    if params_overrides:
+        set_params(layout.params, params_overrides)
+    if not layout.dvc_yaml.exists():
+        shutil.copyfile(template("dvc.yaml"), layout.dvc_yaml)
+    gi = layout.root / ".gitignore"
+    if not gi.exists() or "/.tinyloop/" not in gi.read_text():
+        with open(gi, "a", encoding="utf-8") as fh:
+            fh.write(GITIGNORE)
+    set_remote(layout, remote or _params_remote(layout))
+    layout.state.mkdir(exist_ok=True)
+    run(layout, "git", "add", "-A", ".")
+    if run(layout, "git", "diff", "--cached", "--quiet", check=False).returncode:
+        run(layout, "git", "commit", "-q", "-m", "tinyloop init")
+    return layout
+
+
+def _params_remote(layout: ProjectLayout) -> str:
+    import yaml
+    doc = yaml.safe_load(layout.params.read_text(encoding="utf-8")) or {}
+    return (doc.get("project") or {}).get("dvc_remote") or ".dvc-remote"
+
+
+def set_remote(layout: ProjectLayout, url: str) -> None:
+    """Make `url` the default DVC remote `storage` (a relative path = inside the project)."""
+    if "://" not in url:
+        path = Path(url)
+        (path if path.is_absolute() else layout.root / path).mkdir(parents=True, exist_ok=True)
+    run(layout, "dvc", "remote", "add", "-f", "-d", "storage", url)
+
+
+def set_params(path: Path, overrides: dict) -> None:
+    """Set dotted keys (`c3det.train.epochs`) in params.yaml, keeping the rest as written."""
+    import yaml
+    doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    for key, value in overrides.items():
+        node = doc
+        *parents, last = key.split(".")
+        for k in parents:
+            node = node.setdefault(k, {})
+        node[last] = value
+    from tinyloop.atomic import write_text_atomic
+    write_text_atomic(path, yaml.safe_dump(doc, sort_keys=False))
+
+
+def find_root(start: str | Path = ".") -> Path:
+    """The nearest directory at or above `start` with a params.yaml and dvc.yaml."""
+    here = Path(start).resolve()
+    for d in (here, *here.parents):
+        if (d / "params.yaml").exists() and (d / "dvc.yaml").exists() and (d / ".dvc").exists():
+            return d
+    raise FileNotFoundError(f"{here} is not inside a tinyloop project (no params.yaml + "
+                            "dvc.yaml + .dvc above it); run `tinyloop init DIR` first")
+
+
+__all__ = ["init_project", "set_params", "set_remote", "find_root", "VersioningError"]
+_ = os
