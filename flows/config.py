@@ -61,5 +61,32 @@ class WorkloadParams:
 
 
 @dataclass
+class ScheduleParams:
+    """Cron schedules `tinyloop serve` registers (empty string = no schedule)."""
+    retrain: str = "0 2 * * *"       # nightly: retrain on every labeled batch, evaluate, version
+    check_batches: str = "0 * * * *"  # hourly: continue the loop when a batch was marked done
+
+
+@dataclass
 class FlowParams:
-    iterations: int = 3
+    """The loop (owner: flows/loop.py)."""
+    iterations: int = 3              # batches to run (first batch included); 0 = until the pool is done
+    store: Literal["file", "fiftyone"] = "file"  # where annotators' edits arrive
+    eval_split: str = "val"          # metadata["split"] held out of the pool for evaluation
+    eval_max_images: int = 0         # evaluate on the first N held-out images (0 = all)
+    task_runner: Literal["thread", "dask"] = "thread"  # dask: fan-out over a LocalCluster
+    dask_workers: int = 2            # LocalCluster workers for task_runner dask
+    preannotate_chunk: int = 16      # images per pre-annotation task (the fan-out unit)
+    wait_poll_s: float = 600.0       # a paused flow re-checks the batch's done marker this often
+    versioning: bool = True          # dvc add + commit + git tag iter-NNN per iteration
+    push_attempts: int = 4           # dvc push retries with exponential back-off
+    push_delay_s: float = 2.0        # first back-off delay (doubles every attempt)
+    oom_retries: int = 2             # CUDA out-of-memory: retry training with half the batch
+    schedules: ScheduleParams = field(default_factory=ScheduleParams)
+
+    def check(self) -> str | None:
+        if self.iterations < 0 or self.dask_workers < 1 or self.preannotate_chunk < 1:
+            return "iterations >= 0, dask_workers >= 1 and preannotate_chunk >= 1 are required"
+        if self.push_attempts < 1 or self.oom_retries < 0:
+            return "push_attempts >= 1 and oom_retries >= 0 are required"
+        return None
