@@ -1,0 +1,173 @@
+"""Tiling: the window grid, labels cut by tile borders, merging tile predictions back."""
+import math
+
+import numpy as np
+import pytest
+from shapely.geometry import box as shapely_box
+
+from tinyloop.annotations import (Annotation, Box, Click, IgnoreRegion, ImageLabels,
+                                  ImageRecord, LabelSet, OrientedBox, Provenance)
+from tinyloop.tiling import (crop, merge_predictions, nms_boxes, tile_label_set,
+                             tile_labels, tile_windows)
+
+
+def _image(w=200, h=100, anns=(), ignore=(), clicks=()):
+    return ImageLabels(ImageRecord("img", "images/img.jpg", w, h, 1), list(anns),
+                       list(ignore), list(clicks))
+
+
+def _pred(cat, box, score, obox=None):
+    return Annotation(cat, box, obox, Provenance("model", "m1", score))
+
+
+@pytest.mark.parametrize("w,h,size,stride", [(640, 512, 256, 200), (1000, 300, 256, 256),
+                                              (257, 256, 256, 128), (4000, 3000, 1024, 512),
+                                              (800, 800, 800, 650)])
+def test_windows_cover_every_pixel_and_stay_inside(w, h, size, stride):
+    windows = tile_windows(w, h, size, stride)
+    covered = np.zeros((h, w), dtype=bool)
+    for win in windows:
+        assert 0 <= win.x1 < win.x2 <= w and 0 <= win.y1 < win.y2 <= h
+        assert win.width == min(size, w) and win.height == min(size, h)
+        covered[int(win.y1):int(win.y2), int(win.x1):int(win.x2)] = True
+    assert covered.all()
+    # the last window of a row/column is flush with the border
+    assert max(win.x2 for win in windows) == w and max(win.y2 for win in windows) == h
+    assert len({tuple(win.xyxy()) for win in windows}) == len(windows)
+
+
+def test_window_offsets_follow_stride():
+    xs = sorted({win.x1 for win in tile_windows(1000, 100, 400, 300)})
+    assert xs == [0, 300, 600]           # 600 + 400 = 1000 exactly: no extra window
+    xs = sorted({win.x1 for win in tile_windows(1100, 100, 400, 300)})
+    assert xs == [0, 300, 600, 700]      # last one moved back to end at 1100
+
+
+def test_small_image_is_one_window():
+    assert tile_windows(300, 200, 1024, 512) == [Box(0, 0, 300, 200)]
+
+
+def test_bad_tiling_params_are_named():
+    with pytest.raises(ValueError, match="stride"):
+        tile_windows(100, 100, 64, 128)
+    with pytest.raises(ValueError, match="min_visible"):
+        tile_labels(_image(), Box(0, 0, 50, 50), 0)
+
+
+@pytest.mark.parametrize("inside,min_visible,kept", [(0.6, 0.5, True), (0.5, 0.5, True),
+                                                     (0.4, 0.5, False), (0.5, 0.51, False),
+                                                     (1.0, 1.0, True), (0.9, 1.0, False)])
+def test_object_cut_by_border_kept_around_threshold(inside, min_visible, kept):
+    # window [0, 100) x [0, 100); a 20x10 box straddling x = 100 with `inside` of it inside
+    x1 = 100 - 20 * inside
+    item = _image(anns=[Annotation("Car", Box(x1, 40, x1 + 20, 50))])
+    tile = tile_labels(item, Box(0, 0, 100, 100), min_visible)
+    assert len(tile.annotations) == int(kept)
+    if kept:
+        assert tile.annotations[0].box == Box(x1, 40, min(x1 + 20, 100), 50)
+
+
+def test_labels_shift_into_tile_coordinates():
+    item = _image(anns=[Annotation("Person", Box(110, 20, 120, 40)),
+                        Annotation("Car", Box(10, 10, 30, 20))],
+                  ignore=[IgnoreRegion(Box(90, 0, 130, 10))],
+                  clicks=[Click(115, 30, "Person", 2), Click(20, 15, "Car")])
+    tile = tile_labels(item, Box(100, 0, 200, 100), 0.5)
+    assert [a.box for a in tile.annotations] == [Box(10, 20, 20, 40)]
+    assert [r.box for r in tile.ignore] == [Box(0, 0, 30, 10)]   # clipped, kept
+    assert tile.clicks == [Click(15, 30, "Person", 2)]
+    assert (tile.image.width, tile.image.height) == (100, 100)
+    assert tile.image.id == "img@100_0"
+    assert tile.image.metadata["tile"] == {"image_id": "img", "window": [100, 0, 200, 100]}
+    assert tile.image.path == item.image.path
+
+
+def test_oriented_box_uses_polygon_area():
+    # a 20x20 square turned 45 degrees (a diamond, half-diagonal r) whose tip pokes r/2 into
+    # the window: its axis-aligned box is 25% inside, the diamond itself only 12.5%
+    r = 10 * math.sqrt(2)
+    obox = OrientedBox(100 + r / 2, 50, 20, 20, math.pi / 4)
+    ann = _oriented_car(obox)
+    assert tile_labels(_image(anns=[ann]), Box(0, 0, 100, 100), 0.2).annotations == []
+    assert len(tile_labels(_image(anns=[ann]), Box(0, 0, 100, 100), 0.1).annotations) == 1
+
+
+def test_cut_oriented_box_keeps_angle_and_covers_inside_part():
+    obox = OrientedBox(100, 50, 40, 10, 0.2)       # long axis crosses the border x = 100
+    tile = tile_labels(_image(anns=[_oriented_car(obox)]), Box(0, 0, 100, 100), 0.4)
+    cut = tile.annotations[0].obox
+    assert cut.angle == obox.angle and cut.h == pytest.approx(10)
+    assert cut.w == pytest.approx(20 + 5 * math.tan(0.2))
+    inside = obox.polygon().intersection(shapely_box(0, 0, 100, 100))
+    assert inside.difference(cut.polygon()).area == pytest.approx(0, abs=1e-6)
+    assert tile.annotations[0].box.x2 == 100                     # axis box clipped too
+    whole = tile_labels(_image(anns=[_oriented_car(OrientedBox(50, 50, 20, 10, 0.3))]),
+                        Box(0, 0, 100, 100), 0.5)
+    assert whole.annotations[0].obox == OrientedBox(50, 50, 20, 10, 0.3)   # untouched
+
+
+def _oriented_car(obox):
+    return Annotation("Car", obox.bounding_box(), obox)
+
+
+def test_duplicate_from_overlapping_tiles_merges_to_one():
+    windows = tile_windows(300, 100, 200, 100)       # x in [0, 200) and [100, 300)
+    assert [w.x1 for w in windows] == [0, 100]
+    # one object at image x 140..160 seen by both tiles, plus one object each tile alone sees
+    per_tile = [(windows[0], [_pred("Car", Box(140, 40, 160, 60), 0.9),
+                              _pred("Car", Box(10, 10, 20, 20), 0.8)]),
+                (windows[1], [_pred("Car", Box(41, 41, 61, 61), 0.7),
+                              _pred("Person", Box(40, 40, 60, 60), 0.6),
+                              _pred("Car", Box(180, 10, 190, 20), 0.5)])]
+    merged = merge_predictions(per_tile, iou=0.5)
+    cars = sorted((a.box.xyxy(), a.score) for a in merged if a.category == "Car")
+    assert cars == [([10, 10, 20, 20], 0.8), ([140, 40, 160, 60], 0.9),
+                    ([280, 10, 290, 20], 0.5)]
+    # NMS is class-wise: the Person box on the same spot survives
+    assert [a.box for a in merged if a.category == "Person"] == [Box(140, 40, 160, 60)]
+    assert all(a.provenance.model_version == "m1" for a in merged)
+
+
+def test_polygon_nms_on_rotated_boxes():
+    a = OrientedBox(50, 50, 40, 10, math.radians(30))
+    b = OrientedBox(51, 50, 40, 10, math.radians(33))   # nearly the same box
+    c = OrientedBox(50, 50, 40, 10, math.radians(120))  # crosses a: small polygon overlap
+    preds = [_pred("Car", o.bounding_box(), s, o) for o, s in ((a, 0.9), (b, 0.8), (c, 0.7))]
+    merged = merge_predictions([(Box(0, 0, 100, 100), preds)], iou=0.5)
+    assert [m.obox for m in merged] == [a, c]
+    # their axis-aligned boxes overlap a lot, so box NMS would have wrongly merged a and c
+    assert a.bounding_box().iou(c.bounding_box()) > 0.5
+    assert a.polygon().intersection(c.polygon()).area / a.polygon().union(c.polygon()).area \
+        < 0.5
+
+
+def test_merge_shifts_oriented_boxes():
+    o = OrientedBox(10, 20, 8, 4, 0.5)
+    merged = merge_predictions([(Box(100, 200, 300, 400), [_pred("Car", o.bounding_box(),
+                                                                 0.5, o)])])
+    assert merged[0].obox == OrientedBox(110, 220, 8, 4, 0.5)
+
+
+def test_nms_boxes_keeps_best_first():
+    boxes = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [20, 20, 30, 30]], dtype=float)
+    assert nms_boxes(boxes, np.array([0.5, 0.9, 0.1]), 0.5).tolist() == [1, 2]
+
+
+def test_tile_then_merge_round_trip_on_label_set():
+    anns = [Annotation("Car", Box(x, y, x + 12, y + 12), provenance=Provenance("model",
+                                                                              score=0.9))
+            for x, y in [(5, 5), (95, 40), (190, 180), (290, 90)]]
+    labels = LabelSet(["Car"], [_image(320, 200, anns)])
+    tiles = tile_label_set(labels, 128, 96, 0.5, keep_empty=False)
+    assert all(t.annotations for t in tiles)
+    per_tile = [(Box(*t.image.metadata["tile"]["window"]), t.annotations) for t in tiles]
+    merged = merge_predictions(per_tile, iou=0.3)
+    # every object comes back once (a cut-off duplicate overlaps its whole self by >= 0.5)
+    assert sorted(a.box.xyxy() for a in merged) == sorted(a.box.xyxy() for a in anns)
+
+
+def test_crop_takes_window_pixels():
+    image = np.arange(3 * 10 * 20, dtype=np.float32).reshape(3, 10, 20)
+    part = crop(image, Box(5, 2, 15, 8))
+    assert part.shape == (3, 6, 10)
+    assert part[0, 0, 0] == image[0, 2, 5]

@@ -1,0 +1,261 @@
+"""Cut large images into overlapping tiles and merge tile predictions back.
+
+Aerial images (DOTA: up to 20000 px wide) do not fit a detector at full resolution, and
+shrinking them erases tiny objects. So training and inference run on tiles (Tiny-DOTA:
+1024 px tiles every 512 px; SODA: 800 every 650), and:
+
+- `tile_windows`     the tile grid: windows cover every pixel; the last window of a row or
+                     column sits flush with the image border instead of hanging over it, and
+                     an image smaller than a tile is one window (the whole image).
+- `tile_labels`      one image's labels seen through a window, in tile coordinates. An object
+                     cut by the window border is kept (clipped) when at least `min_visible`
+                     of its area is inside; for oriented boxes the area is the exact polygon
+                     intersection (shapely). Ignore regions are clipped and kept; clicks
+                     outside the window are dropped.
+- `tile_label_set`   `tile_labels` over every window of every image (training on tiles).
+- `crop`             the pixels of a window from an array (..., H, W).
+- `merge_predictions` tile predictions shifted back to image coordinates; duplicates from
+                     overlapping tiles removed by class-wise NMS (axis-aligned IoU) or, when
+                     the predictions carry oriented boxes, polygon NMS.
+
+A tile's ImageRecord keeps the source image's path; its `metadata["tile"]` holds
+{"image_id", "window": [x1, y1, x2, y2]} so tile results can be traced back.
+Only numpy and (for oriented boxes) shapely are used; nothing heavy is imported.
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import replace
+from typing import Sequence
+
+import numpy as np
+
+from tinyloop.annotations import (Annotation, Box, Click, IgnoreRegion, ImageLabels,
+                                  ImageRecord, LabelSet, OrientedBox)
+
+_EPS = 1e-9  # float slack in "share inside >= min_visible"
+
+
+def _starts(length: int, size: int, stride: int) -> list[int]:
+    """Window offsets along one axis: every `stride` px, the last one flush with the end."""
+    if length <= size:
+        return [0]
+    starts = list(range(0, length - size + 1, stride))
+    if starts[-1] + size < length:
+        starts.append(length - size)
+    return starts
+
+
+def tile_windows(width: int, height: int, size: int, stride: int) -> list[Box]:
+    """The tile grid of a width x height image, row by row (top to bottom, left to right).
+
+    Windows are size x size (smaller only along an axis where the image itself is smaller
+    than a tile). Neighbouring windows overlap by size - stride px, except the last of a row
+    or column, which is moved back to end exactly at the border (so it may overlap more).
+    """
+    if size <= 0 or not 0 < stride <= size:
+        raise ValueError(f"tiling needs size > 0 and 0 < stride <= size; got size={size}, "
+                         f"stride={stride} (fix tiling.size / tiling.stride in params.yaml)")
+    if width <= 0 or height <= 0:
+        raise ValueError(f"cannot tile an image of {width}x{height} px")
+    return [Box(x, y, min(x + size, width), min(y + size, height))
+            for y in _starts(height, size, stride) for x in _starts(width, size, stride)]
+
+
+def _window_polygon(window: Box):
+    from shapely.geometry import box as shapely_box
+    return shapely_box(window.x1, window.y1, window.x2, window.y2)
+
+
+def _shift_box(box: Box, dx: float, dy: float) -> Box:
+    return Box(box.x1 + dx, box.y1 + dy, box.x2 + dx, box.y2 + dy)
+
+
+def _shift_obox(obox: OrientedBox | None, dx: float, dy: float) -> OrientedBox | None:
+    return None if obox is None else replace(obox, cx=obox.cx + dx, cy=obox.cy + dy)
+
+
+def _clip_obox(obox: OrientedBox, window: Box) -> tuple[float, OrientedBox | None]:
+    """(share of the oriented box inside the window, the part inside as an oriented box).
+
+    A box cut by the border becomes the smallest box with the SAME angle around the part
+    inside (an object's orientation does not change because a tile cut it; for a border
+    parallel to a box side this is exact). A box wholly inside is returned unchanged.
+    """
+    poly = obox.polygon()
+    if poly.area <= 0:
+        return 0.0, None
+    inside = poly.intersection(_window_polygon(window))
+    share = inside.area / poly.area
+    if share >= 1 - _EPS:
+        return 1.0, obox
+    if inside.area <= 0:
+        return 0.0, None
+    c, s = math.cos(obox.angle), math.sin(obox.angle)
+    pts = np.asarray(inside.exterior.coords) - (obox.cx, obox.cy)
+    u = pts[:, 0] * c + pts[:, 1] * s          # coordinates along the box's own axes
+    v = -pts[:, 0] * s + pts[:, 1] * c
+    um, vm = (u.min() + u.max()) / 2, (v.min() + v.max()) / 2
+    return share, OrientedBox(obox.cx + um * c - vm * s, obox.cy + um * s + vm * c,
+                              float(u.max() - u.min()), float(v.max() - v.min()), obox.angle)
+
+
+def _clip_box(box: Box, window: Box) -> tuple[float, Box]:
+    """(share of the box's area inside the window, the box clipped to the window)."""
+    clipped = Box(max(box.x1, window.x1), max(box.y1, window.y1),
+                  min(box.x2, window.x2), min(box.y2, window.y2))
+    if clipped.width <= 0 or clipped.height <= 0 or box.area <= 0:
+        return 0.0, clipped
+    return clipped.area / box.area, clipped
+
+
+def tile_record(image: ImageRecord, window: Box) -> ImageRecord:
+    """The ImageRecord of one tile: id `<image id>@<x1>_<y1>`, size of the window."""
+    x1, y1 = int(window.x1), int(window.y1)
+    meta = dict(image.metadata)
+    meta["tile"] = {"image_id": image.id, "window": window.xyxy()}
+    return ImageRecord(id=f"{image.id}@{x1}_{y1}", path=image.path,
+                       width=int(round(window.width)), height=int(round(window.height)),
+                       channels=image.channels, metadata=meta)
+
+
+def tile_labels(labels: ImageLabels, window: Box, min_visible: float) -> ImageLabels:
+    """One image's labels inside `window`, in tile coordinates (origin = window corner).
+
+    An object is kept when its share inside the window is >= min_visible (oriented boxes:
+    polygon area share); its box is clipped to the window. Ignore regions that reach into the
+    window are clipped and kept whatever their share (ignoring too much is harmless; losing
+    an ignore region turns a DontCare object into a false positive). Clicks outside the
+    window are dropped.
+    """
+    if not 0 < min_visible <= 1:
+        raise ValueError(f"min_visible must be in (0, 1], got {min_visible} "
+                         "(fix tiling.min_visible in params.yaml)")
+    dx, dy = -window.x1, -window.y1
+    out = ImageLabels(tile_record(labels.image, window))
+    for ann in labels.annotations:
+        share, box = _clip_box(ann.box, window)
+        obox = ann.obox
+        if obox is not None:
+            share, obox = _clip_obox(obox, window)
+        if share + _EPS < min_visible or box.area <= 0:
+            continue
+        out.annotations.append(replace(ann, box=_shift_box(box, dx, dy),
+                                       obox=_shift_obox(obox, dx, dy)))
+    for region in labels.ignore:
+        share, box = _clip_box(region.box, window)
+        if share <= 0:
+            continue
+        obox = region.obox
+        if obox is not None:
+            obox_share, obox = _clip_obox(obox, window)
+            if obox_share <= 0:
+                continue
+        out.ignore.append(IgnoreRegion(_shift_box(box, dx, dy), _shift_obox(obox, dx, dy),
+                                       region.category))
+    out.clicks = shift_clicks(labels.clicks, window)
+    return out
+
+
+def tile_label_set(labels: LabelSet, size: int, stride: int, min_visible: float,
+                   keep_empty: bool = True) -> LabelSet:
+    """Every window of every image as its own ImageLabels (training or evaluating on tiles).
+
+    keep_empty=False drops tiles with no objects (background-only tiles; usually wanted in
+    moderation only, so it is the caller's choice).
+    """
+    out = replace(labels, images=[])
+    for item in labels.images:
+        for window in tile_windows(item.image.width, item.image.height, size, stride):
+            tile = tile_labels(item, window, min_visible)
+            if keep_empty or tile.annotations:
+                out.images.append(tile)
+    return out
+
+
+def crop(image: np.ndarray, window: Box) -> np.ndarray:
+    """The pixels of `window` from an array shaped (..., H, W) (e.g. (3, H, W) float32)."""
+    x1, y1, x2, y2 = (int(round(v)) for v in window.xyxy())
+    return image[..., y1:y2, x1:x2]
+
+
+# --- merging tile predictions -----------------------------------------------------------
+
+def _score(ann: Annotation) -> float:
+    return 1.0 if ann.score is None else float(ann.score)
+
+
+def nms_boxes(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
+    """Greedy NMS. boxes (N, 4) xyxy, scores (N,) -> kept indices (K,), best score first.
+
+    Equal scores: the larger box wins (a copy cut by a tile border loses to the whole one).
+    """
+    x1, y1, x2, y2 = boxes.T
+    areas = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    order = np.lexsort((-areas, -scores))
+    keep = []
+    while order.size:
+        i, rest = order[0], order[1:]
+        keep.append(i)
+        iw = np.clip(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0, None)
+        ih = np.clip(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0, None)
+        inter = iw * ih
+        union = areas[i] + areas[rest] - inter
+        overlap = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+        order = rest[overlap <= iou]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def nms_polygons(polygons: Sequence, scores: np.ndarray, iou: float) -> np.ndarray:
+    """Greedy NMS on shapely polygons (oriented boxes) -> kept indices, best score first
+    (equal scores: the larger polygon wins)."""
+    import shapely
+    polys = np.empty(len(polygons), dtype=object)
+    polys[:] = list(polygons)
+    areas = shapely.area(polys)
+    order = np.lexsort((-areas, -scores))
+    keep = []
+    while order.size:
+        i, rest = order[0], order[1:]
+        keep.append(i)
+        inter = shapely.area(shapely.intersection(polys[i], polys[rest])) if rest.size \
+            else np.zeros(0)
+        union = areas[i] + areas[rest] - inter
+        overlap = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+        order = rest[overlap <= iou]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def merge_predictions(per_tile: Sequence[tuple[Box, Sequence[Annotation]]],
+                      iou: float = 0.5) -> list[Annotation]:
+    """Tile predictions -> image predictions, duplicates from overlapping tiles removed.
+
+    per_tile: (window, predictions in that tile's coordinates) pairs. Predictions are shifted
+    by the window's corner, then NMS runs per class: on oriented-box polygons when every
+    prediction of that class has an oriented box, else on axis-aligned boxes. A prediction
+    without a score counts as score 1. Returns the kept predictions, by class then score.
+    """
+    by_class: dict[str, list[Annotation]] = defaultdict(list)
+    for window, predictions in per_tile:
+        for ann in predictions:
+            by_class[ann.category].append(replace(
+                ann, box=_shift_box(ann.box, window.x1, window.y1),
+                obox=_shift_obox(ann.obox, window.x1, window.y1)))
+    merged: list[Annotation] = []
+    for category in sorted(by_class):
+        anns = by_class[category]
+        scores = np.array([_score(a) for a in anns], dtype=np.float64)
+        if all(a.obox is not None for a in anns):
+            keep = nms_polygons([a.obox.polygon() for a in anns], scores, iou)
+        else:
+            keep = nms_boxes(np.array([a.box.xyxy() for a in anns], dtype=np.float64),
+                             scores, iou)
+        merged.extend(anns[i] for i in keep)
+    return merged
+
+
+def shift_clicks(clicks: Sequence[Click], window: Box) -> list[Click]:
+    """Image-coordinate clicks inside `window`, in the window's coordinates."""
+    return [replace(c, x=c.x - window.x1, y=c.y - window.y1) for c in clicks
+            if window.x1 <= c.x < window.x2 and window.y1 <= c.y < window.y2]
