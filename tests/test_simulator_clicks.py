@@ -122,12 +122,13 @@ def test_final_labels_equal_ground_truth_and_diff_sees_real_edits(tmp_path):
     g = [Annotation("Car", Box(10, 10, 30, 30)), Annotation("Person", Box(50, 50, 58, 62)),
          Annotation("Bicycle", Box(100, 100, 110, 112)),
          Annotation("Car", Box(150, 20, 170, 40))]
-    truth = LabelSet(CLASSES, [ImageLabels(rec, g, [IgnoreRegion(Box(0, 150, 50, 200))])])
+    ignore = [IgnoreRegion(Box(0, 150, 50, 200))]
+    truth = LabelSet(CLASSES, [ImageLabels(rec, g, ignore)])
     first = [model("Car", Box(11, 10, 31, 30)),        # accepted (IoU .90)
              model("Car", Box(50, 50, 58, 62)),        # wrong class -> relabeled
              model("Person", Box(160, 160, 170, 170)),  # false positive -> deleted
              model("Car", Box(10, 160, 20, 170))]       # in the ignore region
-    pre = LabelSet(CLASSES, [ImageLabels(rec, first)])   # bicycle and 2nd car missed
+    pre = LabelSet(CLASSES, [ImageLabels(rec, first, ignore)])  # bicycle, 2nd car missed
     params = SimulatorParams(noise="none", rounds=1, clicks_per_round=1)
     store, logs, _ = run(tmp_path, truth, pre, params)
     final = store.pull(2)
