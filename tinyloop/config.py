@@ -16,6 +16,10 @@ class DataParams:
                                                         "OtherVehicle"])
     ignore_classes: list[str] = field(default_factory=lambda: ["DontCare"])
     split_dir: str | None = "ImageSets/Main"  # train.txt / val.txt lists, when the data has them
+    # "decode": decode every image at import (catches truncated files, ~1 ms per 640x512
+    # JPEG); "header": read sizes only (fast, catches missing/non-image files only)
+    verify_images: Literal["decode", "header"] = "decode"
+    box_tolerance: float = 1.0  # px a box may overhang the image (tools round outwards)
 
     def check(self) -> str | None:
         both = set(self.classes) & set(self.ignore_classes)
@@ -23,6 +27,8 @@ class DataParams:
             return f"{sorted(both)} cannot be both a class and an ignore class"
         if not self.classes:
             return "classes: at least one class is needed"
+        if self.box_tolerance < 0:
+            return f"box_tolerance ({self.box_tolerance}) must be >= 0"
         return None
 
 

@@ -1,0 +1,150 @@
+"""COCO JSON: one file for many images; `bbox` is [x, y, width, height] in pixels.
+
+Reading accepts plain COCO detection files and tinyloop labels files (COCO plus the
+extensions documented in tinyloop/cocofile.py: oriented boxes, provenance, ignore regions,
+clicks, stable ids). A broken entry (duplicate image id, annotation of an unknown image or
+category, malformed bbox) is reported and left out; the rest of the file is still read.
+
+Export:
+- `export_coco`: a tinyloop labels file (a valid COCO file that also keeps the extensions).
+- `export_fiftyone_coco`: a plain COCO file for FiftyOne's `COCODetectionDataset` importer
+  (`fo.Dataset.from_dir(dataset_type=fo.types.COCODetectionDataset, data_path=<image root>,
+  labels_path=<file>)`): only standard keys plus `score`, which FiftyOne reads as the
+  detection's confidence. Ignore regions become annotations of their own category
+  (DontCare) with `iscrowd: 1`, so annotators see them and COCO-style evaluation treats
+  them as crowd regions.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from tinyloop.annotations import LabelSet
+from tinyloop.atomic import write_json_atomic
+from tinyloop.cocofile import from_coco, write_labels
+from tinyloop.formats import FormatError, LabelFile
+
+
+def read_coco(path: str | os.PathLike) -> tuple[list[str], list[LabelFile], list[FormatError]]:
+    """(class names, one LabelFile per image, problems found in the file)."""
+    path = Path(path)
+    doc = _load(path)
+    problems: list[FormatError] = []
+    images = [im for im in doc["images"] if _image_ok(im, path, problems)]
+    counts = Counter(im["id"] for im in images)
+    for image_id in sorted((k for k, n in counts.items() if n > 1), key=str):
+        names = [im["file_name"] for im in images if im["id"] == image_id]
+        problems.append(FormatError(path, f"duplicate image id {image_id!r} used by "
+                                    f"{', '.join(map(repr, names))}; these images and "
+                                    "their annotations were left out",
+                                    "give every image its own id"))
+    images = [im for im in images if counts[im["id"]] == 1]
+    known_images = {im["id"] for im in images}
+    duplicated = {k for k, n in counts.items() if n > 1}
+    cats = {c.get("id") for c in doc["categories"]}
+    annotations = []
+    for a in doc.get("annotations", []):
+        if a.get("image_id") in duplicated:
+            continue
+        if _annotation_problem(a, known_images, cats, path, problems):
+            continue
+        annotations.append(a)
+    regions = [r for r in doc.get("ignore_regions", []) if r.get("image_id") in known_images]
+    clean = dict(doc, images=images, annotations=annotations, ignore_regions=regions,
+                 clicks=[c for c in doc.get("clicks", []) if c.get("image_id") in known_images
+                         and c.get("category_id") in cats])
+    labels = from_coco(clean, source=str(path))
+    files = []
+    for raw, item in zip(images, labels.images):
+        files.append(LabelFile(
+            source=path, image_ref=raw["file_name"], width=item.image.width,
+            height=item.image.height, annotations=item.annotations, ignore=item.ignore,
+            clicks=item.clicks, metadata=dict(item.image.metadata),
+            image_id=raw.get("tinyloop", {}).get("id")))
+    return labels.categories, files, problems
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FormatError(path, "COCO labels file not found",
+                          "set data.labels to the JSON file, relative to data.source") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise FormatError(path, f"not valid JSON ({e})", "fix or re-export the file") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("images"), list) or \
+            not isinstance(doc.get("categories"), list):
+        raise FormatError(path, "not a COCO detection file: it needs 'images' and "
+                          "'categories' lists", "point data.labels at a COCO JSON file")
+    return doc
+
+
+def _image_ok(im: Any, path: Path, problems: list[FormatError]) -> bool:
+    missing = [k for k in ("id", "file_name", "width", "height")
+               if not isinstance(im, dict) or k not in im]
+    if missing:
+        problems.append(FormatError(path, f"image entry {im!r:.120} lacks {missing}",
+                                    "add them or remove the entry"))
+        return False
+    return True
+
+
+def _annotation_problem(a: Any, images: set, cats: set, path: Path,
+                        problems: list[FormatError]) -> bool:
+    what = f"annotation {a.get('id')!r}" if isinstance(a, dict) else repr(a)
+    if not isinstance(a, dict):
+        message = "is not an object"
+    elif a.get("image_id") not in images:
+        message = f"refers to image_id {a.get('image_id')!r}, which is not in 'images'"
+    elif a.get("category_id") not in cats:
+        message = f"has unknown category_id {a.get('category_id')!r}"
+    elif not (isinstance(a.get("bbox"), list) and len(a["bbox"]) == 4 and
+              all(isinstance(v, (int, float)) for v in a["bbox"])):
+        message = f"has bbox {a.get('bbox')!r}; expected [x, y, width, height]"
+    else:
+        return False
+    problems.append(FormatError(path, f"{what} {message}; left out",
+                                "fix the entry in the COCO file"))
+    return True
+
+
+def export_coco(labels: LabelSet, path: str | os.PathLike) -> Path:
+    """A tinyloop labels file (COCO + extensions), written atomically."""
+    return write_labels(labels, path)
+
+
+def fiftyone_coco(labels: LabelSet, include_ignore: bool = True) -> dict[str, Any]:
+    """Plain COCO dict for FiftyOne; file_name stays relative to the dataset root."""
+    names = list(labels.categories)
+    if include_ignore:
+        names += sorted({r.category for im in labels.images for r in im.ignore} - set(names))
+    cat_ids = {n: i for i, n in enumerate(names, start=1)}
+    images, annotations = [], []
+    for image_index, item in enumerate(labels.images, start=1):
+        rec = item.image
+        images.append({"id": image_index, "file_name": rec.path, "width": rec.width,
+                       "height": rec.height})
+        objects = [(a.category, a.box, a.provenance.score, 0) for a in item.annotations]
+        if include_ignore:
+            objects += [(r.category, r.box, None, 1) for r in item.ignore]
+        for category, box, score, crowd in objects:
+            ann = {"id": len(annotations) + 1, "image_id": image_index,
+                   "category_id": cat_ids[category], "bbox": box.xywh(), "area": box.area,
+                   "iscrowd": crowd}
+            if score is not None:
+                ann["score"] = score
+            annotations.append(ann)
+    return {"info": {"description": "exported by tinyloop", **{
+                k: v for k, v in labels.info.items() if isinstance(v, (str, int, float))}},
+            "licenses": [], "images": images, "annotations": annotations,
+            "categories": [{"id": i, "name": n, "supercategory": "object"}
+                           for n, i in cat_ids.items()]}
+
+
+def export_fiftyone_coco(labels: LabelSet, path: str | os.PathLike,
+                         include_ignore: bool = True) -> Path:
+    """Write `fiftyone_coco(labels)` atomically; see the module docstring."""
+    return write_json_atomic(path, fiftyone_coco(labels, include_ignore))
