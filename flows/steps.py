@@ -1,0 +1,409 @@
+"""The loop's steps as plain functions on a project directory: what the Prefect flows run.
+
+Each step reads and writes the files of `flows.layout.ProjectLayout` and nothing else, so
+the files are the loop's state: a step that finds its output complete returns it without
+recomputing, and a step killed half-way leaves no half-written file behind (every write is
+atomic). That is what makes the loop resumable after a kill -9 at any point: run it again
+and every finished step is skipped, every unfinished one starts over (training continues
+from its last finished epoch).
+
+Human work is never overwritten: a batch's pre-annotations are written once (annotators may
+already have seen them), the annotation store keeps every acknowledged edit, and labels.json
+is only (re)written by pulling from the store, which returns the same file each time.
+
+The `tinyloop step NAME` commands in dvc.yaml call these same functions.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from flows.layout import ProjectLayout
+from flows.params import Params, load_params
+from tinyloop.annotations import ImageLabels, LabelSet
+from tinyloop.atomic import write_json_atomic
+from tinyloop.cocofile import read_labels, write_labels
+
+log = logging.getLogger(__name__)
+
+
+def fault_point(name: str) -> None:
+    """Test hook: `TINYLOOP_FAULT=name[:sleep]` makes this point sleep forever or raise.
+
+    The kill -9 tests start the loop in a subprocess with the hook set, wait until the
+    process reaches the point (it writes `.tinyloop/fault-<name>` first) and SIGKILL it.
+    `TINYLOOP_FAULT=name:raise` raises instead (a crash without a kill).
+    """
+    spec = os.environ.get("TINYLOOP_FAULT", "")
+    for item in filter(None, spec.split(",")):
+        point, _, action = item.partition(":")
+        if point != name:
+            continue
+        marker = os.environ.get("TINYLOOP_FAULT_MARKER")
+        if marker:
+            Path(marker).write_text(name)
+        if action == "raise":
+            raise RuntimeError(f"fault injected at {name}")
+        while True:  # wait to be killed
+            time.sleep(0.2)
+
+
+@dataclass
+class Project:
+    """A project directory and its validated params."""
+    layout: ProjectLayout
+    params: Params
+
+    @classmethod
+    def open(cls, root: str | Path = ".") -> "Project":
+        layout = ProjectLayout(Path(root).resolve())
+        if not layout.params.exists():
+            raise FileNotFoundError(f"{layout.params} is missing: run `tinyloop init "
+                                    f"{layout.root}` first")
+        return cls(layout, load_params(layout.params))
+
+    @property
+    def source(self) -> Path:
+        """The raw dataset root (image paths in labels files are relative to it)."""
+        src = Path(self.params.data.source)
+        return src if src.is_absolute() else self.layout.root / src
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.params.data.classes)
+
+
+# --- prepare: pool, features, order -----------------------------------------------------------
+
+def ingest(p: Project) -> dict:
+    """Import the raw dataset: manifest.json (images), ground_truth.json, import_report.json."""
+    lay = p.layout
+    if lay.manifest.exists() and lay.import_report.exists():
+        return json.loads(lay.import_report.read_text())
+    from tinyloop.ingest import import_dataset
+    labels, report = import_dataset(p.source, p.params.data)
+    has_labels = any(item.annotations or item.ignore for item in labels)
+    if has_labels:
+        write_labels(labels, lay.ground_truth)
+    manifest = LabelSet(labels.categories, [ImageLabels(item.image) for item in labels],
+                        {"source": str(p.params.data.source)})
+    write_labels(manifest, lay.manifest)
+    summary = {"images": len(labels.images), "with_labels": has_labels,
+               "objects": sum(len(i.annotations) for i in labels),
+               "problems": [_problem_json(x) for x in report.problems],
+               "summary": report.summary()}
+    write_json_atomic(lay.import_report, summary)
+    return summary
+
+
+def _problem_json(pr) -> dict:
+    return {k: str(getattr(pr, k, "")) for k in ("file", "message", "fix")}
+
+
+def pool(p: Project) -> LabelSet:
+    """The images to annotate: the manifest minus the held-out evaluation split."""
+    manifest = read_labels(p.layout.manifest)
+    split = p.params.flows.eval_split
+    keep = [i for i in manifest if i.image.metadata.get("split") != split]
+    return LabelSet(manifest.categories, keep, manifest.info)
+
+
+def eval_set(p: Project) -> LabelSet:
+    """Ground truth of the held-out split (empty when the source has no such split)."""
+    if not p.layout.ground_truth.exists():
+        return LabelSet(p.classes)
+    gt = read_labels(p.layout.ground_truth)
+    split = p.params.flows.eval_split
+    items = [i for i in gt if i.image.metadata.get("split") == split]
+    if p.params.flows.eval_max_images:
+        items = items[:p.params.flows.eval_max_images]
+    return LabelSet(gt.categories, items, gt.info)
+
+
+def features(p: Project) -> dict:
+    """Embed every pool image (incremental: images already embedded are skipped)."""
+    from features.embed import embed_pool
+    emb, ids = embed_pool(pool(p), p.source, p.params.features, p.layout.features)
+    return {"images": len(ids), "dim": int(emb.shape[1]) if len(ids) else 0}
+
+
+def order(p: Project) -> dict:
+    """Order the pool into batches (existing positions never move)."""
+    from features.order import order_pool
+    order_pool(p.layout.embeddings, p.layout.embedding_ids, p.params.order, p.layout.order,
+               records=pool(p))
+    return {"batches": n_batches(p)}
+
+
+def read_order(p: Project) -> dict[str, dict]:
+    return json.loads(p.layout.order.read_text(encoding="utf-8"))
+
+
+def n_batches(p: Project) -> int:
+    return max((v["batch"] for v in read_order(p).values()), default=0)
+
+
+def batch_ids(p: Project, n: int) -> list[str]:
+    """Image ids of batch n in their order."""
+    rows = [(v["position"], k) for k, v in read_order(p).items() if v["batch"] == n]
+    if not rows:
+        raise ValueError(f"batch {n} does not exist in {p.layout.order} "
+                         f"(the pool has {n_batches(p)} batches)")
+    return [k for _, k in sorted(rows)]
+
+
+def last_batch(p: Project) -> int:
+    """How many batches the loop runs: flows.iterations capped by the pool's batches."""
+    total = n_batches(p)
+    it = p.params.flows.iterations
+    return min(total, it) if it else total
+
+
+# --- one iteration ------------------------------------------------------------------------------
+
+def batch_records(p: Project, n: int) -> LabelSet:
+    ids = batch_ids(p, n)
+    by_id = {i.id: i for i in read_labels(p.layout.manifest)}
+    return LabelSet(p.classes, [ImageLabels(by_id[i].image) for i in ids], {"batch": n})
+
+
+def model_for_batch(p: Project, n: int) -> Path | None:
+    """The checkpoint that pre-annotates batch n: model n-1 (none for batch 1)."""
+    if n <= 1:
+        return None
+    path = p.layout.model(n - 1)
+    if not (p.layout.model_dir(n - 1) / "train.json").exists():
+        raise FileNotFoundError(f"batch {n} needs model {n - 1} ({path}), which has not "
+                                f"finished training; run the iteration of batch {n - 1} first")
+    return path
+
+
+def predict_images(p: Project, model_path: Path | None, items: list[ImageLabels]) -> list[ImageLabels]:
+    """Pre-annotate images (the fan-out unit); no model = nothing predicted (batch 1)."""
+    if model_path is None:
+        return [ImageLabels(i.image) for i in items]
+    from c3det.predict import Predictor
+    predictor = Predictor(model_path, p.classes)
+    return [ImageLabels(i.image, predictor.predict(str(p.source / i.image.path), []))
+            for i in items]
+
+
+def chunks(items: list, size: int) -> list[list]:
+    return [items[i:i + size] for i in range(0, len(items), size)] or [[]]
+
+
+def write_preannotations(p: Project, n: int, items: list[ImageLabels]) -> LabelSet:
+    """Write batch n's pre-annotations once; an existing file wins (annotators saw it)."""
+    path = p.layout.preannotations(n)
+    if path.exists():
+        return read_labels(path)
+    model = model_for_batch(p, n)
+    labels = LabelSet(p.classes, items, {"batch": n, "model": str(model) if model else None})
+    write_labels(labels, path)
+    return labels
+
+
+def preannotate(p: Project, n: int) -> LabelSet:
+    """Batch n's pre-annotations, computed in one process (the flow fans out instead)."""
+    if p.layout.preannotations(n).exists():
+        return read_labels(p.layout.preannotations(n))
+    return write_preannotations(p, n, predict_images(p, model_for_batch(p, n),
+                                                     batch_records(p, n).images))
+
+
+def open_store(p: Project):
+    """The annotation store named by flows.store."""
+    if p.params.flows.store == "fiftyone":
+        from flows.fiftyone_store import FiftyOneStore
+        return FiftyOneStore(p.layout.root, p.params)
+    from flows.annotation_store import FileStore
+    return FileStore(p.layout.root)
+
+
+def publish(p: Project, store, n: int, *, fresh: bool = False) -> list[str]:
+    """Give batch n to the annotators. `fresh` (simulation only) restarts the batch's
+    working copy from the pre-annotations; people's edits are never discarded."""
+    pre = read_labels(p.layout.preannotations(n))
+    if fresh and hasattr(store, "work_dir"):
+        shutil.rmtree(store.work_dir(n), ignore_errors=True)
+    opener = getattr(store, "open_batch", None) or getattr(store, "publish")
+    return opener(n, pre)
+
+
+def simulate_annotation(p: Project, store, n: int) -> dict:
+    """The simulated annotator corrects batch n through the store, then marks it done."""
+    if p.layout.done_marker(n).exists():
+        return {"skipped": True}
+    publish(p, store, n, fresh=True)
+    from flows.simulator import simulate_batch
+    gt = read_labels(p.layout.ground_truth)
+    ids = set(batch_ids(p, n))
+    truth = LabelSet(gt.categories, [i for i in gt if i.id in ids], gt.info)
+    refine = _refiner(p, n) if p.params.flows.preannotator == "c3det" else None
+    stats = simulate_batch(store, truth, p.params.simulator, batch=n, refine=refine)
+    fault_point("annotated")
+    store.mark_done(n)
+    return stats if isinstance(stats, dict) else {"result": str(stats)}
+
+
+def _refiner(p: Project, n: int):
+    """`refine(image_id, clicks) -> list[Annotation]` with model n-1 (None for batch 1)."""
+    model = model_for_batch(p, n)
+    if model is None:
+        return None
+    from c3det.predict import Predictor
+    predictor = Predictor(model, p.classes)
+    images = {i.id: i.image for i in read_labels(p.layout.preannotations(n))}
+
+    def refine(image_id, clicks):
+        return predictor.predict(str(p.source / images[image_id].path), list(clicks))
+    return refine
+
+
+def is_done(p: Project, n: int) -> bool:
+    return p.layout.done_marker(n).exists()
+
+
+def pull(p: Project, store, n: int) -> LabelSet:
+    """Write batch n's labels.json (+ clicks.json) from the store; needs the done marker."""
+    if not is_done(p, n):
+        raise RuntimeError(f"batch {n} is not marked done ({p.layout.done_marker(n)} is "
+                           "missing); finish it in the App or run `tinyloop resume`")
+    fault_point("pull")
+    labels = store.pull(n)
+    return labels
+
+
+def workload(p: Project, n: int) -> dict:
+    """workload.json of batch n: diff of the corrected labels against the pre-annotations."""
+    path = p.layout.workload(n)
+    if path.exists():
+        return json.loads(path.read_text())
+    from flows.workload import batch_workload
+    pre = read_labels(p.layout.preannotations(n))
+    final = read_labels(p.layout.labels(n))
+    refined_path = p.layout.batch_dir(n) / "refined.json"
+    refined = read_labels(refined_path) if refined_path.exists() else None
+    w = batch_workload(pre, final, p.params.workload, first_batch=(n == 1), refined=refined)
+    w["batch"] = n
+    write_json_atomic(path, w)
+    return w
+
+
+def labeled(p: Project, upto: int) -> LabelSet:
+    """Every corrected image of batches 1..upto."""
+    items = []
+    for n in range(1, upto + 1):
+        items.extend(read_labels(p.layout.labels(n)).images)
+    return LabelSet(p.classes, items, {"batches": upto})
+
+
+def model_kind(p: Project) -> str:
+    return "plain" if p.params.flows.preannotator == "plain" else "c3det"
+
+
+def train(p: Project, n: int, batch_size: int | None = None) -> dict:
+    """Model n on batches 1..n (resumes a killed run from its last finished epoch).
+
+    A CUDA out-of-memory error retries with half the batch size (flows.oom_retries times).
+    `models/iter-NNN/train.json` is written last: it marks the model finished.
+    """
+    done = p.layout.model_dir(n) / "train.json"
+    if done.exists():
+        _publish_current(p, n)
+        return json.loads(done.read_text())
+    from c3det.train import train as train_model
+    c3 = p.params.c3det
+    size = batch_size or c3.train.batch_size
+    for attempt in range(p.params.flows.oom_retries + 1):
+        params = replace(c3, train=replace(c3.train, batch_size=size))
+        try:
+            fault_point("train")
+            t0 = time.perf_counter()
+            result = train_model(labeled(p, n), p.source, params, p.layout.model_dir(n),
+                                 resume=True, kind=model_kind(p), progress=False)
+            break
+        except RuntimeError as e:  # torch.cuda.OutOfMemoryError is a RuntimeError
+            if "out of memory" not in str(e).lower() or size == 1 or \
+                    attempt == p.params.flows.oom_retries:
+                raise
+            size = max(1, size // 2)
+            log.warning("CUDA out of memory: retrying training with batch_size %d", size)
+            _empty_cuda_cache()
+    summary = {"batch": n, "images": len(labeled(p, n).images), "batch_size": size,
+               "kind": model_kind(p), "seconds": time.perf_counter() - t0,
+               "epochs": len(result.get("epochs", []))}
+    write_json_atomic(done, summary)
+    _publish_current(p, n)
+    return summary
+
+
+def _empty_cuda_cache() -> None:
+    import torch
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _publish_current(p: Project, n: int) -> None:
+    """Copy model n to models/current (the dvc.yaml stage output)."""
+    cur = p.layout.models / "current"
+    cur.mkdir(parents=True, exist_ok=True)
+    src, dst = p.layout.model(n), cur / "model.pt"
+    if dst.exists() and dst.stat().st_size == src.stat().st_size and \
+            _same_file(src, dst):
+        return
+    tmp = dst.with_suffix(".tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    import hashlib
+    return hashlib.md5(a.read_bytes()).digest() == hashlib.md5(b.read_bytes()).digest()
+
+
+def evaluate(p: Project, n: int) -> dict:
+    """mAP of model n on the held-out split, with and without clicks -> metrics.json."""
+    path = p.layout.metrics(n)
+    if path.exists():
+        metrics = json.loads(path.read_text())
+    else:
+        test = eval_set(p)
+        metrics = {"batch": n, "images_labeled": len(labeled(p, n).images),
+                   "eval_images": len(test.images)}
+        if test.images:
+            from c3det.checkpoint import load
+            from c3det.evaluate import map_vs_clicks
+            model, _ = load(p.layout.model(n))
+            ev = p.params.c3det.eval
+            if model_kind(p) == "plain":
+                ev = replace(ev, click_steps=[0])
+            curve = map_vs_clicks(model, test, p.source, ev, name=f"iter-{n:03d}",
+                                  progress=False)
+            metrics.update({"map50": curve["map_mean"][0], "steps": curve["steps"],
+                            "map_vs_clicks": curve["map_mean"],
+                            "map_vs_clicks_std": curve["map_std"],
+                            "per_class": {c: v[0] for c, v in curve["per_class"].items()}})
+        write_json_atomic(path, metrics)
+    cur = p.layout.models / "current"
+    cur.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(cur / "metrics.json", metrics)
+    write_json_atomic(cur / "map_vs_clicks.json", [
+        {"clicks": k, "map50": m} for k, m in zip(metrics.get("steps", []),
+                                                  metrics.get("map_vs_clicks", []))])
+    return metrics
+
+
+def preannotate_next(p: Project, n: int) -> Path | None:
+    """After model n: pre-annotate batch n+1 and mirror it as the dvc stage output."""
+    if n + 1 > n_batches(p):
+        return None
+    pre = preannotate(p, n + 1)
+    out = p.layout.data / "next" / "preannotations.json"
+    write_labels(pre, out)
+    return out
