@@ -1,18 +1,68 @@
 """Knobs of embedding and ordering (params.yaml sections `features` and `order`)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
+
+
+@dataclass
+class SimNetParams:
+    """Training of SimNet: the backbone trained on the pool itself (structured lifted loss)."""
+    backbone: Literal["resnet18", "resnet50"] = "resnet18"  # the paper uses resnet50
+    epochs: int = 25            # the paper trains 25 epochs
+    batch_size: int = 32        # images per step; each gives two halves (a positive pair)
+    lr: float = 1e-4            # Adam learning rate
+    margin: float = 1.0         # alpha of the lifted structured loss
+    embedding_dim: int = 128    # size of the trained projection = the stored embedding
+    image_size: int = 224       # each half is resized to image_size x image_size
+    checkpoint: str = "models/simnet.pt"  # where the trained SimNet is saved / resumed from
+
+    def check(self) -> str | None:
+        if self.epochs < 1 or self.batch_size < 2:
+            return "epochs must be >= 1 and batch_size >= 2 (the loss needs negatives)"
+        if self.lr <= 0 or self.margin <= 0 or self.embedding_dim < 1:
+            return "lr, margin and embedding_dim must be positive"
+        return None
 
 
 @dataclass
 class FeaturesParams:
     extractor: Literal["resnet50", "resnet18", "simnet"] = "resnet18"
+    # "none" = random init (offline default), "imagenet" = torchvision's weights (needs
+    # them in the torch cache), or a path to a local state_dict / checkpoint file.
     weights: str = "none"
+    image_size: int = 224       # shorter side the image is resized to before the network
+    batch_size: int = 16        # images per forward pass
+    num_workers: int = 2        # DataLoader worker processes (0 = load in the main process)
+    device: str = "auto"        # "auto" (cuda when present), "cpu" or "cuda"
+    seed: int = 0               # random init of the network when weights is "none"
+    simnet: SimNetParams = field(default_factory=SimNetParams)
+
+    def check(self) -> str | None:
+        if self.image_size < 32 or self.batch_size < 1 or self.num_workers < 0:
+            return "image_size >= 32, batch_size >= 1 and num_workers >= 0 are required"
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            return f"device must be auto, cpu or cuda[:N], got {self.device!r}"
+        return None
 
 
 @dataclass
 class OrderParams:
     method: Literal["dissimilar", "similar", "random", "temporal"] = "dissimilar"
-    first_batch_size: int = 10
-    batch_size: int = 10
+    first_batch_size: int = 10  # B1, labelled from scratch
+    batch_size: int = 10        # every later batch
+    seed: int = 0               # random starts / random shuffle; same seed, same order
+    starts: int = 3             # k random images the dissimilar/similar list starts from
+    pca_dim: int = 0            # reduce embeddings with faiss PCA first (0 = keep all dims)
+    # Pools up to this size get exact farthest-first (one distance pass per pick); larger
+    # pools use the two-level scheme (k-means clusters, farthest-first over centroids, members
+    # interleaved). See docs/benchmarks/features.md for the accuracy/speed trade-off.
+    exact_max: int = 20000
+    device: str = "auto"        # "auto" uses CUDA for the distance passes when present
+
+    def check(self) -> str | None:
+        if self.first_batch_size < 1 or self.batch_size < 1:
+            return "first_batch_size and batch_size must be at least 1"
+        if self.starts < 1 or self.pca_dim < 0 or self.exact_max < 1:
+            return "starts >= 1, pca_dim >= 0 and exact_max >= 1 are required"
+        return None

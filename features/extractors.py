@@ -1,0 +1,131 @@
+"""CNN feature extractors: an image batch (B, 3, H, W) in [0, 1] -> global-pooled vectors (B, D).
+
+Backbones are torchvision ResNet-18 (D = 512) and ResNet-50 (D = 2048) with the classifier
+removed. Weights (`features.weights` in params.yaml):
+
+- ``"none"``      random init from `seed` (the offline default; still a useful, deterministic
+                  embedding for ordering, and the starting point of SimNet);
+- ``"imagenet"``  torchvision's ImageNet weights, read from the torch hub cache only (this
+                  machine is offline: the error says which file to put where);
+- a file path     a state_dict (or a checkpoint dict holding one under "state_dict"/"model"),
+                  e.g. weights saved from another machine.
+
+Images are resized to a fixed square (`image_size`) so a batch stacks; aspect distortion does
+not matter for a whole-image embedding. Inputs are normalised with ImageNet mean/std.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+ARCHS = ("resnet18", "resnet50")
+_MEAN = (0.485, 0.456, 0.406)
+_STD = (0.229, 0.224, 0.225)
+
+
+class WeightsError(ValueError):
+    """The requested weights cannot be loaded; the message says what to do."""
+
+
+def resnet_trunk(arch: str, weights: str = "none", seed: int = 0) -> tuple[nn.Module, int]:
+    """A torchvision ResNet with `fc` replaced by Identity, and its feature size D."""
+    import torchvision
+    if arch not in ARCHS:
+        raise ValueError(f"unknown backbone {arch!r}; expected one of {', '.join(ARCHS)}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = getattr(torchvision.models, arch)(weights=None)
+    dim = net.fc.in_features
+    net.fc = nn.Identity()
+    if weights == "imagenet":
+        net.load_state_dict(_imagenet_state(arch), strict=False)
+    elif weights != "none":
+        load_state(net, weights)
+    return net, dim
+
+
+def _imagenet_state(arch: str) -> dict:
+    """torchvision's ImageNet weights from the hub cache, never from the network."""
+    import torchvision
+    enum = {"resnet18": torchvision.models.ResNet18_Weights,
+            "resnet50": torchvision.models.ResNet50_Weights}[arch].DEFAULT
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(enum.url)
+    if not cached.is_file():
+        raise WeightsError(
+            f"ImageNet weights for {arch} are not in the torch cache ({cached}); this machine "
+            f"cannot download them. Copy {enum.url} to that path, set features.weights to a "
+            "local weights file, or use weights: none")
+    state = torch.load(cached, map_location="cpu", weights_only=True)
+    return {k: v for k, v in state.items() if not k.startswith("fc.")}
+
+
+def load_state(net: nn.Module, path: str | os.PathLike) -> None:
+    """Load a state_dict file into `net`, ignoring a classifier head; strict about the rest."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} not found; set features.weights to an "
+                           "existing file, 'imagenet' or 'none'")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle errors, truncated files...
+        raise WeightsError(f"weights file {path} cannot be read ({e}); it must be a "
+                           "torch.save'd state_dict") from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    state = {k.removeprefix("module.").removeprefix("backbone."): v for k, v in state.items()
+             if not k.startswith("fc.")}
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if missing:
+        raise WeightsError(f"weights file {path} does not fit this network: {len(missing)} "
+                           f"missing keys (e.g. {missing[0]}); was it saved from another "
+                           "architecture?")
+
+
+def preprocess(images: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, 3, H, W) in [0, 1] -> (B, 3, size, size), ImageNet-normalised."""
+    images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True,
+                           align_corners=False)
+    mean = images.new_tensor(_MEAN).view(1, 3, 1, 1)
+    std = images.new_tensor(_STD).view(1, 3, 1, 1)
+    return (images - mean) / std
+
+
+class Extractor(nn.Module):
+    """Backbone trunk (+ optional projection head): normalised images (B,3,S,S) -> (B, dim)."""
+
+    def __init__(self, trunk: nn.Module, dim: int, head: nn.Module | None = None):
+        super().__init__()
+        self.trunk = trunk
+        self.head = head
+        self.dim = dim
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        feats = self.trunk(images)
+        return self.head(feats) if self.head is not None else feats
+
+
+def build_extractor(extractor: str, weights: str = "none", seed: int = 0,
+                    simnet_checkpoint: str | os.PathLike | None = None) -> Extractor:
+    """The network that `features.extractor` names, ready for `.eval()`."""
+    if extractor == "simnet":
+        from features.simnet import load_simnet
+        if simnet_checkpoint is None or not Path(simnet_checkpoint).is_file():
+            raise WeightsError(f"no trained SimNet at {simnet_checkpoint}; run "
+                               "`tinyloop embed` with features.extractor: simnet (it trains "
+                               "SimNet first) or train it with features.simnet.train_simnet")
+        return load_simnet(simnet_checkpoint)
+    trunk, dim = resnet_trunk(extractor, weights, seed)
+    return Extractor(trunk, dim)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available; use auto or cpu")
+    return torch.device(name)

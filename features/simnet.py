@@ -1,0 +1,162 @@
+"""SimNet: a ResNet trained on the unlabeled pool itself to embed similar images nearby.
+
+As in the paper (seed 002, section 3.1): every image is split horizontally into its top and
+bottom halves; the two halves of one image are a positive pair, halves of other images are
+negatives; the loss is the structured lifted loss of Oh Song et al. (CVPR 2016):
+
+    J_ij = log( sum_{k in N(i)} exp(m - D_ik) + sum_{l in N(j)} exp(m - D_jl) ) + D_ij
+    L    = 1 / (2 |P|) * sum_{(i,j) in P} max(0, J_ij)^2
+
+with D the Euclidean distance between embeddings and m the margin. The embedding is a linear
+projection (`embedding_dim`) of the ResNet's global-pooled features; it is what `embed`
+stores for extractor "simnet". CUDA + AMP are used when present.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from features.config import FeaturesParams
+from features.extractors import Extractor, pick_device, preprocess, resnet_trunk
+
+log = logging.getLogger(__name__)
+
+
+def lifted_structured_loss(emb: torch.Tensor, labels: torch.Tensor, margin: float = 1.0
+                           ) -> torch.Tensor:
+    """emb (M, E), labels (M,) with every label appearing exactly twice -> scalar loss."""
+    sq = (emb[:, None, :] - emb[None, :, :]).pow(2).sum(-1)
+    dist = sq.clamp_min(1e-12).sqrt()                              # (M, M)
+    same = labels[:, None] == labels[None, :]
+    neg_logits = (margin - dist).masked_fill(same, float("-inf"))
+    neg = torch.logsumexp(neg_logits, dim=1)                        # (M,) log sum over N(i)
+    i, j = torch.triu_indices(len(labels), len(labels), offset=1, device=emb.device)
+    pos = same[i, j]
+    i, j = i[pos], j[pos]
+    J = torch.logaddexp(neg[i], neg[j]) + dist[i, j]
+    return F.relu(J).pow(2).sum() / (2 * len(i))
+
+
+class HalfPairs(Dataset):
+    """Item: (2, 3, size, size) = the top and bottom half of one pool image, in [0, 1]."""
+
+    def __init__(self, paths: Sequence[Path], size: int):
+        self.paths = list(paths)
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        from tinyloop.images import load_image
+        try:
+            image = torch.from_numpy(load_image(self.paths[i]))
+        except Exception as e:
+            return None, f"{self.paths[i]}: {e}"
+        h = image.shape[1] // 2
+        halves = torch.stack([
+            F.interpolate(part[None], size=(self.size, self.size), mode="bilinear",
+                          antialias=True, align_corners=False)[0]
+            for part in (image[:, :h], image[:, h:2 * h])])
+        if torch.rand(()) < 0.5:  # flips keep the pair a pair but stop pixel matching
+            halves = halves.flip(-1)
+        return halves, None
+
+
+def _collate(items):
+    ok = [x for x, err in items if err is None]
+    return (torch.stack(ok) if ok else None), [err for _, err in items if err is not None]
+
+
+class SimNet(nn.Module):
+    def __init__(self, backbone: str = "resnet18", embedding_dim: int = 128,
+                 weights: str = "none", seed: int = 0):
+        super().__init__()
+        self.trunk, feat = resnet_trunk(backbone, weights, seed)
+        self.head = nn.Linear(feat, embedding_dim)
+        self.backbone = backbone
+        self.dim = embedding_dim
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(images))
+
+
+def train_simnet(paths: Sequence[Path], params: FeaturesParams, out_path: str | os.PathLike,
+                 progress: bool = True, max_steps: int | None = None) -> dict:
+    """Train SimNet on the pool images `paths`; save to `out_path`; return the loss history.
+
+    Returns {"epoch_loss": [mean per epoch], "step_loss": [...], "skipped": [errors]}.
+    """
+    from tqdm import tqdm
+    sp = params.simnet
+    if len(paths) < 2:
+        raise ValueError("SimNet needs at least 2 readable pool images (negatives come from "
+                         "other images); use extractor resnet18/resnet50 for tiny pools")
+    device = pick_device(params.device)
+    torch.manual_seed(params.seed)
+    model = SimNet(sp.backbone, sp.embedding_dim, params.weights, params.seed).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=sp.lr)
+    use_amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    gen = torch.Generator().manual_seed(params.seed)
+    loader = DataLoader(HalfPairs(paths, sp.image_size), batch_size=min(sp.batch_size, len(paths)),
+                        shuffle=True, drop_last=True, generator=gen, collate_fn=_collate,
+                        num_workers=params.num_workers)
+    history: dict = {"epoch_loss": [], "step_loss": [], "skipped": []}
+    steps = 0
+    model.train()
+    for epoch in range(sp.epochs):
+        losses = []
+        for pairs, errors in tqdm(loader, desc=f"simnet epoch {epoch + 1}/{sp.epochs}",
+                                  disable=not progress, leave=False):
+            if epoch == 0:
+                history["skipped"] += errors
+            if pairs is None or len(pairs) < 2:
+                continue
+            b = len(pairs)
+            images = preprocess(pairs.view(2 * b, *pairs.shape[2:]).to(device), sp.image_size)
+            labels = torch.arange(b, device=device).repeat_interleave(2)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                emb = model(images)
+            loss = lifted_structured_loss(emb.float(), labels, sp.margin)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            losses.append(loss.item())
+            history["step_loss"].append(loss.item())
+            steps += 1
+            if max_steps is not None and steps >= max_steps:
+                break
+        history["epoch_loss"].append(float(np.mean(losses)) if losses else float("nan"))
+        log.info("simnet epoch %d: loss %.4f", epoch + 1, history["epoch_loss"][-1])
+        if max_steps is not None and steps >= max_steps:
+            break
+    save_simnet(out_path, model, history)
+    return history
+
+
+def save_simnet(path: str | os.PathLike, model: SimNet, history: dict) -> None:
+    from tinyloop.atomic import write_bytes_atomic
+    import io
+    buf = io.BytesIO()
+    torch.save({"backbone": model.backbone, "embedding_dim": model.dim,
+                "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+                "epoch_loss": history["epoch_loss"]}, buf)
+    write_bytes_atomic(path, buf.getvalue())
+
+
+def load_simnet(path: str | os.PathLike) -> Extractor:
+    """A trained SimNet as an Extractor (trunk + projection head)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    net = SimNet(ckpt["backbone"], ckpt["embedding_dim"])
+    net.load_state_dict(ckpt["state_dict"])
+    return Extractor(net.trunk, net.dim, head=net.head)
