@@ -146,11 +146,16 @@ class ClickDetector(nn.Module):
             raise ValueError(f"{len(images)} images but {len(clicks)} click tensors")
         original = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
         image_list, targets = self.detector.transform(images, targets)
+        return self.with_clicks(Batch(image_list, [], targets, original), clicks)
+
+    def with_clicks(self, batch: Batch, clicks: list[Tensor]) -> Batch:
+        """The same prepared images with other clicks (given in input-image px)."""
+        device = batch.images.tensors.device
         scaled = []
-        for c, (h, w), (nh, nw) in zip(clicks, original, image_list.image_sizes):
+        for c, (h, w), (nh, nw) in zip(clicks, batch.original_sizes, batch.images.image_sizes):
             c = torch.as_tensor(c, dtype=torch.float32, device=device).reshape(-1, 3)
             scaled.append(c * c.new_tensor([nw / w, nh / h, 1.0]))
-        return Batch(image_list, scaled, targets, original)
+        return Batch(batch.images, scaled, batch.targets, batch.original_sizes)
 
     def image_features(self, batch: Batch) -> "OrderedDict[str, Tensor]":
         x = batch.images.tensors
@@ -168,8 +173,9 @@ class ClickDetector(nn.Module):
     def heads(self, features: "OrderedDict[str, Tensor]", batch: Batch,
               candidates: bool = False):
         """Losses (training) or detections in input-image px (eval). With `candidates`, each
-        detection dict also holds "candidate_boxes" (M, C, 4) / "candidate_scores" (M, C):
-        every proposal's (anchor's) class boxes and class probabilities before NMS."""
+        detection dict also holds "candidate_boxes" (M, C, 4) / "candidate_objectness" (M,):
+        every proposal's (anchor's) per-class boxes and objectness before NMS (Faster R-CNN:
+        1 - P(background); RetinaNet: the highest class probability)."""
         if isinstance(self.detector, RetinaNet):
             out = self._retina_heads(features, batch, candidates)
         else:
@@ -215,7 +221,7 @@ class ClickDetector(nn.Module):
                                                     anchors[i][top])
                 boxes = clip_boxes_to_image(boxes, batch.images.image_sizes[i])
                 d["candidate_boxes"] = boxes[:, None].expand(-1, self.num_classes, 4)
-                d["candidate_scores"] = scores[top]
+                d["candidate_objectness"] = scores[top].max(1).values
         return out
 
     def _to_input_pixels(self, detections: list[dict[str, Tensor]], batch: Batch):
@@ -227,12 +233,16 @@ class ClickDetector(nn.Module):
         return detections
 
 
-def build_model(kind: str, num_classes: int, params: C3DetParams | None = None) -> ClickDetector:
-    """A fresh (untrained heads) detector of `kind` for `num_classes` object classes."""
+def build_model(kind: str, num_classes: int, params: C3DetParams | None = None) -> nn.Module:
+    """A fresh detector of `kind` (plain | early_fusion | late_fusion | c3det | passthrough)
+    for `num_classes` object classes; a ClickDetector (Passthrough for passthrough)."""
     p = params or C3DetParams()
+    if kind == "passthrough":  # a plain model + click relabelling (c3det.baselines)
+        from c3det.baselines import Passthrough
+        return Passthrough(build_model("plain", num_classes, p))
     if kind not in KINDS:
         raise ValueError(f"unknown model kind {kind!r}; choose one of {', '.join(KINDS)} "
-                         "(passthrough = a plain model wrapped by c3det.baselines.Passthrough)")
+                         "or passthrough")
     if num_classes < 1:
         raise ValueError("num_classes must be >= 1")
     in_channels = 3 + num_classes if kind == "early_fusion" else 3

@@ -10,8 +10,9 @@ mask / keypoint heads):
 - training adds `loss_uel` (targets[i]["clicked"], (N,) bool, says which objects were clicked;
   missing = none clicked);
 - inference can also return, per image, every RoI's class-specific boxes and class
-  probabilities before thresholds and NMS ("candidate_boxes" (M, C, 4), "candidate_scores"
-  (M, C)), which c3det.click_to_box ranks when no detection explains a click.
+  objectness (1 - P(background)) before thresholds and NMS ("candidate_boxes" (M, C, 4),
+  "candidate_objectness" (M,)), which c3det.click_to_box ranks when no detection explains a
+  click.
 """
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ class ClickRoIHeads(RoIHeads):
             probs = F.softmax(class_logits, -1).split(per_image)
             for r, b, p, shape in zip(result, cand, probs, image_shapes):
                 r["candidate_boxes"] = clip_boxes_to_image(b, shape)[:, 1:]   # (M, C, 4)
-                r["candidate_scores"] = p[:, 1:]                              # (M, C)
+                r["candidate_objectness"] = 1 - p[:, 0]                       # (M,)
         return result, {}
 
     def _uel(self, class_logits: Tensor, proposals: list[Tensor], labels: list[Tensor],
