@@ -72,12 +72,13 @@ class FlowParams:
     """The loop (owner: flows/loop.py)."""
     iterations: int = 3              # batches to run (first batch included); 0 = until the pool is done
     store: Literal["file", "fiftyone"] = "file"  # where annotators' edits arrive
+    preannotator: Literal["c3det", "plain"] = "c3det"  # c3det: clicks refine; plain: no clicks
     eval_split: str = "val"          # metadata["split"] held out of the pool for evaluation
     eval_max_images: int = 0         # evaluate on the first N held-out images (0 = all)
     task_runner: Literal["thread", "dask"] = "thread"  # dask: fan-out over a LocalCluster
     dask_workers: int = 2            # LocalCluster workers for task_runner dask
     preannotate_chunk: int = 16      # images per pre-annotation task (the fan-out unit)
-    wait_poll_s: float = 600.0       # a paused flow re-checks the batch's done marker this often
+    wait_timeout_s: int = 604800     # a paused flow gives up after this (files keep the state; rerun)
     versioning: bool = True          # dvc add + commit + git tag iter-NNN per iteration
     push_attempts: int = 4           # dvc push retries with exponential back-off
     push_delay_s: float = 2.0        # first back-off delay (doubles every attempt)

@@ -85,20 +85,10 @@ def ingest(p: Project) -> dict:
     lay = p.layout
     if lay.manifest.exists() and lay.import_report.exists():
         return json.loads(lay.import_report.read_text())
-    from tinyloop.ingest import import_dataset
-    labels, report = import_dataset(p.source, p.params.data)
-    has_labels = any(item.annotations or item.ignore for item in labels)
-    if has_labels:
-        write_labels(labels, lay.ground_truth)
-    manifest = LabelSet(labels.categories, [ImageLabels(item.image) for item in labels],
-                        {"source": str(p.params.data.source)})
-    write_labels(manifest, lay.manifest)
-    summary = {"images": len(labels.images), "with_labels": has_labels,
-               "objects": sum(len(i.annotations) for i in labels),
-               "problems": [_problem_json(x) for x in report.problems],
-               "summary": report.summary()}
-    write_json_atomic(lay.import_report, summary)
-    return summary
+    from tinyloop.ingest import import_dataset, write_pool
+    labels, report = import_dataset(p.source, p.params.data, progress=False)
+    write_pool(labels, report, lay.manifest, lay.ground_truth, lay.import_report)
+    return json.loads(lay.import_report.read_text())
 
 
 def _problem_json(pr) -> dict:
@@ -236,33 +226,41 @@ def publish(p: Project, store, n: int, *, fresh: bool = False) -> list[str]:
 
 
 def simulate_annotation(p: Project, store, n: int) -> dict:
-    """The simulated annotator corrects batch n through the store, then marks it done."""
+    """The simulated annotator corrects batch n through the store and marks it done.
+
+    A batch not marked done is restarted from its pre-annotations (simulated work only), so
+    a run killed half-way through the batch gives exactly the labels of an unbroken run.
+    """
     if p.layout.done_marker(n).exists():
         return {"skipped": True}
     publish(p, store, n, fresh=True)
-    from flows.simulator import simulate_batch
+    from flows.simulator import save_logs, simulate_batch
     gt = read_labels(p.layout.ground_truth)
-    ids = set(batch_ids(p, n))
-    truth = LabelSet(gt.categories, [i for i in gt if i.id in ids], gt.info)
-    refine = _refiner(p, n) if p.params.flows.preannotator == "c3det" else None
-    stats = simulate_batch(store, truth, p.params.simulator, batch=n, refine=refine)
+    ids = batch_ids(p, n)
+    wanted = set(ids)
+    truth = LabelSet(gt.categories, [i for i in gt if i.id in wanted], gt.info)
+    sim = p.params.simulator
+    if p.params.flows.preannotator == "plain":
+        sim = replace(sim, rounds=0)  # a plain detector cannot use clicks
+    logs = simulate_batch(store, n, truth, _predictor_fn(p, n), sim, image_ids=ids,
+                          progress=False)
+    save_logs(logs, p.layout.batch_dir(n) / "simulation.json")
     fault_point("annotated")
-    store.mark_done(n)
-    return stats if isinstance(stats, dict) else {"result": str(stats)}
+    return {"images": len(logs), "clicks": sum(r.clicks for lg in logs for r in lg.rounds)}
 
 
-def _refiner(p: Project, n: int):
-    """`refine(image_id, clicks) -> list[Annotation]` with model n-1 (None for batch 1)."""
+def _predictor_fn(p: Project, n: int):
+    """`predict(image_id, clicks) -> list[Annotation]` with model n-1 (nothing for batch 1)."""
     model = model_for_batch(p, n)
     if model is None:
-        return None
+        return lambda image_id, clicks: []
     from c3det.predict import Predictor
     predictor = Predictor(model, p.classes)
     images = {i.id: i.image for i in read_labels(p.layout.preannotations(n))}
 
-    def refine(image_id, clicks):
+    def predict(image_id, clicks):
         return predictor.predict(str(p.source / images[image_id].path), list(clicks))
-    return refine
+    return predict
 
 
 def is_done(p: Project, n: int) -> bool:

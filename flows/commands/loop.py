@@ -1,0 +1,216 @@
+"""`tinyloop init|prepare|iterate|simulate|resume|serve|history|report|step`: run the loop."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+RAW = argparse.RawDescriptionHelpFormatter
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("init", help="make a directory a tinyloop project (git, DVC, params)",
+                       formatter_class=RAW, description=(
+                           "Create (or repair) a project: git init, dvc init with analytics "
+                           "off, a default DVC remote (a local directory unless --remote "
+                           "names e.g. s3://bucket/path), params.yaml and dvc.yaml."))
+    p.add_argument("dir", nargs="?", default=".", help="project directory (default: .)")
+    p.add_argument("--source", help="raw dataset directory (sets data.source)")
+    p.add_argument("--remote", help="DVC remote URL or directory (default: project.dvc_remote)")
+    p.set_defaults(func=cmd_init)
+
+    for name, helptext, desc in [
+        ("prepare", "ingest, embed and order the pool into batches (Prefect flow)",
+         "Run the `prepare` flow: import the raw data (data.source), embed every pool image, "
+         "order the pool into batches (order.method) and version the result."),
+        ("simulate", "run the whole loop with the simulated annotator (Prefect flow)",
+         "Run `prepare` and then every iteration with a simulated annotator correcting each "
+         "batch through the annotation store: the loop end to end without people. Prints "
+         "the per-batch workload table and writes reports/index.html. Re-running after an "
+         "interruption continues where it stopped."),
+    ]:
+        p = sub.add_parser(name, help=helptext, description=desc, formatter_class=RAW)
+        _project_arg(p)
+        if name == "simulate":
+            p.add_argument("--iterations", type=int, help="batches to run (default: "
+                           "flows.iterations)")
+        p.set_defaults(func=cmd_prepare if name == "prepare" else cmd_simulate)
+
+    p = sub.add_parser("iterate", help="run one iteration for people (pauses for the batch)",
+                       formatter_class=RAW, description=(
+                           "Pre-annotate the next batch, publish it to the annotation store "
+                           "(flows.store), pause until the batch is marked done (FiftyOne's "
+                           "'Mark batch done' or `tinyloop resume`), then pull, compute the "
+                           "workload, retrain, evaluate, report and version (tag iter-NNN)."))
+    _project_arg(p)
+    p.add_argument("--batch", type=int, help="batch number (default: the next unfinished)")
+    p.add_argument("--detach", action="store_true",
+                   help="publish the batch and exit instead of waiting (for waits of days); "
+                        "`tinyloop resume` continues")
+    p.set_defaults(func=cmd_iterate)
+
+    p = sub.add_parser("resume", help="mark a batch done and continue its iteration",
+                       formatter_class=RAW, description=(
+                           "Mark the batch done (as the App's 'Mark batch done' does). If an "
+                           "`iterate` run is paused waiting for it, that run resumes; "
+                           "otherwise (it was detached or killed) the rest of the iteration "
+                           "runs here. Finished steps are never repeated."))
+    _project_arg(p)
+    p.add_argument("--batch", type=int, help="batch number (default: the next unfinished)")
+    p.add_argument("--no-continue", action="store_true",
+                   help="only mark done and resume a waiting run; do not run anything here")
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("history", help="table of versioned iterations (metrics, params diffs)",
+                       description="One row per git tag iter-NNN: labeled images, mAP@0.5, "
+                                   "cumulative WT/WB reduction and the params changed since "
+                                   "the previous iteration. Restore one with "
+                                   "`git checkout iter-NNN && dvc checkout`.")
+    _project_arg(p)
+    p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("report", help="rebuild reports/index.html and report.md",
+                       description="Write the per-batch workload table and plots as a "
+                                   "self-contained HTML file and markdown; print the table.")
+    _project_arg(p)
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("serve", help="serve the flows as deployments with cron schedules",
+                       formatter_class=RAW, description=(
+                           "Register `retrain` and `check-batches` as Prefect deployments with "
+                           "the cron schedules of flows.schedules and serve them (runs until "
+                           "interrupted). Point PREFECT_API_URL at a server started with "
+                           "scripts/prefect-server start to see them in the UI."))
+    _project_arg(p)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("step", help="run one dvc.yaml stage's computation (used by dvc repro)",
+                       description="Run a stage of dvc.yaml in the current project: the same "
+                                   "function the Prefect flow runs for it.")
+    p.add_argument("name", choices=["ingest", "features", "order", "train", "evaluate",
+                                    "preannotate", "report"])
+    _project_arg(p)
+    p.set_defaults(func=cmd_step)
+
+
+def _project_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--project", "-C", default=".",
+                   help="project directory made by `tinyloop init` (default: .)")
+
+
+def _root(args) -> str:
+    from flows.project import find_root
+    root = str(find_root(args.project))
+    from flows.loop import prefect_env
+    prefect_env(root)
+    return root
+
+
+def cmd_init(args) -> int:
+    from flows.project import init_project
+    layout = init_project(args.dir, source=args.source, remote=args.remote)
+    print(f"project ready in {layout.root}; next: tinyloop simulate -C {args.dir}  (or "
+          f"prepare + iterate with people)")
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    root = _root(args)
+    from flows.loop import prepare, with_runner
+    with_runner(prepare, root)(root)
+    return 0
+
+
+def cmd_simulate(args) -> int:
+    root = _root(args)
+    from flows.loop import simulate
+    from flows.report import format_table
+    rows = simulate(root, args.iterations)
+    print(format_table(rows))
+    print(f"report: {Path(root) / 'reports' / 'index.html'}")
+    return 0
+
+
+def cmd_iterate(args) -> int:
+    root = _root(args)
+    from flows.loop import iteration, with_runner
+    with_runner(iteration, root)(root, args.batch, simulated=False, detach=args.detach)
+    return 0
+
+
+def cmd_resume(args) -> int:
+    root = _root(args)
+    from flows.human_wait import signal_done
+    from flows.loop import iteration, next_batch, with_runner
+    from flows.steps import Project
+    p = Project.open(root)
+    n = args.batch or next_batch(p)
+    if n is None:
+        print("every batch is done")
+        return 0
+    if signal_done(root, n, note="tinyloop resume"):
+        print(f"batch {n} marked done; the waiting `iterate` run continues")
+        return 0
+    print(f"batch {n} marked done")
+    if not args.no_continue:
+        with_runner(iteration, root)(root, n, simulated=False)
+    return 0
+
+
+def cmd_history(args) -> int:
+    from flows.versioning import format_history, history
+    from flows.layout import ProjectLayout
+    print(format_history(history(ProjectLayout(_root(args)))))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from flows.layout import ProjectLayout
+    from flows.report import build_report, format_table
+    out = build_report(ProjectLayout(_root(args)))
+    print(format_table(out["rows"]))
+    print(f"report: {out['html']}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from flows.serve import serve
+    serve(_root(args))
+    return 0
+
+
+def cmd_step(args) -> int:
+    from flows import steps
+    from flows.layout import ProjectLayout
+    root = _root(args)
+    p = steps.Project.open(root)
+    last = max(p.layout.labeled_batches(), default=0)
+    name = args.name
+    if name in ("train", "evaluate", "preannotate") and not last:
+        print(f"step {name}: no labeled batch yet", file=sys.stderr)
+        return 1
+    if name == "ingest":
+        steps.ingest(p)
+    elif name == "features":
+        steps.features(p)
+    elif name == "order":
+        steps.order(p)
+    elif name == "train":  # dvc repro runs this only when deps/params changed: start over
+        import shutil
+        shutil.rmtree(p.layout.model_dir(last), ignore_errors=True)
+        steps.train(p, last)
+    elif name == "evaluate":
+        p.layout.metrics(last).unlink(missing_ok=True)
+        steps.evaluate(p, last)
+    elif name == "preannotate":  # the stage output only: a batch's own copy is never replaced
+        from tinyloop.cocofile import write_labels
+        from tinyloop.annotations import LabelSet
+        if last < steps.n_batches(p):
+            model = p.layout.model(last)
+            items = steps.predict_images(p, model, steps.batch_records(p, last + 1).images)
+            write_labels(LabelSet(p.classes, items, {"batch": last + 1}),
+                         p.layout.data / "next" / "preannotations.json")
+    elif name == "report":
+        from flows.report import build_report
+        build_report(ProjectLayout(root))
+    return 0

@@ -1,0 +1,309 @@
+"""The loop as Prefect flows: `prepare`, `iteration`, `simulate` (and `sweep`, flows/sweep.py).
+
+    prepare    ingest -> features (fan-out) -> order -> version the pool
+    iteration  pre-annotate batch N with model N-1 (fan-out) -> publish -> wait for people
+               -> pull corrections -> workload -> retrain on batches 1..N -> evaluate
+               -> pre-annotate batch N+1 -> report -> dvc commit + git tag iter-NNN + push
+    simulate   prepare, then every iteration with the simulated annotator instead of people
+
+Every task runs one function of flows/steps.py on the project directory, whose files are
+the loop's state: a flow killed at any point and started again skips what is finished.
+Tasks that touch flaky things retry with back-off (pull from the store, dvc push); training
+retries a CUDA out-of-memory error with half the batch (inside steps.train). Pre-annotation
+chunks are cached on a content hash of (model checkpoint, image ids, tiling params), with
+results persisted under .tinyloop/prefect-results, so a re-run never predicts twice.
+
+Fan-out: feature extraction and pre-annotation are split into chunks submitted to the flow's
+task runner: threads by default, a Dask LocalCluster with `flows.task_runner: dask`
+(prefect-dask; run a real `prefect server start`, see scripts/prefect-server).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from flows import steps
+from flows.layout import ProjectLayout, tag_name
+from flows.steps import Project
+
+PROJECT_STAGES = ["ingest", "features", "order"]
+ITERATION_STAGES = ["train", "evaluate", "report"]
+
+
+def prefect_env(root: str | Path) -> None:
+    """Settings for a run in this project (before Prefect starts its server/client)."""
+    state = ProjectLayout(root).state
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_RESULTS_PERSIST_BY_DEFAULT", "true")
+    os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(state / "prefect-results"))
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+def _file_hash(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _chunk_key(context, parameters) -> str:
+    """Cache key of a pre-annotation chunk: the model's content, the images, the tiling."""
+    model = parameters["model"]
+    p = Project.open(parameters["root"])
+    parts = [_file_hash(Path(model)) if model else "no-model",
+             ",".join(parameters["ids"]), json.dumps(p.params.tiling.__dict__, sort_keys=True),
+             p.params.flows.preannotator]
+    return "preannotate-" + hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+
+# --- tasks ------------------------------------------------------------------------------------
+
+@task(name="ingest", cache_policy=NO_CACHE)
+def ingest_task(root: str) -> dict:
+    return steps.ingest(Project.open(root))
+
+
+@task(name="embed-chunk", cache_policy=NO_CACHE)
+def embed_chunk_task(root: str, ids: list[str], part: int) -> str:
+    """Embed a share of the pool into data/features/parts/NNN (merged afterwards)."""
+    from features.embed import embed_pool
+    p = Project.open(root)
+    pool = steps.pool(p)
+    keep = set(ids)
+    records = [i.image for i in pool if i.id in keep]
+    out = p.layout.features / "parts" / f"{part:03d}"
+    embed_pool(records, p.source, p.params.features, out, progress=False)
+    return str(out)
+
+
+@task(name="merge-features", cache_policy=NO_CACHE)
+def merge_features_task(root: str, parts: list[str]) -> dict:
+    import shutil
+    import numpy as np
+    from features.embed import fingerprint, load_store, save_store
+    p = Project.open(root)
+    vecs, ids = [], []
+    for part in parts:
+        v, i, _ = load_store(part, mmap=False)
+        vecs.append(np.asarray(v))
+        ids.extend(i)
+    save_store(p.layout.features, np.concatenate(vecs), ids, fingerprint(p.params.features))
+    shutil.rmtree(p.layout.features / "parts", ignore_errors=True)
+    return {"images": len(ids)}
+
+
+@task(name="order", cache_policy=NO_CACHE)
+def order_task(root: str) -> dict:
+    return steps.order(Project.open(root))
+
+
+@task(name="preannotate-chunk", cache_key_fn=_chunk_key, persist_result=True)
+def preannotate_chunk_task(root: str, model: str | None, ids: list[str]) -> list:
+    p = Project.open(root)
+    by_id = {i.id: i for i in steps.pool(p)}
+    items = steps.predict_images(p, Path(model) if model else None, [by_id[i] for i in ids])
+    return items
+
+
+@task(name="simulate-annotator", cache_policy=NO_CACHE)
+def simulate_task(root: str, n: int) -> dict:
+    p = Project.open(root)
+    return steps.simulate_annotation(p, steps.open_store(p), n)
+
+
+@task(name="publish", cache_policy=NO_CACHE)
+def publish_task(root: str, n: int) -> int:
+    p = Project.open(root)
+    return len(steps.publish(p, steps.open_store(p), n))
+
+
+@task(name="pull", retries=3, retry_delay_seconds=[1, 4, 16], cache_policy=NO_CACHE)
+def pull_task(root: str, n: int) -> int:
+    p = Project.open(root)
+    return len(steps.pull(p, steps.open_store(p), n).images)
+
+
+@task(name="workload", cache_policy=NO_CACHE)
+def workload_task(root: str, n: int) -> dict:
+    return steps.workload(Project.open(root), n)
+
+
+@task(name="train", cache_policy=NO_CACHE)
+def train_task(root: str, n: int) -> dict:
+    return steps.train(Project.open(root), n)
+
+
+@task(name="evaluate", cache_policy=NO_CACHE)
+def evaluate_task(root: str, n: int) -> dict:
+    return steps.evaluate(Project.open(root), n)
+
+
+@task(name="report", cache_policy=NO_CACHE)
+def report_task(root: str) -> list[dict]:
+    from flows.report import build_report, prefect_artifacts
+    layout = ProjectLayout(root)
+    out = build_report(layout, title=f"tinyloop: {layout.root.name}")
+    try:
+        prefect_artifacts(layout, out["rows"])
+    except Exception as e:  # noqa: BLE001 - artifacts are a convenience, files are the report
+        get_run_logger().warning("Prefect artifacts not written: %s", e)
+    return out["rows"]
+
+
+@task(name="version", retries=2, retry_delay_seconds=[2, 8], cache_policy=NO_CACHE)
+def version_task(root: str, n: int) -> dict:
+    from flows.versioning import commit_iteration
+    p = Project.open(root)
+    steps.fault_point("version")
+    fp = p.params.flows
+    r = commit_iteration(p.layout, n, ITERATION_STAGES + (["preannotate"] if (
+        p.layout.data / "next" / "preannotations.json").exists() else []),
+        push_attempts=fp.push_attempts, push_delay_s=fp.push_delay_s)
+    return {"tag": r.tag, "commit": r.commit, "created": r.created, "pushed": r.pushed,
+            "seconds": r.seconds}
+
+
+# --- fan-out helpers --------------------------------------------------------------------------
+
+def _fan_out_preannotate(root: str, n: int) -> None:
+    p = Project.open(root)
+    if p.layout.preannotations(n).exists():
+        return
+    model = steps.model_for_batch(p, n)
+    ids = steps.batch_ids(p, n)
+    futures = [preannotate_chunk_task.submit(root, str(model) if model else None, chunk)
+               for chunk in steps.chunks(ids, p.params.flows.preannotate_chunk)]
+    items = [item for f in futures for item in f.result()]
+    steps.write_preannotations(p, n, items)
+
+
+def _fan_out_features(root: str) -> None:
+    p = Project.open(root)
+    if p.layout.embeddings.exists() and p.layout.embedding_ids.exists():
+        done = set(json.loads(p.layout.embedding_ids.read_text()))
+        if done >= {i.id for i in steps.pool(p)}:
+            return
+    ids = [i.id for i in steps.pool(p)]
+    k = p.params.flows.dask_workers if p.params.flows.task_runner == "dask" else 1
+    size = max(1, -(-len(ids) // k))
+    futures = [embed_chunk_task.submit(root, chunk, j)
+               for j, chunk in enumerate(steps.chunks(ids, size))]
+    merge_features_task(root, [f.result() for f in futures])
+
+
+def task_runner(root: str):
+    """The task runner params ask for: threads, or a Dask LocalCluster of processes."""
+    fp = Project.open(root).params.flows
+    if fp.task_runner == "dask":
+        from prefect_dask import DaskTaskRunner
+        return DaskTaskRunner(cluster_kwargs={"n_workers": fp.dask_workers,
+                                              "threads_per_worker": 1, "processes": True,
+                                              "dashboard_address": None})
+    from prefect.task_runners import ThreadPoolTaskRunner
+    return ThreadPoolTaskRunner(max_workers=2)
+
+
+# --- flows ------------------------------------------------------------------------------------
+
+@flow(name="prepare", log_prints=True)
+def prepare(root: str = ".") -> dict:
+    """Ingest the raw data, embed and order the pool into batches, version the result."""
+    p = Project.open(root)
+    summary = ingest_task(root)
+    _fan_out_features(root)
+    order = order_task(root)
+    if p.params.flows.versioning:
+        from flows.versioning import commit_prepared
+        commit_prepared(p.layout, PROJECT_STAGES, "prepare: pool ingested, embedded, ordered")
+    print(f"pool ready: {summary.get('images')} images, {order['batches']} batches")
+    return {"ingest": summary, **order}
+
+
+def iteration_complete(p: Project, n: int) -> bool:
+    marker = p.layout.state / f"{tag_name(n)}.done"
+    return marker.exists()
+
+
+def next_batch(p: Project) -> int | None:
+    for n in range(1, steps.last_batch(p) + 1):
+        if not iteration_complete(p, n):
+            return n
+    return None
+
+
+@flow(name="iteration", log_prints=True)
+def iteration(root: str = ".", batch: int | None = None, simulated: bool = False,
+              detach: bool = False) -> dict:
+    """One batch: pre-annotate, annotate (people or simulator), pull, retrain, version."""
+    p = Project.open(root)
+    n = batch or next_batch(p)
+    if n is None:
+        print("every batch is done")
+        return {"batch": None}
+    timings: dict[str, float] = {}
+
+    def timed(name, fn, *a):
+        t0 = time.perf_counter()
+        out = fn(*a)
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+        return out
+
+    timed("preannotate", _fan_out_preannotate, root, n)
+    if simulated:
+        timed("annotate", simulate_task, root, n)
+    elif not steps.is_done(p, n):
+        publish_task(root, n)
+        if detach:
+            print(f"batch {n} published; correct it, then run `tinyloop resume --batch {n}`")
+            return {"batch": n, "waiting": True}
+        from flows.human_wait import wait_for_batch
+        timed("wait", wait_for_batch, p.layout, n, p.params.flows.wait_timeout_s)
+    timed("pull", pull_task, root, n)
+    w = timed("workload", workload_task, root, n)
+    timed("train", train_task, root, n)
+    metrics = timed("evaluate", evaluate_task, root, n)
+    timed("preannotate_next", _fan_out_preannotate_next, root, n)
+    rows = timed("report", report_task, root)
+    version = timed("version", version_task, root, n) if p.params.flows.versioning else {}
+    from tinyloop.atomic import write_json_atomic
+    write_json_atomic(p.layout.state / f"{tag_name(n)}.done",
+                      {"batch": n, "timings_s": timings, "version": version})
+    row = rows[-1] if rows else {}
+    print(f"batch {n}: WT reduction {row.get('wt_reduction')}% (cumulative "
+          f"{row.get('wt_reduction_cum')}%), mAP@.5 {metrics.get('map50')}")
+    return {"batch": n, "workload": {k: w.get(k) for k in ("WB", "WT", "seconds")},
+            "map50": metrics.get("map50"), "timings_s": timings, "version": version}
+
+
+def _fan_out_preannotate_next(root: str, n: int) -> None:
+    p = Project.open(root)
+    if n + 1 > steps.last_batch(p):
+        return
+    _fan_out_preannotate(root, n + 1)
+    steps.preannotate_next(p, n)
+
+
+@flow(name="simulate", log_prints=True)
+def simulate(root: str = ".", iterations: int | None = None) -> list[dict]:
+    """The whole loop with the simulated annotator: prepare, then every batch."""
+    p = Project.open(root)
+    with_runner(prepare, root)(root)
+    last = steps.last_batch(p) if iterations is None else min(iterations, steps.n_batches(p))
+    results = []
+    for n in range(1, last + 1):
+        if not iteration_complete(p, n):
+            results.append(with_runner(iteration, root)(root, n, simulated=True))
+    from flows.report import batch_rows
+    return batch_rows(p.layout)
+
+
+def with_runner(f, root: str):
+    """`f` with the task runner that the project's params ask for."""
+    return f.with_options(task_runner=task_runner(root))

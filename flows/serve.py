@@ -1,0 +1,76 @@
+"""`tinyloop serve`: the loop's ML-ops schedules as Prefect deployments.
+
+Two deployments, both served from this process (`prefect.serve`):
+
+- `retrain` (cron `flows.schedules.retrain`, nightly by default): retrain the latest model
+  on every labeled batch, evaluate, rebuild the report and version the result;
+- `check-batches` (cron `flows.schedules.check_batches`, hourly): if the next batch was
+  marked done while no `iterate` run was waiting (a detached or killed run), continue its
+  iteration.
+
+Runs started from the UI or `prefect deployment run retrain/...` work the same. Point
+PREFECT_API_URL at a real server (scripts/prefect-server start) to see them in the UI;
+without one Prefect starts a temporary local server.
+"""
+from __future__ import annotations
+
+import shutil
+
+from prefect import flow
+
+from flows import steps
+from flows.loop import iteration, iteration_complete, next_batch, report_task, with_runner
+
+
+@flow(name="retrain", log_prints=True)
+def retrain(root: str = ".") -> dict:
+    """Retrain the model of the last finished batch from scratch (e.g. after a params edit)."""
+    p = steps.Project.open(root)
+    done = [n for n in p.layout.labeled_batches() if iteration_complete(p, n)]
+    if not done:
+        print("no finished iteration to retrain")
+        return {"batch": None}
+    n = done[-1]
+    shutil.rmtree(p.layout.model_dir(n), ignore_errors=True)
+    steps.train(p, n)
+    metrics = steps.evaluate(p, n)
+    report_task(root)
+    if p.params.flows.versioning:
+        from flows.versioning import record_stages, run
+        record_stages(p.layout, ["train", "evaluate", "report"])
+        run(p.layout, "git", "add", "-A", ".")
+        if run(p.layout, "git", "diff", "--cached", "--quiet", check=False).returncode:
+            run(p.layout, "git", "commit", "-q", "-m", f"retrain: model of batch {n}")
+    return {"batch": n, "map50": metrics.get("map50")}
+
+
+@flow(name="check-batches", log_prints=True)
+def check_batches(root: str = ".") -> dict:
+    """Continue the next iteration if its batch is marked done."""
+    p = steps.Project.open(root)
+    n = next_batch(p)
+    if n is None or not steps.is_done(p, n):
+        print(f"nothing to do (next batch: {n})")
+        return {"batch": n, "ran": False}
+    return {"batch": n, "ran": True, **with_runner(iteration, root)(root, n)}
+
+
+def deployments(root: str):
+    """The deployments `serve` registers (built separately so tests can inspect them)."""
+    sched = steps.Project.open(root).params.flows.schedules
+    out = []
+    for f, cron in ((retrain, sched.retrain), (check_batches, sched.check_batches)):
+        kwargs = {"cron": cron} if cron else {}
+        out.append(f.to_deployment(name=f"{f.name}-{_slug(root)}", parameters={"root": root},
+                                   **kwargs))
+    return out
+
+
+def _slug(root: str) -> str:
+    from pathlib import Path
+    return Path(root).name or "project"
+
+
+def serve(root: str) -> None:
+    from prefect import serve as prefect_serve
+    prefect_serve(*deployments(root))
