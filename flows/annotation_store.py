@@ -142,6 +142,49 @@ def refresh_predictions(store: AnnotationStore, image_id: str,
     return store.get_labels(image_id).annotations
 
 
+# --- MemoryStore -------------------------------------------------------------------------------
+
+class MemoryStore:
+    """An AnnotationStore in memory, with FileStore's rules but no persistence.
+
+    For simulations that only need the process (ranker training data, benchmarks): nothing
+    here survives the process, so never hand it a person's work.
+    """
+
+    def __init__(self, preannotations: LabelSet):
+        self.categories = list(preannotations.categories)
+        self.items = {im.id: ImageLabels(im.image, list(with_ids(LabelSet(
+            self.categories, [im])).images[0].annotations), list(im.ignore), list(im.clicks))
+            for im in preannotations}
+        self.predictions: dict[str, list[Annotation]] = {}
+        self.done: set[int] = set()
+
+    def get_labels(self, image_id: str) -> ImageLabels:
+        it = self.items[image_id]
+        return ImageLabels(it.image, list(it.annotations), list(it.ignore), list(it.clicks))
+
+    def add_click(self, image_id: str, click: Click) -> None:
+        if click.category not in self.categories:
+            raise AnnotationError(f"image {image_id}: click has unknown class "
+                                  f"{click.category!r}")
+        self.items[image_id].clicks.append(click)
+
+    def set_annotations(self, image_id: str, annotations: list[Annotation]) -> None:
+        item = self.items[image_id]
+        check_annotations(item, annotations, self.categories)
+        item.annotations = stamp_edits(item.annotations, list(annotations))
+
+    def record_predictions(self, image_id: str, predictions: list[Annotation]) -> None:
+        self.predictions[image_id] = list(predictions)
+
+    def mark_done(self, batch: int) -> None:
+        self.done.add(batch)
+
+    def pull(self, batch: int) -> LabelSet:
+        return LabelSet(self.categories, [self.get_labels(i) for i in self.items],
+                        info={"batch": batch})
+
+
 # --- FileStore --------------------------------------------------------------------------------
 
 class FileStore:

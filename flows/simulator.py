@@ -60,6 +60,8 @@ class ImageLog:
     gt_objects: int = 0
     remaining_error: int = 0    # edits still needed after the last round (ground truth side)
     start_error: int = 0        # edits needed on the first pre-annotation
+    start_boxes: int = 0        # model boxes shown before any click
+    start_mean_score: float = 0.0
 
 
 # --- errors ---------------------------------------------------------------------------------
@@ -119,6 +121,11 @@ def prediction_change(before: list[Annotation], after: list[Annotation]) -> floa
     return 1.0 - float(np.mean(best))
 
 
+def mean_score(boxes: list[Annotation]) -> float:
+    scores = [a.score for a in boxes if a.score is not None]
+    return float(np.mean(scores)) if scores else 0.0
+
+
 def model_boxes(anns: list[Annotation]) -> list[Annotation]:
     return [a for a in anns if a.provenance.source in ("model", "click_refined")]
 
@@ -133,7 +140,9 @@ def simulate_image(store: AnnotationStore, truth: ImageLabels, predict: Predict,
     current = item.annotations
     log = ImageLog(truth.id, gt_objects=sum(not in_ignore(g, truth.ignore)
                                             for g in truth.annotations),
-                   start_error=edits_needed(current, truth))
+                   start_error=edits_needed(current, truth),
+                   start_boxes=len(model_boxes(current)),
+                   start_mean_score=mean_score(model_boxes(current)))
     clicked: list[Annotation] = []
     clicks = list(item.clicks)
     for r in range(1, params.rounds + 1):
@@ -151,9 +160,7 @@ def simulate_image(store: AnnotationStore, truth: ImageLabels, predict: Predict,
         current = refresh_predictions(store, truth.id, predict(truth.id, list(clicks)))
         after = model_boxes(current)
         dists = [distance_to_boxes(c.x, c.y, shown, diagonal) for c in new]
-        scores = [a.score for a in after if a.score is not None]
-        log.rounds.append(RoundLog(r, len(new), len(after),
-                                   float(np.mean(scores)) if scores else 0.0,
+        log.rounds.append(RoundLog(r, len(new), len(after), mean_score(after),
                                    prediction_change(shown, after), float(np.mean(dists)),
                                    float(np.max(dists)), len(errors)))
     log.remaining_error = edits_needed(current, truth)

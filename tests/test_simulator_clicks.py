@@ -14,7 +14,8 @@ from tinyloop.annotations import (Annotation, Box, Click, IgnoreRegion, ImageLab
                                   ImageRecord, LabelSet, Provenance)
 from tinyloop.cocofile import read_labels
 
-CLASSES = ["Person", "Car", "Bicycle", "OtherVehicle"]
+from tests.fixtures_workload import CLASSES, grid_truth
+
 
 
 def model(cat, box, score=0.8):
@@ -39,18 +40,6 @@ class ClickOracle:
                 out = [a for a in out if a.box.iou(near.box) < 0.3]
                 out.append(model(c.category, near.box, 0.95))
         return out
-
-
-def grid_truth(n: int, size_of=lambda i: 6.0, image="g") -> ImageLabels:
-    """n objects on a grid, far from the borders (so no click is clipped)."""
-    rec = ImageRecord(image, f"{image}.png", 1000, 1000)
-    anns = []
-    for i in range(n):
-        cx, cy = 60 + (i % 15) * 60, 60 + (i // 15) * 60
-        s = size_of(i)
-        anns.append(Annotation(CLASSES[i % 4], Box(cx - s / 2, cy - s / 2, cx + s / 2,
-                                                   cy + s / 2)))
-    return ImageLabels(rec, anns)
 
 
 def run(tmp_path, truth: LabelSet, pre: LabelSet, params: SimulatorParams, batch: int = 2):

@@ -130,3 +130,16 @@ def test_a_kill_never_loses_an_acknowledged_edit(tmp_path):
     proc.wait()
     clicks = FileStore(tmp_path).get_labels("im0").clicks   # still valid JSON
     assert len(clicks) >= acknowledged + 1
+
+
+def test_memory_store_keeps_the_same_rules():
+    from flows.annotation_store import MemoryStore
+    store = MemoryStore(preannotations())
+    assert isinstance(store, AnnotationStore)
+    car, person = store.get_labels("im0").annotations
+    assert car.id and person.id
+    store.set_annotations("im0", [replace(car, category="Person"), person])
+    assert store.get_labels("im0").annotations[0].provenance.edited
+    with pytest.raises(AnnotationError, match="zero"):
+        store.set_annotations("im0", [Annotation("Car", Box(5, 5, 5, 9))])
+    assert [im.id for im in store.pull(1)] == ["im0", "im1"]
