@@ -64,7 +64,7 @@ from tinyloop.atomic import write_json_atomic
 
 log = logging.getLogger(__name__)
 
-MATRIX_BUDGET_BYTES = 256 * 2**20   # precompute all pairs when N^2 float32 fits in this
+MATRIX_BUDGET_BYTES = 512 * 2**20   # precompute all pairs when N^2 float32 fits in this
 EXACT_MAX_CUDA = 2_000_000          # exact farthest-first on a GPU up to this many images
 _HITUAV_NAME = re.compile(r"^(\d)_(\d+)_(\d+)_(\d+)_(\d+)$")
 

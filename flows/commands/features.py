@@ -1,0 +1,119 @@
+"""`tinyloop embed` and `tinyloop order`: the DVC stages `features` and `order`.
+
+Both read params.yaml (features / order sections) and the pool manifest that import wrote,
+and write their outputs under data/ (see flows/layout.py); both are incremental.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    e = sub.add_parser(
+        "embed", help="embed every pool image (ResNet or SimNet) into data/features/",
+        description="Embed every image of the pool (data/pool/manifest.json) with the "
+                    "extractor in params.yaml `features` (resnet18, resnet50 or simnet; "
+                    "SimNet is trained on the pool first when its checkpoint is missing). "
+                    "Writes data/features/embeddings.npy (N x D float32, L2-normalised, "
+                    "memory-mappable) and ids.json. Incremental: only images not yet in the "
+                    "store are embedded. Unreadable images are listed and skipped "
+                    "(data/features/problems.json). This is the DVC stage `features`.")
+    e.add_argument("--root", default=None,
+                   help="project directory (default: the directory of --params)")
+    e.add_argument("--retrain-simnet", action="store_true",
+                   help="train SimNet again even when its checkpoint exists")
+    e.add_argument("--no-progress", action="store_true", help="no progress bars")
+    e.set_defaults(func=run_embed)
+
+    o = sub.add_parser(
+        "order", help="order the pool and cut it into batches (data/order.json)",
+        description="Order the whole pool with params.yaml `order` (dissimilar = "
+                    "farthest-first, similar, random, temporal) and cut the order into "
+                    "batches: the first holds order.first_batch_size images, the rest "
+                    "order.batch_size. Writes data/order.json {image_id: {position, batch}} "
+                    "atomically. When the pool has grown, existing positions never move; "
+                    "new images are appended in new batches. This is the DVC stage `order`.")
+    o.add_argument("--root", default=None,
+                   help="project directory (default: the directory of --params)")
+    o.set_defaults(func=run_order)
+
+
+def _setup(args):
+    from flows.layout import ProjectLayout
+    from flows.params import load_params
+    from tinyloop.cocofile import read_labels
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    params = load_params(args.params)
+    root = Path(args.root) if args.root else Path(args.params).resolve().parent
+    layout = ProjectLayout(root)
+    if not layout.manifest.exists():
+        raise FileNotFoundError(f"{layout.manifest} not found; import the pool first "
+                                "(`tinyloop ingest`)")
+    pool = read_labels(layout.manifest)
+    return params, layout, pool
+
+
+def _image_root(params, layout, pool) -> Path:
+    source = Path(params.data.source)
+    root = source if source.is_absolute() else layout.root / source
+    if not root.is_dir() and pool.info.get("dataset_root"):
+        root = Path(pool.info["dataset_root"])
+    return root
+
+
+def run_embed(args: argparse.Namespace) -> int:
+    import json
+    from features.embed import EmbedError, update_store
+    from features.extractors import WeightsError
+    from features.simnet import train_simnet
+    from tinyloop.atomic import write_json_atomic
+    from tinyloop.params import ParamsError
+    try:
+        params, layout, pool = _setup(args)
+        fp = params.features
+        image_root = _image_root(params, layout, pool)
+        if fp.extractor == "simnet":
+            ckpt = Path(fp.simnet.checkpoint)
+            ckpt = ckpt if ckpt.is_absolute() else layout.root / ckpt
+            fp.simnet.checkpoint = str(ckpt)
+            if args.retrain_simnet or not ckpt.exists():
+                paths = [image_root / im.image.path for im in pool.images]
+                history = train_simnet(paths, fp, ckpt, progress=not args.no_progress)
+                write_json_atomic(ckpt.with_suffix(".json"), history)
+                print(f"SimNet trained: loss {history['epoch_loss'][0]:.4f} -> "
+                      f"{history['epoch_loss'][-1]:.4f}, saved to {ckpt}")
+        vectors, ids, report = update_store(pool, image_root, fp, layout.features,
+                                            progress=not args.no_progress)
+    except (ParamsError, EmbedError, WeightsError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(report.summary())
+    print(f"{layout.embeddings}: {vectors.shape[0]} x {vectors.shape[1]}")
+    return 0 if len(ids) else 1
+
+
+def run_order(args: argparse.Namespace) -> int:
+    from features.embed import load_store
+    from features.order import OrderError, order_pool
+    from tinyloop.params import ParamsError
+    try:
+        params, layout, pool = _setup(args)
+        records = [im.image for im in pool.images]
+        op = params.order
+        if op.method in ("dissimilar", "similar"):
+            store = load_store(layout.features)
+            if store is None:
+                raise OrderError(f"no embeddings in {layout.features}; run `tinyloop embed`")
+            vectors, ids, _ = store
+        else:
+            vectors, ids = None, [r.id for r in records]
+        result = order_pool(vectors, ids, op, layout.order, records=records)
+    except (ParamsError, OrderError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(result.summary())
+    print(f"wrote {layout.order}")
+    return 0
