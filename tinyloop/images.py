@@ -44,6 +44,10 @@ _EXIF_IFD = 0x8769
 class ImageError(ValueError):
     """An image file that cannot be used; the message names the file and the fix."""
 
+    def __init__(self, path: str | os.PathLike, reason: str, fix: str):
+        self.path, self.reason, self.fix = str(path), reason, fix
+        super().__init__(f"{path}: {reason}; {fix}")
+
 
 @dataclass(frozen=True)
 class ImageInfo:
@@ -111,16 +115,17 @@ def _open(path: Path) -> Image.Image:
     try:
         return Image.open(path)
     except FileNotFoundError:
-        raise ImageError(f"{path}: image file not found; check the path, or remove the "
-                         "labels that refer to it") from None
+        raise ImageError(path, "image file not found",
+                         "check the path, or remove the labels that refer to it") from None
     except IsADirectoryError:
-        raise ImageError(f"{path}: is a directory, not an image file") from None
+        raise ImageError(path, "is a directory, not an image file",
+                         "point at the image file inside it") from None
     except UnidentifiedImageError:
-        raise ImageError(f"{path}: not a readable image (unknown or corrupt format); "
+        raise ImageError(path, "not a readable image (unknown or corrupt format)",
                          "re-export it as PNG or JPEG, or remove it from the dataset") from None
     except (OSError, Image.DecompressionBombError) as e:
-        raise ImageError(f"{path}: cannot open image ({e}); re-export it as PNG or JPEG, "
-                         "or remove it from the dataset") from None
+        raise ImageError(path, f"cannot open image ({e})",
+                         "re-export it as PNG or JPEG, or remove it from the dataset") from None
 
 
 def _decode(im: Image.Image, path: Path) -> None:
@@ -128,7 +133,7 @@ def _decode(im: Image.Image, path: Path) -> None:
         im.load()
     except (OSError, SyntaxError, ValueError) as e:
         kind = "truncated" if "truncated" in str(e).lower() else "corrupt"
-        raise ImageError(f"{path}: image is {kind} ({e}); copy the file again from its "
+        raise ImageError(path, f"image is {kind} ({e})", "copy the file again from its "
                          "source, or remove it and its labels from the dataset") from None
 
 

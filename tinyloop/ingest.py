@@ -80,6 +80,10 @@ class ImportReport:
         return not self.problems
 
     def add(self, file: str | Path, message: str, fix: str) -> None:
+        """Record a problem; files inside the dataset are named relative to its root."""
+        path = Path(file)
+        if path.is_absolute() and path.is_relative_to(self.root):
+            file = path.relative_to(self.root).as_posix()
         self.problems.append(Problem(str(file), message, fix))
 
     def summary(self, max_problems: int = 50) -> str:
@@ -381,8 +385,8 @@ def _check_images(root: Path, sources: dict[str, _Source], data: DataParams,
                                    desc="checking images", disable=not progress):
             src = sources[image_id]
             if isinstance(info, ImageError):
-                report.add(src.path, str(info).split(": ", 1)[-1] + "; the image and its "
-                           "labels were left out", "replace or remove the file")
+                report.add(src.path, f"{info.reason}; the image and its labels were "
+                           "left out", info.fix)
                 continue
             items.append(_image_labels(image_id, src, info, data, splits, report))
     return items
