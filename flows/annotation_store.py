@@ -36,8 +36,8 @@ from typing import Protocol, runtime_checkable
 from urllib.parse import quote
 
 from flows.layout import ProjectLayout
-from tinyloop.annotations import (Annotation, AnnotationError, Click, ImageLabels,
-                                  LabelSet)
+from tinyloop.annotations import (Annotation, AnnotationError, Box, Click, ImageLabels,
+                                  LabelSet, Provenance)
 from tinyloop.atomic import write_json_atomic, write_text_atomic
 from tinyloop.cocofile import from_coco, read_labels, to_coco, write_labels
 
@@ -232,6 +232,7 @@ class FileStore:
             if not path.exists():
                 start = ImageLabels(item.image, list(item.annotations), list(item.ignore), list(item.clicks))
                 self._write(batch, start, model_output=item.annotations, version=0,
+                            history=[_history_entry(0, item.annotations)],
                             categories=preannotations.categories)
         self._index(batch)
         return [im.id for im in preannotations]
@@ -262,20 +263,20 @@ class FileStore:
 
     def add_click(self, image_id: str, click: Click) -> None:
         batch = self.batch_of(image_id)
-        item, model_output, version = self._read(image_id)
+        item, model_output, version, history = self._read(image_id)
         if click.category not in self.categories(batch):
             raise AnnotationError(f"image {image_id}: click at ({click.x:g}, {click.y:g}) has "
                                   f"unknown class {click.category!r} (known: "
                                   f"{', '.join(self.categories(batch))})")
         item.clicks.append(click)
-        self._write(batch, item, model_output, version + 1)
+        self._write(batch, item, model_output, version + 1, history)
 
     def set_annotations(self, image_id: str, annotations: list[Annotation]) -> None:
         batch = self.batch_of(image_id)
-        item, model_output, version = self._read(image_id)
+        item, model_output, version, history = self._read(image_id)
         check_annotations(item, annotations, self.categories(batch))
         item.annotations = stamp_edits(item.annotations, list(annotations))
-        self._write(batch, item, model_output, version + 1)
+        self._write(batch, item, model_output, version + 1, history)
 
     def mark_done(self, batch: int) -> None:
         self._meta(batch)  # fails clearly for a batch that was never opened
@@ -289,7 +290,7 @@ class FileStore:
         cats = self.categories(batch)
         items, refined = [], []
         for image_id in self.batch_images(batch):
-            item, model_output, _ = self._read(image_id)
+            item, model_output, _, _ = self._read(image_id)
             items.append(item)
             refined.append(ImageLabels(item.image, model_output, list(item.ignore)))
         labels = LabelSet(cats, items, info={"batch": batch})
@@ -305,12 +306,25 @@ class FileStore:
     def record_predictions(self, image_id: str, predictions: list[Annotation]) -> None:
         """Remember the model's latest output for an image (see `refresh_predictions`)."""
         batch = self.batch_of(image_id)
-        item, _, version = self._read(image_id)
-        self._write(batch, item, list(predictions), version + 1)
+        item, _, version, history = self._read(image_id)
+        last_round = max((c.round for c in item.clicks), default=0)
+        history.append(_history_entry(last_round, predictions))
+        self._write(batch, item, list(predictions), version + 1, history)
 
     def version(self, image_id: str) -> int:
         """How many edits the image has had: lets a caller detect a stale view."""
         return self._read(image_id)[2]
+
+    def process_log(self, image_id: str):
+        """The image's click/prediction process as a `flows.simulator.ImageLog` (ranker
+        input), from its clicks and every model output recorded for it."""
+        from flows.simulator import log_from_history
+        item, _, _, history = self._read(image_id)
+        hist = [(h["round"], [Annotation("?", Box(*b[:4]),
+                                         provenance=Provenance("model", score=b[4]))
+                              for b in h["boxes"]]) for h in history]
+        return log_from_history(image_id, item.image.width, item.image.height,
+                                item.clicks, hist)
 
     # -- files ------------------------------------------------------------------------------
     def _meta(self, batch: int) -> dict:
@@ -329,15 +343,16 @@ class FileStore:
         return self.work_dir(batch) / f"{quote(image_id, safe='')}.json"
 
     def _write(self, batch: int, item: ImageLabels, model_output: list[Annotation],
-               version: int, categories: list[str] | None = None) -> None:
+               version: int, history: list[dict],
+               categories: list[str] | None = None) -> None:
         cats = categories or self.categories(batch)
-        doc = {"version": version,
+        doc = {"version": version, "history": history,
                "labels": to_coco(LabelSet(cats, [item])),
                "model_output": to_coco(LabelSet(cats, [ImageLabels(item.image,
                                                                    list(model_output))]))}
         write_json_atomic(self._image_path(batch, item.id), doc, indent=None)
 
-    def _read(self, image_id: str) -> tuple[ImageLabels, list[Annotation], int]:
+    def _read(self, image_id: str) -> tuple[ImageLabels, list[Annotation], int, list[dict]]:
         batch = self.batch_of(image_id)
         path = self._image_path(batch, image_id)
         try:
@@ -352,7 +367,14 @@ class FileStore:
                                   "its pre-annotations") from None
         item = from_coco(doc["labels"], source=str(path)).images[0]
         model_output = from_coco(doc["model_output"], source=str(path)).images[0].annotations
-        return item, model_output, int(doc.get("version", 0))
+        return item, model_output, int(doc.get("version", 0)), doc.get("history", [])
+
+
+def _history_entry(round_no: int, predictions: list[Annotation]) -> dict:
+    """A model output as the process log needs it: round and [x1, y1, x2, y2, score]."""
+    return {"round": round_no,
+            "boxes": [[*a.box.xyxy(), a.score] for a in predictions
+                      if a.provenance.source in MODEL_SOURCES]}
 
 
 def _click_json(c: Click) -> dict:

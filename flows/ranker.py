@@ -118,3 +118,12 @@ def spearman(predicted: np.ndarray, truth: np.ndarray) -> float:
     if np.ptp(predicted) == 0 or np.ptp(truth) == 0:
         return float("nan")
     return float(spearmanr(predicted, truth).statistic)
+
+
+def review_queue(store, image_ids: list[str], ranker: QualityRanker) -> list[str]:
+    """Order a batch corrected by people for review, worst first.
+
+    `store` must keep the process (`process_log(image_id)`, as FileStore does): clicks by
+    round and every model output recorded with them.
+    """
+    return ranker.review_order([store.process_log(i) for i in image_ids])

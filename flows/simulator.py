@@ -136,36 +136,56 @@ def simulate_image(store: AnnotationStore, truth: ImageLabels, predict: Predict,
     rng = image_rng(params.seed, truth.id)
     item = store.get_labels(truth.id)
     w, h = item.image.width, item.image.height
-    diagonal = math.hypot(w, h)
     current = item.annotations
-    log = ImageLog(truth.id, gt_objects=sum(not in_ignore(g, truth.ignore)
-                                            for g in truth.annotations),
-                   start_error=edits_needed(current, truth),
-                   start_boxes=len(model_boxes(current)),
-                   start_mean_score=mean_score(model_boxes(current)))
+    history = [(0, model_boxes(current))]
     clicked: list[Annotation] = []
     clicks = list(item.clicks)
+    seen = []
     for r in range(1, params.rounds + 1):
         errors = [g for g in find_errors(current, truth, params.error_iou,
                                          params.min_error_size) if g not in clicked]
         targets = errors[:params.clicks_per_round]
         if not targets:
             break
-        shown = model_boxes(current)
         new = [noisy_click(g, r, params, rng, w, h) for g in targets]
         for c in new:
             store.add_click(truth.id, c)
         clicks += new
         clicked += targets
         current = refresh_predictions(store, truth.id, predict(truth.id, list(clicks)))
-        after = model_boxes(current)
-        dists = [distance_to_boxes(c.x, c.y, shown, diagonal) for c in new]
-        log.rounds.append(RoundLog(r, len(new), len(after), mean_score(after),
-                                   prediction_change(shown, after), float(np.mean(dists)),
-                                   float(np.max(dists)), len(errors)))
+        history.append((r, model_boxes(current)))
+        seen.append(len(errors))
+    log = log_from_history(truth.id, w, h, clicks, history)
+    for round_log, n in zip(log.rounds, seen):
+        round_log.errors_seen = n
+    log.gt_objects = sum(not in_ignore(g, truth.ignore) for g in truth.annotations)
+    log.start_error = edits_needed(history[0][1], truth)
     log.remaining_error = edits_needed(current, truth)
     if params.correct:
         store.set_annotations(truth.id, corrected(current, truth))
+    return log
+
+
+def log_from_history(image_id: str, width: int, height: int, clicks: list[Click],
+                     history: list[tuple[int, list[Annotation]]]) -> ImageLog:
+    """The process log of one image from its clicks and the model outputs it showed.
+
+    `history`: (round, model boxes) in time order, round 0 = the first pre-annotation; an
+    output made after round r's clicks carries r. The simulator and a FileStore batch
+    corrected by people (`FileStore.process_log`) both go through here, so the ranker sees
+    the same features either way. Ground-truth fields stay 0.
+    """
+    diagonal = math.hypot(width, height)
+    first = history[0][1] if history else []
+    log = ImageLog(image_id, start_boxes=len(first), start_mean_score=mean_score(first))
+    for r in sorted({c.round for c in clicks}):
+        new = [c for c in clicks if c.round == r]
+        shown = ([boxes for rr, boxes in history if rr < r] or [first])[-1]
+        after = ([boxes for rr, boxes in history if rr == r] or [shown])[-1]
+        dists = [distance_to_boxes(c.x, c.y, shown, diagonal) for c in new]
+        log.rounds.append(RoundLog(r, len(new), len(after), mean_score(after),
+                                   prediction_change(shown, after), float(np.mean(dists)),
+                                   float(np.max(dists)), 0))
     return log
 
 

@@ -95,3 +95,23 @@ def test_degraded_predictor_is_deterministic_and_clicks_fix_objects(simulated):
     assert noisy(im.id, []) == DegradedTruthPredictor(truth, seed=3)(im.id, [])
     for a in noisy(im.id, []):
         assert a.box.problem(im.image.width, im.image.height) is None
+
+
+def test_filestore_process_log_gives_the_simulator_features(tmp_path, simulated):
+    """People's batches (FileStore history) and simulations feed the ranker identically."""
+    from flows.annotation_store import FileStore
+    from flows.ranker import review_queue
+    truth, predict, logs = simulated
+    sub = LabelSet(truth.categories, truth.images[:8])
+    pre = LabelSet(sub.categories, [ImageLabels(im.image, predict(im.id, [])) for im in sub])
+    store = FileStore(tmp_path)
+    store.open_batch(1, pre)
+    sim_logs = simulate_batch(store, 1, sub, predict,
+                              SimulatorParams(rounds=2, clicks_per_round=2, seed=5),
+                              progress=False)
+    from_files = [store.process_log(im.id) for im in sub]
+    assert np.allclose(feature_matrix(from_files), feature_matrix(sim_logs))
+    assert feature_matrix(sim_logs)[:, 0].sum() > 0          # clicks were made
+    ranker = QualityRanker(n_estimators=20).fit(logs)
+    assert review_queue(store, [im.id for im in sub], ranker) == \
+        ranker.review_order(sim_logs)
