@@ -1,0 +1,101 @@
+"""Synthetic tiny-object data: deterministic, exact labels, distinguishable classes, importable."""
+import numpy as np
+import pytest
+
+from tinyloop.config import DataParams
+from tinyloop.synthetic import SHAPES, class_style, make_synthetic, shape_mask
+
+
+def test_same_seed_same_pixels_and_labels_different_seed_differs():
+    a_labels, a_pixels = make_synthetic(4, size=(96, 64), seed=7)
+    b_labels, b_pixels = make_synthetic(4, size=(96, 64), seed=7)
+    c_labels, c_pixels = make_synthetic(4, size=(96, 64), seed=8)
+    assert a_labels == b_labels
+    assert all(np.array_equal(x, y) for x, y in zip(a_pixels, b_pixels))
+    assert a_labels.images != c_labels.images
+    assert not any(np.array_equal(x, y) for x, y in zip(a_pixels, c_pixels))
+    # image i does not depend on how many images were asked for
+    prefix_labels, prefix_pixels = make_synthetic(2, size=(96, 64), seed=7)
+    assert prefix_labels.images == a_labels.images[:2]
+    assert np.array_equal(prefix_pixels[1], a_pixels[1])
+
+
+def test_pixels_format_counts_and_sizes():
+    labels, pixels = make_synthetic(12, size=(128, 96), classes=["a", "b", "c"],
+                                    objects_per_image=(3, 6), object_size=(8, 14), seed=1)
+    assert labels.categories == ["a", "b", "c"] and len(labels) == len(pixels) == 12
+    for item, px in zip(labels, pixels):
+        assert px.shape == (3, 96, 128) and px.dtype == np.float32
+        assert 0 <= px.min() and px.max() <= 1
+        assert (item.image.width, item.image.height) == (128, 96)
+        assert 3 <= len(item.annotations) <= 6
+        for ann in item.annotations:
+            assert 8 <= ann.box.width <= 14 and 8 <= ann.box.height <= 14
+            assert ann.box.problem(128, 96, tolerance=0) is None
+        for i, a in enumerate(item.annotations):      # objects never overlap
+            assert all(a.box.iou(b.box) == 0 for b in item.annotations[i + 1:])
+    assert set(labels.class_counts()) == {"a", "b", "c"}
+    assert all(n > 0 for n in labels.class_counts().values())
+
+
+def test_objects_are_visible_where_labelled_and_classes_differ():
+    classes = [f"k{i}" for i in range(8)]                 # 6 bright shapes + 2 dark ones
+    labels, pixels = make_synthetic(20, size=(128, 128), classes=classes,
+                                    objects_per_image=(6, 10), object_size=(16, 24), seed=3)
+    contrast = {c: [] for c in classes}
+    for item, px in zip(labels, pixels):
+        gray = px[0]
+        for ann in item.annotations:
+            x1, y1, x2, y2 = (int(v) for v in ann.box.xyxy())
+            shape, sign = class_style(classes.index(ann.category))
+            inside = gray[y1:y2, x1:x2][shape_mask(shape, x2 - x1, y2 - y1)]
+            around = np.zeros(gray.shape, dtype=bool)       # a 3 px strip around the box
+            around[max(y1 - 3, 0):y2 + 3, max(x1 - 3, 0):x2 + 3] = True
+            around[y1:y2, x1:x2] = False
+            contrast[ann.category].append(np.sign(sign) *
+                                          (inside.mean() - np.median(gray[around])))
+    for c in classes:
+        assert np.median(contrast[c]) > 0.15, c       # each object stands out locally
+    # the masks of the classes are pairwise different shapes
+    masks = {s: shape_mask(s, 20, 20) for s in SHAPES}
+    for i, s in enumerate(SHAPES):
+        for t in SHAPES[i + 1:]:
+            assert (masks[s] != masks[t]).mean() > 0.05, (s, t)
+    assert class_style(0)[1] > 0 > class_style(len(SHAPES))[1]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("w,h", [(10, 10), (11, 8), (30, 23)])
+def test_shape_fills_its_box_edge_to_edge(shape, w, h):
+    m = shape_mask(shape, w, h)
+    assert m.shape == (h, w)
+    assert m[0].any() and m[-1].any() and m[:, 0].any() and m[:, -1].any()
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="object_size"):
+        make_synthetic(1, size=(32, 32), object_size=(10, 40))
+    with pytest.raises(ValueError, match="at most 12"):
+        make_synthetic(1, classes=[str(i) for i in range(13)])
+    with pytest.raises(ValueError, match="distinct"):
+        make_synthetic(1, classes=["a", "a"])
+
+
+def test_written_dataset_imports_cleanly_and_matches(tmp_path):
+    from tinyloop.images import load_image
+    from tinyloop.ingest import import_dataset
+    labels, pixels = make_synthetic(6, size=(64, 48), objects_per_image=(2, 4),
+                                    object_size=(6, 12), seed=5, out_dir=tmp_path,
+                                    ignore_per_image=1)
+    assert sum(len(item.ignore) for item in labels) >= 1
+    data = DataParams(source=str(tmp_path), format="coco", labels="labels.json",
+                      oriented_labels=None, classes=list(labels.categories),
+                      ignore_classes=["DontCare"], split_dir=None)
+    imported, report = import_dataset(tmp_path, data, progress=False)
+    assert report.problems == [], report.summary()
+    got = imported.by_id()
+    for item, px in zip(labels, pixels):
+        assert got[item.id].annotations == item.annotations
+        assert got[item.id].ignore == item.ignore
+        # returned pixels are exactly what loading the written PNG gives
+        assert np.array_equal(load_image(tmp_path / item.image.path), px)
