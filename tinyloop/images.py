@@ -101,7 +101,8 @@ def to_chw_float(im: Image.Image) -> np.ndarray:
         a = np.clip(a, 0.0, 1.0)
         return np.repeat(a[None], 3, axis=0)
     if im.mode in ("1", "L", "LA", "La"):
-        a = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+        a = np.asarray(im if im.mode == "L" else im.convert("L"), dtype=np.float32)
+        a *= 1.0 / 255.0
         return np.repeat(a[None], 3, axis=0)
     a = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
     return np.ascontiguousarray(a.transpose(2, 0, 1))
