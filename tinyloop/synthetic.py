@@ -13,8 +13,8 @@ is the same whatever n_images is, and the same on every machine):
 - objects: each class has its own shape, drawn so it fills its box edge to edge (the label is
   the exact extent): disc, square, cross, ring, triangle, diamond, then the same six dark
   instead of bright for classes 7-12 (more classes than that are refused). Width and height
-  each lie in `object_size` (inclusive, integer px), aspect within 3:4..4:3; objects never overlap each other or an
-  ignore region and lie wholly inside the image;
+  each lie in `object_size` (inclusive, integer px), aspect within 3:4..4:3; objects
+  never overlap each other or an ignore region and lie wholly inside the image;
 - ignore regions (optional, `ignore_per_image`): a striped patch of clutter, labelled as an
   IgnoreRegion "DontCare", the way HIT-UAV marks areas nobody could label;
 - finally mild pixel noise, then quantisation to 8 bits (so the returned pixels are exactly
@@ -46,7 +46,7 @@ def shape_mask(shape: str, w: int, h: int) -> np.ndarray:
     # pixel centres in [-1, 1] box coordinates
     u = (np.arange(w) + 0.5) / w * 2 - 1
     v = (np.arange(h) + 0.5) / h * 2 - 1
-    uu, vv = np.meshgrid(u, v)
+    uu, vv = u[None, :], v[:, None]     # broadcast to (h, w)
     r = np.hypot(uu, vv)
     if shape == "disc":
         m = r <= 1.0
@@ -151,7 +151,7 @@ def synthetic_image(index: int, seed: int, size: tuple[int, int], classes: Seque
         patch = img[y1:y1 + h, x1:x1 + w]
         patch[shape_mask(shape, w, h)] += contrast * rng.uniform(0.85, 1.15)
         item.annotations.append(Annotation(classes[k], box))
-    img += rng.normal(0, 0.015, img.shape).astype(np.float32)
+    img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(0.015)
     return item, (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 

@@ -34,7 +34,8 @@ import numpy as np
 from tinyloop.annotations import (Annotation, Box, Click, IgnoreRegion, ImageLabels,
                                   ImageRecord, LabelSet, OrientedBox)
 
-_EPS = 1e-9  # float slack in "share inside >= min_visible"
+_EPS = 1e-9        # float slack in "share inside >= min_visible"
+_HAIRLINE = 1e-3   # an oriented box this little outside the window is not cut
 
 
 def _starts(length: int, size: int, stride: int) -> list[int]:
@@ -81,15 +82,17 @@ def _clip_obox(obox: OrientedBox, window: Box) -> tuple[float, OrientedBox | Non
 
     A box cut by the border becomes the smallest box with the SAME angle around the part
     inside (an object's orientation does not change because a tile cut it; for a border
-    parallel to a box side this is exact). A box wholly inside is returned unchanged.
+    parallel to a box side this is exact). A box wholly inside, or overhanging by a hairline
+    (annotation tools round outwards: HIT-UAV has boxes 0.0001 px past the image border),
+    is returned unchanged.
     """
     poly = obox.polygon()
     if poly.area <= 0:
         return 0.0, None
     inside = poly.intersection(_window_polygon(window))
     share = inside.area / poly.area
-    if share >= 1 - _EPS:
-        return 1.0, obox
+    if share >= 1 - _HAIRLINE:
+        return share, obox
     if inside.area <= 0:
         return 0.0, None
     c, s = math.cos(obox.angle), math.sin(obox.angle)
@@ -97,7 +100,7 @@ def _clip_obox(obox: OrientedBox, window: Box) -> tuple[float, OrientedBox | Non
     u = pts[:, 0] * c + pts[:, 1] * s          # coordinates along the box's own axes
     v = -pts[:, 0] * s + pts[:, 1] * c
     um, vm = (u.min() + u.max()) / 2, (v.min() + v.max()) / 2
-    return share, OrientedBox(obox.cx + um * c - vm * s, obox.cy + um * s + vm * c,
+    return share, OrientedBox(float(obox.cx + um * c - vm * s), float(obox.cy + um * s + vm * c),
                               float(u.max() - u.min()), float(v.max() - v.min()), obox.angle)
 
 

@@ -1,0 +1,150 @@
+"""Foundation throughput: importing HIT-UAV end to end, generating synthetic data, tiling.
+
+What `tinyloop ingest` costs on the two datasets people start from, measured end to end
+(import_dataset with the default params, i.e. VOC + roLabelImg merge and every image fully
+decoded, then write_pool writing manifest + ground truth atomically):
+- the full HIT-UAV subset (1490 images) at ../shared/datasets/hit-uav (or $TINYLOOP_HITUAV)
+- the bundled sample (60 images) at sample/hit-uav
+plus the two other foundation pieces that sit on hot paths:
+- synthetic data: make_synthetic, 256x256, in memory and written to PNG + labels.json
+- tiling: tile_label_set over the full HIT-UAV labels (512 px tiles every 384 px) and
+  merge_predictions on the resulting per-tile objects (every object seen by every tile that
+  keeps it, as a detector would report it twice near tile borders)
+
+Each case runs --repeat times; the median is reported (warm page cache after the first run).
+A per-stage breakdown of the import itself (threads, header-only checks, bare-decode
+baseline) is benchmarks/ingest_speed.py.
+
+    nice -n 10 .venv/bin/python benchmarks/import_speed.py [--repeat 3]
+Writes benchmarks/results/import_speed.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+OUT = ROOT / "benchmarks" / "results" / "import_speed.json"
+MACHINE = "2-core CPU, 24 GiB, no GPU (dev box, shared with 7 other jobs)"
+
+
+def hituav() -> Path:
+    env = os.environ.get("TINYLOOP_HITUAV")
+    return Path(env) if env else ROOT.parent / "shared" / "datasets" / "hit-uav"
+
+
+def timed(fn, repeat: int):
+    times, result = [], None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), min(times), result
+
+
+def row(case: str, items: int, unit: str, median_s: float, best_s: float, **extra) -> dict:
+    r = {"case": case, unit: items, "seconds_median": round(median_s, 3),
+         "seconds_best": round(best_s, 3), f"{unit}_per_s": round(items / median_s, 1),
+         f"{unit}_per_s_best": round(items / best_s, 1), **extra}
+    print(r, flush=True)
+    return r
+
+
+def bench_import(root: Path, name: str, repeat: int, work: Path) -> dict:
+    from tinyloop.config import DataParams
+    from tinyloop.ingest import import_dataset, write_pool
+
+    def run():
+        labels, report = import_dataset(root, DataParams(), progress=False)
+        write_pool(labels, report, work / "manifest.json", work / "ground_truth.json")
+        return labels, report
+    med, best, (labels, report) = timed(run, repeat)
+    return row(f"import + write_pool: {name}", len(labels), "images", med, best,
+               objects=sum(len(im.annotations) for im in labels),
+               problems=len(report.problems))
+
+
+def bench_synthetic(repeat: int, work: Path) -> list[dict]:
+    from tinyloop.synthetic import make_synthetic
+    n = 200
+    med, best, _ = timed(lambda: make_synthetic(n, size=(256, 256), seed=0), repeat)
+    rows = [row("make_synthetic 256x256, in memory", n, "images", med, best)]
+
+    def written():
+        shutil.rmtree(work / "syn", ignore_errors=True)
+        return make_synthetic(n, size=(256, 256), seed=0, out_dir=work / "syn")
+    med, best, _ = timed(written, repeat)
+    rows.append(row("make_synthetic 256x256, PNG + labels.json", n, "images", med, best))
+    return rows
+
+
+def bench_tiling(root: Path, repeat: int) -> list[dict]:
+    from dataclasses import replace
+
+    from tinyloop.annotations import Box
+    from tinyloop.config import DataParams
+    from tinyloop.ingest import import_dataset
+    from tinyloop.tiling import merge_predictions, tile_label_set
+    labels, _ = import_dataset(root, DataParams(verify_images="header"), progress=False)
+    med, best, tiles = timed(lambda: tile_label_set(labels, 512, 384, 0.5), repeat)
+    rows = [row("tile_label_set 512/384 (oriented boxes, polygon shares)", len(labels),
+                "images", med, best, tiles=len(tiles))]
+    axis = replace(labels, images=[replace(im, annotations=[replace(a, obox=None)
+                                                            for a in im.annotations])
+                                   for im in labels.images])
+    for name, source in (("axis-aligned NMS", axis), ("polygon NMS", labels)):
+        tiles = tile_label_set(source, 512, 384, 0.5)
+        per_image: dict[str, list] = {}
+        for t in tiles:
+            per_image.setdefault(t.image.metadata["tile"]["image_id"], []).append(
+                (Box(*t.image.metadata["tile"]["window"]), t.annotations))
+        med, best, merged = timed(
+            lambda: [merge_predictions(v, 0.5) for v in per_image.values()], repeat)
+        rows.append(row(f"merge_predictions, {name}", len(per_image), "images", med, best,
+                        predictions_in=sum(len(a) for v in per_image.values() for _, a in v),
+                        predictions_out=sum(len(m) for m in merged)))
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    load_before = os.getloadavg()[0]
+    print(f"load average before: {load_before:.1f}", flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        full = hituav()
+        if (full / "images").is_dir():
+            rows.append(bench_import(full, "HIT-UAV subset (1490)", args.repeat, work))
+        else:
+            print(f"full HIT-UAV not found at {full}; skipped", flush=True)
+        rows.append(bench_import(ROOT / "sample" / "hit-uav", "bundled sample (60)",
+                                 args.repeat, work))
+        rows += bench_synthetic(args.repeat, work)
+        if (full / "images").is_dir():
+            rows += bench_tiling(full, args.repeat)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps({
+        "benchmark": "import_speed", "machine": MACHINE,
+        "python": platform.python_version(), "repeat": args.repeat,
+        "load_average_1min_before": round(load_before, 2),
+        "load_average_1min_after": round(os.getloadavg()[0], 2),
+        "note": "medians of warm-cache runs on a box shared with other jobs; best-of-repeat "
+                "shows the less-disturbed speed",
+        "cases": rows}, indent=1) + "\n")
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
