@@ -65,7 +65,9 @@ def test_export_then_ingest_keeps_boxes_and_ignore_regions(tmp_path):
     assert got.ignore[0].box.xyxy() == pytest.approx([0, 0, 5, 5], abs=1e-3)
 
 
-def test_yolo_dataset_layout_for_ultralytics(tmp_path):
+def test_yolo_dataset_layout_for_ultralytics(tmp_path, monkeypatch):
+    from PIL import Image
+    monkeypatch.setattr(Image, "open", Image.open)  # ultralytics patches it; undo afterwards
     labels = _labels()
     for rec in labels.images:
         write_image(tmp_path / "src" / rec.image.path, size=(200, 100))
@@ -77,7 +79,6 @@ def test_yolo_dataset_layout_for_ultralytics(tmp_path):
     assert (out / "labels/val/im1.txt").read_text().count("\n") == 2
     assert not (out / "images/val/im1.png").is_symlink()
     assert (out / "images/train/im2.png").is_symlink()
-    from PIL import Image
     with Image.open(out / "images/val/im1.png") as im:
         assert im.getpixel((2, 2)) == 128       # mean grey of a flat 128 image
     # ultralytics' own label check accepts the files

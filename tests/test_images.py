@@ -92,3 +92,15 @@ def test_corrupt_and_missing_files(tmp_path):
         image_info(junk)
     with pytest.raises(ImageError, match=r"nope\.jpg: image file not found"):
         load_image(tmp_path / "nope.jpg")
+
+
+def test_corrupt_file_is_an_image_error_even_after_ultralytics_patched_pillow(tmp_path,
+                                                                           monkeypatch):
+    from PIL import Image
+    monkeypatch.setattr(Image, "open", Image.open)   # restored after the test
+    from ultralytics.utils import patches            # importing it patches Image.open
+    monkeypatch.setattr(Image, "open", patches.image_open)  # (again, if imported before)
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"\xff\xd8 not a jpeg")
+    with pytest.raises(ImageError, match="not a readable image"):
+        image_info(junk)

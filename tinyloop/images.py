@@ -22,6 +22,7 @@ Every failure raises `ImageError`, whose message names the file and what to do.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -112,9 +113,20 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
+def _pillow_open():
+    """Pillow's own Image.open. Importing ultralytics replaces Image.open process-wide with a
+    wrapper that, on an unreadable file, tries to pip-install pi-heif and then fails with
+    ModuleNotFoundError instead of Pillow's error; a corrupt image must stay an ImageError."""
+    opener = Image.open
+    module = getattr(opener, "__module__", "") or ""
+    if module.startswith("ultralytics"):
+        opener = getattr(sys.modules.get(module), "_image_open", opener)
+    return opener
+
+
 def _open(path: Path) -> Image.Image:
     try:
-        return Image.open(path)
+        return _pillow_open()(path)
     except FileNotFoundError:
         raise ImageError(path, "image file not found",
                          "check the path, or remove the labels that refer to it") from None
@@ -124,7 +136,7 @@ def _open(path: Path) -> Image.Image:
     except UnidentifiedImageError:
         raise ImageError(path, "not a readable image (unknown or corrupt format)",
                          "re-export it as PNG or JPEG, or remove it from the dataset") from None
-    except (OSError, Image.DecompressionBombError) as e:
+    except (OSError, ImportError, Image.DecompressionBombError) as e:
         raise ImageError(path, f"cannot open image ({e})",
                          "re-export it as PNG or JPEG, or remove it from the dataset") from None
 
