@@ -76,3 +76,18 @@ def test_fiftyone_importer_reads_the_export(tmp_path):
     assert dets[0].bounding_box == pytest.approx([1 / 64, 2 / 48, 10 / 64, 5 / 48])
     assert dets[1].confidence == 0.75
     assert dets[2].iscrowd == 1
+
+
+def test_synthetic_dataset_imports_as_coco_without_problems(tmp_path):
+    from tinyloop.config import DataParams
+    from tinyloop.ingest import import_dataset
+    from tinyloop.synthetic import make_synthetic
+    made, _ = make_synthetic(3, size=(96, 64), classes=["a", "b"], seed=1, out_dir=tmp_path,
+                             ignore_per_image=1)
+    params = DataParams(format="coco", labels="labels.json", classes=["a", "b"],
+                        oriented_labels=None, split_dir=None)
+    labels, report = import_dataset(tmp_path, params, progress=False)
+    assert report.ok, report.summary()
+    assert [im.image for im in labels] == [im.image for im in made]
+    assert labels.class_counts() == made.class_counts()
+    assert [len(im.ignore) for im in labels] == [len(im.ignore) for im in made]

@@ -88,3 +88,20 @@ def test_yolo_dataset_layout_for_ultralytics(tmp_path, monkeypatch):
     nm, nf, ne, nc, msg = res[-5:]
     assert (nf, nc) == (1, 0), msg
     assert res[1].shape == (2, 5)
+
+
+def test_yolo_dataset_layout_imports_back_with_splits(tmp_path):
+    labels = _labels()
+    for rec in labels.images:
+        write_image(tmp_path / "src" / rec.image.path, size=(200, 100))
+    export_yolo_dataset(labels, tmp_path / "src", tmp_path / "yolo", copy=True)
+    back, report = import_dataset(tmp_path / "yolo", tiny_voc_params(format="yolo"),
+                                  progress=False)
+    assert report.ok, report.summary()
+    got = back.by_id()
+    assert got["im1"].image.metadata["split"] == "val"
+    assert got["im2"].image.metadata["split"] == "train"
+    assert got["im1"].image.path == "images/val/im1.png"
+    assert [a.box.xyxy() for a in got["im1"].annotations] == pytest.approx(
+        [a.box.xyxy() for a in labels.images[0].annotations], abs=1e-3)
+    assert not got["im1"].ignore      # masked in the image, not a label, in this layout
