@@ -1,0 +1,152 @@
+"""`FiftyOneStore`: the AnnotationStore whose edits live in the project's FiftyOne dataset.
+
+What a person does in the App (draw, move, relabel, delete boxes in `corrections`, draw
+clicks in `new_clicks`) and what code does through this class (the simulator, "Refine with
+clicks") land in the same sample fields, so `pull` cannot tell them apart.
+
+Concurrent edits: the App saves a sample with `If-Match: <etag of last_modified_at>` and the
+server answers 412 when someone saved the sample in between (fiftyone.server.routes.sample).
+This class writes under the same rule (`save_sample(sample, if_last_modified_at)` of that
+module: a conditional replace on `last_modified_at`); on a conflict it re-reads the sample
+and applies its change again on top of the newer state, `retries` times, then raises
+`EditConflict`. An edit is never written over someone else's newer one.
+
+Call `flows.mongo.ensure_mongo(project_root)` before using it (FiftyOne reads its database
+URI when first imported).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from flows import fiftyone_sync as fsync
+from flows.annotation_store import check_annotations, stamp_edits
+from flows.layout import ProjectLayout
+from tinyloop.annotations import Annotation, AnnotationError, Click, ImageLabels, LabelSet
+
+
+class EditConflict(RuntimeError):
+    """Another writer kept saving the same sample; the edit was not applied."""
+
+
+class FiftyOneStore:
+    def __init__(self, project_root: str | Path, dataset_name: str, retries: int = 5):
+        self.root = Path(project_root)
+        self.layout = ProjectLayout(project_root)
+        self.dataset_name = dataset_name
+        self.retries = retries
+        self._ds = None
+
+    @property
+    def dataset(self):
+        if self._ds is None:
+            self._ds = fsync.get_dataset(self.dataset_name, create=False)
+        return self._ds
+
+    @property
+    def categories(self) -> list[str]:
+        return list(self.dataset.info.get("classes", []))
+
+    def _sample(self, image_id: str):
+        try:
+            return self.dataset.one(_by_id(image_id))
+        except ValueError:
+            raise KeyError(f"image {image_id!r} is not in FiftyOne dataset "
+                           f"{self.dataset_name!r}; sync its batch first "
+                           "(`tinyloop app sync BATCH`)") from None
+
+    def _template(self, sample) -> ImageLabels:
+        """The image record (and ignore regions) of a sample, from the batch's files."""
+        batch = sample["batch"]
+        pre = self._preannotations(batch)
+        return pre.by_id()[sample["image_id"]]
+
+    def _preannotations(self, batch: int) -> LabelSet:
+        cache = self.__dict__.setdefault("_pre", {})
+        if batch not in cache:
+            from tinyloop.cocofile import read_labels
+            cache[batch] = read_labels(self.layout.preannotations(batch))
+        return cache[batch]
+
+    # --- the protocol -------------------------------------------------------------------
+    def get_labels(self, image_id: str) -> ImageLabels:
+        sample = self._sample(image_id)
+        template = self._template(sample)
+        labels, problems = fsync.sample_labels(sample, template, self.categories)
+        if problems:
+            raise AnnotationError("; ".join(str(p) for p in problems))
+        return labels
+
+    def add_click(self, image_id: str, click: Click) -> None:
+        if click.category not in self.categories:
+            raise AnnotationError(f"image {image_id}: click at ({click.x:g}, {click.y:g}) has "
+                                  f"unknown class {click.category!r} (known: "
+                                  f"{', '.join(self.categories)})")
+
+        def change(sample, template):
+            import fiftyone as fo
+            w, h = template.image.width, template.image.height
+            kps = list(sample[fsync.CLICKS].keypoints) if sample[fsync.CLICKS] else []
+            kps.append(fsync.to_keypoint(click, w, h))
+            sample[fsync.CLICKS] = fo.Keypoints(keypoints=kps)
+
+        self._edit(image_id, change)
+
+    def set_annotations(self, image_id: str, annotations: list[Annotation]) -> None:
+        def change(sample, template):
+            w, h = template.image.width, template.image.height
+            check_annotations(template, annotations, self.categories)
+            old = [fsync.from_detection(d, w, h) for d in
+                   (sample[fsync.CORRECTIONS].detections if sample[fsync.CORRECTIONS] else [])]
+            new = stamp_edits(old, list(annotations))
+            sample[fsync.CORRECTIONS] = fsync._detections(new, w, h)
+
+        self._edit(image_id, change)
+
+    def record_predictions(self, image_id: str, predictions: list[Annotation]) -> None:
+        """Show the model's latest output for the image in `predictions`."""
+        def change(sample, template):
+            sample[fsync.PREDICTIONS] = fsync._detections(
+                predictions, template.image.width, template.image.height)
+
+        self._edit(image_id, change)
+
+    def mark_done(self, batch: int) -> None:
+        from fiftyone import ViewField as F
+        view = self.dataset.match(F("batch") == batch)
+        view.set_values("review_status", ["done"] * len(view))
+        try:
+            from flows.human_wait import signal_done
+        except ImportError:  # the flow side is optional: the marker is what counts
+            from tinyloop.atomic import write_text_atomic
+            write_text_atomic(self.layout.done_marker(batch), "done\n")
+            return
+        signal_done(self.root, batch)
+
+    def pull(self, batch: int) -> LabelSet:
+        """labels.json + clicks.json of the batch; raises fiftyone_sync.PullError on bad
+        boxes (the samples are tagged for the annotator, nothing is written)."""
+        return fsync.pull_batch(self.root, batch, self.dataset_name).labels
+
+    # --- optimistic concurrency ------------------------------------------------------------
+    def _edit(self, image_id: str, change: Callable) -> None:
+        from fiftyone.server.exceptions import DbVersionMismatchError
+        from fiftyone.server.routes.sample import save_sample
+        for _ in range(self.retries + 1):
+            sample = self._sample(image_id)
+            sample.reload(hard=True)  # FiftyOne caches Sample objects: start from the DB
+            seen = sample.last_modified_at
+            change(sample, self._template(sample))
+            try:
+                save_sample(sample, seen)  # conditional on last_modified_at, like the App
+                return
+            except DbVersionMismatchError:
+                continue  # someone saved in between: re-read and apply again
+        raise EditConflict(f"image {image_id}: the sample kept changing under this edit "
+                           f"({self.retries + 1} tries); reload it and edit again")
+
+
+def _by_id(image_id: str):
+    from fiftyone import ViewField as F
+    return F("image_id") == image_id
+

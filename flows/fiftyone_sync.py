@@ -1,0 +1,391 @@
+"""The FiftyOne dataset as the annotators' window onto the files under data/.
+
+Files stay the source of truth: `sync_batch` copies a batch's files INTO a persistent dataset,
+`pull_batch` copies the annotators' corrections back OUT into `data/batches/NNN/labels.json`.
+
+One sample per image (matched by `image_id`), with fields
+
+- `ground_truth`  Detections from data/pool/ground_truth.json (when the source has labels)
+- `predictions`   Detections from the batch's preannotations.json; each detection carries its
+                  provenance: `source` (model | click_refined), `model_version`, `confidence`
+- `corrections`   Detections the annotators edit in the App's Annotate tab (label schema set
+                  and activated); pre-filled from `predictions`
+- `clicks`        Keypoints, one per click: `label` (class), `round`, `source`
+- `new_clicks`    Detections the annotators draw as small boxes where they want to click (the
+                  Annotate tab draws boxes, not points); pull and "Refine with clicks" turn
+                  each into a click at the box centre and empty the field
+- `batch`, `order_position`, `review_status` (todo | done), `review_priority` (higher =
+  review first), `problems` (why the last pull refused this sample) and the sample tag
+  `needs-fix` while problems remain.
+
+How edits are recognised: every detection tinyloop writes remembers what it wrote
+(`wlabel`, `wbox` - the relative box - and `px`, the exact pixel box). A detection whose label
+and box still equal what was written is unchanged: it is pulled with its exact pixel box and
+provenance. Anything else was edited in the App: it is pulled with `edited=True` (or as a
+human box when tinyloop never wrote it). "Refine with clicks" replaces only unchanged,
+model-made boxes, so an annotator's edit is never overwritten.
+
+Bad boxes (unknown class, zero size, outside the image) are never dropped or kept silently:
+`pull_batch` lists them, tags the samples the annotator sees, and writes no labels file until
+they are fixed.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from tinyloop.annotations import (Annotation, Box, Click, ImageLabels, LabelSet, OrientedBox,
+                                  Provenance)
+from tinyloop.atomic import write_json_atomic
+from tinyloop.cocofile import read_labels, write_labels
+from flows.layout import ProjectLayout, batch_name
+
+CORRECTIONS = "corrections"
+PREDICTIONS = "predictions"
+GROUND_TRUTH = "ground_truth"
+CLICKS = "clicks"
+NEW_CLICKS = "new_clicks"
+NEEDS_FIX = "needs-fix"
+_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One box the pull refused; `image` is the tinyloop image id."""
+    image: str
+    message: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.image}: {self.message} (fix: {self.fix})"
+
+
+class PullError(RuntimeError):
+    """The batch has boxes that cannot be labels; nothing was written."""
+
+    def __init__(self, batch: int, problems: list[Problem]):
+        self.batch, self.problems = batch, problems
+        lines = "\n  ".join(str(p) for p in problems)
+        super().__init__(f"batch {batch_name(batch)}: {len(problems)} box(es) need a fix "
+                         f"before the labels can be pulled (samples tagged '{NEEDS_FIX}' in "
+                         f"the App):\n  {lines}")
+
+
+@dataclass
+class PullResult:
+    labels: LabelSet
+    path: Path | None
+    problems: list[Problem] = field(default_factory=list)
+
+
+# --- the dataset ------------------------------------------------------------------------
+def get_dataset(name: str, create: bool = True):
+    """The persistent dataset `name` (FiftyOne must be configured: flows.mongo.ensure_mongo)."""
+    import fiftyone as fo
+    if fo.dataset_exists(name):
+        return fo.load_dataset(name)
+    if not create:
+        raise KeyError(f"no FiftyOne dataset {name!r}; run `tinyloop app sync` first")
+    ds = fo.Dataset(name, persistent=True)
+    ds.add_sample_field("image_id", fo.StringField)
+    ds.add_sample_field("batch", fo.IntField)
+    ds.add_sample_field("order_position", fo.IntField)
+    ds.add_sample_field("review_status", fo.StringField)
+    ds.add_sample_field("review_priority", fo.FloatField)
+    ds.add_sample_field("problems", fo.ListField, subfield=fo.StringField)
+    for name_ in (GROUND_TRUTH, PREDICTIONS, CORRECTIONS, NEW_CLICKS):
+        ds.add_sample_field(name_, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
+    ds.add_sample_field(CLICKS, fo.EmbeddedDocumentField, embedded_doc_type=fo.Keypoints)
+    ds.create_index("image_id", unique=True)
+    return ds
+
+
+def set_annotation_schemas(ds, classes: list[str]) -> None:
+    """Label schemas that make `corrections` and `new_clicks` editable in the Annotate tab."""
+    schemas = {}
+    for name in (CORRECTIONS, NEW_CLICKS):
+        schema = ds.generate_label_schemas(name, scan_samples=False)
+        schema["classes"] = list(classes)
+        schema["component"] = "dropdown"
+        schemas[name] = schema
+    ds.set_label_schemas(schemas)
+    ds.activate_label_schemas([CORRECTIONS, NEW_CLICKS])
+
+
+# --- conversions ------------------------------------------------------------------------
+def _rel(box: Box, w: int, h: int) -> list[float]:
+    return [box.x1 / w, box.y1 / h, box.width / w, box.height / h]
+
+
+def to_detection(ann: Annotation, w: int, h: int):
+    """An Annotation as a FiftyOne Detection that remembers exactly what was written."""
+    import fiftyone as fo
+    rel = _rel(ann.box, w, h)
+    p = ann.provenance
+    det = fo.Detection(label=ann.category, bounding_box=rel, confidence=p.score,
+                       uid=ann.id, source=p.source, model_version=p.model_version,
+                       edited=p.edited, difficult=ann.difficult, px=ann.box.xyxy(),
+                       wbox=list(rel), wlabel=ann.category,
+                       obox=ann.obox.as_list() if ann.obox else None)
+    return det
+
+
+def unchanged(det) -> bool:
+    """True when the detection still is what tinyloop wrote (no one edited it)."""
+    wbox, wlabel = det.get_field("wbox") if det.has_field("wbox") else None, \
+        det.get_field("wlabel") if det.has_field("wlabel") else None
+    if wbox is None or det.bounding_box is None or wlabel != det.label:
+        return False
+    return all(abs(a - b) <= _EPS for a, b in zip(det.bounding_box, wbox))
+
+
+def _attr(det, name, default=None):
+    return det.get_field(name) if det.has_field(name) else default
+
+
+def from_detection(det, w: int, h: int) -> Annotation:
+    """The Annotation a correction detection stands for (before validity checks)."""
+    if unchanged(det):
+        box = Box(*_attr(det, "px"))
+        obox = OrientedBox(*_attr(det, "obox")) if _attr(det, "obox") else None
+        edited = bool(_attr(det, "edited", False))
+    else:
+        x, y, bw, bh = det.bounding_box or [0.0, 0.0, 0.0, 0.0]
+        box = Box(x * w, y * h, (x + bw) * w, (y + bh) * h)
+        obox = None  # the App edits axis-aligned boxes: an old oriented box no longer fits
+        edited = True
+    source = _attr(det, "source")
+    if source is None:  # drawn in the App
+        prov = Provenance("human")
+    else:
+        score = det.confidence if source in ("model", "click_refined") else None
+        prov = Provenance(source, _attr(det, "model_version"), score,
+                          edited if source != "human" else False)
+    return Annotation(det.label or "", box, obox, prov, bool(_attr(det, "difficult", False)),
+                      _attr(det, "uid") or det.id)
+
+
+def to_keypoint(click: Click, w: int, h: int):
+    import fiftyone as fo
+    pt = [click.x / w, click.y / h]
+    return fo.Keypoint(label=click.category, points=[pt], round=click.round,
+                       source=click.source, px=[click.x, click.y], wpoint=list(pt))
+
+
+def from_keypoint(kp, w: int, h: int) -> Click:
+    pt = kp.points[0]
+    wpoint = _attr(kp, "wpoint")
+    if wpoint is not None and all(abs(a - b) <= _EPS for a, b in zip(pt, wpoint)):
+        x, y = _attr(kp, "px")
+    else:
+        x, y = pt[0] * w, pt[1] * h
+    return Click(x, y, kp.label or "", int(_attr(kp, "round", 1) or 1),
+                 _attr(kp, "source", "human") or "human")
+
+
+def _detections(anns: Iterable[Annotation], w: int, h: int):
+    import fiftyone as fo
+    return fo.Detections(detections=[to_detection(a, w, h) for a in anns])
+
+
+def _keypoints(clicks: Iterable[Click], w: int, h: int):
+    import fiftyone as fo
+    return fo.Keypoints(keypoints=[to_keypoint(c, w, h) for c in clicks])
+
+
+def absorb_new_clicks(sample, w: int, h: int, source: str = "human") -> int:
+    """Turn boxes drawn in `new_clicks` into clicks of the next round; returns how many."""
+    drawn = sample[NEW_CLICKS].detections if sample[NEW_CLICKS] else []
+    if not drawn:
+        return 0
+    import fiftyone as fo
+    kps = list(sample[CLICKS].keypoints) if sample[CLICKS] else []
+    rnd = max((int(_attr(k, "round", 1) or 1) for k in kps), default=0) + 1
+    for det in drawn:
+        x, y, bw, bh = det.bounding_box
+        kps.append(to_keypoint(Click((x + bw / 2) * w, (y + bh / 2) * h, det.label or "",
+                                     rnd, source), w, h))
+    sample[CLICKS] = fo.Keypoints(keypoints=kps)
+    sample[NEW_CLICKS] = fo.Detections()
+    return len(drawn)
+
+
+# --- sync: files -> dataset ---------------------------------------------------------------
+def image_root(project_root: Path, source: str) -> Path:
+    src = Path(source)
+    return src if src.is_absolute() else Path(project_root) / src
+
+
+def _read_optional(path: Path) -> LabelSet | None:
+    return read_labels(path) if path.exists() else None
+
+
+def read_clicks(path: Path) -> dict[str, list[Click]]:
+    """clicks.json as FileStore writes it: {"clicks": {image_id: [{x, y, category, round,
+    source}]}}; {} when the batch has none yet."""
+    if not path.exists():
+        return {}
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    return {image_id: [Click(c["x"], c["y"], c["category"], int(c.get("round", 1)),
+                             c.get("source", "human")) for c in clicks]
+            for image_id, clicks in doc.get("clicks", {}).items()}
+
+
+def clicks_doc(labels: LabelSet, batch: int) -> dict[str, Any]:
+    return {"batch": batch, "categories": list(labels.categories),
+            "clicks": {im.id: [{"x": c.x, "y": c.y, "category": c.category, "round": c.round,
+                                "source": c.source} for c in im.clicks] for im in labels}}
+
+
+def sync_batch(project_root: str | Path, batch: int, dataset_name: str, images_dir: Path,
+               priorities: dict[str, float] | None = None, refill: bool = False):
+    """Create/refresh the samples of one batch from its files; returns the dataset.
+
+    `images_dir`: where ImageRecord.path is relative to. `priorities`: image id -> review
+    priority (higher first; e.g. the quality ranker's predicted error). Existing
+    `corrections` are kept (annotators' work) unless `refill`; predictions, ground truth,
+    clicks, order and priority are refreshed from the files.
+    """
+    import fiftyone as fo
+    from fiftyone import ViewField as F
+    layout = ProjectLayout(project_root)
+    pre = read_labels(layout.preannotations(batch))
+    gt = _read_optional(layout.ground_truth)
+    gt_by_id = gt.by_id() if gt else {}
+    clicks_by_id = read_clicks(layout.clicks(batch))
+    order = json.loads(layout.order.read_text()) if layout.order.exists() else {}
+    priorities = priorities or {}
+
+    ds = get_dataset(dataset_name)
+    ds.info.update({"project_root": str(Path(project_root).resolve()),
+                    "classes": list(pre.categories)})
+    ds.save()
+    existing = {s["image_id"]: s for s in ds.select_by("image_id", [im.id for im in pre])}
+    new_samples = []
+    for item in pre:
+        rec = item.image
+        w, h = rec.width, rec.height
+        sample = existing.get(rec.id)
+        is_new = sample is None
+        if is_new:
+            sample = fo.Sample(filepath=str((Path(images_dir) / rec.path).resolve()))
+            sample["image_id"] = rec.id
+            sample["metadata"] = fo.ImageMetadata(width=w, height=h,
+                                                  num_channels=rec.channels)
+        sample["batch"] = batch
+        sample["order_position"] = order.get(rec.id, {}).get("position")
+        sample["review_priority"] = float(priorities.get(rec.id, 0.0))
+        if is_new or sample["review_status"] is None:
+            sample["review_status"] = "todo"
+        sample[PREDICTIONS] = _detections(item.annotations, w, h)
+        if rec.id in gt_by_id:
+            sample[GROUND_TRUTH] = _detections(gt_by_id[rec.id].annotations, w, h)
+        if refill or is_new or sample[CORRECTIONS] is None:
+            sample[CORRECTIONS] = _detections(item.annotations, w, h)
+        file_clicks = clicks_by_id.get(rec.id, item.clicks)
+        if is_new or sample[CLICKS] is None or file_clicks:
+            sample[CLICKS] = _keypoints(file_clicks, w, h)
+        if is_new:
+            sample[NEW_CLICKS] = fo.Detections()
+            new_samples.append(sample)
+        else:
+            sample.save()
+    if new_samples:
+        ds.add_samples(new_samples, progress=False)
+    set_annotation_schemas(ds, pre.categories)
+    view = ds.match(F("batch") == batch).sort_by("review_priority", reverse=True)
+    ds.save_view(view_name(batch), view, overwrite=True,
+                 description=f"batch {batch_name(batch)}, highest review priority first")
+    return ds
+
+
+def view_name(batch: int) -> str:
+    return f"batch-{batch_name(batch)}"
+
+
+# --- pull: dataset -> files ---------------------------------------------------------------
+def sample_labels(sample, template: ImageLabels, classes: list[str]
+                  ) -> tuple[ImageLabels, list[Problem]]:
+    """The corrected labels of one sample, and every box that cannot be a label."""
+    rec = template.image
+    w, h = rec.width, rec.height
+    anns, problems = [], []
+    dets = sample[CORRECTIONS].detections if sample[CORRECTIONS] else []
+    for det in dets:
+        ann = from_detection(det, w, h)
+        why = None
+        if ann.category not in classes:
+            why = (f"box {_fmt(ann.box)} has unknown class {ann.category!r}",
+                   f"pick one of {', '.join(classes)} in the Annotate tab")
+        else:
+            bad = ann.box.problem(w, h)
+            if bad:
+                why = (bad, "redraw the box inside the image or delete it")
+        if why:
+            problems.append(Problem(rec.id, *why))
+        else:
+            anns.append(ann)
+    clicks = [from_keypoint(kp, w, h) for kp in
+              (sample[CLICKS].keypoints if sample[CLICKS] else [])]
+    for c in clicks:
+        if c.category not in classes:
+            problems.append(Problem(rec.id, f"click at ({c.x:.0f}, {c.y:.0f}) has unknown "
+                                    f"class {c.category!r}",
+                                    f"use one of {', '.join(classes)}"))
+    for det in (sample[NEW_CLICKS].detections if sample[NEW_CLICKS] else []):
+        x, y, bw, bh = det.bounding_box
+        c = Click((x + bw / 2) * w, (y + bh / 2) * h, det.label or "",
+                  max((k.round for k in clicks), default=0) + 1)
+        clicks.append(c)
+    clicks = [c for c in clicks if c.category in classes]
+    return ImageLabels(rec, anns, list(template.ignore), clicks), problems
+
+
+def _fmt(box: Box) -> str:
+    return "[" + ", ".join(f"{v:.1f}" for v in box.xyxy()) + "]"
+
+
+def pull_batch(project_root: str | Path, batch: int, dataset_name: str,
+               write: bool = True) -> PullResult:
+    """Write the batch's labels.json and clicks.json atomically; the same dataset state gives
+    the same bytes.
+
+    Raises PullError (after tagging the affected samples) when any box is bad; nothing is
+    written then. Samples without problems get their tag and `problems` cleared.
+    """
+    layout = ProjectLayout(project_root)
+    pre = read_labels(layout.preannotations(batch))
+    ds = get_dataset(dataset_name, create=False)
+    samples = {s["image_id"]: s for s in ds.select_by("image_id", [im.id for im in pre])}
+    images, problems = [], []
+    for item in pre:
+        sample = samples.get(item.id)
+        if sample is None:
+            problems.append(Problem(item.id, "image is missing from the FiftyOne dataset",
+                                    f"run `tinyloop app sync {batch}`"))
+            continue
+        labels, found = sample_labels(sample, item, pre.categories)
+        _flag(sample, found)
+        problems += found
+        images.append(labels)
+    labels = LabelSet(list(pre.categories), images, {"batch": batch})  # as FileStore writes
+    if problems:
+        raise PullError(batch, problems)
+    path = None
+    if write:
+        path = layout.labels(batch)
+        write_labels(labels, path)
+        write_json_atomic(layout.clicks(batch), clicks_doc(labels, batch))
+    return PullResult(labels, path, problems)
+
+
+def _flag(sample, problems: list[Problem]) -> None:
+    msgs = [f"{p.message} (fix: {p.fix})" for p in problems]
+    tags = [t for t in sample.tags if t != NEEDS_FIX] + ([NEEDS_FIX] if msgs else [])
+    if msgs != list(sample["problems"] or []) or tags != list(sample.tags):
+        sample["problems"] = msgs
+        sample.tags = tags
+        sample.save()
