@@ -102,6 +102,6 @@ def test_yolo_dataset_layout_imports_back_with_splits(tmp_path):
     assert got["im1"].image.metadata["split"] == "val"
     assert got["im2"].image.metadata["split"] == "train"
     assert got["im1"].image.path == "images/val/im1.png"
-    assert [a.box.xyxy() for a in got["im1"].annotations] == pytest.approx(
-        [a.box.xyxy() for a in labels.images[0].annotations], abs=1e-3)
+    for a, b in zip(labels.images[0].annotations, got["im1"].annotations, strict=True):
+        assert b.box.xyxy() == pytest.approx(a.box.xyxy(), abs=1e-3)
     assert not got["im1"].ignore      # masked in the image, not a label, in this layout
