@@ -101,17 +101,21 @@ def bench_tiling(root: Path, repeat: int) -> list[dict]:
     axis = replace(labels, images=[replace(im, annotations=[replace(a, obox=None)
                                                             for a in im.annotations])
                                    for im in labels.images])
-    for name, source in (("axis-aligned NMS", axis), ("polygon NMS", labels)):
+    for name, source, metric in (("axis-aligned NMS, IoU", axis, "iou"),
+                                 ("axis-aligned NMS, IoS", axis, "ios"),
+                                 ("polygon NMS, IoU", labels, "iou"),
+                                 ("polygon NMS, IoS", labels, "ios")):
         tiles = tile_label_set(source, 512, 384, 0.5)
         per_image: dict[str, list] = {}
         for t in tiles:
             per_image.setdefault(t.image.metadata["tile"]["image_id"], []).append(
                 (Box(*t.image.metadata["tile"]["window"]), t.annotations))
         med, best, merged = timed(
-            lambda: [merge_predictions(v, 0.5) for v in per_image.values()], repeat)
+            lambda: [merge_predictions(v, 0.5, metric) for v in per_image.values()], repeat)
         rows.append(row(f"merge_predictions, {name}", len(per_image), "images", med, best,
                         predictions_in=sum(len(a) for v in per_image.values() for _, a in v),
-                        predictions_out=sum(len(m) for m in merged)))
+                        predictions_out=sum(len(m) for m in merged),
+                        objects_in_labels=sum(len(im.annotations) for im in source)))
     return rows
 
 

@@ -213,3 +213,17 @@ def test_tile_and_merge_back_real_hituav_sample(oriented):
         assert sorted(map(key, merged)) == sorted(map(key, im.annotations)), im.id
         objects += len(im.annotations)
     assert objects > 400
+
+
+def test_ios_metric_merges_a_half_cut_copy_iou_does_not():
+    whole = _pred("Car", Box(90, 10, 110, 20), 0.9)
+    half = _pred("Car", Box(0, 10, 10, 20), 0.9)              # tile at x=100 sees x 100..110
+    per_tile = [(Box(0, 0, 200, 100), [whole]), (Box(100, 0, 300, 100), [half])]
+    assert len(merge_predictions(per_tile, iou=0.5)) == 2     # IoU is exactly 0.5
+    merged = merge_predictions(per_tile, iou=0.5, metric="ios")
+    assert [a.box for a in merged] == [Box(90, 10, 110, 20)]  # the whole one survives
+    # two different objects side by side stay apart under both metrics
+    other = _pred("Car", Box(12, 10, 30, 20), 0.8)
+    assert len(merge_predictions([(Box(100, 0, 300, 100), [half, other])], 0.5, "ios")) == 2
+    with pytest.raises(ValueError, match="metric"):
+        merge_predictions(per_tile, metric="giou")

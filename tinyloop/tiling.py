@@ -189,10 +189,12 @@ def _score(ann: Annotation) -> float:
     return 1.0 if ann.score is None else float(ann.score)
 
 
-def nms_boxes(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
+def nms_boxes(boxes: np.ndarray, scores: np.ndarray, iou: float,
+              metric: str = "iou") -> np.ndarray:
     """Greedy NMS. boxes (N, 4) xyxy, scores (N,) -> kept indices (K,), best score first.
 
     Equal scores: the larger box wins (a copy cut by a tile border loses to the whole one).
+    metric "iou" (intersection over union) or "ios" (intersection over the smaller area).
     """
     x1, y1, x2, y2 = boxes.T
     areas = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
@@ -204,13 +206,22 @@ def nms_boxes(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
         iw = np.clip(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0, None)
         ih = np.clip(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0, None)
         inter = iw * ih
-        union = areas[i] + areas[rest] - inter
-        overlap = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-        order = rest[overlap <= iou]
+        order = rest[_overlap(inter, areas[i], areas[rest], metric) <= iou]
     return np.asarray(keep, dtype=np.int64)
 
 
-def nms_polygons(polygons: Sequence, scores: np.ndarray, iou: float) -> np.ndarray:
+def _overlap(inter: np.ndarray, area: float, areas: np.ndarray, metric: str) -> np.ndarray:
+    if metric == "iou":
+        denominator = area + areas - inter
+    elif metric == "ios":
+        denominator = np.minimum(area, areas)
+    else:
+        raise ValueError(f"unknown overlap metric {metric!r}; expected 'iou' or 'ios'")
+    return np.divide(inter, denominator, out=np.zeros_like(inter), where=denominator > 0)
+
+
+def nms_polygons(polygons: Sequence, scores: np.ndarray, iou: float,
+                 metric: str = "iou") -> np.ndarray:
     """Greedy NMS on shapely polygons (oriented boxes) -> kept indices, best score first
     (equal scores: the larger polygon wins)."""
     import shapely
@@ -224,20 +235,24 @@ def nms_polygons(polygons: Sequence, scores: np.ndarray, iou: float) -> np.ndarr
         keep.append(i)
         inter = shapely.area(shapely.intersection(polys[i], polys[rest])) if rest.size \
             else np.zeros(0)
-        union = areas[i] + areas[rest] - inter
-        overlap = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-        order = rest[overlap <= iou]
+        order = rest[_overlap(inter, areas[i], areas[rest], metric) <= iou]
     return np.asarray(keep, dtype=np.int64)
 
 
 def merge_predictions(per_tile: Sequence[tuple[Box, Sequence[Annotation]]],
-                      iou: float = 0.5) -> list[Annotation]:
+                      iou: float = 0.5, metric: str = "iou") -> list[Annotation]:
     """Tile predictions -> image predictions, duplicates from overlapping tiles removed.
 
     per_tile: (window, predictions in that tile's coordinates) pairs. Predictions are shifted
     by the window's corner, then NMS runs per class: on oriented-box polygons when every
     prediction of that class has an oriented box, else on axis-aligned boxes. A prediction
     without a score counts as score 1. Returns the kept predictions, by class then score.
+
+    metric "iou" suppresses a prediction whose IoU with a better one exceeds `iou` (the
+    standard rule). metric "ios" uses intersection over the smaller area instead: a copy of
+    an object cut by a tile border lies inside the whole object (ios = 1) however small the
+    cut-off part, so with "ios" it never survives as a duplicate; "iou" keeps an object cut
+    exactly in half twice when min_visible <= iou.
     """
     by_class: dict[str, list[Annotation]] = defaultdict(list)
     for window, predictions in per_tile:
@@ -250,10 +265,10 @@ def merge_predictions(per_tile: Sequence[tuple[Box, Sequence[Annotation]]],
         anns = by_class[category]
         scores = np.array([_score(a) for a in anns], dtype=np.float64)
         if all(a.obox is not None for a in anns):
-            keep = nms_polygons([a.obox.polygon() for a in anns], scores, iou)
+            keep = nms_polygons([a.obox.polygon() for a in anns], scores, iou, metric)
         else:
             keep = nms_boxes(np.array([a.box.xyxy() for a in anns], dtype=np.float64),
-                             scores, iou)
+                             scores, iou, metric)
         merged.extend(anns[i] for i in keep)
     return merged
 
