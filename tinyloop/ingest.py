@@ -281,10 +281,10 @@ def _resolve_image(lf: LabelFile, label_path: Path, labels_dir: Path, images_dir
     if key in by_rel:
         return by_rel[key]
     if ref:
-        ref_key = PurePosixPath(ref.replace("\\", "/")).with_suffix("").as_posix() \
-            if PurePosixPath(ref).suffix.lower() in (".jpg", ".jpeg", ".png", ".tif",
-                                                     ".tiff", ".bmp", ".webp") \
-            else ref.replace("\\", "/")
+        ref_path = PurePosixPath(ref.replace("\\", "/"))
+        # roLabelImg writes <filename> without the extension, VOC with it
+        ref_key = (ref_path.with_suffix("") if is_image_file(ref_path)
+                   else ref_path).as_posix()
         if ref_key in by_rel:
             return by_rel[ref_key]
         if PurePosixPath(ref_key).name in sources:

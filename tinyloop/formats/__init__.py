@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tinyloop.annotations import Annotation, Box, Click, IgnoreRegion, OrientedBox
+from tinyloop.annotations import Annotation, Box, Click, IgnoreRegion
 
 FORMATS = ("voc", "rolabelimg", "yolo", "dota", "coco")
 EXPORT_FORMATS = ("voc", "rolabelimg", "yolo", "yolo-dataset", "dota", "coco",

@@ -11,7 +11,7 @@ import os
 import xml.etree.ElementTree as ET
 from pathlib import Path, PurePosixPath
 
-from tinyloop.annotations import Annotation, Box, ImageLabels, LabelSet
+from tinyloop.annotations import Box, ImageLabels, LabelSet
 from tinyloop.atomic import write_text_atomic
 from tinyloop.formats import FormatError, LabelFile, label_name
 
