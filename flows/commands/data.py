@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "ingest", help="import and check the raw dataset into data/pool/",
         description="Import the raw dataset named by params.yaml `data` (images + labels in "
-                    f"one of: {FORMAT_HELP}) and check every file: each image is decoded, "
+                    f"one of: {FORMAT_HELP}; data.source is relative to params.yaml) and check every file: each image is decoded, "
                     "every box checked against its image and the configured classes. Writes "
                     "data/pool/manifest.json (images only), data/pool/ground_truth.json (the "
                     "labels, when the source has any) and data/pool/import_report.json. All "
@@ -125,9 +125,12 @@ def data_params(params, args: argparse.Namespace):
 
 
 def source_root(params, project: Path, args: argparse.Namespace) -> Path:
+    """--source is relative to the working directory; data.source to params.yaml's folder."""
     source = Path(getattr(args, "source", None) or params.data.source)
     if not source.is_absolute():
-        base = Path.cwd() if getattr(args, "source", None) else project
+        params_dir = Path(args.params).resolve().parent
+        base = Path.cwd() if getattr(args, "source", None) else \
+            params_dir if Path(args.params).exists() else project
         source = base / source
     return source
 
