@@ -94,7 +94,7 @@ def _project_arg(p: argparse.ArgumentParser) -> None:
 
 def _source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", help="dataset root (default: params data.source, relative to "
-                                    "the project directory)")
+                                    "the folder of params.yaml)")
     p.add_argument("--format", choices=FORMATS, help=f"label format (default: params "
                                                      f"data.format): {FORMAT_HELP}")
     p.add_argument("--labels", dest="labels_path",
