@@ -58,11 +58,14 @@ class OrderParams:
     # pools use the two-level scheme (k-means clusters, farthest-first over centroids, members
     # interleaved). See docs/benchmarks/features.md for the accuracy/speed trade-off.
     exact_max: int = 20000
+    exact_head: int = 1000      # above exact_max, this many leading picks are still exact
     device: str = "auto"        # "auto" uses CUDA for the distance passes when present
 
     def check(self) -> str | None:
         if self.first_batch_size < 1 or self.batch_size < 1:
             return "first_batch_size and batch_size must be at least 1"
-        if self.starts < 1 or self.pca_dim < 0 or self.exact_max < 1:
-            return "starts >= 1, pca_dim >= 0 and exact_max >= 1 are required"
+        if self.starts < 1 or self.pca_dim < 0 or self.exact_max < 1 or self.exact_head < 0:
+            return "starts >= 1, pca_dim >= 0, exact_max >= 1 and exact_head >= 0 are required"
+        if self.device not in ("auto", "cpu", "cuda"):
+            return f"device must be auto, cpu or cuda, got {self.device!r}"
         return None

@@ -79,7 +79,11 @@ def load_state(net: nn.Module, path: str | os.PathLike) -> None:
             state = state[key]
     state = {k.removeprefix("module.").removeprefix("backbone."): v for k, v in state.items()
              if not k.startswith("fc.")}
-    missing, unexpected = net.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        raise WeightsError(f"weights file {path} does not fit this network ({str(e)[:200]}"
+                           "...); was it saved from another architecture?") from None
     if missing:
         raise WeightsError(f"weights file {path} does not fit this network: {len(missing)} "
                            f"missing keys (e.g. {missing[0]}); was it saved from another "

@@ -14,7 +14,9 @@ Orderings (seed 002, section 3.2), all deterministic for `order.seed`:
                   and are reported.
 
 Large pools: exact farthest-first is O(N^2 D) (1M images = 1e12 distance terms). Pools above
-`order.exact_max` (on CPU) use a two-level scheme: faiss k-means into ~sqrt(N) clusters,
+`order.exact_max` (on CPU) get their first `order.exact_head` picks exactly (the early
+batches, which decide the first models, cost exact_head x N x D) and the rest by a two-level
+scheme: faiss k-means into ~sqrt(N) clusters,
 farthest-first (or nearest-first) over the centroids, exact ordering inside each cluster
 (recursively when a cluster is still too large), then members are interleaved round-robin in
 centroid order (dissimilar) or concatenated (similar). `order.pca_dim` reduces D with faiss
@@ -101,25 +103,28 @@ def _use_cuda(device: str) -> bool:
 
 
 def farthest_first(x: np.ndarray, starts: Sequence[int], similar: bool = False,
-                   init_min: np.ndarray | None = None, device: str = "auto") -> np.ndarray:
-    """Exact greedy order of all rows of x (N, D) -> permutation (N,), `starts` first.
+                   init_min: np.ndarray | None = None, device: str = "auto",
+                   count: int | None = None) -> np.ndarray:
+    """Exact greedy order of the rows of x (N, D) -> permutation (N,), `starts` first.
 
     dissimilar: next = argmax over unchosen of min_{c chosen} |x - c|^2; similar: argmin.
     `init_min` (N,) squared distances to an already-ordered set (pool growth), else +inf.
+    `count` stops after that many picks (the first `count` entries of the full order).
     Ties go to the lowest index. One distance pass per pick.
     """
     n = len(x)
     if n == 0:
         return np.zeros(0, np.int64)
+    total = n if count is None else min(count, n)
     if _use_cuda(device) and n > 2048:
-        return _farthest_first_torch(x, starts, similar, init_min)
+        return _farthest_first_torch(x, starts, similar, init_min, total)
     x = np.ascontiguousarray(x, dtype=np.float32)
     mind = np.full(n, np.inf, np.float32) if init_min is None else \
         np.asarray(init_min, np.float32).copy()
     taken_value = np.float32(np.inf if similar else -np.inf)
     pick = np.argmin if similar else np.argmax
-    order = np.empty(n, np.int64)
-    if n * n * 4 <= MATRIX_BUDGET_BYTES:
+    order = np.empty(total, np.int64)
+    if n * n * 4 <= MATRIX_BUDGET_BYTES and total * 4 > n:
         dist = pairwise_sq(x)
         def update(c: int) -> None:
             np.minimum(mind, dist[c], out=mind)
@@ -138,11 +143,11 @@ def farthest_first(x: np.ndarray, starts: Sequence[int], similar: bool = False,
             if similar:
                 sq[c] = np.inf        # inf distance from now on: never pulled below +inf
     k = 0
-    for s in starts:
+    for s in starts[:total]:
         order[k] = s
         k += 1
         update(int(s))
-    while k < n:
+    while k < total:
         c = int(pick(mind))
         order[k] = c
         k += 1
@@ -150,7 +155,7 @@ def farthest_first(x: np.ndarray, starts: Sequence[int], similar: bool = False,
     return order
 
 
-def _farthest_first_torch(x, starts, similar, init_min) -> np.ndarray:
+def _farthest_first_torch(x, starts, similar, init_min, total) -> np.ndarray:
     """The same greedy loop with the distance pass on the GPU."""
     import torch
     dev = torch.device("cuda")
@@ -160,7 +165,7 @@ def _farthest_first_torch(x, starts, similar, init_min) -> np.ndarray:
     mind = torch.full((n,), float("inf"), device=dev) if init_min is None else \
         torch.as_tensor(np.asarray(init_min, np.float32), device=dev).clone()
     taken = float("inf") if similar else float("-inf")
-    order = np.empty(n, np.int64)
+    order = np.empty(total, np.int64)
     k = 0
     def update(c: int) -> None:
         d = (sq - 2 * (xt @ xt[c]) + sq[c]).clamp_min_(0)
@@ -168,11 +173,11 @@ def _farthest_first_torch(x, starts, similar, init_min) -> np.ndarray:
         mind[c] = taken
         if similar:
             sq[c] = float("inf")
-    for s in starts:
+    for s in starts[:total]:
         order[k] = s
         k += 1
         update(int(s))
-    while k < n:
+    while k < total:
         c = int((mind.argmin() if similar else mind.argmax()).item())
         order[k] = c
         k += 1
@@ -224,8 +229,8 @@ def two_level(x: np.ndarray, similar: bool, seed: int, starts: int, exact_max: i
     """Approximate farthest-first (or nearest-first) for pools too large for the exact loop.
 
     k-means (faiss) into ceil(sqrt(N)) clusters; the centroids are ordered exactly from
-    `starts` random centroids; each cluster's members are ordered exactly from a random member
-    (recursing when a cluster exceeds exact_max); dissimilar interleaves the clusters round-robin
+    `starts` random centroids; each cluster's members are ordered exactly from the member
+    nearest its centroid (recursing when a cluster exceeds exact_max); dissimilar interleaves the clusters round-robin
     in centroid order (one image per cluster per round), similar concatenates them.
     """
     import faiss
@@ -250,8 +255,9 @@ def two_level(x: np.ndarray, similar: bool, seed: int, starts: int, exact_max: i
         idx = members[c]
         if len(idx) > exact_max:
             sub = two_level(x[idx], similar, int(rng.integers(2**31)), 1, exact_max, device)
-        else:
-            sub = farthest_first(x[idx], [int(rng.integers(len(idx)))], similar, device=device)
+        else:  # start at the member nearest the centroid: round one = cluster medoids
+            near = np.argmin(((x[idx] - km.centroids[c]) ** 2).sum(1))
+            sub = farthest_first(x[idx], [int(near)], similar, device=device)
         ordered.append(idx[sub])
     if similar:
         return np.concatenate(ordered)
@@ -262,8 +268,11 @@ def two_level(x: np.ndarray, similar: bool, seed: int, starts: int, exact_max: i
 
 
 def order_vectors(x: np.ndarray, method: str, params: OrderParams,
-                  init_min: np.ndarray | None = None) -> np.ndarray:
-    """Permutation of the rows of x (N, D) for dissimilar / similar / random."""
+                  init_min: np.ndarray | None = None, exact_limit: int | None = None
+                  ) -> np.ndarray:
+    """Permutation of the rows of x (N, D) for dissimilar / similar / random.
+
+    exact_limit overrides the pool size up to which the order is fully exact (benchmarks)."""
     n = len(x)
     rng = np.random.default_rng(params.seed)
     if method == "random":
@@ -271,12 +280,19 @@ def order_vectors(x: np.ndarray, method: str, params: OrderParams,
     similar = method == "similar"
     x = reduce_dim(x, params.pca_dim, params.seed)
     limit = EXACT_MAX_CUDA if _use_cuda(params.device) else params.exact_max
-    if n > limit:
-        return two_level(x, similar, params.seed, params.starts, params.exact_max,
-                         params.device)
+    limit = limit if exact_limit is None else exact_limit
     starts = [] if init_min is not None else \
         rng.choice(n, size=min(params.starts, n), replace=False).tolist()
-    return farthest_first(x, starts, similar, init_min, params.device)
+    if n <= limit:
+        return farthest_first(x, starts, similar, init_min, params.device)
+    # large pool: the first exact_head picks exactly, the rest by the two-level scheme
+    head = farthest_first(x, starts, similar, init_min, params.device,
+                          count=params.exact_head) if params.exact_head else \
+        np.zeros(0, np.int64)
+    rest = np.setdiff1d(np.arange(n), head)
+    tail = rest[two_level(x[rest], similar, params.seed, params.starts, params.exact_max,
+                          params.device)]
+    return np.concatenate([head, tail])
 
 
 def temporal_key(record: ImageRecord) -> tuple | None:
