@@ -168,3 +168,13 @@ def test_missing_root_raises_dataset_error(tmp_path):
         import_dataset(tmp_path / "nope", tiny_voc_params())
     with pytest.raises(DatasetError, match="images directory not found"):
         import_dataset(tmp_path, tiny_voc_params())
+
+
+def test_coco_file_that_is_not_coco_is_a_dataset_error(tmp_path):
+    (tmp_path / "labels.json").write_text(json.dumps(
+        {"images": [], "categories": [{"name": "Person"}]}))
+    with pytest.raises(DatasetError, match=r"labels\.json: not a readable COCO file"):
+        import_dataset(tmp_path, tiny_voc_params(format="coco", labels="labels.json"))
+    (tmp_path / "labels.json").write_text("{not json")
+    with pytest.raises(DatasetError, match=r"labels\.json: not valid JSON"):
+        import_dataset(tmp_path, tiny_voc_params(format="coco", labels="labels.json"))

@@ -28,8 +28,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from tinyloop.annotations import (Annotation, IgnoreRegion, ImageLabels, ImageRecord,
-                                  LabelSet)
+from tinyloop.annotations import (Annotation, AnnotationError, IgnoreRegion, ImageLabels,
+                                  ImageRecord, LabelSet)
 from tinyloop.atomic import write_json_atomic
 from tinyloop.cocofile import write_labels
 from tinyloop.config import DataParams
@@ -187,6 +187,10 @@ def _directory_sources(root: Path, data: DataParams, report: ImportReport) -> di
         except FormatError as e:
             report.add(e.file, e.message, e.fix or "fix or re-export the label file")
             continue
+        except Exception as e:  # noqa: BLE001 - one odd file must not stop the import
+            report.add(label_path, f"cannot read label file ({type(e).__name__}: {e})",
+                       "fix or re-export the label file")
+            continue
         image_id = _resolve_image(lf, label_path, labels_dir, images_dir, root, by_rel,
                                   sources, report)
         if image_id is None:
@@ -308,6 +312,9 @@ def _coco_sources(root: Path, data: DataParams, report: ImportReport) -> dict[st
         categories, files, problems = read_coco(coco_path)
     except FormatError as e:
         raise DatasetError(str(e)) from None
+    except (AnnotationError, KeyError, TypeError, ValueError) as e:
+        raise DatasetError(f"{coco_path}: not a readable COCO file ({type(e).__name__}: "
+                           f"{e}); check it against docs/formats.md") from None
     for e in problems:
         report.add(e.file, e.message, e.fix)
     report.has_labels = True
