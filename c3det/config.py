@@ -74,6 +74,11 @@ class C3DetParams:
     # one square anchor size per FPN level P2..P5 (CFINet: 8/16/32/64, no P6)
     anchor_sizes: list[int] = field(default_factory=lambda: [8, 16, 32, 64])
     aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    # proposals kept after the RPN's NMS, per image (test: CFINet's 300; the RoI head cost,
+    # and so the per-click latency, grows with it)
+    rpn_proposals_train: int = 2000
+    rpn_proposals_test: int = 300
+    roi_batch_size: int = 512    # RoIs sampled per image to train the box head
     # --- clicks ---
     heatmap_sigma: float = 1.0   # px, Gaussian of a click in the LF / early-fusion input
     c3_sigma: float = 3.0        # px, Gaussian of a click when pooling C3 templates

@@ -253,7 +253,12 @@ def build_model(kind: str, num_classes: int, params: C3DetParams | None = None) 
         det = FasterRCNN(backbone, num_classes + 1, rpn_anchor_generator=anchors,
                          box_roi_pool=AlignedRoIAlign(list(LEVELS), 7, 2),
                          box_score_thresh=p.score_thresh, box_nms_thresh=p.nms_iou,
-                         box_detections_per_img=p.detections_per_img)
+                         box_detections_per_img=p.detections_per_img,
+                         rpn_pre_nms_top_n_train=p.rpn_proposals_train,
+                         rpn_post_nms_top_n_train=p.rpn_proposals_train,
+                         rpn_pre_nms_top_n_test=max(1000, p.rpn_proposals_test),
+                         rpn_post_nms_top_n_test=p.rpn_proposals_test,
+                         box_batch_size_per_image=p.roi_batch_size)
         det.roi_heads = ClickRoIHeads.like(det.roi_heads,
                                            p.uel_weight if kind == "c3det" else 0.0)
     elif p.detector == "retinanet":

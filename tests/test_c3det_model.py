@@ -1,0 +1,230 @@
+"""c3det networks end to end on tiny images: every kind on both detectors, guarantee (1)
+(0 clicks = the plain detector), the interactive session's cache, checkpoints, the Predictor."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from c3det import checkpoint
+from c3det.backbone import resnet_fpn
+from c3det.config import C3DetParams
+from c3det.model import KINDS, build_model
+from c3det.predict import ClickError, Predictor
+from tinyloop.annotations import Click
+from tinyloop.config import TilingParams
+
+CLASSES = ["a", "b", "c"]
+# few proposals and RoIs keep these CPU tests fast; the architecture is the default one
+FAST = dict(rpn_proposals_train=200, rpn_proposals_test=100, roi_batch_size=64)
+
+
+def P(**kw) -> C3DetParams:
+    return C3DetParams(**{**FAST, **kw})
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    old = torch.get_num_threads()
+    torch.set_num_threads(min(2, old))
+    yield
+    torch.set_num_threads(old)
+
+
+def _inputs():
+    g = torch.Generator().manual_seed(0)
+    images = [torch.rand(3, 64, 64, generator=g), torch.rand(3, 48, 64, generator=g)]
+    clicks = [torch.tensor([[20., 22., 0], [40., 40., 2]]), torch.zeros(0, 3)]
+    targets = [{"boxes": torch.tensor([[15., 17., 25., 27.], [35., 35., 46., 46.]]),
+                "labels": torch.tensor([1, 3]), "clicked": torch.tensor([True, True])},
+               {"boxes": torch.tensor([[5., 5., 14., 14.]]), "labels": torch.tensor([2]),
+                "clicked": torch.tensor([False])}]
+    return images, clicks, targets
+
+
+def _randomise_fusion(model, seed=1):
+    """Trained-like click branch: fusion convs are zero at init, make them matter."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for conv in model.fusion.mix:
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * 0.05)
+    return model
+
+
+@pytest.mark.parametrize("detector", ["faster_rcnn", "retinanet"])
+@pytest.mark.parametrize("kind", KINDS + ("passthrough",))
+def test_every_kind_trains_and_predicts_with_and_without_clicks(kind, detector):
+    torch.manual_seed(0)
+    model = build_model(kind, len(CLASSES), P(detector=detector))
+    images, clicks, targets = _inputs()
+    model.train()
+    losses = model(images, clicks, targets)
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    if kind == "c3det" and detector == "faster_rcnn":
+        assert "loss_uel" in losses and losses["loss_uel"] > 0
+    else:
+        assert "loss_uel" not in losses
+    model.eval()
+    with torch.no_grad():
+        for c in (clicks, None):
+            out = model(images, c)
+            assert len(out) == 2
+            for d, im in zip(out, images):
+                assert d["boxes"].shape[1] == 4 and len(d["boxes"]) == len(d["scores"])
+                if len(d["labels"]):
+                    assert 1 <= d["labels"].min() and d["labels"].max() <= len(CLASSES)
+                    assert d["boxes"][:, 2].max() <= im.shape[-1] + 1e-3
+
+
+def test_architecture_follows_the_small_object_porting_notes():
+    model = build_model("c3det", 3, P())
+    feats = model.detector.backbone(torch.rand(1, 3, 64, 96))
+    assert list(feats) == ["0", "1", "2", "3"]                     # P2..P5, no max-pool level
+    assert [tuple(f.shape[-2:]) for f in feats.values()] == [(16, 24), (8, 12), (4, 6), (2, 3)]
+    gen = model.detector.rpn.anchor_generator
+    assert gen.sizes == ((8,), (16,), (32,), (64,))
+    # a 640x512 frame is not resized (torchvision's default would scale it to 800x1000)
+    batch = model.prepare([torch.rand(3, 512, 640)])
+    assert batch.images.image_sizes == [(512, 640)]
+    ef = build_model("early_fusion", 3, P())
+    assert ef.detector.backbone.body.conv1.in_channels == 6
+
+
+def test_grayscale_and_scaled_inputs():
+    model = build_model("c3det", 3, P(image_scale=2.0)).eval()
+    gray = torch.rand(1, 32, 48)
+    with torch.no_grad():
+        batch = model.prepare([gray], [torch.tensor([[10., 20., 1]])])
+        assert batch.images.image_sizes == [(64, 96)]
+        assert batch.clicks[0].tolist() == [[20., 40., 1.]]   # clicks follow the scaling
+        out = model([gray], [torch.tensor([[10., 20., 1]])])
+    if len(out[0]["boxes"]):
+        assert out[0]["boxes"][:, 2].max() <= 48 + 1e-3        # back in input pixels
+
+
+@pytest.mark.parametrize("detector", ["faster_rcnn", "retinanet"])
+def test_zero_clicks_is_exactly_the_plain_detector(detector):
+    """Guarantee (1): an image without clicks never enters the click branch."""
+    torch.manual_seed(0)
+    model = _randomise_fusion(build_model("c3det", 3, P(detector=detector, score_thresh=0.0)))
+    model.eval()
+    images, clicks, _ = _inputs()
+    with torch.no_grad():
+        batch = model.prepare(images)
+        plain = model.heads(model.image_features(batch), batch)       # no fusion at all
+        interactive = model(images, [torch.zeros(0, 3), torch.zeros(0, 3)])
+        clicked = model(images, clicks)
+    for p, i in zip(plain, interactive):
+        assert torch.equal(p["boxes"], i["boxes"]) and torch.equal(p["scores"], i["scores"])
+    # the clicked image changes, the unclicked one in the same batch does not
+    assert not torch.equal(clicked[0]["scores"], plain[0]["scores"])
+    assert torch.allclose(clicked[1]["scores"], plain[1]["scores"], atol=1e-5)
+
+
+def test_fresh_fusion_starts_as_the_plain_detector():
+    torch.manual_seed(0)
+    model = build_model("c3det", 3, P()).eval()
+    images, clicks, _ = _inputs()
+    with torch.no_grad():
+        a, b = model(images, clicks), model(images)
+    assert all(torch.equal(x["boxes"], y["boxes"]) for x, y in zip(a, b))
+
+
+def test_session_click_equals_a_full_forward():
+    torch.manual_seed(0)
+    model = _randomise_fusion(build_model("c3det", 3, P())).eval()
+    image = np.random.default_rng(0).random((3, 64, 80), dtype=np.float32)
+    clicks = [Click(20, 22, "a"), Click(50, 40, "c")]
+    raw = Predictor(model, CLASSES, guarantee_clicks=False)
+    session = raw.session(image)
+    session.set_clicks([])
+    calls = []
+    original = model.detector.backbone.forward
+    for n in (1, 2):
+        model.detector.backbone.forward = lambda x: calls.append(1) or original(x)
+        got = session.add_click(clicks[n - 1])
+        model.detector.backbone.forward = original
+        with torch.no_grad():
+            full = model([torch.from_numpy(image)], [raw.click_tensor(clicks[:n])])[0]
+        assert len(got) == len(full["boxes"])
+        boxes = torch.tensor([a.box.xyxy() for a in got])
+        assert torch.allclose(boxes, full["boxes"], atol=1e-4)
+        assert torch.allclose(torch.tensor([a.score for a in got]), full["scores"], atol=1e-5)
+    assert calls == []                                # backbone features came from the cache
+    # with the click guarantee: session and one-shot predict agree
+    full_pred = Predictor(model, CLASSES)
+    s = full_pred.session(image)
+    for c in clicks:
+        got = s.add_click(c)
+    assert got == full_pred.predict(image, clicks)
+    assert any(a.provenance.source == "click_refined" for a in got)
+
+
+def test_tiled_session_reruns_only_tiles_whose_clicks_changed():
+    torch.manual_seed(0)
+    model = _randomise_fusion(build_model("late_fusion", 3, P())).eval()
+    image = np.random.default_rng(1).random((3, 64, 160), dtype=np.float32)
+    pred = Predictor(model, CLASSES, tiling=TilingParams(size=64, stride=48))
+    session = pred.session(image)
+    assert len(session.tiles) == 3
+    session.set_clicks([])
+    runs = []
+    original = pred.run_tile
+    pred.run_tile = lambda tile, *a: runs.append(tile.window.x1) or original(tile, *a)
+    got = session.add_click(Click(10, 10, "b"))       # only in the first tile
+    assert runs == [0]
+    assert got == Predictor(model, CLASSES, tiling=pred.tiling).predict(image, session.clicks)
+    assert any(a.category == "b" and a.box.contains(10, 10) for a in got)
+
+
+def test_predictor_refuses_bad_clicks():
+    pred = Predictor(build_model("c3det", 3, P()), CLASSES)
+    image = np.zeros((3, 32, 32), dtype=np.float32)
+    with pytest.raises(ClickError, match="outside the 32x32 image"):
+        pred.predict(image, [Click(40, 5, "a")])
+    with pytest.raises(ClickError, match="unknown class 'dog'.*a, b, c"):
+        pred.predict(image, [Click(4, 5, "dog")])
+    session = pred.session(image)
+    with pytest.raises(ClickError):
+        session.add_click(Click(-1, 5, "a"))
+    assert session.clicks == []
+
+
+def test_checkpoint_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = _randomise_fusion(build_model("c3det", 3, P(lf_channels=32))).eval()
+    path = checkpoint.save(tmp_path / "iter-001" / "model.pt", model,
+                           {"kind": "c3det", "classes": CLASSES, "epoch": 3},
+                           extra={"optimizer": {"lr": 0.01}})
+    loaded, meta = checkpoint.load(path)
+    assert meta["version"] == "iter-001" and meta["epoch"] == 3 and meta["classes"] == CLASSES
+    assert meta["params"]["lf_channels"] == 32
+    assert checkpoint.read(path)["extra"]["optimizer"]["lr"] == 0.01
+    images, clicks, _ = _inputs()
+    with torch.no_grad():
+        a, b = model(images, clicks), loaded(images, clicks)
+    assert all(torch.equal(x["boxes"], y["boxes"]) for x, y in zip(a, b))
+    pred = Predictor(path)
+    assert pred.model_version == "iter-001"
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(checkpoint.CheckpointError, match="bad.pt"):
+        checkpoint.load(tmp_path / "bad.pt")
+
+
+def test_backbone_weights_from_a_file_and_a_clear_offline_message(tmp_path, monkeypatch):
+    import torchvision
+    ref = torchvision.models.resnet18(weights=None)
+    torch.save(ref.state_dict(), tmp_path / "r18.pth")
+    fpn = resnet_fpn("resnet18", weights=str(tmp_path / "r18.pth"))
+    assert torch.equal(fpn.body.conv1.weight, ref.conv1.weight)
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        resnet_fpn("resnet18", weights=str(tmp_path / "missing.pth"))
+
+    def offline(*a, **k):
+        raise OSError("Name or service not known")
+    monkeypatch.setattr(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.__class__,
+                        "get_state_dict", offline)
+    with pytest.raises(RuntimeError, match="offline.*'none'"):
+        build_model("plain", 2, P(weights="imagenet"))
