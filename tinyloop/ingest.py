@@ -379,10 +379,14 @@ def _check_images(root: Path, sources: dict[str, _Source], data: DataParams,
     ids = sorted(sources)
 
     def inspect(image_id: str) -> ImageInfo | ImageError:
+        path = root / sources[image_id].path
         try:
-            return inspect_image(root / sources[image_id].path, decode=decode)
+            return inspect_image(path, decode=decode)
         except ImageError as e:
             return e
+        except Exception as e:  # noqa: BLE001 - a decoder bug on one file must not stop us
+            return ImageError(path, f"cannot read image ({type(e).__name__}: {e})",
+                              "re-export it as PNG or JPEG, or remove it from the dataset")
 
     items = []
     # Pillow releases the GIL while decoding: threads give a real speed-up on big images.
@@ -408,6 +412,10 @@ def _image_labels(image_id: str, src: _Source, info: ImageInfo, data: DataParams
             lf = read_yolo(src.label_path, lf.metadata["yolo_names"], info.width, info.height)
         except FormatError as e:
             report.add(e.file, e.message + "; its labels were left out", e.fix)
+            lf = None
+        except Exception as e:  # noqa: BLE001 - one odd file must not stop the import
+            report.add(src.label_path, f"cannot read label file ({type(e).__name__}: {e}); "
+                       "its labels were left out", "fix or re-export the label file")
             lf = None
     if lf is not None and lf.metadata:
         metadata.update(lf.metadata)
