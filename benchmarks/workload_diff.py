@@ -5,7 +5,8 @@
 A batch of HIT-UAV train images is pre-annotated by the degraded-ground-truth stand-in
 (flows.degraded_predictor; NOT a trained detector), corrected by the simulated annotator
 through a FileStore (one atomic, fsynced file per image and edit, as for people), pulled
-twice (the files must be identical) and diffed at IoU 0.5 and 0.7. Measured: seconds per
+three times (the files must be identical; fastest and slowest
+kept, the dev box being shared) and diffed at IoU 0.5 and 0.7. Measured: seconds per
 step, peak Python memory of the pull + diff (tracemalloc) and the process's max RSS. The
 same batch is also corrected without clicks (rounds = 0) to show what clicks change in the
 cost model. Writes benchmarks/results/workload_diff.json.
@@ -48,17 +49,20 @@ def run_batch(truth: LabelSet, sim: SimulatorParams, root: Path) -> dict:
     t0 = time.perf_counter()
     simulate_batch(store, 2, truth, predict, sim, progress=False)
     t["simulate_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    store.pull(2)
-    t["pull_s"] = time.perf_counter() - t0
-    first = store.layout.labels(2).read_bytes()
-    t0 = time.perf_counter()
-    store.pull(2)
-    t["pull_again_s"] = time.perf_counter() - t0
-    t["pull_idempotent"] = store.layout.labels(2).read_bytes() == first
-    t0 = time.perf_counter()
-    w = diff_files(store)
-    t["read_and_diff_s"] = time.perf_counter() - t0
+    # the dev box is shared with other jobs: repeat and keep the fastest and slowest
+    pulls, diffs, first = [], [], None
+    for _ in range(3):
+        t0 = time.perf_counter()
+        store.pull(2)
+        pulls.append(time.perf_counter() - t0)
+        data = store.layout.labels(2).read_bytes()
+        t["pull_idempotent"] = t.get("pull_idempotent", True) and data == (first or data)
+        first = first or data
+        t0 = time.perf_counter()
+        w = diff_files(store)
+        diffs.append(time.perf_counter() - t0)
+    t["pull_s_min"], t["pull_s_max"] = min(pulls), max(pulls)
+    t["read_and_diff_s_min"], t["read_and_diff_s_max"] = min(diffs), max(diffs)
     tracemalloc.start()   # a separate pass: tracemalloc slows Python down several times
     store.pull(2)
     diff_files(store)
