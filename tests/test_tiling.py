@@ -215,15 +215,30 @@ def test_tile_and_merge_back_real_hituav_sample(oriented):
     assert objects > 400
 
 
-def test_ios_metric_merges_a_half_cut_copy_iou_does_not():
-    whole = _pred("Car", Box(90, 10, 110, 20), 0.9)
-    half = _pred("Car", Box(0, 10, 10, 20), 0.9)              # tile at x=100 sees x 100..110
+def test_truncated_copy_from_a_tile_edge_is_dropped():
+    whole = _pred("Car", Box(90, 10, 110, 20), 0.8)
+    half = _pred("Car", Box(0, 10, 10, 20), 0.9)    # tile at x=100 sees x 100..110, scores more
     per_tile = [(Box(0, 0, 200, 100), [whole]), (Box(100, 0, 300, 100), [half])]
-    assert len(merge_predictions(per_tile, iou=0.5)) == 2     # IoU is exactly 0.5
-    merged = merge_predictions(per_tile, iou=0.5, metric="ios")
-    assert [a.box for a in merged] == [Box(90, 10, 110, 20)]  # the whole one survives
-    # two different objects side by side stay apart under both metrics
-    other = _pred("Car", Box(12, 10, 30, 20), 0.8)
-    assert len(merge_predictions([(Box(100, 0, 300, 100), [half, other])], 0.5, "ios")) == 2
-    with pytest.raises(ValueError, match="metric"):
-        merge_predictions(per_tile, metric="giou")
+    assert len(merge_predictions(per_tile, iou=0.5, cut_inside=None)) == 2   # IoU is 0.5
+    merged = merge_predictions(per_tile, iou=0.5)
+    assert [a.box for a in merged] == [Box(90, 10, 110, 20)]   # the whole one survives
+    # a small object really lying inside a bigger one of the same class, far from any tile
+    # edge, is not a truncated copy: both stay
+    inner = _pred("Car", Box(150, 40, 160, 50), 0.9)
+    outer = _pred("Car", Box(140, 30, 175, 65), 0.8)
+    assert len(merge_predictions([(Box(0, 0, 200, 100), [inner, outer])], 0.5)) == 2
+    # the image border is not a tile cut: an object there is kept as it is
+    edge = _pred("Car", Box(0, 10, 10, 20), 0.9)
+    big = _pred("Car", Box(0, 5, 16, 25), 0.8)
+    assert len(merge_predictions([(Box(0, 0, 200, 100), [edge, big])], 0.5)) == 2
+
+
+def test_truncated_oriented_copy_is_dropped():
+    whole = OrientedBox(100, 50, 40, 10, 0.2)
+    window_a, window_b = Box(0, 0, 150, 100), Box(95, 0, 245, 100)
+    cut_a = tile_labels(_image(300, 100, [_oriented_car(whole)]), window_b, 0.1).annotations
+    assert cut_a and cut_a[0].obox != whole
+    per_tile = [(window_a, [_pred("Car", whole.bounding_box(), 0.5, whole)]),
+                (window_b, [_pred("Car", a.box, 0.9, a.obox) for a in cut_a])]
+    merged = merge_predictions(per_tile, 0.5)
+    assert [m.obox for m in merged] == [whole]

@@ -16,7 +16,9 @@ shrinking them erases tiny objects. So training and inference run on tiles (Tiny
 - `crop`             the pixels of a window from an array (..., H, W).
 - `merge_predictions` tile predictions shifted back to image coordinates; duplicates from
                      overlapping tiles removed by class-wise NMS (axis-aligned IoU) or, when
-                     the predictions carry oriented boxes, polygon NMS.
+                     the predictions carry oriented boxes, polygon NMS; then truncated copies
+                     (touching a tile edge inside the image, lying inside a whole object)
+                     are dropped.
 
 A tile's ImageRecord keeps the source image's path; its `metadata["tile"]` holds
 {"image_id", "window": [x1, y1, x2, y2]} so tile results can be traced back.
@@ -189,12 +191,16 @@ def _score(ann: Annotation) -> float:
     return 1.0 if ann.score is None else float(ann.score)
 
 
-def nms_boxes(boxes: np.ndarray, scores: np.ndarray, iou: float,
-              metric: str = "iou") -> np.ndarray:
+def _iou_with(inter: np.ndarray, area: float, areas: np.ndarray) -> np.ndarray:
+    union = area + areas - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def nms_boxes(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
     """Greedy NMS. boxes (N, 4) xyxy, scores (N,) -> kept indices (K,), best score first.
 
-    Equal scores: the larger box wins (a copy cut by a tile border loses to the whole one).
-    metric "iou" (intersection over union) or "ios" (intersection over the smaller area).
+    A box is suppressed when its IoU with a kept, better box exceeds `iou`. Equal scores:
+    the larger box goes first (a copy cut by a tile border loses to the whole one).
     """
     x1, y1, x2, y2 = boxes.T
     areas = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
@@ -205,28 +211,15 @@ def nms_boxes(boxes: np.ndarray, scores: np.ndarray, iou: float,
         keep.append(i)
         iw = np.clip(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0, None)
         ih = np.clip(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0, None)
-        inter = iw * ih
-        order = rest[_overlap(inter, areas[i], areas[rest], metric) <= iou]
+        order = rest[_iou_with(iw * ih, areas[i], areas[rest]) <= iou]
     return np.asarray(keep, dtype=np.int64)
 
 
-def _overlap(inter: np.ndarray, area: float, areas: np.ndarray, metric: str) -> np.ndarray:
-    if metric == "iou":
-        denominator = area + areas - inter
-    elif metric == "ios":
-        denominator = np.minimum(area, areas)
-    else:
-        raise ValueError(f"unknown overlap metric {metric!r}; expected 'iou' or 'ios'")
-    return np.divide(inter, denominator, out=np.zeros_like(inter), where=denominator > 0)
-
-
-def nms_polygons(polygons: Sequence, scores: np.ndarray, iou: float,
-                 metric: str = "iou") -> np.ndarray:
+def nms_polygons(polygons: Sequence, scores: np.ndarray, iou: float) -> np.ndarray:
     """Greedy NMS on shapely polygons (oriented boxes) -> kept indices, best score first
-    (equal scores: the larger polygon wins)."""
+    (equal scores: the larger polygon goes first)."""
     import shapely
-    polys = np.empty(len(polygons), dtype=object)
-    polys[:] = list(polygons)
+    polys = _object_array(polygons)
     areas = shapely.area(polys)
     order = np.lexsort((-areas, -scores))
     keep = []
@@ -235,40 +228,83 @@ def nms_polygons(polygons: Sequence, scores: np.ndarray, iou: float,
         keep.append(i)
         inter = shapely.area(shapely.intersection(polys[i], polys[rest])) if rest.size \
             else np.zeros(0)
-        order = rest[_overlap(inter, areas[i], areas[rest], metric) <= iou]
+        order = rest[_iou_with(inter, areas[i], areas[rest]) <= iou]
     return np.asarray(keep, dtype=np.int64)
 
 
+def _object_array(items: Sequence) -> np.ndarray:
+    out = np.empty(len(items), dtype=object)
+    out[:] = list(items)
+    return out
+
+
+def _touches_inner_border(outline: Box, window: Box, extent: Box, tol: float) -> bool:
+    """Does the box reach a window edge that lies inside the image (where a tile cut it)?"""
+    return ((window.x1 > extent.x1 and outline.x1 <= window.x1 + tol) or
+            (window.y1 > extent.y1 and outline.y1 <= window.y1 + tol) or
+            (window.x2 < extent.x2 and outline.x2 >= window.x2 - tol) or
+            (window.y2 < extent.y2 and outline.y2 >= window.y2 - tol))
+
+
+def _inside_share(cut: Annotation, others: list[Annotation], oriented: bool) -> np.ndarray:
+    """Share of `cut`'s area that lies inside each of `others` (N,)."""
+    if oriented:
+        import shapely
+        poly = cut.obox.polygon()
+        inter = shapely.area(shapely.intersection(
+            poly, _object_array([o.obox.polygon() for o in others])))
+        return inter / max(poly.area, 1e-12)
+    b = np.array([o.box.xyxy() for o in others], dtype=np.float64).reshape(-1, 4)
+    iw = np.clip(np.minimum(cut.box.x2, b[:, 2]) - np.maximum(cut.box.x1, b[:, 0]), 0, None)
+    ih = np.clip(np.minimum(cut.box.y2, b[:, 3]) - np.maximum(cut.box.y1, b[:, 1]), 0, None)
+    return iw * ih / max(cut.box.area, 1e-12)
+
+
 def merge_predictions(per_tile: Sequence[tuple[Box, Sequence[Annotation]]],
-                      iou: float = 0.5, metric: str = "iou") -> list[Annotation]:
+                      iou: float = 0.5, cut_inside: float | None = 0.8,
+                      border_px: float = 1.0) -> list[Annotation]:
     """Tile predictions -> image predictions, duplicates from overlapping tiles removed.
 
     per_tile: (window, predictions in that tile's coordinates) pairs. Predictions are shifted
-    by the window's corner, then NMS runs per class: on oriented-box polygons when every
-    prediction of that class has an oriented box, else on axis-aligned boxes. A prediction
-    without a score counts as score 1. Returns the kept predictions, by class then score.
-
-    metric "iou" suppresses a prediction whose IoU with a better one exceeds `iou` (the
-    standard rule). metric "ios" uses intersection over the smaller area instead: a copy of
-    an object cut by a tile border lies inside the whole object (ios = 1) however small the
-    cut-off part, so with "ios" it never survives as a duplicate; "iou" keeps an object cut
-    exactly in half twice when min_visible <= iou.
+    by the window's corner, then, per class:
+    1. truncated copies go: a prediction that reaches (within border_px) a tile edge lying
+       inside the image is a likely copy of an object that tile cut; it is dropped when at
+       least `cut_inside` of its area lies inside a prediction no tile cut, whatever the
+       scores. Plain NMS cannot do this: a copy cut in half has IoU 0.5 with the whole
+       object (a smaller part even less), and a copy scoring higher would suppress the whole
+       object instead. Objects larger than the tile overlap are cut in every tile and are
+       left to NMS. cut_inside=None skips this step;
+    2. greedy NMS: on oriented-box polygons when every prediction of that class has an
+       oriented box, else on axis-aligned boxes (a prediction without a score counts as 1).
+    Returns the kept predictions, by class then score.
     """
-    by_class: dict[str, list[Annotation]] = defaultdict(list)
+    windows = [w for w, _ in per_tile]
+    if not windows:
+        return []
+    extent = Box(min(w.x1 for w in windows), min(w.y1 for w in windows),
+                 max(w.x2 for w in windows), max(w.y2 for w in windows))
+    by_class: dict[str, list[tuple[Annotation, bool]]] = defaultdict(list)
     for window, predictions in per_tile:
         for ann in predictions:
-            by_class[ann.category].append(replace(
-                ann, box=_shift_box(ann.box, window.x1, window.y1),
-                obox=_shift_obox(ann.obox, window.x1, window.y1)))
+            moved = replace(ann, box=_shift_box(ann.box, window.x1, window.y1),
+                            obox=_shift_obox(ann.obox, window.x1, window.y1))
+            outline = moved.obox.bounding_box() if moved.obox is not None else moved.box
+            by_class[ann.category].append(
+                (moved, _touches_inner_border(outline, window, extent, border_px)))
     merged: list[Annotation] = []
     for category in sorted(by_class):
-        anns = by_class[category]
+        entries = by_class[category]
+        oriented = all(a.obox is not None for a, _ in entries)
+        whole = [a for a, cut in entries if not cut]
+        anns = [a for a, cut in entries
+                if not (cut and cut_inside is not None and whole and
+                        _inside_share(a, whole, oriented).max() >= cut_inside)]
         scores = np.array([_score(a) for a in anns], dtype=np.float64)
-        if all(a.obox is not None for a in anns):
-            keep = nms_polygons([a.obox.polygon() for a in anns], scores, iou, metric)
+        if oriented:
+            keep = nms_polygons([a.obox.polygon() for a in anns], scores, iou)
         else:
             keep = nms_boxes(np.array([a.box.xyxy() for a in anns], dtype=np.float64),
-                             scores, iou, metric)
+                             scores, iou)
         merged.extend(anns[i] for i in keep)
     return merged
 
