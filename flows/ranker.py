@@ -127,3 +127,66 @@ def review_queue(store, image_ids: list[str], ranker: QualityRanker) -> list[str
     round and every model output recorded with them.
     """
     return ranker.review_order([store.process_log(i) for i in image_ids])
+
+
+# --- training on past batches and ordering a batch's review --------------------------------
+
+def batch_training_logs(layout, batch: int) -> list[ImageLog]:
+    """Process logs with their true remaining error, for a finished batch.
+
+    A simulated batch has them in ``simulation.json``. For a batch people corrected in a
+    FileStore, the log comes from the store's click/prediction history and the remaining
+    error is the number of box edits between the model's last output (``refined.json``) and
+    the corrected labels: exactly what the simulator measures against the ground truth.
+    """
+    from flows.annotation_store import FileStore
+    from flows.simulator import edits_needed, load_logs
+    from tinyloop.cocofile import read_labels
+    sim = layout.batch_dir(batch) / "simulation.json"
+    if sim.exists():
+        return load_logs(sim)
+    store = FileStore(layout.root)
+    if not layout.labels(batch).exists() or not store.refined_path(batch).exists():
+        return []
+    refined = read_labels(store.refined_path(batch)).by_id()
+    logs = []
+    for item in read_labels(layout.labels(batch)):
+        log = store.process_log(item.id)
+        log.remaining_error = edits_needed(refined[item.id].annotations, item)
+        logs.append(log)
+    return logs
+
+
+def order_batch_for_review(layout, batch: int, train_batches: list[int] | None = None,
+                           seed: int = 0) -> dict:
+    """Rank batch `batch` (in a FileStore) for review and write ``review.json`` atomically.
+
+    Trained on `train_batches` (default: every other batch with labels). With fewer than 20
+    training images the order falls back to a rule (most clicks, then lowest mean score
+    first) and says so in ``method``.
+    """
+    from flows.annotation_store import FileStore
+    from tinyloop.atomic import write_json_atomic
+    store = FileStore(layout.root)
+    ids = store.batch_images(batch)
+    logs = [store.process_log(i) for i in ids]
+    if train_batches is None:
+        train_batches = [n for n in layout.labeled_batches() if n != batch]
+    train = [log for n in train_batches for log in batch_training_logs(layout, n)]
+    if len(train) >= 20:
+        ranker = QualityRanker(seed=seed).fit(train)
+        predicted = ranker.predict(logs)
+        method = "random forest"
+    else:
+        X = feature_matrix(logs)
+        col = {name: i for i, name in enumerate(FEATURES)}
+        predicted = X[:, col["total_clicks"]] + (1 - X[:, col["mean_score"]]) if len(logs) \
+            else np.zeros(0)
+        method = f"rule (total clicks + 1 - mean score): only {len(train)} training images"
+    order = np.argsort(-predicted, kind="stable")
+    out = {"batch": batch, "method": method, "trained_on_batches": train_batches,
+           "training_images": len(train),
+           "order": [ids[i] for i in order],
+           "predicted_error": {ids[i]: round(float(predicted[i]), 4) for i in order}}
+    write_json_atomic(layout.batch_dir(batch) / "review.json", out)
+    return out

@@ -1,0 +1,54 @@
+"""`tinyloop review BATCH`: order a corrected batch for review, most likely wrong first."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DESCRIPTION = """\
+Rank the images of a batch by how many box errors they probably still have, from the
+annotation process alone (seed 004's quality ranker): clicks in the last round, rounds,
+change of the predictions in the last round, distance of clicks to the nearest box shown,
+box count, mean score. A random forest is trained on finished batches (simulated batches'
+simulation.json, or people's batches: their click history against the corrected labels)
+and writes data/batches/NNN/review.json {"order": [...], "predicted_error": {...}}.
+Reviewers start at the top of the list. Works on batches edited through the file store."""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("review", help="order a batch's images for review, worst first "
+                                      "(quality ranker)",
+                       description=DESCRIPTION,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("batch", type=int, help="batch number to order")
+    p.add_argument("--project", "-C", default=".", help="project directory (default: .)")
+    p.add_argument("--train-on", default=None,
+                   help="comma-separated batch numbers to learn from (default: every other "
+                        "batch with labels)")
+    p.add_argument("--top", type=int, default=20, help="images to print (default: 20)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from flows.layout import ProjectLayout
+    from flows.ranker import order_batch_for_review
+    layout = ProjectLayout(Path(args.project))
+    try:
+        train = [int(x) for x in args.train_on.split(",")] if args.train_on else None
+    except ValueError:
+        print(f"error: --train-on {args.train_on!r}: give batch numbers like 1,2,3",
+              file=sys.stderr)
+        return 1
+    try:
+        out = order_batch_for_review(layout, args.batch, train)
+    except KeyError as e:
+        print(f"error: {e.args[0]}", file=sys.stderr)
+        return 1
+    print(f"batch {args.batch:03d}: {len(out['order'])} images ordered by {out['method']} "
+          f"(trained on {out['training_images']} images of batches "
+          f"{out['trained_on_batches'] or 'none'})")
+    print(f"{'rank':>4}  {'image':<30}{'predicted errors':>18}")
+    for rank, image_id in enumerate(out["order"][:args.top], start=1):
+        print(f"{rank:>4}  {image_id[:29]:<30}{out['predicted_error'][image_id]:>18.2f}")
+    print(f"written: {layout.batch_dir(args.batch) / 'review.json'}")
+    return 0
