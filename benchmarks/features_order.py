@@ -116,6 +116,7 @@ def run_case(n: int, d: int, pca: int, algo: str, exact_max: int) -> dict:
             quality[f"{name}radius@{k}"] = radius
             quality[f"{name}mean_nn@{k}"] = mean
     return {"n": n, "d": pca or d, "pca_from": d if pca else None, "algo": algo,
+            "load_avg_1min": round(__import__("os").getloadavg()[0], 1),
             "seconds": round(seconds, 3), "generate_seconds": round(t_gen, 2),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             **{k: round(v, 5) for k, v in quality.items()}}

@@ -27,6 +27,15 @@ def params(**kw) -> FeaturesParams:
     return FeaturesParams(**{**base, **kw})
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny inputs: one thread is faster than two fighting a busy machine's other jobs."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def cached_networks(monkeypatch):
     """Build each (extractor, weights, seed) network once for this module: building a ResNet
@@ -153,10 +162,19 @@ def test_weights_none_file_and_imagenet(tmp_path, monkeypatch):
         torch.testing.assert_close(loaded(x), net.eval()(x))
     with pytest.raises(WeightsError, match="not found"):
         build_extractor("resnet18", str(tmp_path / "nope.pt"))
-    (tmp_path / "r50.pt").write_bytes(b"")
-    torch.save(resnet_trunk("resnet50")[0].state_dict(), tmp_path / "r50.pt")
+    wrong = dict(net.state_dict())
+    wrong["conv1.weight"] = torch.zeros(64, 1, 7, 7)      # e.g. a 1-channel network's stem
+    torch.save(wrong, tmp_path / "wrong.pt")
     with pytest.raises(WeightsError, match="does not fit"):
-        build_extractor("resnet18", str(tmp_path / "r50.pt"))
+        build_extractor("resnet18", str(tmp_path / "wrong.pt"))
+    del wrong["layer1.0.conv1.weight"]
+    wrong["conv1.weight"] = net.state_dict()["conv1.weight"]
+    torch.save(wrong, tmp_path / "partial.pt")
+    with pytest.raises(WeightsError, match="missing keys"):
+        build_extractor("resnet18", str(tmp_path / "partial.pt"))
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match="cannot be read"):
+        build_extractor("resnet18", str(tmp_path / "junk.pt"))
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     with pytest.raises(WeightsError, match="cannot download"):
         build_extractor("resnet18", "imagenet")
