@@ -9,7 +9,7 @@ from flows.config import SimulatorParams
 from flows.degraded_predictor import DegradedTruthPredictor
 from flows.ranker import FEATURES, QualityRanker, feature_matrix, spearman, targets
 from flows.simulator import ImageLog, RoundLog, load_logs, save_logs, simulate_batch
-from tinyloop.annotations import Box, Click, ImageLabels, LabelSet
+from tinyloop.annotations import Click, ImageLabels, LabelSet
 
 from tests.fixtures_workload import CLASSES, grid_truth
 
