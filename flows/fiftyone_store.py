@@ -16,6 +16,7 @@ URI when first imported).
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -30,12 +31,39 @@ class EditConflict(RuntimeError):
 
 
 class FiftyOneStore:
-    def __init__(self, project_root: str | Path, dataset_name: str, retries: int = 5):
+    """`params`: the project's Params (dataset name from `annotate.dataset_name`, images
+    from `data.source`) or just a dataset name. Starts the project's mongod when FiftyOne
+    has no database configured yet."""
+
+    def __init__(self, project_root: str | Path, params=None, retries: int = 5):
         self.root = Path(project_root)
         self.layout = ProjectLayout(project_root)
-        self.dataset_name = dataset_name
+        if params is None or isinstance(params, str):
+            self.dataset_name, self.source = params or "tinyloop", None
+        else:
+            self.dataset_name, self.source = params.annotate.dataset_name, params.data.source
         self.retries = retries
         self._ds = None
+        if not os.environ.get("FIFTYONE_DATABASE_URI"):
+            from flows.mongo import ensure_mongo
+            ensure_mongo(self.root)
+
+    def open_batch(self, batch: int, preannotations: LabelSet | None = None,
+                   priorities: dict[str, float] | None = None) -> list[str]:
+        """Publish a batch to the App (FileStore's `open_batch`): writes preannotations.json
+        (with box ids) when missing, then syncs; annotators' corrections are kept."""
+        from flows.annotation_store import with_ids
+        from tinyloop.cocofile import read_labels, write_labels
+        path = self.layout.preannotations(batch)
+        if preannotations is not None and not path.exists():
+            write_labels(with_ids(preannotations), path)
+        if self.source is None:
+            raise ValueError("FiftyOneStore needs the project's Params (data.source) to "
+                             "publish a batch: FiftyOneStore(root, params)")
+        images = fsync.image_root(self.root, self.source)
+        self._ds = fsync.sync_batch(self.root, batch, self.dataset_name, images, priorities)
+        self.__dict__.pop("_pre", None)
+        return [im.id for im in read_labels(path)]
 
     @property
     def dataset(self):
@@ -112,16 +140,7 @@ class FiftyOneStore:
         self._edit(image_id, change)
 
     def mark_done(self, batch: int) -> None:
-        from fiftyone import ViewField as F
-        view = self.dataset.match(F("batch") == batch)
-        view.set_values("review_status", ["done"] * len(view))
-        try:
-            from flows.human_wait import signal_done
-        except ImportError:  # the flow side is optional: the marker is what counts
-            from tinyloop.atomic import write_text_atomic
-            write_text_atomic(self.layout.done_marker(batch), "done\n")
-            return
-        signal_done(self.root, batch)
+        fsync.mark_batch_done(self.dataset, self.root, batch)
 
     def pull(self, batch: int) -> LabelSet:
         """labels.json + clicks.json of the batch; raises fiftyone_sync.PullError on bad

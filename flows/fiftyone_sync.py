@@ -245,7 +245,8 @@ def sync_batch(project_root: str | Path, batch: int, dataset_name: str, images_d
     """Create/refresh the samples of one batch from its files; returns the dataset.
 
     `images_dir`: where ImageRecord.path is relative to. `priorities`: image id -> review
-    priority (higher first; e.g. the quality ranker's predicted error). Existing
+    priority (higher first); default: the quality ranker's predicted error from the batch's
+    review.json, 0 without one. Existing
     `corrections` are kept (annotators' work) unless `refill`; predictions, ground truth,
     clicks, order and priority are refreshed from the files.
     """
@@ -257,7 +258,10 @@ def sync_batch(project_root: str | Path, batch: int, dataset_name: str, images_d
     gt_by_id = gt.by_id() if gt else {}
     clicks_by_id = read_clicks(layout.clicks(batch))
     order = json.loads(layout.order.read_text()) if layout.order.exists() else {}
-    priorities = priorities or {}
+    if priorities is None:  # the quality ranker's output (`tinyloop review`), when present
+        review = layout.batch_dir(batch) / "review.json"
+        priorities = (json.loads(review.read_text()).get("predicted_error", {})
+                      if review.exists() else {})
 
     ds = get_dataset(dataset_name)
     ds.info.update({"project_root": str(Path(project_root).resolve()),
@@ -389,3 +393,80 @@ def _flag(sample, problems: list[Problem]) -> None:
         sample["problems"] = msgs
         sample.tags = tags
         sample.save()
+
+
+# --- "Refine with clicks" and "Mark batch done" (the plugin's operators call these) -------
+def latest_model(project_root: str | Path) -> Path:
+    """The newest trained checkpoint, models/iter-NNN/model.pt with the largest NNN."""
+    models = sorted(ProjectLayout(project_root).models.glob("iter-*/model.pt"))
+    if not models:
+        raise FileNotFoundError(f"no trained model under {ProjectLayout(project_root).models}"
+                                "; clicks can refine boxes once the first iteration trained")
+    return models[-1]
+
+
+def refine_samples(ds, sample_ids: Iterable[str], predict, retries: int = 5) -> dict[str, int]:
+    """Re-run the detector with each sample's clicks; refresh `predictions` and the boxes of
+    `corrections` that nobody edited. `predict(image_path, clicks) -> list[Annotation]`.
+
+    Boxes the annotator drew, moved, relabelled (or that a store marked edited) stay exactly
+    as they are, and a new prediction overlapping one of them (IoU >= 0.5) is not added.
+    Saves are conditional on `last_modified_at` (as the App's), so an edit the annotator
+    saves meanwhile is kept: the sample is re-read and refined again.
+    """
+    from fiftyone.server.exceptions import DbVersionMismatchError
+    from fiftyone.server.routes.sample import save_sample
+    from flows.annotation_store import new_annotation_id
+    counts = {"samples": 0, "replaced": 0, "kept": 0}
+    for sid in sample_ids:
+        for _ in range(retries + 1):
+            sample = ds[sid]
+            sample.reload(hard=True)
+            seen = sample.last_modified_at
+            w, h = sample.metadata.width, sample.metadata.height
+            absorb_new_clicks(sample, w, h)
+            clicks = [from_keypoint(k, w, h) for k in
+                      (sample[CLICKS].keypoints if sample[CLICKS] else [])]
+            preds = predict(sample.filepath, clicks)
+            dets = sample[CORRECTIONS].detections if sample[CORRECTIONS] else []
+            kept = [d for d in dets if not replaceable(d)]
+            kept_boxes = [from_detection(d, w, h).box for d in kept]
+            fresh = [p for p in preds if not any(p.box.iou(b) >= 0.5 for b in kept_boxes)]
+            fresh = [Annotation(p.category, p.box, p.obox, p.provenance, p.difficult,
+                                new_annotation_id()) for p in fresh]
+            import fiftyone as fo
+            sample[PREDICTIONS] = _detections(preds, w, h)
+            sample[CORRECTIONS] = fo.Detections(
+                detections=kept + [to_detection(a, w, h) for a in fresh])
+            try:
+                save_sample(sample, seen)
+            except DbVersionMismatchError:
+                continue
+            counts["samples"] += 1
+            counts["replaced"] += len(dets) - len(kept)
+            counts["kept"] += len(kept)
+            break
+        else:
+            raise RuntimeError(f"sample {sid} kept changing while refining; try again")
+    return counts
+
+
+def replaceable(det) -> bool:
+    """A model-made box nobody touched since tinyloop wrote it."""
+    return (unchanged(det) and _attr(det, "source") in ("model", "click_refined")
+            and not _attr(det, "edited", False))
+
+
+def mark_batch_done(ds, project_root: str | Path, batch: int) -> bool:
+    """Set review_status=done on the batch's samples and signal the flow (writes the
+    layout's `done` marker; resumes a waiting Prefect run). True if a run was resumed."""
+    from fiftyone import ViewField as F
+    view = ds.match(F("batch") == batch)
+    view.set_values("review_status", ["done"] * len(view))
+    try:
+        from flows.human_wait import signal_done
+    except ImportError:  # the flow side is optional: the marker is what counts
+        from tinyloop.atomic import write_text_atomic
+        write_text_atomic(ProjectLayout(project_root).done_marker(batch), "done\n")
+        return False
+    return bool(signal_done(project_root, batch))

@@ -1,0 +1,77 @@
+"""tinyloop's FiftyOne plugin (installed into the App's plugins dir by `tinyloop app start`).
+
+- "Refine with clicks": runs the current detector (the newest models/iter-NNN/model.pt) on
+  the selected samples (or the open one) with their clicks, refreshes `predictions` and the
+  untouched boxes of `corrections`; boxes the annotator edited are never changed.
+- "Mark batch done": review_status=done for the batch, writes data/batches/NNN/done and
+  resumes the Prefect flow run waiting for it (flows.human_wait.signal_done).
+
+The work is done by flows.fiftyone_sync (tested without the App); this file only adapts it to
+the operator API. The App server must be able to import `flows` (tinyloop app start sets
+PYTHONPATH) and finds the project through the dataset's info["project_root"].
+"""
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+
+def _targets(ctx):
+    if ctx.selected:
+        return list(ctx.selected)
+    if ctx.current_sample:
+        return [ctx.current_sample]
+    return list(ctx.view.values("id"))
+
+
+class RefineWithClicks(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(name="refine_with_clicks", label="Refine with clicks",
+                                  description="Re-run the detector with this sample's clicks; "
+                                              "your edited boxes stay as they are")
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        inputs.view("info", types.Notice(label=f"Refine {len(_targets(ctx))} sample(s) with "
+                                               "their clicks"))
+        return types.Property(inputs)
+
+    def execute(self, ctx):
+        from flows import fiftyone_sync as fsync
+        from c3det.predict import Predictor
+        root = ctx.dataset.info["project_root"]
+        predictor = Predictor(fsync.latest_model(root), ctx.dataset.info["classes"])
+        counts = fsync.refine_samples(ctx.dataset, _targets(ctx),
+                                      lambda path, clicks: predictor.predict(path, clicks))
+        ctx.trigger("reload_samples")
+        return counts
+
+    def resolve_output(self, ctx):
+        outputs = types.Object()
+        for key in ("samples", "replaced", "kept"):
+            outputs.int(key, label=key)
+        return types.Property(outputs)
+
+
+class MarkBatchDone(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(name="mark_batch_done", label="Mark batch done",
+                                  description="Tell the loop this batch is corrected")
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        batches = sorted(set(b for b in ctx.view.values("batch") if b is not None))
+        inputs.int("batch", label="Batch", required=True,
+                   default=batches[-1] if batches else None)
+        return types.Property(inputs)
+
+    def execute(self, ctx):
+        from flows import fiftyone_sync as fsync
+        batch = int(ctx.params["batch"])
+        resumed = fsync.mark_batch_done(ctx.dataset, ctx.dataset.info["project_root"], batch)
+        return {"batch": batch, "flow_resumed": resumed}
+
+
+def register(p):
+    p.register(RefineWithClicks)
+    p.register(MarkBatchDone)
