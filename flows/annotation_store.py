@@ -22,9 +22,17 @@ Rules every store keeps:
   `AnnotationError` naming the image, the box and the fix: never silently dropped or kept.
 - Pulling twice gives the same file.
 
-`FileStore` keeps a batch's working state under ``data/batches/NNN/work/`` (one JSON file per
-image, written with `tinyloop.atomic`), beside the layout's preannotations.json,
-clicks.json, labels.json and the `done` marker.
+Stores here:
+- `FileStore` keeps a batch's working state under ``data/batches/NNN/work/`` (one JSON file
+  per image, written with `tinyloop.atomic`), beside the layout's preannotations.json,
+  clicks.json, labels.json and the `done` marker. Pull also writes ``refined.json`` (the
+  model's last output per image, what the edits started from) and each image file keeps the
+  history of model outputs by click round (`process_log`, the quality ranker's input).
+- `MemoryStore`: the same rules in memory, for simulations whose labels nobody keeps.
+- `flows.fiftyone_store.FiftyOneStore` (FiftyOne App, people).
+
+`refresh_predictions(store, image_id, predictions)` is how a model re-run after clicks
+reaches any store without touching human-made or human-edited boxes.
 """
 from __future__ import annotations
 
