@@ -38,10 +38,15 @@ class TilingParams:
     stride: int = 512
     min_visible: float = 0.5  # keep an object cut by a tile border when this share is inside
     nms_iou: float = 0.5      # merging tile predictions back
+    # merging: drop a prediction cut by an inner tile edge when this share of it lies inside
+    # a prediction no tile cut (the truncated copy of that object); plain IoU misses these
+    cut_inside: float = 0.8
 
     def check(self) -> str | None:
         if not 0 < self.stride <= self.size:
             return f"stride ({self.stride}) must be in 1..size ({self.size})"
         if not 0 < self.min_visible <= 1:
             return f"min_visible ({self.min_visible}) must be in (0, 1]"
+        if not 0 < self.cut_inside <= 1:
+            return f"cut_inside ({self.cut_inside}) must be in (0, 1]"
         return None
