@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -50,6 +51,10 @@ from tinyloop.atomic import write_json_atomic, write_text_atomic
 from tinyloop.cocofile import from_coco, read_labels, to_coco, write_labels
 
 MODEL_SOURCES = ("model", "click_refined")
+
+
+class StaleEditError(AnnotationError):
+    """An edit based on an outdated view of the image (HTTP 412 in FiftyOne's terms)."""
 
 
 @runtime_checkable
@@ -271,20 +276,30 @@ class FileStore:
 
     def add_click(self, image_id: str, click: Click) -> None:
         batch = self.batch_of(image_id)
-        item, model_output, version, history = self._read(image_id)
         if click.category not in self.categories(batch):
             raise AnnotationError(f"image {image_id}: click at ({click.x:g}, {click.y:g}) has "
                                   f"unknown class {click.category!r} (known: "
                                   f"{', '.join(self.categories(batch))})")
-        item.clicks.append(click)
-        self._write(batch, item, model_output, version + 1, history)
+        with self._locked(batch):
+            item, model_output, version, history = self._read(image_id)
+            item.clicks.append(click)
+            self._write(batch, item, model_output, version + 1, history)
 
-    def set_annotations(self, image_id: str, annotations: list[Annotation]) -> None:
+    def set_annotations(self, image_id: str, annotations: list[Annotation],
+                        expected_version: int | None = None) -> None:
+        """Replace the image's boxes. With `expected_version` (from `version()` when the
+        editor loaded the image) a concurrent edit in between raises `StaleEditError`
+        instead of being overwritten: reload, re-apply, save again."""
         batch = self.batch_of(image_id)
-        item, model_output, version, history = self._read(image_id)
-        check_annotations(item, annotations, self.categories(batch))
-        item.annotations = stamp_edits(item.annotations, list(annotations))
-        self._write(batch, item, model_output, version + 1, history)
+        with self._locked(batch):
+            item, model_output, version, history = self._read(image_id)
+            if expected_version is not None and expected_version != version:
+                raise StaleEditError(f"image {image_id}: edited elsewhere since you loaded "
+                                     f"it (version {expected_version}, now {version}); "
+                                     "reload it and apply your change again")
+            check_annotations(item, annotations, self.categories(batch))
+            item.annotations = stamp_edits(item.annotations, list(annotations))
+            self._write(batch, item, model_output, version + 1, history)
 
     def mark_done(self, batch: int) -> None:
         self._meta(batch)  # fails clearly for a batch that was never opened
@@ -314,10 +329,11 @@ class FileStore:
     def record_predictions(self, image_id: str, predictions: list[Annotation]) -> None:
         """Remember the model's latest output for an image (see `refresh_predictions`)."""
         batch = self.batch_of(image_id)
-        item, _, version, history = self._read(image_id)
-        last_round = max((c.round for c in item.clicks), default=0)
-        history.append(_history_entry(last_round, predictions))
-        self._write(batch, item, list(predictions), version + 1, history)
+        with self._locked(batch):
+            item, _, version, history = self._read(image_id)
+            last_round = max((c.round for c in item.clicks), default=0)
+            history.append(_history_entry(last_round, predictions))
+            self._write(batch, item, list(predictions), version + 1, history)
 
     def version(self, image_id: str) -> int:
         """How many edits the image has had: lets a caller detect a stale view."""
@@ -333,6 +349,17 @@ class FileStore:
                               for b in h["boxes"]]) for h in history]
         return log_from_history(image_id, item.image.width, item.image.height,
                                 item.clicks, hist)
+
+    @contextmanager
+    def _locked(self, batch: int):
+        """One writer per batch at a time, across processes (read-modify-write of a file)."""
+        import fcntl
+        with open(self.work_dir(batch) / ".lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
     # -- files ------------------------------------------------------------------------------
     def _meta(self, batch: int) -> dict:

@@ -143,3 +143,31 @@ def test_memory_store_keeps_the_same_rules():
     with pytest.raises(AnnotationError, match="zero"):
         store.set_annotations("im0", [Annotation("Car", Box(5, 5, 5, 9))])
     assert [im.id for im in store.pull(1)] == ["im0", "im1"]
+
+
+def test_concurrent_writers_lose_nothing_and_stale_edits_are_refused(tmp_path):
+    from flows.annotation_store import StaleEditError
+    FileStore(tmp_path).open_batch(1, preannotations(1))
+    script = textwrap.dedent(f"""
+        import sys
+        from flows.annotation_store import FileStore
+        from tinyloop.annotations import Click
+        store = FileStore({str(tmp_path)!r})
+        for i in range(40):
+            store.add_click("im0", Click(i, int(sys.argv[1]), "Car", 1))
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(y)],
+                              cwd=Path(__file__).parents[1]) for y in (5, 6)]
+    assert [p.wait() for p in procs] == [0, 0]
+    store = FileStore(tmp_path)
+    clicks = store.get_labels("im0").clicks
+    assert sorted((c.x, c.y) for c in clicks) == sorted((i, y) for i in range(40)
+                                                       for y in (5, 6))
+    seen = store.version("im0")
+    anns = store.get_labels("im0").annotations
+    store.add_click("im0", Click(1, 1, "Car"))            # someone else edits meanwhile
+    with pytest.raises(StaleEditError, match="reload"):
+        store.set_annotations("im0", anns[:1], expected_version=seen)
+    assert len(store.get_labels("im0").annotations) == 2  # the stale edit did not land
+    store.set_annotations("im0", anns[:1], expected_version=store.version("im0"))
+    assert len(store.get_labels("im0").annotations) == 1
