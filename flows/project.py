@@ -19,7 +19,8 @@ from flows.layout import ProjectLayout
 from flows.versioning import VersioningError, run
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
-GITIGNORE = "/.tinyloop/\n/.dvc-remote/\n/data/batches/*/work/\n__pycache__/\n"
+# batch and model directories are DVC data (their .dvc pointers are in git), never git files
+GITIGNORE = "/.tinyloop/\n/.dvc-remote/\n__pycache__/\n"
 
 
 def template(name: str) -> Path:

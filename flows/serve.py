@@ -36,9 +36,9 @@ def retrain(root: str = ".") -> dict:
     metrics = steps.evaluate(p, n)
     report_task(root)
     if p.params.flows.versioning:
-        from flows.versioning import record_stages, run
+        from flows.versioning import git_add_versioned, record_stages, run
         record_stages(p.layout, ["train", "evaluate", "report"])
-        run(p.layout, "git", "add", "-A", ".")
+        git_add_versioned(p.layout)
         if run(p.layout, "git", "diff", "--cached", "--quiet", check=False).returncode:
             run(p.layout, "git", "commit", "-q", "-m", f"retrain: model of batch {n}")
     return {"batch": n, "map50": metrics.get("map50")}

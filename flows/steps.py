@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from flows.faults import fault_point
 from flows.layout import ProjectLayout
 from flows.params import Params, load_params
 from tinyloop.annotations import ImageLabels, LabelSet
@@ -30,27 +31,6 @@ from tinyloop.atomic import write_json_atomic
 from tinyloop.cocofile import read_labels, write_labels
 
 log = logging.getLogger(__name__)
-
-
-def fault_point(name: str) -> None:
-    """Test hook: `TINYLOOP_FAULT=name[:sleep]` makes this point sleep forever or raise.
-
-    The kill -9 tests start the loop in a subprocess with the hook set, wait until the
-    process reaches the point (it writes `.tinyloop/fault-<name>` first) and SIGKILL it.
-    `TINYLOOP_FAULT=name:raise` raises instead (a crash without a kill).
-    """
-    spec = os.environ.get("TINYLOOP_FAULT", "")
-    for item in filter(None, spec.split(",")):
-        point, _, action = item.partition(":")
-        if point != name:
-            continue
-        marker = os.environ.get("TINYLOOP_FAULT_MARKER")
-        if marker:
-            Path(marker).write_text(name)
-        if action == "raise":
-            raise RuntimeError(f"fault injected at {name}")
-        while True:  # wait to be killed
-            time.sleep(0.2)
 
 
 @dataclass
@@ -124,9 +104,20 @@ def features(p: Project) -> dict:
 
 def order(p: Project) -> dict:
     """Order the pool into batches (existing positions never move)."""
+    import numpy as np
+    from features.embed import load_store
     from features.order import order_pool
-    order_pool(p.layout.embeddings, p.layout.embedding_ids, p.params.order, p.layout.order,
-               records=pool(p))
+    records = pool(p)
+    store = load_store(p.layout.features, mmap=False)
+    if store is None:
+        raise FileNotFoundError(f"{p.layout.features} holds no embeddings; run the "
+                                "features step first")
+    vectors, ids, _ = store
+    by_id = dict(zip(ids, range(len(ids))))
+    keep = [i.id for i in records if i.id in by_id]
+    vectors = np.asarray(vectors)[[by_id[i] for i in keep]]
+    order_pool(vectors, keep, p.params.order, p.layout.order,
+               records=[i.image for i in records])
     return {"batches": n_batches(p)}
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from flows.faults import fault_point
 from flows.layout import ProjectLayout, batch_name, tag_name
 
 log = logging.getLogger(__name__)
@@ -136,13 +137,32 @@ def dvc_add(layout: ProjectLayout, paths: list[Path]) -> None:
     rel = [str(Path(p).resolve().relative_to(layout.root.resolve())) for p in paths
            if Path(p).exists()]
     if rel:
-        run(layout, "dvc", "add", "-q", *rel)
+        run(layout, "dvc", "add", *rel)
 
 
 def record_stages(layout: ProjectLayout, stages: list[str]) -> None:
     """Write the current hashes of these dvc.yaml stages' deps and outs into dvc.lock."""
     if stages:
-        run(layout, "dvc", "commit", "-f", "-q", *stages)
+        run(layout, "dvc", "commit", "-f", *stages)
+
+
+GIT_FILES = ["params.yaml", "dvc.yaml", "dvc.lock", ".gitignore", ".dvcignore",
+             "models/current/metrics.json", "models/current/map_vs_clicks.json",
+             "reports/summary.json", "reports/report.md", "reports/workload.csv"]
+
+
+def git_add_versioned(layout: ProjectLayout) -> None:
+    """Stage what git keeps of an iteration: params, pipeline, lock, .dvc pointers,
+    .gitignore files and the small metrics files. Batch data stays out of git even where a
+    later batch's files already exist (they are DVC's once that batch is finished)."""
+    root = layout.root
+    paths = [f for f in GIT_FILES if (root / f).exists()]
+    for pattern in ("*.dvc", ".gitignore"):
+        for f in root.rglob(pattern):
+            rel = f.relative_to(root)
+            if rel.parts[0] not in (".git", ".dvc", ".tinyloop") and f.is_file():
+                paths.append(str(rel))
+    run(layout, "git", "add", "-A", "--", *sorted(set(paths)))
 
 
 def commit_iteration(layout: ProjectLayout, n: int, stages: list[str], *,
@@ -161,9 +181,10 @@ def commit_iteration(layout: ProjectLayout, n: int, stages: list[str], *,
             tracked = [layout.batch_dir(n), layout.model_dir(n)]
             dvc_add(layout, tracked)
             record_stages(layout, stages)
+            fault_point("dvc-commit")
             if repro:
-                run(layout, "dvc", "repro", "-q")
-            run(layout, "git", "add", "-A", ".")
+                run(layout, "dvc", "repro")
+            git_add_versioned(layout)
             if run(layout, "git", "diff", "--cached", "--quiet", check=False).returncode:
                 run(layout, "git", "commit", "-q", "-m",
                     message or f"iteration {batch_name(n)}: batch {n} corrected, model retrained")
@@ -172,7 +193,7 @@ def commit_iteration(layout: ProjectLayout, n: int, stages: list[str], *,
         commit = run(layout, "git", "rev-list", "-n", "1", tag).stdout.strip()
     pushed = False
     if push and has_remote(layout):
-        with_retries(lambda: run(layout, "dvc", "push", "-q"), attempts=push_attempts,
+        with_retries(lambda: run(layout, "dvc", "push"), attempts=push_attempts,
                      delay_s=push_delay_s, what="dvc push")
         pushed = True
     return VersionResult(tag, commit, created, pushed, time.perf_counter() - start)
@@ -182,7 +203,7 @@ def commit_prepared(layout: ProjectLayout, stages: list[str], message: str) -> N
     """Record the pool stages (ingest, features, order) and commit them once."""
     with dvc_lock(layout):
         record_stages(layout, stages)
-        run(layout, "git", "add", "-A", ".")
+        git_add_versioned(layout)
         if run(layout, "git", "diff", "--cached", "--quiet", check=False).returncode:
             run(layout, "git", "commit", "-q", "-m", message)
 
@@ -227,7 +248,7 @@ def history(layout: ProjectLayout) -> list[dict]:
     for tag in iteration_tags(layout):
         n = int(tag.split("-")[1])
         summary = _show_json(layout, tag, "reports/summary.json") or {}
-        metrics = _show_json(layout, tag, f"{ProjectLayout('.').metrics(n)}") or {}
+        metrics = _show_json(layout, tag, "models/current/metrics.json") or {}
         params = _flatten(_show_yaml(layout, tag, "params.yaml"))
         changed = {} if previous is None else {
             k: (previous.get(k), v) for k, v in params.items() if previous.get(k) != v}

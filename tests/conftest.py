@@ -10,3 +10,15 @@ def mongo_uri(tmp_path_factory):
     uri = mongo.ensure_mongo(root, port=mongo.free_port())
     yield uri
     mongo.stop_mongo(root)
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect server (SQLite) for the whole session: flows run against it.
+    Analytics off; started once because each start costs 7-13 s."""
+    import os
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    from prefect.testing.utilities import prefect_test_harness
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
