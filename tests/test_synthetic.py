@@ -99,3 +99,20 @@ def test_written_dataset_imports_cleanly_and_matches(tmp_path):
         assert got[item.id].ignore == item.ignore
         # returned pixels are exactly what loading the written PNG gives
         assert np.array_equal(load_image(tmp_path / item.image.path), px)
+
+
+def test_cli_writes_a_dataset_and_the_params_that_import_it(tmp_path, capsys):
+    import yaml
+
+    from flows.cli import main
+    from tinyloop.ingest import import_dataset
+    from tinyloop.params import build
+    out = tmp_path / "syn"
+    assert main(["synthetic", str(out), "-n", "3", "--size", "64", "48", "--classes", "a",
+                 "b", "--object-size", "6", "10", "--objects", "1", "3", "--seed", "4"]) == 0
+    printed = capsys.readouterr().out
+    data = build(DataParams, yaml.safe_load(printed.split("params.yaml:\n")[1])["data"], "data")
+    labels, report = import_dataset(data.source, data, progress=False)
+    assert report.problems == [] and len(labels) == 3 and labels.categories == ["a", "b"]
+    assert main(["synthetic", str(out), "--object-size", "5", "500"]) == 2
+    assert "object_size" in capsys.readouterr().err
