@@ -1,0 +1,154 @@
+"""Concurrent edits (the App's 412), "Refine with clicks" and "Mark batch done", on a real
+MongoDB. The 412 goes through FiftyOne's own App server routes (in-process ASGI client)."""
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from tests.fixtures_fiftyone import make_project, unique_name
+from tinyloop.annotations import Annotation, Box, Provenance
+
+pytestmark = pytest.mark.mongo
+
+
+@pytest.fixture
+def project(tmp_path, mongo_uri):
+    from flows import fiftyone_sync as fsync
+    images_dir, pre = make_project(tmp_path)
+    name = unique_name("edits")
+    ds = fsync.sync_batch(tmp_path, 1, name, images_dir)
+    yield tmp_path, pre, ds, name
+    ds.delete()
+
+
+@pytest.fixture(scope="module")
+def server():
+    from starlette.testclient import TestClient
+    from fiftyone.server.app import app
+    return TestClient(app)
+
+
+def _etag(sample) -> str:
+    """The App's If-Match value: base64 of the sample's last_modified_at (ISO)."""
+    return base64.b64encode(sample.last_modified_at.isoformat().encode()).decode()
+
+
+def _patch(server, ds, sample, ops, etag):
+    return server.patch(f"/dataset/{ds._doc.id}/sample/{sample.id}", json=ops,
+                        headers={"If-Match": etag,
+                                 "Content-Type": "application/json-patch+json"})
+
+
+def test_stale_app_edit_gets_412_and_the_retry_keeps_both_edits(project, server):
+    from flows.fiftyone_store import FiftyOneStore
+    root, pre, ds, name = project
+    image = pre.images[0].id
+    sample = [s for s in ds if s["image_id"] == image][0]
+    stale = _etag(sample)  # the annotator's browser loaded the sample here
+    # meanwhile a second writer (another annotator, the simulator, a refine) saves it
+    store = FiftyOneStore(root, name)
+    anns = store.get_labels(image).annotations
+    store.set_annotations(image, anns + [Annotation("Bicycle", Box(5, 5, 25, 25),
+                                                    provenance=Provenance("human"))])
+    relabel = [{"op": "replace", "path": "/corrections/detections/1/label",
+                "value": "OtherVehicle"}]
+    r = _patch(server, ds, sample, relabel, stale)
+    assert r.status_code == 412
+    # the 412 carries the sample as it is now and its current ETag: the App reloads and
+    # re-applies; doing the same here succeeds and loses neither edit
+    fresh = r.headers["ETag"].strip('"').removeprefix("W/").strip('"')
+    assert [d["label"] for d in r.json()["corrections"]["detections"]][-1] == "Bicycle"
+    r2 = _patch(server, ds, sample, relabel, fresh)
+    assert r2.status_code == 200, r2.text
+    labels = store.pull(1).by_id()[image].annotations
+    assert [a.category for a in labels] == ["Car", "OtherVehicle", "Car", "Bicycle"]
+    assert labels[1].provenance.edited
+
+
+def test_store_edit_racing_another_writer_is_retried_not_lost(project, monkeypatch):
+    from flows import fiftyone_store
+    from flows.fiftyone_store import EditConflict, FiftyOneStore
+    root, pre, ds, name = project
+    image = pre.images[1].id
+    store, other = FiftyOneStore(root, name), FiftyOneStore(root, name)
+    real = fiftyone_store.fsync._detections
+    raced = {"n": 0}
+
+    def racing_detections(anns, w, h):  # another writer saves between our read and write
+        if raced["n"] == 0:
+            raced["n"] += 1
+            other.add_click(image, fiftyone_store.fsync.Click(50, 60, "Car", 2))
+        return real(anns, w, h)
+
+    monkeypatch.setattr(fiftyone_store.fsync, "_detections", racing_detections)
+    kept = store.get_labels(image).annotations[:1]
+    store.set_annotations(image, kept)
+    monkeypatch.setattr(fiftyone_store.fsync, "_detections", real)
+    labels = store.get_labels(image)
+    assert [a.id for a in labels.annotations] == [kept[0].id]   # our edit landed
+    assert labels.clicks[-1].round == 2                          # and so did theirs
+
+    def always_racing(anns, w, h):
+        other.add_click(image, fiftyone_store.fsync.Click(1, 1, "Car", 3))
+        return real(anns, w, h)
+
+    monkeypatch.setattr(fiftyone_store.fsync, "_detections", always_racing)
+    with pytest.raises(EditConflict):
+        FiftyOneStore(root, name, retries=2).set_annotations(image, kept)
+
+
+def test_refine_with_clicks_never_touches_edited_boxes(project):
+    import fiftyone as fo
+    from flows import fiftyone_sync as fsync
+    root, pre, ds, name = project
+    sample = [s for s in ds if s["image_id"] == pre.images[0].id][0]
+    dets = sample["corrections"].detections
+    dets[0].label = "Person"                                   # annotator relabels box 0
+    sample["new_clicks"] = fo.Detections(detections=[          # and clicks a missed bicycle
+        fo.Detection(label="Bicycle", bounding_box=[0.5, 0.5, 0.01, 0.01])])
+    sample.save()
+    seen = []
+
+    def predict(path, clicks):
+        seen.append(list(clicks))
+        return [Annotation("Car", Box(101, 51, 131, 71), provenance=Provenance(
+                    "click_refined", "iter-001", 0.95)),       # overlaps the edited box
+                Annotation("Bicycle", Box(318, 254, 330, 262), provenance=Provenance(
+                    "click_refined", "iter-001", 0.8))]
+
+    counts = fsync.refine_samples(ds, [sample.id], predict)
+    assert counts == {"samples": 1, "replaced": 2, "kept": 1}
+    assert [c.category for c in seen[0]] == ["Car", "Bicycle"]  # file click + drawn click
+    assert seen[0][1].round == 2
+    sample.reload()
+    labels = [d.label for d in sample["corrections"].detections]
+    assert labels == ["Person", "Bicycle"]  # edited box kept; its overlapping car not added
+    assert len(sample["new_clicks"].detections) == 0
+    assert len(sample["predictions"].detections) == 2
+    pulled = fsync.pull_batch(root, 1, name).labels.by_id()[pre.images[0].id]
+    assert pulled.annotations[0].provenance.edited
+    assert pulled.annotations[1].provenance.source == "click_refined"
+    assert [c.round for c in pulled.clicks] == [1, 2]
+
+
+def test_mark_batch_done_signals_the_flow(project):
+    from flows import fiftyone_sync as fsync
+    root, pre, ds, name = project
+    fsync.mark_batch_done(ds, root, 1)
+    assert (root / "data" / "batches" / "001" / "done").exists()
+    assert set(ds.values("review_status")) == {"done"}
+
+
+def test_plugin_operators_are_discovered(tmp_path, mongo_uri):
+    import fiftyone.plugins as fop
+    from flows.app import install_plugin, plugins_dir
+    install_plugin(tmp_path)
+    import fiftyone as fo
+    old = fo.config.plugins_dir
+    fo.config.plugins_dir = str(plugins_dir(tmp_path))
+    try:
+        plugin = [p for p in fop.list_plugins() if p.name == "@tinyloop/annotate"]
+        assert plugin and set(plugin[0].operators) == {"refine_with_clicks", "mark_batch_done"}
+    finally:
+        fo.config.plugins_dir = old
