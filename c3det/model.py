@@ -25,6 +25,10 @@ ResNet-18 or -50 FPN giving P2..P5 only (no max-pool level), one square anchor s
 - late_fusion    + LF branch (c3det.late_fusion) fused into every FPN level (c3det.fusion).
 - c3det          + LF + C3 correlation maps (c3det.c3) + UEL loss on the RoI head (c3det.uel).
 
+Multi-GPU: wrap in DistributedDataParallel(..., find_unused_parameters=True): a batch without
+clicks skips the click branch (that is guarantee (1), see c3det.fusion), so its weights get no
+gradient in that step.
+
 The forward pass is split into stages so an interactive session can cache the image part:
 `prepare` (normalise, pad, scale clicks) -> `image_features` (backbone + FPN; depends on clicks
 only for early_fusion) -> `fuse` (click branch) -> `heads` (RPN + RoI head, or RetinaNet head).

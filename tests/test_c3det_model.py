@@ -116,8 +116,12 @@ def test_zero_clicks_is_exactly_the_plain_detector(detector):
         plain = model.heads(model.image_features(batch), batch)       # no fusion at all
         interactive = model(images, [torch.zeros(0, 3), torch.zeros(0, 3)])
         clicked = model(images, clicks)
+        cand = model.heads(model.image_features(batch), batch, candidates=True)[0]
     for p, i in zip(plain, interactive):
         assert torch.equal(p["boxes"], i["boxes"]) and torch.equal(p["scores"], i["scores"])
+    m = len(cand["candidate_objectness"])
+    assert m > 0 and cand["candidate_boxes"].shape == (m, 3, 4)
+    assert (0 <= cand["candidate_objectness"]).all() and (cand["candidate_objectness"] <= 1).all()
     # the clicked image changes, the unclicked one in the same batch does not
     assert not torch.equal(clicked[0]["scores"], plain[0]["scores"])
     assert torch.allclose(clicked[1]["scores"], plain[1]["scores"], atol=1e-5)
