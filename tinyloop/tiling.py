@@ -14,11 +14,11 @@ shrinking them erases tiny objects. So training and inference run on tiles (Tiny
                      outside the window are dropped.
 - `tile_label_set`   `tile_labels` over every window of every image (training on tiles).
 - `crop`             the pixels of a window from an array (..., H, W).
-- `merge_predictions` tile predictions shifted back to image coordinates; duplicates from
-                     overlapping tiles removed by class-wise NMS (axis-aligned IoU) or, when
-                     the predictions carry oriented boxes, polygon NMS; then truncated copies
-                     (touching a tile edge inside the image, lying inside a whole object)
-                     are dropped.
+- `merge_predictions` tile predictions shifted back to image coordinates; truncated copies
+                     (touching a tile edge inside the image, lying inside an uncut
+                     prediction) dropped, then duplicates from overlapping tiles removed by
+                     class-wise NMS (axis-aligned IoU) or, when the predictions carry
+                     oriented boxes, polygon NMS.
 
 A tile's ImageRecord keeps the source image's path; its `metadata["tile"]` holds
 {"image_id", "window": [x1, y1, x2, y2]} so tile results can be traced back.
