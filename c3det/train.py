@@ -102,8 +102,12 @@ def _save_model(path: Path, model: torch.nn.Module, meta: dict) -> None:
 
 def train(labels: LabelSet, image_root: str | Path, params: C3DetParams,
           out_dir: str | Path, resume: bool = True, kind: str = "c3det",
-          stop_after_epoch: int | None = None, progress: bool = True) -> dict:
+          stop_after_epoch: int | None = None, progress: bool = True,
+          init_from: str | Path | None = None) -> dict:
     """Train `kind` ("plain", "early_fusion", "late_fusion", "c3det") on `labels`.
+
+    `init_from`: a `last.pt` of another run (e.g. the plain detector) whose weights start
+    this one wherever names and shapes match (a fresh run only; resuming ignores it).
 
     `stop_after_epoch` ends the run after that epoch (0-based) as if it had been killed
     (tests of resume use it). Returns {"epochs": [per-epoch metrics], "model": path}.
@@ -144,8 +148,11 @@ def train(labels: LabelSet, image_root: str | Path, params: C3DetParams,
         scaler.load_state_dict(state["scaler"])
         start_epoch, step = state["epoch"] + 1, state["step"]
         history = _read_metrics(out / METRICS, start_epoch)
-    elif rank == 0 and (out / METRICS).exists():
-        (out / METRICS).unlink()
+    else:
+        if rank == 0 and (out / METRICS).exists():
+            (out / METRICS).unlink()
+        if init_from is not None:
+            load_matching(model, init_from)
 
     ddp_model = model
     if world > 1:
@@ -214,6 +221,17 @@ def train(labels: LabelSet, image_root: str | Path, params: C3DetParams,
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
             break
     return {"epochs": history, "model": str(out / MODEL), "kind": kind}
+
+
+def load_matching(model: torch.nn.Module, path: str | Path) -> list[str]:
+    """Copy the weights of a `last.pt` into `model` where name and shape match; returns names."""
+    theirs = torch.load(path, map_location="cpu", weights_only=True)["model"]
+    mine = model.state_dict()
+    take = {k: v for k, v in theirs.items() if k in mine and mine[k].shape == v.shape}
+    if not take:
+        raise ValueError(f"{path}: no weight matches this model; is it a c3det training state?")
+    model.load_state_dict(take, strict=False)
+    return sorted(take)
 
 
 def _read_metrics(path: Path, below_epoch: int) -> list[dict]:

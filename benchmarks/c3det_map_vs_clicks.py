@@ -1,0 +1,201 @@
+"""mAP@0.5 vs clicks on HIT-UAV for plain, Passthrough, Early Fusion, Late Fusion and C3Det.
+
+Train on (a subset of) the train split, test on (a subset of) the val split. Phases, so the
+slow parts can run in the background, in parallel, and survive a restart (training resumes):
+
+    python benchmarks/c3det_map_vs_clicks.py train --kind plain --deadline 04:30
+    python benchmarks/c3det_map_vs_clicks.py train --kind c3det --init plain --deadline 05:05
+    python benchmarks/c3det_map_vs_clicks.py eval --kind c3det        # or passthrough, ...
+    python benchmarks/c3det_map_vs_clicks.py report                   # JSON + PNG + table
+
+The schedule (subset sizes, crop, epochs, click steps, sessions) is a command-line choice
+recorded in the results JSON; defaults are the reduced CPU schedule of the 2-core dev box.
+`--deadline HH:MM` (UTC) stops training after the last epoch that fits before it.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from c3det.config import C3DetParams, EvalParams, TrainParams  # noqa: E402
+from tinyloop.annotations import LabelSet  # noqa: E402
+
+DATA = Path(os.environ.get("TINYLOOP_HITUAV", REPO.parent / "shared/datasets/hit-uav"))
+RESULT = REPO / "benchmarks/results/c3det_map_vs_clicks.json"
+PLOT = REPO / "docs/img/c3det_map_vs_clicks.png"
+MACHINE = "2-core CPU, 24 GiB, no GPU (dev box, shared with 7 other jobs)"
+NAMES = {"plain": "plain Faster R-CNN", "passthrough": "Passthrough",
+         "early_fusion": "Early Fusion", "late_fusion": "Late Fusion", "c3det": "C3Det"}
+
+
+def load_hituav(work: Path) -> LabelSet:
+    """HIT-UAV through tinyloop.ingest, cached as a labels file in the work dir."""
+    from tinyloop.cocofile import read_labels, write_labels
+    cache = work / "hituav_labels.json"
+    if cache.exists():
+        return read_labels(cache)
+    from tinyloop.config import DataParams
+    from tinyloop.ingest import import_dataset
+    labels, report = import_dataset(DATA, DataParams(source=str(DATA)), progress=False)
+    if report.problems:
+        print(report.summary(), file=sys.stderr)
+    write_labels(labels, cache)
+    return labels
+
+
+def split(labels: LabelSet, name: str, n: int | None, seed: int) -> LabelSet:
+    """n images of a split with at least one object, drawn at random (fixed seed)."""
+    ims = [im for im in labels.images
+           if im.image.metadata.get("split") == name and im.annotations]
+    ims.sort(key=lambda im: im.id)
+    if n is not None and n < len(ims):
+        pick = np.random.default_rng(seed).choice(len(ims), n, replace=False)
+        ims = [ims[i] for i in sorted(pick)]
+    return LabelSet(labels.categories, ims, labels.info)
+
+
+def schedule(a) -> dict:
+    return {"train_images": a.train_images, "test_images": a.test_images, "crop": a.crop,
+            "scales": a.scales, "batch_size": a.batch, "epochs": a.epochs, "lr": a.lr, "roi_batch_per_image": a.roi_batch,
+            "warmup_iters": a.warmup, "lr_steps": a.lr_steps, "threads": a.threads,
+            "click_steps": a.steps, "sessions": a.sessions, "backbone": "resnet18",
+            "weights": "none (from scratch)", "init_interactive_from_plain": True}
+
+
+def params(a) -> C3DetParams:
+    return C3DetParams(
+        roi_batch_size=a.roi_batch,
+        train=TrainParams(epochs=a.epochs, batch_size=a.batch, lr=a.lr, crop_size=a.crop,
+                          scales=a.scales, warmup_iters=a.warmup, lr_steps=a.lr_steps,
+                          seed=0),
+        eval=EvalParams(click_steps=a.steps, sessions=a.sessions, seed=0))
+
+
+def cmd_train(a) -> None:
+    from c3det.train import train
+    work = Path(a.work)
+    labels = split(load_hituav(work), "train", a.train_images, 0)
+    p = params(a)
+    out = work / a.kind
+    init = work / a.init / "last.pt" if a.init else None
+    deadline = _deadline(a.deadline)
+    t_epoch = 0.0
+    for epoch in range(p.train.epochs):
+        if (out / "last.pt").exists() and \
+                torch.load(out / "last.pt", weights_only=True)["epoch"] >= epoch:
+            continue
+        if deadline and time.time() + t_epoch > deadline:
+            print(f"{a.kind}: deadline reached before epoch {epoch + 1}; stopping", flush=True)
+            break
+        t0 = time.time()
+        r = train(labels, DATA, p, out, resume=True, kind=a.kind, stop_after_epoch=epoch,
+                  init_from=init)
+        t_epoch = time.time() - t0
+        print(json.dumps(r["epochs"][-1]), flush=True)
+    (out / "schedule.json").write_text(json.dumps(schedule(a), indent=1))
+
+
+def cmd_eval(a) -> None:
+    from c3det import checkpoint
+    from c3det.evaluate import map_vs_clicks
+    work = Path(a.work)
+    test = split(load_hituav(work), "val", a.test_images, 1)
+    source = "plain" if a.kind == "passthrough" else a.kind
+    model, meta = checkpoint.load(work / source / "model.pt")
+    if a.kind == "passthrough":
+        from c3det.baselines import Passthrough
+        model = Passthrough(model)
+    model.eval()
+    t0 = time.time()
+    r = map_vs_clicks(model, test, DATA, params(a).eval, name=NAMES[a.kind])
+    r["kind"], r["eval_seconds"], r["trained_epochs"] = a.kind, time.time() - t0, \
+        meta.get("epoch", -1) + 1
+    metrics = work / source / "metrics.jsonl"
+    r["train_log"] = [json.loads(x) for x in metrics.read_text().splitlines()] \
+        if metrics.exists() else []
+    (work / f"eval_{a.kind}.json").write_text(json.dumps(r, indent=1))
+    print(a.kind, [round(x, 2) for x in r["map_mean"]], flush=True)
+
+
+def cmd_report(a) -> None:
+    from c3det.evaluate import plot_curves
+    work = Path(a.work)
+    results = [json.loads((work / f"eval_{k}.json").read_text()) for k in NAMES
+               if (work / f"eval_{k}.json").exists()]
+    by = {r["kind"]: r for r in results}
+
+    def at(kind, clicks):
+        r = by.get(kind)
+        return r["map_mean"][r["steps"].index(clicks)] if r and clicks in r["steps"] else None
+
+    hi = max(a.steps)
+    c0, c20, lf20, p0 = at("c3det", 0), at("c3det", hi), at("late_fusion", hi), at("plain", 0)
+    targets = {
+        f"c3det_gain_0_to_{hi}_clicks_ge_15": None if None in (c0, c20) else
+        {"value": c20 - c0, "met": c20 - c0 >= 15},
+        f"c3det_minus_late_fusion_at_{hi}_ge_5": None if None in (c20, lf20) else
+        {"value": c20 - lf20, "met": c20 - lf20 >= 5},
+        "c3det_0_clicks_within_0.5_of_plain": None if None in (c0, p0) else
+        {"value": c0 - p0, "met": abs(c0 - p0) <= 0.5},
+    }
+    doc = {"benchmark": "c3det_map_vs_clicks", "machine": MACHINE,
+           "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+           "dataset": "HIT-UAV (train split -> train, val split -> test)",
+           "schedule": schedule(a), "targets": targets, "models": results}
+    RESULT.parent.mkdir(parents=True, exist_ok=True)
+    RESULT.write_text(json.dumps(doc, indent=1))
+    if results:
+        plot_curves(results, PLOT, title=f"HIT-UAV val ({results[0]['images']} images), "
+                                         "reduced CPU schedule")
+    print(json.dumps(targets, indent=1))
+
+
+def _deadline(hhmm: str | None) -> float | None:
+    if not hhmm:
+        return None
+    now = dt.datetime.now(dt.timezone.utc)
+    h, m = map(int, hhmm.split(":"))
+    return now.replace(hour=h, minute=m, second=0, microsecond=0).timestamp()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("phase", choices=["train", "eval", "report"])
+    ap.add_argument("--kind", choices=list(NAMES), default="c3det")
+    ap.add_argument("--init", default=None, help="start from this kind's training state")
+    ap.add_argument("--work", default=str(REPO / "data/benchmarks/c3det"))
+    ap.add_argument("--deadline", default=None, help="UTC HH:MM: no epoch starts that "
+                    "would end after it")
+    ap.add_argument("--train-images", type=int, default=240)
+    ap.add_argument("--test-images", type=int, default=16)
+    ap.add_argument("--crop", type=int, default=192)
+    ap.add_argument("--scales", type=float, nargs="+", default=[1.0])
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--roi-batch", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=0.01)
+    ap.add_argument("--warmup", type=int, default=50)
+    ap.add_argument("--lr-steps", type=int, nargs="*", default=[10])
+    ap.add_argument("--steps", type=int, nargs="+", default=[0, 1, 3, 10, 20])
+    ap.add_argument("--sessions", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    {"train": cmd_train, "eval": cmd_eval, "report": cmd_report}[a.phase](a)
+
+
+if __name__ == "__main__":
+    main()
