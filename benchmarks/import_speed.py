@@ -19,7 +19,10 @@ A per-stage breakdown of the import itself (threads, header-only checks, bare-de
 baseline) is benchmarks/ingest_speed.py.
 
     nice -n 10 .venv/bin/python benchmarks/import_speed.py [--repeat 3]
-Writes benchmarks/results/import_speed.json.
+Writes benchmarks/results/import_speed.json and two pictures for the docs:
+docs/img/synthetic_examples.png (synthetic images with their labels) and
+docs/img/tiling_example.png (a bundled HIT-UAV image, its tile grid, the objects each tile
+keeps and the cut ones it drops).
 """
 from __future__ import annotations
 
@@ -37,6 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 OUT = ROOT / "benchmarks" / "results" / "import_speed.json"
+IMG = ROOT / "docs" / "img"
 MACHINE = "2-core CPU, 24 GiB, no GPU (dev box, shared with 7 other jobs)"
 
 
@@ -135,6 +139,86 @@ def _keys(annotations, oriented: bool) -> set:
     return {(a.category, tuple(a.box.xyxy())) for a in annotations}
 
 
+def figure_synthetic() -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+    from tinyloop.synthetic import make_synthetic
+    classes = ["disc", "square", "cross", "ring", "triangle", "diamond", "dark disc"]
+    labels, pixels = make_synthetic(4, size=(256, 256), classes=classes, seed=0,
+                                    ignore_per_image=1)
+    colours = plt.get_cmap("tab10")
+    fig, axes = plt.subplots(1, 4, figsize=(12, 3.4))
+    for ax, item, px in zip(axes, labels, pixels):
+        ax.imshow(px[0], cmap="gray", vmin=0, vmax=1)
+        for a in item.annotations:
+            k = classes.index(a.category)
+            ax.add_patch(Rectangle((a.box.x1, a.box.y1), a.box.width, a.box.height,
+                                   fill=False, lw=1, color=colours(k)))
+        for r in item.ignore:
+            ax.add_patch(Rectangle((r.box.x1, r.box.y1), r.box.width, r.box.height,
+                                   fill=False, lw=1, ls="--", color="white"))
+        ax.set_axis_off()
+    handles = [Rectangle((0, 0), 1, 1, fill=False, color=colours(k)) for k in range(len(classes))]
+    fig.legend(handles + [Rectangle((0, 0), 1, 1, fill=False, ls="--", color="gray")],
+               classes + ["ignore region"], loc="lower center", ncol=8, fontsize=8)
+    fig.suptitle("make_synthetic(seed=0): one shape per class, 10-30 px, textured background")
+    fig.tight_layout(rect=(0, 0.07, 1, 0.95))
+    out = IMG / "synthetic_examples.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
+
+
+def figure_tiling() -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+    from tinyloop.config import DataParams
+    from tinyloop.images import load_image
+    from tinyloop.ingest import import_dataset
+    from tinyloop.tiling import tile_labels, tile_windows
+    root = ROOT / "sample" / "hit-uav"
+    labels, _ = import_dataset(root, DataParams(verify_images="header"), progress=False)
+    item = max(labels, key=lambda im: len(im.annotations))
+    windows = tile_windows(item.image.width, item.image.height, 256, 192)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+    image = load_image(root / item.image.path)[0]
+    axes[0].imshow(image, cmap="gray")
+    for k, w in enumerate(windows):
+        axes[0].add_patch(Rectangle((w.x1 + k % 3, w.y1 + k % 3), w.width - 2 * (k % 3),
+                                    w.height - 2 * (k % 3), fill=False, lw=1,
+                                    color=plt.get_cmap("tab10")(k % 10)))
+    axes[0].set_title(f"{item.id}: 256 px tiles every 192 px ({len(windows)} windows)",
+                      fontsize=9)
+    w = windows[4]
+    tile = tile_labels(item, w, 0.5)
+    x1, y1, x2, y2 = (int(v) for v in w.xyxy())
+    axes[1].imshow(image[y1:y2, x1:x2], cmap="gray", extent=(x1, x2, y2, y1))
+    for a in item.annotations:          # every source object reaching into the window
+        b = a.box
+        if b.x1 < w.x2 and b.x2 > w.x1 and b.y1 < w.y2 and b.y2 > w.y1:
+            axes[1].add_patch(plt.Polygon(a.obox.corners(), fill=False, lw=1, ls="--",
+                                          color="red"))
+    for a in tile.annotations:          # what the tile keeps, back in image coordinates
+        c = [(x + x1, y + y1) for x, y in a.obox.corners()]
+        axes[1].add_patch(plt.Polygon(c, fill=False, lw=1.5, color="yellow"))
+    axes[1].set_xlim(x1 - 20, x2 + 20)
+    axes[1].set_ylim(y2 + 20, y1 - 20)
+    axes[1].add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=1, color="cyan"))
+    axes[1].set_title("window 5 (cyan): source objects reaching into it (red dashed) and what "
+                      "tile_labels keeps\n(yellow; min_visible 0.5, cut boxes clipped at the "
+                      "border with their angle)", fontsize=9)
+    fig.tight_layout()
+    out = IMG / "tiling_example.png"
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, default=3)
@@ -154,6 +238,7 @@ def main() -> None:
         rows += bench_synthetic(args.repeat, work)
         if (full / "images").is_dir():
             rows += bench_tiling(full, args.repeat)
+    print(f"wrote {figure_synthetic()} and {figure_tiling()}")
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps({
         "benchmark": "import_speed", "machine": MACHINE,
