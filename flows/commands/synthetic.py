@@ -30,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="object width and height in px, inclusive range (default: 10 30)")
     p.add_argument("--ignore", type=int, default=0,
                    help="ignore regions (DontCare) per image (default: %(default)s)")
+    p.add_argument("--oriented", action="store_true",
+                   help="turn each object by a random angle and label it with its oriented "
+                        "box (cx, cy, w, h, angle) as well")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.set_defaults(func=run)
 
@@ -40,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
         labels, _ = make_synthetic(args.images, size=tuple(args.size), classes=args.classes,
                                    objects_per_image=tuple(args.objects),
                                    object_size=tuple(args.object_size), seed=args.seed,
-                                   out_dir=args.out, ignore_per_image=args.ignore)
+                                   out_dir=args.out, ignore_per_image=args.ignore,
+                                   oriented=args.oriented)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
