@@ -1,59 +1,104 @@
-"""`tinyloop demo`: the README's main command on the bundled HIT-UAV sample.
+"""`tinyloop demo`: the README's main command: the whole loop on the bundled HIT-UAV sample.
 
-For now: import the sample into a project directory (a temporary one unless --project is
-given) and print its statistics. Later issues extend `run_demo` to the whole loop with a
-simulated annotator.
+Makes a project (default `runs/demo`), imports the bundled real sample (sample/hit-uav:
+HIT-UAV infrared drone images, CC BY 4.0, Suo et al. 2023) and runs the `simulate` flow:
+batches ordered by dissimilarity, each pre-annotated by the model of the previous batches,
+corrected by the simulated annotator (clicks, then exact correction) through the annotation
+store, retrained, evaluated on the sample's val split and versioned (git tag iter-NNN, DVC
+remote .dvc-remote). Prints the per-batch workload table and writes reports/index.html.
+
+Everything is embedded: an ephemeral Prefect server, a plain-file annotation store (no
+MongoDB needed), a local DVC remote. The schedule is cut down to finish in a few minutes on
+2 CPU cores (resnet18 from random init, 1 epoch of 256 px crops per iteration, 3 batches of
+8 images): the point is the machinery, not the model; see docs/benchmarks/flows.md for
+real numbers. Running it again continues (or, when finished, just reprints) the same
+project; --fresh starts over.
 """
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
-import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "sample" / "hit-uav"
 
+# The small CPU schedule (dotted params.yaml keys); every other knob keeps its default.
+DEMO_PARAMS = {
+    "project.name": "tinyloop-demo",
+    "features.image_size": 112, "features.num_workers": 0,
+    "order.first_batch_size": 8, "order.batch_size": 8,
+    "c3det.train.epochs": 1, "c3det.train.crop_size": 256, "c3det.train.batch_size": 2,
+    "c3det.train.warmup_iters": 10,
+    "c3det.eval.click_steps": [0, 1, 3], "c3det.eval.sessions": 1,
+    "flows.iterations": 3, "flows.eval_max_images": 6,
+}
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "demo", help="import the bundled HIT-UAV sample and print its statistics",
-        description="Import the bundled real sample (sample/hit-uav: HIT-UAV infrared drone "
-                    "images, CC BY 4.0, Suo et al. 2023) into a project directory, checking "
-                    "every image and box, and print its statistics: images per split, "
-                    "objects per class, ignore regions (DontCare) and object sizes in the "
-                    "buckets <12, 12-20, 20-32, >32 px.")
-    p.add_argument("--project", "-C", default=None,
-                   help="project directory to import into (default: a temporary directory, "
-                        "removed afterwards)")
+        "demo", help="run the whole loop on the bundled HIT-UAV sample (simulated annotator)",
+        description=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--project", "-C", default="runs/demo",
+                   help="project directory (default: %(default)s; created if missing)")
     p.add_argument("--source", default=None,
                    help=f"dataset to use instead of the bundled sample ({SAMPLE})")
+    p.add_argument("--iterations", type=int, default=None,
+                   help=f"batches to run (default: {DEMO_PARAMS['flows.iterations']})")
+    p.add_argument("--stats-only", action="store_true",
+                   help="only import the sample and print its statistics (no loop)")
+    p.add_argument("--fresh", action="store_true",
+                   help="delete the project directory first and start over")
     p.set_defaults(func=run_demo)
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    if args.project:
-        return _demo(args, Path(args.project))
-    with tempfile.TemporaryDirectory(prefix="tinyloop-demo-") as tmp:
-        return _demo(args, Path(tmp))
-
-
-def _demo(args: argparse.Namespace, project: Path) -> int:
-    from flows.commands.data import load_context
-    from flows.layout import ProjectLayout
-    from tinyloop.ingest import DatasetError, import_dataset, write_pool
-    from tinyloop.params import ParamsError
-    from tinyloop.stats import dataset_stats, format_stats
+    project = Path(args.project)
     source = Path(args.source) if args.source else SAMPLE
-    layout = ProjectLayout(project)
-    try:
-        params, _ = load_context(argparse.Namespace(params=args.params, project=None))
-        labels, report = import_dataset(source, params.data)
-    except (ParamsError, DatasetError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    if not source.is_dir():
+        print(f"error: dataset {source} not found; pass --source DIR", file=sys.stderr)
         return 1
+    if args.fresh and project.exists():
+        shutil.rmtree(project)
+    overrides = dict(DEMO_PARAMS)
+    if args.iterations:
+        overrides["flows.iterations"] = args.iterations
+    from flows.project import init_project
+    start = time.perf_counter()
+    layout = init_project(project, source=str(source),
+                          params_overrides=None if (project / "params.yaml").exists()
+                          else overrides)
+    root = str(layout.root)
+    from flows.loop import prefect_env
+    prefect_env(root)
+    _print_stats(layout, source)
+    if args.stats_only:
+        return 0
+    print(f"\nproject {layout.root}: simulating the loop on {source} ...", flush=True)
+    from flows.loop import simulate
+    from flows.report import format_table
+    rows = simulate(root)
+    print()
+    print(format_table(rows))
+    last = rows[-1] if rows else {}
+    print(f"\ncumulative: WT reduction {last.get('wt_reduction_cum')}% (seed 002's measure), "
+          f"time incl. clicks {last.get('seconds_reduction_cum')}% vs labeling every box by hand")
+    print(f"report: {layout.report_html}\nhistory: tinyloop history -C {project}"
+          f"\nfinished in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+def _print_stats(layout, source: Path) -> None:
+    """The import check and the dataset's statistics (images per split, classes, sizes)."""
+    from flows import steps
+    from tinyloop.cocofile import read_labels
+    from tinyloop.ingest import import_dataset
+    from tinyloop.stats import dataset_stats, format_stats
+    p = steps.Project.open(layout.root)
+    _, report = import_dataset(source, p.params.data, progress=False)
     print(report.summary())
-    write_pool(labels, report, layout.manifest, layout.ground_truth, layout.import_report)
+    steps.ingest(p)
     print(f"\npool written to {layout.pool}\n")
-    print(format_stats(dataset_stats(labels)))
-    return 0 if report.ok else 1
+    print(format_stats(dataset_stats(read_labels(layout.ground_truth))))
