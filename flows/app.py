@@ -62,8 +62,11 @@ def app_status(root: str | Path) -> dict | None:
 
 
 def start_app(root: str | Path, port: int = 5151, address: str = "127.0.0.1",
-              dataset: str | None = None, timeout: float = 180.0) -> dict:
-    """Start mongod and the App server unless they already run; returns app_status()."""
+              dataset: str | None = None, timeout: float = 180.0,
+              uri: str | None = None) -> dict:
+    """Start mongod and the App server unless they already run; returns app_status().
+
+    `uri`: use this MongoDB instead of starting the project's own (tests share one)."""
     root = Path(root).resolve()
     info = app_status(root)
     if info is not None:
@@ -71,7 +74,7 @@ def start_app(root: str | Path, port: int = 5151, address: str = "127.0.0.1",
     if mongo._port_open(port, address):
         raise AppError(f"{address}:{port} is already in use by another process; pass "
                        "--port (annotate.app_port) or stop what listens there")
-    uri = mongo.ensure_mongo(root)
+    uri = uri or mongo.ensure_mongo(root)
     install_plugin(root)
     env = dict(os.environ)
     env.update({"FIFTYONE_DATABASE_URI": uri, "FIFTYONE_DO_NOT_TRACK": "true",

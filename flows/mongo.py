@@ -121,8 +121,8 @@ def _start(root: Path, port: int | None, timeout: float) -> dict:
     if port is None:
         port = DEFAULT_PORT if not _port_open(DEFAULT_PORT) else free_port()
     elif _port_open(port):
-        raise MongoError(f"port {port} on 127.0.0.1 is already in use; choose another "
-                         f"(annotate.mongo_port in params.yaml) or stop what listens there")
+        raise MongoError(f"port {port} on 127.0.0.1 is already in use; pass another port "
+                         f"or stop what listens there")
     log = state / "mongod.log"
     cmd = [str(mongod_binary()), "--dbpath", str(dbpath), "--bind_ip", "127.0.0.1",
            "--port", str(port), "--logpath", str(log), "--logappend", "--nounixsocket"]
