@@ -126,10 +126,35 @@ def coco_map(gts: list[dict], preds: Predictions, categories: list[str],
 
 
 @torch.no_grad()
-def _predict(model: Callable, images: list[torch.Tensor], clicks: list[torch.Tensor],
-             device: torch.device) -> Predictions:
-    out = model([im.to(device) for im in images], [c.to(device) for c in clicks])
-    return [{k: o[k].detach().cpu() for k in ("boxes", "labels", "scores")} for o in out]
+def predict_click_sets(model: Callable, image: torch.Tensor, click_sets: list[torch.Tensor],
+                       device: torch.device, batch_size: int = 4) -> Predictions:
+    """Predictions for one image under several click sets, sharing the click-free work.
+
+    - Passthrough (`model.plain`): the plain detector runs once, each click set relabels.
+    - A c3det ClickDetector whose backbone does not see clicks (`caches_image_features`):
+      backbone + FPN run once, fusion + heads once per click set (as an interactive session).
+    - Anything else callable as model(images, clicks): full forward passes in batches.
+    """
+    image = image.to(device)
+    keep = ("boxes", "labels", "scores")
+    if hasattr(model, "plain") and hasattr(model, "training"):
+        from c3det.baselines import relabel_by_clicks
+        base = model.plain([image])[0]
+        out = [relabel_by_clicks(base, c.to(device).reshape(-1, 3)) for c in click_sets]
+    elif getattr(model, "caches_image_features", False):
+        feats = model.image_features(model.prepare([image], [click_sets[0].to(device)]))
+        out = []
+        for j in range(0, len(click_sets), batch_size):
+            chunk = [c.to(device) for c in click_sets[j:j + batch_size]]
+            batch = model.prepare([image] * len(chunk), chunk)
+            f = type(feats)((k, v.expand(len(chunk), -1, -1, -1)) for k, v in feats.items())
+            out += model.heads(model.fuse(f, batch), batch)
+    else:
+        out = []
+        for j in range(0, len(click_sets), batch_size):
+            chunk = [c.to(device) for c in click_sets[j:j + batch_size]]
+            out += model([image] * len(chunk), chunk)
+    return [{k: o[k].detach().cpu() for k in keep} for o in out]
 
 
 def map_vs_clicks(model: Callable, labels: LabelSet, image_root: str | Path,
@@ -153,8 +178,10 @@ def map_vs_clicks(model: Callable, labels: LabelSet, image_root: str | Path,
     orders = [[click_order(gt["boxes"], gt["ignore"], np.random.default_rng([p.seed, s, i]))
                for i, gt in enumerate(gts)] for s in range(p.sessions)]
 
+    uses_clicks = getattr(model, "uses_clicks", True)  # the plain detector ignores them
+
     def key(s: int, i: int, k: int) -> tuple:
-        return i, tuple(sorted(orders[s][i][:k].tolist()))
+        return i, tuple(sorted(orders[s][i][:k].tolist())) if uses_clicks else ()
 
     needed = sorted({key(s, i, k) for s in range(p.sessions) for k in steps
                      for i in range(len(gts))}, key=lambda t: (t[0], len(t[1]), t[1]))
@@ -163,15 +190,12 @@ def map_vs_clicks(model: Callable, labels: LabelSet, image_root: str | Path,
                mininterval=5)
     for i in range(len(gts)):  # one image at a time: load it once, run all its click sets
         keys = [kk for kk in needed if kk[0] == i]
-        image = data.image(i)
-        for j in range(0, len(keys), p.batch_size):
-            chunk = keys[j:j + p.batch_size]
-            clicks = [clicks_for(gts[i]["boxes"], gts[i]["labels"], torch.tensor(kk[1]))
-                      for kk in chunk]
-            for kk, pred in zip(chunk, _predict(model, [image] * len(chunk), clicks, device)):
-                cache[kk] = pred
-            bar.update(len(chunk))
+        clicks = [clicks_for(gts[i]["boxes"], gts[i]["labels"], torch.tensor(kk[1]))
+                  for kk in keys]
+        preds = predict_click_sets(model, data.image(i), clicks, device, p.batch_size)
+        cache.update(zip(keys, preds))
         data._images.pop(i, None)
+        bar.update(len(keys))
     bar.close()
 
     table = [[coco_map(gts, [cache[key(s, i, k)] for i in range(len(gts))],

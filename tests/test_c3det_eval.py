@@ -128,3 +128,25 @@ def test_map_vs_clicks_with_a_click_oracle(tmp_path):
     assert r["forward_passes"] < 3 * 3 * 5
     png = plot_curves([r], tmp_path / "curve.png")
     assert png.stat().st_size > 1000
+
+
+def test_shared_image_features_give_the_same_detections_as_full_forwards():
+    from c3det.baselines import Passthrough
+    from c3det.config import C3DetParams
+    from c3det.evaluate import predict_click_sets
+    from c3det.model import build_model
+    torch.manual_seed(0)
+    image = torch.rand(3, 64, 96)
+    sets = [torch.zeros((0, 3)), torch.tensor([[10., 20, 0]]),
+            torch.tensor([[10., 20, 0], [50, 30, 1]])]
+    p = C3DetParams(score_thresh=0.0)
+    for model in (build_model("c3det", 2, p), Passthrough(build_model("plain", 2, p))):
+        model.eval()
+        fast = predict_click_sets(model, image, sets, torch.device("cpu"), batch_size=2)
+        with torch.no_grad():
+            slow = [model([image], [c])[0] for c in sets]
+        for a, b in zip(fast, slow):
+            assert len(a["boxes"]) == len(b["boxes"]) > 0
+            assert torch.allclose(a["boxes"], b["boxes"], atol=1e-3)
+            assert torch.allclose(a["scores"], b["scores"], atol=1e-4)
+            assert torch.equal(a["labels"], b["labels"])
