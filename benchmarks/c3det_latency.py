@@ -36,10 +36,10 @@ from c3det.predict import Predictor  # noqa: E402
 from tinyloop.annotations import Click  # noqa: E402
 
 CLASSES = ["Person", "Car", "Bicycle", "OtherVehicle"]
-VARIANTS = {
-    "c3det-r18 (default)": {},
-    "c3det-r18, LF FPN 64 ch": {"lf_channels": 64},
-    "c3det-r18, LF FPN 64 ch, 100 proposals": {"lf_channels": 64, "rpn_proposals_test": 100},
+VARIANTS = {  # all: C3Det, ResNet-18 image backbone, Faster R-CNN
+    "default": {},                                    # reference LF: ResNet-18 + FPN 256
+    "light-lf": {"lf_backbone": "light"},
+    "light-lf-100p": {"lf_backbone": "light", "rpn_proposals_test": 100},
 }
 
 
@@ -48,22 +48,18 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def _median_time(fn, runs, device) -> float:
-    """Median wall seconds of fn() (after a warm-up); the CPU seconds go to CPU_SECONDS."""
-    fn()  # warm-up
-    times, cpu = [], []
+def _median_time(fn, runs, device) -> tuple[float, float]:
+    """(median wall seconds, median process CPU seconds) of fn(), after one warm-up."""
+    fn()
+    walls, cpus = [], []
     for _ in range(runs):
         _sync(device)
         t, c = time.perf_counter(), time.process_time()
         fn()
         _sync(device)
-        times.append(time.perf_counter() - t)
-        cpu.append(time.process_time() - c)
-    CPU_SECONDS.append(statistics.median(cpu))
-    return statistics.median(times)
-
-
-CPU_SECONDS: list[float] = []
+        walls.append(time.perf_counter() - t)
+        cpus.append(time.process_time() - c)
+    return statistics.median(walls), statistics.median(cpus)
 
 
 def clicks_for(width, height, n, seed=0):
@@ -73,8 +69,8 @@ def clicks_for(width, height, n, seed=0):
 
 
 @torch.no_grad()
-def stage_times(pred: Predictor, session, clicks, runs, device) -> dict[str, float]:
-    """Median seconds of each stage of one more click (cached features)."""
+def stage_times(pred: Predictor, session, clicks, runs, device) -> dict[str, tuple]:
+    """(wall, CPU) median seconds of each stage of one more click (cached features)."""
     core = pred.core
     tile = session.tiles[0]
     batch = core.with_clicks(tile.batch, [pred.click_tensor(clicks)])
@@ -109,18 +105,17 @@ def bench(size, variant, overrides, runs, device, n_clicks=5) -> dict:
     pred = Predictor(model, CLASSES, device=device)
     image = np.random.default_rng(0).random((3, height, width), dtype=np.float32)
     clicks = clicks_for(width, height, n_clicks + 1)
-    full = _median_time(lambda: pred.predict(image, clicks), runs, device)
-    full_cpu = CPU_SECONDS[-1]
+    full, full_cpu = _median_time(lambda: pred.predict(image, clicks), runs, device)
     session = pred.session(image)
     session.set_clicks(clicks[:n_clicks])
 
     def one_more():  # the (n+1)-th click on top of n, features cached
-        session.set_clicks(clicks[:n_clicks])
-        session.tiles[0].clicks_key = None  # force the re-run even if the clicks repeat
+        session.clicks = list(clicks[:n_clicks])   # back to n clicks without a re-run
+        for tile in session.tiles:
+            tile.clicks_key = None
         session.add_click(clicks[n_clicks])
 
-    click = _median_time(one_more, runs, device)
-    click_cpu = CPU_SECONDS[-1]
+    click, click_cpu = _median_time(one_more, runs, device)
     stages = stage_times(pred, session, clicks, runs, device) if \
         len(session.tiles) == 1 else {}
     return {"image": f"{width}x{height}", "variant": variant, "params": overrides,
@@ -128,30 +123,32 @@ def bench(size, variant, overrides, runs, device, n_clicks=5) -> dict:
             "one_more_click_s": round(click, 4), "ratio": round(click / full, 3),
             "full_forward_cpu_s": round(full_cpu, 4), "one_more_click_cpu_s": round(click_cpu, 4),
             "ratio_cpu": round(click_cpu / full_cpu, 3),
-            "click_stages_s": {k: round(v, 4) for k, v in stages.items()}}
+            "click_stages_s": {k: round(v[0], 4) for k, v in stages.items()},
+            "click_stages_cpu_s": {k: round(v[1], 4) for k, v in stages.items()}}
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    """Bars: full forward vs one more click per image size and variant, click stages stacked."""
+    """Bars (CPU seconds: stable on a shared box): full forward vs one more click per image
+    size and variant, the click's stages stacked."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(9, 0.9 * len(rows) + 1.5))
     labels = [f"{r['image']}  {r['variant']}" for r in rows]
     y = np.arange(len(rows))
-    ax.barh(y + 0.2, [r["full_forward_s"] for r in rows], 0.38, color="#999999",
+    ax.barh(y + 0.2, [r["full_forward_cpu_s"] for r in rows], 0.38, color="#999999",
             label="full forward")
     left = np.zeros(len(rows))
     stages = ["late_fusion", "c3", "rpn", "roi_head"]
     for stage, colour in zip(stages, ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"]):
-        vals = np.array([r["click_stages_s"].get(stage, 0.0) for r in rows])
+        vals = np.array([r["click_stages_cpu_s"].get(stage, 0.0) for r in rows])
         ax.barh(y - 0.2, vals, 0.38, left=left, color=colour, label=f"click: {stage}")
         left += vals
-    ax.scatter([r["one_more_click_s"] for r in rows], y - 0.2, marker="|", s=300, c="k",
+    ax.scatter([r["one_more_click_cpu_s"] for r in rows], y - 0.2, marker="|", s=300, c="k",
                label="one more click (total)")
     ax.set_yticks(y, labels)
     ax.invert_yaxis()
-    ax.set_xlabel("seconds (median wall time)")
+    ax.set_xlabel("CPU seconds, all threads (median; wall time on an idle box ~ this / threads)")
     ax.legend(fontsize=7, loc="lower right")
     ax.set_title("c3det: full forward vs one more click with cached image features")
     fig.tight_layout()
@@ -166,7 +163,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--sizes", default="640x512,1024x1024")
-    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"of {', '.join(VARIANTS)}")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/c3det_latency.json"))
     ap.add_argument("--plot", default=str(ROOT / "docs/img/c3det_latency.png"),
                     help="PNG of the timings ('' = none)")

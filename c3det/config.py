@@ -84,6 +84,9 @@ class C3DetParams:
     c3_sigma: float = 3.0        # px, Gaussian of a click when pooling C3 templates
     # divide the C3 correlation by the channel count (keeps maps O(1) instead of O(256))
     c3_normalize: bool = True
+    # Late-Fusion click network: "resnet18" + FPN (reference) or "light" (4 strided convs;
+    # far cheaper per click, see c3det/late_fusion.py)
+    lf_backbone: Literal["resnet18", "light"] = "resnet18"
     lf_channels: int = 256       # width of the late-fusion FPN (reference: 256)
     uel_weight: float = 1.0      # User-input Enforcing Loss weight (reference: 1.0)
     # --- detections ---

@@ -29,12 +29,14 @@ from c3det.late_fusion import LateFusionBackbone
 class ClickFusion(nn.Module):
     def __init__(self, num_classes: int, channels: int = 256, use_lf: bool = True,
                  use_c3: bool = True, lf_channels: int = 256, heatmap_sigma: float = 1.0,
-                 c3_sigma: float = 3.0, c3_normalize: bool = True, levels: int = 4):
+                 c3_sigma: float = 3.0, c3_normalize: bool = True, levels: int = 4,
+                 lf_backbone: str = "resnet18"):
         super().__init__()
         self.num_classes = num_classes
         self.use_c3 = use_c3
         self.heatmap_sigma, self.c3_sigma, self.c3_normalize = heatmap_sigma, c3_sigma, c3_normalize
-        self.lf = LateFusionBackbone(num_classes, lf_channels) if use_lf else None
+        self.lf = LateFusionBackbone(num_classes, lf_channels, arch=lf_backbone) \
+            if use_lf else None
         width = channels + (num_classes if use_c3 else 0) + (lf_channels if use_lf else 0)
         self.mix = nn.ModuleList(nn.Conv2d(width, channels, 1) for _ in range(levels))
         for conv in self.mix:
@@ -67,5 +69,15 @@ class ClickFusion(nn.Module):
             if lf is not None:
                 parts.append(lf[name])
             delta = self.mix[level](torch.cat(parts, 1))
-            out[name] = f.index_add(0, idx, delta)
+            out[name] = self._add_to(f, clicked, delta)
         return out
+
+    @staticmethod
+    def _add_to(f: Tensor, clicked: list[int], delta: Tensor) -> Tensor:
+        """f with delta added to the images in `clicked` (index_add is slow on CPU)."""
+        if len(clicked) == len(f):
+            return f + delta
+        rows = list(f.unbind(0))
+        for j, i in enumerate(clicked):
+            rows[i] = rows[i] + delta[j]
+        return torch.stack(rows)

@@ -279,5 +279,6 @@ def build_model(kind: str, num_classes: int, params: C3DetParams | None = None) 
         fusion = ClickFusion(num_classes, backbone.out_channels, use_lf=True,
                              use_c3=kind == "c3det", lf_channels=p.lf_channels,
                              heatmap_sigma=p.heatmap_sigma, c3_sigma=p.c3_sigma,
-                             c3_normalize=p.c3_normalize, levels=len(LEVELS))
+                             c3_normalize=p.c3_normalize, levels=len(LEVELS),
+                             lf_backbone=p.lf_backbone)
     return ClickDetector(kind, num_classes, det, fusion, p)
