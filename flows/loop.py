@@ -221,11 +221,21 @@ def prepare(root: str = ".") -> dict:
     summary = ingest_task(root)
     _fan_out_features(root)
     order = order_task(root)
-    if p.params.flows.versioning:
+    marker = p.layout.state / "prepared.done"
+    if p.params.flows.versioning and not marker.exists():
         from flows.versioning import commit_prepared
         commit_prepared(p.layout, PROJECT_STAGES, "prepare: pool ingested, embedded, ordered")
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text("committed\n")
     print(f"pool ready: {summary.get('images')} images, {order['batches']} batches")
     return {"ingest": summary, **order}
+
+
+@flow(name="preannotate-batch", log_prints=True)
+def preannotate_batch(root: str = ".", batch: int = 1) -> int:
+    """Pre-annotate one batch with the model of the batch before (chunks fan out)."""
+    _fan_out_preannotate(root, batch)
+    return len(steps.batch_ids(Project.open(root), batch))
 
 
 def iteration_complete(p: Project, n: int) -> bool:

@@ -184,7 +184,8 @@ def write_preannotations(p: Project, n: int, items: list[ImageLabels]) -> LabelS
     if path.exists():
         return read_labels(path)
     model = model_for_batch(p, n)
-    labels = LabelSet(p.classes, items, {"batch": n, "model": str(model) if model else None})
+    model_rel = str(model.relative_to(p.layout.root)) if model else None
+    labels = LabelSet(p.classes, items, {"batch": n, "model": model_rel})
     write_labels(labels, path)
     return labels
 
