@@ -58,3 +58,22 @@ def test_cumulative_numbers_and_self_contained_html(tmp_path):
 def test_empty_project_gives_an_empty_report(tmp_path):
     out = build_report(ProjectLayout(tmp_path))
     assert out["rows"] == [] and out["html"].exists()
+
+
+def test_table1_row_reduces_at_both_ious(tmp_path):
+    from flows.sweep import cell_overrides, format_table1, table1_row
+    lay = ProjectLayout(tmp_path)
+    for n, (wt5, wb5, wt7, wb7) in enumerate([(70.0, 10, 70.0, 10), (14.0, 2, 28.0, 4)], 1):
+        lay.batch_dir(n).mkdir(parents=True)
+        lay.workload(n).write_text(json.dumps({
+            "iou_0.5": {"WT": wt5, "WB": wb5, "seconds": wt5, "manual_seconds": 70.0,
+                        "objects": 10},
+            "iou_0.7": {"WT": wt7, "WB": wb7, "seconds": wt7, "manual_seconds": 70.0,
+                        "objects": 10}}))
+    row = table1_row(lay)
+    assert row["WT@0.5"] == 40.0 and row["WB@0.5"] == 40.0      # 84/140, 12/20
+    assert row["WT@0.7"] == 30.0 and row["WB@0.7"] == 30.0      # 98/140, 14/20
+    table = format_table1([{"ordering": "random", "preannotator": "c3det",
+                            "features": "simnet", **row}])
+    assert "| random | c3det | simnet | 40.0 | 40.0 | 30.0 | 30.0 |" in table
+    assert cell_overrides("dissimilar", "plain", "simnet")["features.extractor"] == "simnet"

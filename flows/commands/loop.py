@@ -84,6 +84,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     _project_arg(p)
     p.set_defaults(func=cmd_serve)
 
+    p = sub.add_parser("sweep", help="compare orderings x pre-annotators x features (Table 1)",
+                       formatter_class=RAW, description=(
+                           "Run `simulate` once per cell of the grid, each in its own project "
+                           "under PROJECT/sweep/<ordering>-<preannotator>-<features> with the "
+                           "project's params plus the cell's, and write the seed paper's "
+                           "Table 1 (WT and WB reduction %% at IoU 0.5 and 0.7) to "
+                           "PROJECT/sweep/table1.md and table1.json. Cells resume like any "
+                           "project; a failing cell (e.g. imagenet without cached weights) is "
+                           "reported and the sweep goes on."))
+    _project_arg(p)
+    p.add_argument("--orderings", nargs="+", default=["random", "dissimilar"],
+                   choices=["random", "dissimilar", "similar", "temporal"])
+    p.add_argument("--preannotators", nargs="+", default=["c3det"],
+                   choices=["c3det", "plain"])
+    p.add_argument("--features", nargs="+", default=["random-init"],
+                   choices=["random-init", "imagenet", "simnet"])
+    p.set_defaults(func=cmd_sweep)
+
     p = sub.add_parser("step", help="run one dvc.yaml stage's computation (used by dvc repro)",
                        description="Run a stage of dvc.yaml in the current project: the same "
                                    "function the Prefect flow runs for it.")
@@ -176,6 +194,15 @@ def cmd_report(args) -> int:
 def cmd_serve(args) -> int:
     from flows.serve import serve
     serve(_root(args))
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    root = _root(args)
+    from flows.sweep import format_table1, sweep
+    rows = sweep(root, args.orderings, args.preannotators, args.features)
+    print(format_table1(rows))
+    print(f"table: {Path(root) / 'sweep' / 'table1.md'}")
     return 0
 
 
