@@ -21,6 +21,9 @@ Rules every store keeps:
 - Bad boxes (unknown class, zero size, outside the image) are refused with an
   `AnnotationError` naming the image, the box and the fix: never silently dropped or kept.
 - Pulling twice gives the same file.
+- A concurrent edit is never silently overwritten: FileStore serialises writers with a file
+  lock and, given `expected_version`, refuses a stale edit with `StaleEditError` (FiftyOne
+  answers such a write with HTTP 412).
 
 Stores here:
 - `FileStore` keeps a batch's working state under ``data/batches/NNN/work/`` (one JSON file
