@@ -61,13 +61,22 @@ def split(labels: LabelSet, name: str) -> LabelSet:
 
 
 def make_predictor(truth: LabelSet, rates: dict, seed: int, checkpoint: str | None,
-                   root: Path):
+                   root: Path, min_score: float = 0.3):
     if checkpoint is None:
         return DegradedTruthPredictor(truth, seed=seed, **rates)
+    import torch
     from c3det.predict import Predictor
-    predictor = Predictor(checkpoint, truth.categories)
+    torch.set_num_threads(2)
+    predictor = Predictor(checkpoint, truth.categories, min_score=min_score)
     paths = {im.id: str(root / im.image.path) for im in truth}
-    return lambda image_id, clicks: predictor.predict(paths[image_id], list(clicks))
+    last: dict = {}   # one cached session (backbone features) for the image being annotated
+
+    def predict(image_id, clicks):
+        if last.get("id") != image_id:
+            last.clear()
+            last.update(id=image_id, session=predictor.session(paths[image_id]))
+        return last["session"].set_clicks(list(clicks))
+    return predict
 
 
 def simulate(truth: LabelSet, predict, sim: SimulatorParams):
@@ -110,11 +119,16 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--checkpoint", help="c3det model; default: degraded-truth stand-in")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--min-score", type=float, default=0.3,
+                    help="with --checkpoint: boxes below this score are not shown")
+    ap.add_argument("--max-train", type=int, help="use only the first N train images")
+    ap.add_argument("--max-val", type=int, help="use only the first N val images")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/ranker_spearman.json")
     args = ap.parse_args()
     start = time.perf_counter()
     labels = load_hituav(args.data)
     train, val = split(labels, "train"), split(labels, "val")
+    train.images, val.images = train.images[:args.max_train], val.images[:args.max_val]
     base = SimulatorParams()                 # sigma 3 px, 3 rounds x 3 clicks
     tests = {
         "same_noise": (BASE_RATES, base),
@@ -127,14 +141,16 @@ def main() -> int:
     for seed in range(args.seeds):
         t0 = time.perf_counter()
         train_logs = simulate(train, make_predictor(train, BASE_RATES, 100 + seed,
-                                                    args.checkpoint, args.data),
+                                                    args.checkpoint, args.data,
+                                                    args.min_score),
                               replace(base, seed=seed))
         ranker = QualityRanker(seed=seed).fit(train_logs)
         run = {"seed": seed, "train_images": len(train_logs),
                "importances": ranker.importances(), "tests": {}}
         for name, (rates, sim) in tests.items():
             logs = simulate(val, make_predictor(val, rates, 200 + seed, args.checkpoint,
-                                                args.data), replace(sim, seed=1000 + seed))
+                                                args.data, args.min_score),
+                            replace(sim, seed=1000 + seed))
             run["tests"][name] = evaluate(ranker, logs)
         run["seconds"] = time.perf_counter() - t0
         runs.append(run)
