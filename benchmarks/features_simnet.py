@@ -90,7 +90,8 @@ def main() -> None:
     files = sorted((HITUAV / "images").rglob("*.jpg"))
     rng = np.random.default_rng(0)
     train = [files[i] for i in sorted(rng.choice(len(files), args.train_images, False))]
-    ckpt = ROOT / "benchmarks" / "results" / "simnet_hituav.pt"
+    import tempfile
+    ckpt = Path(tempfile.mkdtemp(prefix="simnet-bench-")) / "simnet_hituav.pt"  # not in git
     params = FeaturesParams(extractor="simnet", image_size=args.size, batch_size=32,
                             num_workers=2, device="auto", seed=0,
                             simnet=SimNetParams(epochs=args.epochs, batch_size=32, lr=3e-4,

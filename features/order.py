@@ -290,6 +290,8 @@ def order_vectors(x: np.ndarray, method: str, params: OrderParams,
                           count=params.exact_head) if params.exact_head else \
         np.zeros(0, np.int64)
     rest = np.setdiff1d(np.arange(n), head)
+    if len(rest) < 3:  # nothing worth clustering left
+        return np.concatenate([head, rest])
     tail = rest[two_level(x[rest], similar, params.seed, params.starts, params.exact_max,
                           params.device)]
     return np.concatenate([head, tail])

@@ -219,3 +219,16 @@ def test_bad_input(tmp_path):
     out.write_text("{not json")
     with pytest.raises(OrderError, match="dvc checkout"):
         read_order(out)
+
+
+@pytest.mark.parametrize("head", [0, 30, 400, 1000])
+def test_large_pool_keeps_an_exact_head(head):
+    """Above exact_max the first exact_head picks equal the exact order; the rest is two-level."""
+    x = np.random.default_rng(4).normal(size=(400, 8)).astype(np.float32)
+    p = OrderParams(exact_max=100, exact_head=head, starts=1, seed=0, device="cpu")
+    exact = order_vectors(x, "dissimilar", OrderParams(exact_max=1000, starts=1, seed=0,
+                                                       device="cpu"))
+    approx = order_vectors(x, "dissimilar", p)
+    assert sorted(approx.tolist()) == list(range(400))
+    k = min(head, 400)
+    assert approx[:k].tolist() == exact[:k].tolist()
