@@ -98,8 +98,11 @@ class FiftyOneStore:
 
     # --- the protocol -------------------------------------------------------------------
     def get_labels(self, image_id: str) -> ImageLabels:
-        sample = self._sample(image_id)
-        template = self._template(sample)
+        doc = self.dataset._sample_collection.find_one({"image_id": image_id})
+        if doc is None:
+            self._sample(image_id)  # raises the clear KeyError
+        sample = fsync.RawSample(doc)
+        template = self._preannotations(doc["batch"]).by_id()[image_id]
         labels, problems = fsync.sample_labels(sample, template, self.categories)
         if problems:
             raise AnnotationError("; ".join(str(p) for p in problems))

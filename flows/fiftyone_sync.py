@@ -363,7 +363,11 @@ def pull_batch(project_root: str | Path, batch: int, dataset_name: str,
     layout = ProjectLayout(project_root)
     pre = read_labels(layout.preannotations(batch))
     ds = get_dataset(dataset_name, create=False)
-    samples = {s["image_id"]: s for s in ds.select_by("image_id", [im.id for im in pre])}
+    # raw documents: building FiftyOne Sample objects costs ~20 ms per image, this ~1 ms
+    docs = ds._sample_collection.find(
+        {"image_id": {"$in": [im.id for im in pre]}},
+        {"image_id": 1, "tags": 1, "problems": 1, CORRECTIONS: 1, CLICKS: 1, NEW_CLICKS: 1})
+    samples = {d["image_id"]: RawSample(d) for d in docs}
     images, problems = [], []
     for item in pre:
         sample = samples.get(item.id)
@@ -372,7 +376,7 @@ def pull_batch(project_root: str | Path, batch: int, dataset_name: str,
                                     f"run `tinyloop app sync {batch}`"))
             continue
         labels, found = sample_labels(sample, item, pre.categories)
-        _flag(sample, found)
+        _flag(ds, sample, found)
         problems += found
         images.append(labels)
     labels = LabelSet(list(pre.categories), images, {"batch": batch})  # as FileStore writes
@@ -386,13 +390,54 @@ def pull_batch(project_root: str | Path, batch: int, dataset_name: str,
     return PullResult(labels, path, problems)
 
 
-def _flag(sample, problems: list[Problem]) -> None:
+def _flag(ds, raw: "RawSample", problems: list[Problem]) -> None:
+    """Tag the sample `needs-fix` and list its problems (or clear both when fixed)."""
     msgs = [f"{p.message} (fix: {p.fix})" for p in problems]
-    tags = [t for t in sample.tags if t != NEEDS_FIX] + ([NEEDS_FIX] if msgs else [])
-    if msgs != list(sample["problems"] or []) or tags != list(sample.tags):
+    tags = [t for t in raw.tags if t != NEEDS_FIX] + ([NEEDS_FIX] if msgs else [])
+    if msgs != list(raw.doc.get("problems") or []) or tags != list(raw.tags):
+        sample = ds[raw.id]
         sample["problems"] = msgs
         sample.tags = tags
         sample.save()
+
+
+class RawLabel:
+    """A label's raw MongoDB dict with the few Label methods the converters use."""
+
+    def __init__(self, d: dict):
+        self.d = d
+
+    def has_field(self, name: str) -> bool:
+        return name in self.d
+
+    def get_field(self, name: str):
+        return self.d.get(name)
+
+    id = property(lambda self: str(self.d["_id"]))
+    label = property(lambda self: self.d.get("label"))
+    bounding_box = property(lambda self: self.d.get("bounding_box"))
+    confidence = property(lambda self: self.d.get("confidence"))
+    points = property(lambda self: self.d.get("points"))
+
+
+class _RawList:
+    def __init__(self, items: list[dict]):
+        self.detections = self.keypoints = [RawLabel(i) for i in items]
+
+
+class RawSample:
+    """A sample's raw MongoDB document read like a Sample (`sample[field].detections`)."""
+
+    def __init__(self, doc: dict):
+        self.doc = doc
+        self.id = str(doc["_id"])
+        self.tags = list(doc.get("tags") or [])
+
+    def __getitem__(self, field: str):
+        value = self.doc.get(field)
+        if not value:
+            return None
+        return _RawList(value.get("detections", value.get("keypoints", [])) or [])
 
 
 # --- "Refine with clicks" and "Mark batch done" (the plugin's operators call these) -------
