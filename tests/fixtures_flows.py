@@ -39,7 +39,8 @@ def cli_env(**extra) -> dict:
     env = dict(os.environ)
     env.update({"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PYTHONUNBUFFERED": "1",
                 "OMP_NUM_THREADS": "1", "TINYLOOP_TORCH_THREADS": "1",
-                "PREFECT_LOGGING_LEVEL": "WARNING"})
+                "PREFECT_LOGGING_LEVEL": "WARNING",
+                "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"})
     env.update(extra)
     return env
 

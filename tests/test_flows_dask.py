@@ -71,7 +71,7 @@ def test_fan_out_on_two_dask_workers(tmp_path, prefect_server):
     names = result["tasks"]
     assert sum(n.startswith("embed-chunk") for n in names) == 2      # one per worker
     assert sum(n.startswith("preannotate-chunk") for n in names) == 2  # 4 images / 2
-    ids = json.loads((root / "data/features/ids.json").read_text())
+    ids = json.loads((root / "data/features/ids.json").read_text())["ids"]
     assert len(ids) == 12 and not (root / "data/features/parts").exists()
     pre = json.loads((root / "data/batches/002/preannotations.json").read_text())
     assert len(pre["images"]) == 4
