@@ -69,7 +69,10 @@ def dvc_lock(layout: ProjectLayout) -> Iterator[None]:
 
 
 def _env() -> dict[str, str]:
+    import sys
     env = dict(os.environ)
+    # dvc repro runs `tinyloop step ...`: find it beside this interpreter, venv or not
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("DVC_NO_ANALYTICS", "1")
     env.setdefault("GIT_AUTHOR_NAME", "tinyloop")
     env.setdefault("GIT_AUTHOR_EMAIL", "tinyloop@localhost")
