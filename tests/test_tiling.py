@@ -242,3 +242,21 @@ def test_truncated_oriented_copy_is_dropped():
                 (window_b, [_pred("Car", a.box, 0.9, a.obox) for a in cut_a])]
     merged = merge_predictions(per_tile, 0.5)
     assert [m.obox for m in merged] == [whole]
+
+
+def test_tile_label_set_equals_tile_labels_per_window():
+    """tile_label_set skips objects far from a window for speed; the result must not change."""
+    rng = np.random.default_rng(0)
+    anns = []
+    for k in range(150):
+        cx, cy = rng.uniform(0, 600, 2)
+        o = OrientedBox(float(cx), float(cy), *map(float, rng.uniform(6, 40, 2)),
+                        float(rng.uniform(0, math.pi)))
+        anns.append(Annotation("Car", o.bounding_box(), o if k % 2 else None))
+    item = _image(600, 500, anns, [IgnoreRegion(Box(100, 100, 300, 140))],
+                  [Click(250, 260, "Car")])
+    tiles = tile_label_set(LabelSet(["Car"], [item]), 200, 150, 0.5)
+    windows = tile_windows(600, 500, 200, 150)
+    assert [t.image.metadata["tile"]["window"] for t in tiles] == [w.xyxy() for w in windows]
+    assert tiles.images == [tile_labels(item, w, 0.5) for w in windows]
+    assert sum(len(t.annotations) for t in tiles) > 150

@@ -88,6 +88,13 @@ def _clip_obox(obox: OrientedBox, window: Box) -> tuple[float, OrientedBox | Non
     (annotation tools round outwards: HIT-UAV has boxes 0.0001 px past the image border),
     is returned unchanged.
     """
+    outline = obox.bounding_box()      # cheap tests first: most boxes are far from a border
+    if (outline.x1 >= window.x1 and outline.y1 >= window.y1 and outline.x2 <= window.x2
+            and outline.y2 <= window.y2):
+        return 1.0, obox
+    if (outline.x2 <= window.x1 or outline.x1 >= window.x2 or outline.y2 <= window.y1
+            or outline.y1 >= window.y2):
+        return 0.0, None
     poly = obox.polygon()
     if poly.area <= 0:
         return 0.0, None
@@ -172,8 +179,13 @@ def tile_label_set(labels: LabelSet, size: int, stride: int, min_visible: float,
     """
     out = replace(labels, images=[])
     for item in labels.images:
+        # outlines of all objects once, so each window only looks at the objects near it
+        outlines = np.array([(a.obox.bounding_box() if a.obox is not None else a.box).xyxy()
+                             for a in item.annotations], dtype=np.float64).reshape(-1, 4)
         for window in tile_windows(item.image.width, item.image.height, size, stride):
-            tile = tile_labels(item, window, min_visible)
+            near = np.nonzero(_boxes_touch(outlines, np.array(window.xyxy())))[0]
+            nearby = replace(item, annotations=[item.annotations[i] for i in near])
+            tile = tile_labels(nearby, window, min_visible)
             if keep_empty or tile.annotations:
                 out.images.append(tile)
     return out
@@ -221,15 +233,23 @@ def nms_polygons(polygons: Sequence, scores: np.ndarray, iou: float) -> np.ndarr
     import shapely
     polys = _object_array(polygons)
     areas = shapely.area(polys)
+    bounds = shapely.bounds(polys).reshape(-1, 4)   # (N, 4) xyxy: skip pairs far apart
     order = np.lexsort((-areas, -scores))
     keep = []
     while order.size:
         i, rest = order[0], order[1:]
         keep.append(i)
-        inter = shapely.area(shapely.intersection(polys[i], polys[rest])) if rest.size \
-            else np.zeros(0)
-        order = rest[_iou_with(inter, areas[i], areas[rest]) <= iou]
+        near = rest[_boxes_touch(bounds[i], bounds[rest])]
+        inter = shapely.area(shapely.intersection(polys[i], polys[near]))
+        too_close = near[_iou_with(inter, areas[i], areas[near]) > iou]
+        order = rest[~np.isin(rest, too_close)]
     return np.asarray(keep, dtype=np.int64)
+
+
+def _boxes_touch(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Do xyxy boxes a (..., 4) and b (..., 4) overlap with positive area (broadcast)?"""
+    return ((np.minimum(a[..., 2], b[..., 2]) > np.maximum(a[..., 0], b[..., 0])) &
+            (np.minimum(a[..., 3], b[..., 3]) > np.maximum(a[..., 1], b[..., 1])))
 
 
 def _object_array(items: Sequence) -> np.ndarray:
@@ -246,18 +266,26 @@ def _touches_inner_border(outline: Box, window: Box, extent: Box, tol: float) ->
             (window.y2 < extent.y2 and outline.y2 >= window.y2 - tol))
 
 
-def _inside_share(cut: Annotation, others: list[Annotation], oriented: bool) -> np.ndarray:
-    """Share of `cut`'s area that lies inside each of `others` (N,)."""
+def _inside_shares(cut: Sequence[Annotation], whole: Sequence[Annotation],
+                   oriented: bool) -> np.ndarray:
+    """(len(cut), len(whole)): share of each cut prediction's area inside each whole one."""
     if oriented:
         import shapely
-        poly = cut.obox.polygon()
-        inter = shapely.area(shapely.intersection(
-            poly, _object_array([o.obox.polygon() for o in others])))
-        return inter / max(poly.area, 1e-12)
-    b = np.array([o.box.xyxy() for o in others], dtype=np.float64).reshape(-1, 4)
-    iw = np.clip(np.minimum(cut.box.x2, b[:, 2]) - np.maximum(cut.box.x1, b[:, 0]), 0, None)
-    ih = np.clip(np.minimum(cut.box.y2, b[:, 3]) - np.maximum(cut.box.y1, b[:, 1]), 0, None)
-    return iw * ih / max(cut.box.area, 1e-12)
+        cut_polys = _object_array([a.obox.polygon() for a in cut])
+        whole_polys = _object_array([a.obox.polygon() for a in whole])
+        # only pairs whose outlines overlap go to shapely
+        ci, wi = np.nonzero(_boxes_touch(shapely.bounds(cut_polys)[:, None],
+                                         shapely.bounds(whole_polys)[None]))
+        shares = np.zeros((len(cut), len(whole)))
+        inter = shapely.area(shapely.intersection(cut_polys[ci], whole_polys[wi]))
+        shares[ci, wi] = inter / np.maximum(shapely.area(cut_polys[ci]), 1e-12)
+        return shares
+    c = np.array([a.box.xyxy() for a in cut], dtype=np.float64).reshape(-1, 1, 4)
+    w = np.array([a.box.xyxy() for a in whole], dtype=np.float64).reshape(1, -1, 4)
+    iw = np.clip(np.minimum(c[..., 2], w[..., 2]) - np.maximum(c[..., 0], w[..., 0]), 0, None)
+    ih = np.clip(np.minimum(c[..., 3], w[..., 3]) - np.maximum(c[..., 1], w[..., 1]), 0, None)
+    area = (c[..., 2] - c[..., 0]) * (c[..., 3] - c[..., 1])
+    return iw * ih / np.maximum(area, 1e-12)
 
 
 def merge_predictions(per_tile: Sequence[tuple[Box, Sequence[Annotation]]],
@@ -295,10 +323,12 @@ def merge_predictions(per_tile: Sequence[tuple[Box, Sequence[Annotation]]],
     for category in sorted(by_class):
         entries = by_class[category]
         oriented = all(a.obox is not None for a, _ in entries)
-        whole = [a for a, cut in entries if not cut]
-        anns = [a for a, cut in entries
-                if not (cut and cut_inside is not None and whole and
-                        _inside_share(a, whole, oriented).max() >= cut_inside)]
+        anns = [a for a, cut in entries if not cut]
+        cut = [a for a, is_cut in entries if is_cut]
+        if cut and anns and cut_inside is not None:
+            copies = _inside_shares(cut, anns, oriented).max(axis=1) >= cut_inside
+            cut = [a for a, copy in zip(cut, copies) if not copy]
+        anns += cut
         scores = np.array([_score(a) for a in anns], dtype=np.float64)
         if oriented:
             keep = nms_polygons([a.obox.polygon() for a in anns], scores, iou)
