@@ -75,6 +75,40 @@ def run_batch(truth: LabelSet, sim: SimulatorParams, root: Path) -> dict:
     return t
 
 
+PLOT = REPO / "docs/img/workload_batch500.png"
+
+
+def plot(result: dict, path: Path) -> None:
+    """Hours of work for the batch: manual, seed-002 WT, and `seconds` with / without clicks,
+    at both IoU thresholds."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    runs = result["runs"]
+    thresholds = ["iou_0.5", "iou_0.7"]
+    bars = [("manual (objects x T)", lambda t: runs["no_clicks"]["workload"][t]["manual_seconds"]),
+            ("seed-002 WT", lambda t: runs["no_clicks"]["workload"][t]["WT"]),
+            ("seconds, no clicks", lambda t: runs["no_clicks"]["workload"][t]["seconds"]),
+            ("seconds, 3x3 clicks", lambda t: runs["clicks_3x3"]["workload"][t]["seconds"])]
+    fig, ax = plt.subplots(figsize=(6.5, 3.8), dpi=100)
+    x = np.arange(len(thresholds))
+    width = 0.2
+    for i, (label, get) in enumerate(bars):
+        ax.bar(x + (i - 1.5) * width, [get(t) / 3600 for t in thresholds], width, label=label)
+    ax.set_xticks(x, [f"match IoU {t[4:]}" for t in thresholds])
+    ax.set_ylabel("annotation hours")
+    ax.set_title("HIT-UAV, 500 train images (stand-in predictor, not a trained model)",
+                 fontsize=10)
+    ax.set_ylim(0, 1.4 * max(get(t) for _, get in bars for t in thresholds) / 3600)
+    ax.legend(fontsize=8, loc="upper center", ncol=2)
+    ax.grid(axis="y", alpha=0.3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def diff_files(store: FileStore) -> dict:
     return batch_workload(read_labels(store.layout.preannotations(2)),
                           read_labels(store.layout.labels(2)), WorkloadParams(),
@@ -87,7 +121,12 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--images", type=int, default=500)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/workload_diff.json")
+    ap.add_argument("--plot-only", action="store_true",
+                    help="redraw docs/img/workload_batch500.png from the JSON and exit")
     args = ap.parse_args()
+    if args.plot_only:
+        plot(json.loads(args.out.read_text()), PLOT)
+        return 0
     labels = load_hituav(args.data)
     train = split(labels, "train")
     truth = LabelSet(labels.categories, sorted(train.images, key=lambda im: im.id)
@@ -109,6 +148,7 @@ def main() -> int:
            "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
            "runs": results}
     write_json_atomic(args.out, out)
+    plot(out, PLOT)
     print(json.dumps({k: v["workload"] for k, v in results.items()}, indent=1))
     return 0
 
