@@ -16,7 +16,6 @@ URI when first imported).
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Callable
 
@@ -44,9 +43,8 @@ class FiftyOneStore:
             self.dataset_name, self.source = params.annotate.dataset_name, params.data.source
         self.retries = retries
         self._ds = None
-        if not os.environ.get("FIFTYONE_DATABASE_URI"):
-            from flows.mongo import ensure_mongo
-            ensure_mongo(self.root)
+        from flows.mongo import database_uri
+        database_uri(self.root)
 
     def open_batch(self, batch: int, preannotations: LabelSet | None = None,
                    priorities: dict[str, float] | None = None) -> list[str]:

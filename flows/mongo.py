@@ -114,6 +114,16 @@ def ensure_mongo(project_root: str | Path, port: int | None = None,
     return info["uri"]
 
 
+def database_uri(project_root: str | Path) -> str:
+    """The MongoDB this process should use: FIFTYONE_DATABASE_URI when the environment sets
+    it (a shared server, or a test session's mongod), else the project's own mongod."""
+    uri = os.environ.get("FIFTYONE_DATABASE_URI")
+    if uri:
+        configure_env(uri)
+        return uri
+    return ensure_mongo(project_root)
+
+
 def _start(root: Path, port: int | None, timeout: float) -> dict:
     state = state_dir(root)
     dbpath = state / "db"
@@ -170,4 +180,8 @@ def _terminate(pid: int, timeout: float) -> bool:
         time.sleep(0.1)
     if _alive(pid):
         os.kill(pid, signal.SIGKILL)
+    try:
+        os.waitpid(pid, os.WNOHANG)  # reap our own child so no zombie is left behind
+    except ChildProcessError:
+        pass
     return True

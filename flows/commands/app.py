@@ -14,6 +14,7 @@ The FiftyOne App is the annotators' window; the files under data/ stay the sourc
                    ssh -N -L 5151:127.0.0.1:5151 you@this-host
                and open http://localhost:5151 in their browser.
   stop         stop the App and the mongod that `start` started (by PID)
+When FIFTYONE_DATABASE_URI is set, that MongoDB is used instead of the project's own.
   status       say what runs
   sync BATCH   copy batch BATCH's files (preannotations, clicks, ground truth, order,
                review priority) into the dataset; annotators' corrections are kept
@@ -56,8 +57,10 @@ def run(args: argparse.Namespace) -> int:
         params = _params(args)
         ann = params.annotate
         if args.action == "start":
+            from flows.mongo import database_uri
             info = fapp.start_app(root, args.port or ann.app_port,
-                                  args.address or ann.app_address, ann.dataset_name)
+                                  args.address or ann.app_address, ann.dataset_name,
+                                  uri=database_uri(root))
             print(f"App running (pid {info['pid']}): {info['url']}\nlog: {info['log']}")
             if info["address"] in ("127.0.0.1", "localhost"):
                 print(f"remote annotators: ssh -N -L {info['port']}:127.0.0.1:{info['port']} "
@@ -84,8 +87,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _sync_or_pull(args, root: Path, params) -> int:
     from flows import fiftyone_sync as fsync
-    from flows.mongo import ensure_mongo
-    ensure_mongo(root)
+    from flows.mongo import database_uri
+    database_uri(root)
     name = params.annotate.dataset_name
     if args.action == "sync":
         ds = fsync.sync_batch(root, args.batch, name,
