@@ -143,14 +143,17 @@ def refresh_predictions(store: AnnotationStore, image_id: str,
 
     Human-made and human-edited boxes stay exactly as they are, and a prediction that
     overlaps one of them (IoU >= 0.5) is dropped, so a refresh never duplicates a box the
-    annotator already fixed. Stores that can remember the model's latest output
+    annotator already fixed. Model boxes are clipped to the image (those left under 1 px
+    dropped): a model's overhang is not the annotator's problem to fix. Stores that can remember the model's latest output
     (`record_predictions`, FileStore does) get it, so the workload can charge edits against
     what the annotator actually saw last.
     """
-    current = store.get_labels(image_id).annotations
-    kept = [a for a in current if is_human_owned(a)]
-    fresh = [replace(p, id=None) for p in predictions
-             if not any(p.box.iou(k.box) >= 0.5 for k in kept)]
+    item = store.get_labels(image_id)
+    kept = [a for a in item.annotations if is_human_owned(a)]
+    fresh = [replace(p, id=None, box=p.box.clip(item.image.width, item.image.height))
+             for p in predictions]       # a model box overhanging the border is clipped
+    fresh = [p for p in fresh if p.box.width >= 1 and p.box.height >= 1
+             and not any(p.box.iou(k.box) >= 0.5 for k in kept)]
     store.set_annotations(image_id, kept + fresh)
     record = getattr(store, "record_predictions", None)
     if record is not None:

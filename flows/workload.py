@@ -4,8 +4,9 @@ Diff (`diff_batch`): per image, the final labels are matched against the model's
 pre-annotation. Boxes that lie mostly (>= 50 % of their area) inside an ignore region are left
 out on both sides. Matching is one-to-one and class-agnostic: the Hungarian algorithm
 (scipy.optimize.linear_sum_assignment) maximises the summed IoU over all pairs with IoU > 0
-(a tiny bonus breaks ties in favour of same-class pairs). "Same object" therefore means
-"overlapping and assigned to each other". Each matched pair is exactly one of
+(a tiny bonus breaks ties in favour of same-class pairs) of the axis-aligned boxes (an
+oriented box is matched by its `box`, which every Annotation carries). "Same object"
+therefore means "overlapping and assigned to each other". Each matched pair is exactly one of
 
     accepted   same class, IoU >= iou          (the annotator left it alone, or barely nudged it)
     moved      same class, 0 < IoU < iou       (the box was adjusted)

@@ -171,3 +171,12 @@ def test_concurrent_writers_lose_nothing_and_stale_edits_are_refused(tmp_path):
     assert len(store.get_labels("im0").annotations) == 2  # the stale edit did not land
     store.set_annotations("im0", anns[:1], expected_version=store.version("im0"))
     assert len(store.get_labels("im0").annotations) == 1
+
+
+def test_refresh_clips_model_boxes_to_the_image(tmp_path):
+    store = FileStore(tmp_path)
+    store.open_batch(1, preannotations(1))
+    over = [Annotation("Car", Box(90, 70, 130, 95), provenance=MODEL),   # overhangs 100x80
+            Annotation("Car", Box(100.5, 5, 120, 15), provenance=MODEL)]  # fully outside
+    anns = refresh_predictions(store, "im0", over)
+    assert [a.box for a in anns] == [Box(90, 70, 100, 80)]
