@@ -260,3 +260,15 @@ def test_tile_label_set_equals_tile_labels_per_window():
     assert [t.image.metadata["tile"]["window"] for t in tiles] == [w.xyxy() for w in windows]
     assert tiles.images == [tile_labels(item, w, 0.5) for w in windows]
     assert sum(len(t.annotations) for t in tiles) > 150
+
+
+def test_every_click_reaches_some_tile_even_on_the_image_border():
+    from tinyloop.tiling import shift_clicks
+    windows = tile_windows(300, 200, 128, 96)
+    for x, y in [(0, 0), (300, 200), (299.5, 0), (150, 199.99), (96, 96)]:
+        seen = [shift_clicks([Click(x, y, "Car")], w) for w in windows]
+        assert any(seen), (x, y)
+        for w, clicks in zip(windows, seen):
+            for c in clicks:
+                assert (c.x + w.x1, c.y + w.y1) == (x, y)
+                assert 0 <= c.x <= w.width and 0 <= c.y <= w.height

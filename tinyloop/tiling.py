@@ -340,6 +340,7 @@ def merge_predictions(per_tile: Sequence[tuple[Box, Sequence[Annotation]]],
 
 
 def shift_clicks(clicks: Sequence[Click], window: Box) -> list[Click]:
-    """Image-coordinate clicks inside `window`, in the window's coordinates."""
+    """Image-coordinate clicks inside `window` (border included: a click exactly on the
+    image's right or bottom edge still reaches the last tile), in the window's coordinates."""
     return [replace(c, x=c.x - window.x1, y=c.y - window.y1) for c in clicks
-            if window.x1 <= c.x < window.x2 and window.y1 <= c.y < window.y2]
+            if window.x1 <= c.x <= window.x2 and window.y1 <= c.y <= window.y2]
