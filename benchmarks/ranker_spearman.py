@@ -121,6 +121,7 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--min-score", type=float, default=0.3,
                     help="with --checkpoint: boxes below this score are not shown")
+    ap.add_argument("--tests", help="comma-separated test names to run (default: all)")
     ap.add_argument("--max-train", type=int, help="use only the first N train images")
     ap.add_argument("--max-val", type=int, help="use only the first N val images")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/ranker_spearman.json")
@@ -137,6 +138,11 @@ def main() -> int:
         "harder_errors": (HARDER_RATES, base),
         "one_round_of_5": (BASE_RATES, replace(base, rounds=1, clicks_per_round=5)),
     }
+    if args.tests:
+        unknown = set(args.tests.split(",")) - set(tests)
+        if unknown:
+            ap.error(f"unknown tests {sorted(unknown)}; known: {', '.join(tests)}")
+        tests = {k: v for k, v in tests.items() if k in args.tests.split(",")}
     runs = []
     for seed in range(args.seeds):
         t0 = time.perf_counter()
