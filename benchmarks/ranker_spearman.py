@@ -13,7 +13,8 @@ with.
 The detector: with --checkpoint, c3det's Predictor on that model; otherwise
 flows.degraded_predictor.DegradedTruthPredictor, the ground truth degraded at known rates
 (NOT a trained detector; the numbers then describe the ranker on that error process).
-Writes benchmarks/results/ranker_spearman.json and docs/img/workload_ranker_review.png.
+Writes benchmarks/results/ranker_spearman.json and docs/img/workload_ranker_review.png
+(with --checkpoint: ranker_spearman_model.json and workload_ranker_review_model.png).
 """
 from __future__ import annotations
 
@@ -124,8 +125,11 @@ def main() -> int:
     ap.add_argument("--tests", help="comma-separated test names to run (default: all)")
     ap.add_argument("--max-train", type=int, help="use only the first N train images")
     ap.add_argument("--max-val", type=int, help="use only the first N val images")
-    ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/ranker_spearman.json")
+    ap.add_argument("--out", type=Path, help="result JSON (default: benchmarks/results/"
+                    "ranker_spearman.json, or ranker_spearman_model.json with --checkpoint)")
     args = ap.parse_args()
+    suffix = "_model" if args.checkpoint else ""
+    args.out = args.out or REPO / f"benchmarks/results/ranker_spearman{suffix}.json"
     start = time.perf_counter()
     labels = load_hituav(args.data)
     train, val = split(labels, "train"), split(labels, "val")
@@ -185,7 +189,9 @@ def main() -> int:
         "seconds": time.perf_counter() - start,
     }
     write_json_atomic(args.out, result)
-    plot(runs[0]["tests"]["same_noise"]["curve"], REPO / "docs/img/workload_ranker_review.png")
+    first = next(iter(runs[0]["tests"]))
+    plot(runs[0]["tests"][first]["curve"],
+         REPO / f"docs/img/workload_ranker_review{suffix}.png")
     print(json.dumps(summary, indent=1))
     return 0
 
