@@ -129,6 +129,8 @@ def main() -> int:
                     "ranker_spearman.json, or ranker_spearman_model.json with --checkpoint)")
     args = ap.parse_args()
     suffix = "_model" if args.checkpoint else ""
+    png = args.out.with_suffix(".png") if args.out else \
+        REPO / f"docs/img/workload_ranker_review{suffix}.png"
     args.out = args.out or REPO / f"benchmarks/results/ranker_spearman{suffix}.json"
     start = time.perf_counter()
     labels = load_hituav(args.data)
@@ -190,8 +192,7 @@ def main() -> int:
     }
     write_json_atomic(args.out, result)
     first = next(iter(runs[0]["tests"]))
-    plot(runs[0]["tests"][first]["curve"],
-         REPO / f"docs/img/workload_ranker_review{suffix}.png")
+    plot(runs[0]["tests"][first]["curve"], png)
     print(json.dumps(summary, indent=1))
     return 0
 
