@@ -133,9 +133,33 @@ def count_classes(source: Path, ids: list[str]) -> Counter:
     return counts
 
 
+def object_sizes(source: Path, ids: list[str]) -> list[float]:
+    """sqrt(w*h) of every VOC object (DontCare excluded)."""
+    sizes = []
+    for image_id in ids:
+        for name, b in _objects(source / "labels" / f"{image_id}.xml", "bndbox"):
+            if name != "DontCare":
+                sizes.append(((b["xmax"] - b["xmin"]) * (b["ymax"] - b["ymin"])) ** 0.5)
+    return sizes
+
+
+def _size_line(sizes: list[float]) -> str:
+    ordered = sorted(sizes)
+    median = ordered[len(ordered) // 2]
+    small = sum(v < 32 for v in sizes) / len(sizes)
+    return f"median {median:.0f} px, {small:.0%} under 32 px"
+
+
 def write_readme(out: Path, train: list[Candidate], val: list[Candidate], source: Path) -> None:
     every = train + val
     counts = count_classes(source, [c.id for c in every])
+    all_ids = [p.stem for p in sorted((source / "labels").glob("*.xml"))]
+    sample_sizes = _size_line(object_sizes(source, [c.id for c in every]))
+    source_sizes = _size_line(object_sizes(source, all_ids))
+    source_counts = count_classes(source, all_ids)
+
+    def share(c: Counter, name: str) -> str:
+        return f"{c[name] / sum(v for k, v in c.items() if k != 'DontCare'):.0%}"
     classes = ", ".join(f"{name} {counts[name]}"
                         for name in ("Person", "Car", "Bicycle", "OtherVehicle", "DontCare"))
     nights = Counter(c.night for c in every)
@@ -156,6 +180,10 @@ labels, in the source layout:
 - ImageSets/Main/train.txt ({len(train)} ids), val.txt ({len(val)} ids)
 
 Objects: {classes} (DontCare = regions to ignore, not a class).
+Object size sqrt(w*h): {sample_sizes} (the whole 1490-image subset: {source_sizes}).
+The slice holds a smaller share of Person, the smallest class ({share(counts, "Person")} of
+its objects; {share(source_counts, "Person")} in the whole subset), so its objects are
+somewhat larger on average.
 Day images {nights[0]}, night images {nights[1]}; altitudes
 {sorted({c.altitude for c in every})} m; camera angles {sorted({c.angle for c in every})} degrees.
 File names carry capture metadata: `<night>_<altitude m>_<camera angle deg>_<?>_<frame>`.
