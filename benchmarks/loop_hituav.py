@@ -37,7 +37,8 @@ QUICK = {**SETTING, "order.first_batch_size": 8, "order.batch_size": 8, "flows.i
 
 
 def run_ordering(method: str, setting: dict, shared: Path | None) -> dict:
-    from flows.loop import prefect_env, simulate
+    from flows.loop import simulate
+    from flows.runtime import prefect_env
     from flows.project import init_project
     from flows.report import batch_rows
     root = WORK / f"loop-{method}"

@@ -29,24 +29,12 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows import steps
+from flows.runtime import prefect_env  # noqa: F401 - re-exported for callers
 from flows.layout import ProjectLayout, tag_name
 from flows.steps import Project
 
 PROJECT_STAGES = ["ingest", "features", "order"]
 ITERATION_STAGES = ["train", "evaluate", "report"]
-
-
-def prefect_env(root: str | Path) -> None:
-    """Settings for a run in this project (before Prefect starts its server/client)."""
-    state = ProjectLayout(root).state
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_RESULTS_PERSIST_BY_DEFAULT", "true")
-    os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(state / "prefect-results"))
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    # the temporary server needs more than the default 20 s on a busy 2-core machine
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    import torch  # seven other jobs share this kind of machine: stay within 2 threads
-    torch.set_num_threads(int(os.environ.get("TINYLOOP_TORCH_THREADS", "2")))
 
 
 def _file_hash(path: Path) -> str:

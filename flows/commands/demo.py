@@ -71,7 +71,7 @@ def run_demo(args: argparse.Namespace) -> int:
                           params_overrides=None if (project / "params.yaml").exists()
                           else overrides)
     root = str(layout.root)
-    from flows.loop import prefect_env
+    from flows.runtime import prefect_env
     prefect_env(root)
     _print_stats(layout, source)
     if args.stats_only:

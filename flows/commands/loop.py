@@ -119,7 +119,7 @@ def _project_arg(p: argparse.ArgumentParser) -> None:
 def _root(args) -> str:
     from flows.project import find_root
     root = str(find_root(args.project))
-    from flows.loop import prefect_env
+    from flows.runtime import prefect_env
     prefect_env(root)
     return root
 
