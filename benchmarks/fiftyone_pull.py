@@ -102,7 +102,8 @@ def run(truth: LabelSet, data: Path, root: Path) -> dict:
 def diff(store) -> dict:
     return batch_workload(read_labels(store.layout.preannotations(2)),
                           read_labels(store.layout.labels(2)), WorkloadParams(),
-                          first_batch=False)
+                          first_batch=False,
+                          refined=read_labels(store.layout.batch_dir(2) / "refined.json"))
 
 
 def main() -> int:

@@ -354,8 +354,9 @@ def _fmt(box: Box) -> str:
 
 def pull_batch(project_root: str | Path, batch: int, dataset_name: str,
                write: bool = True) -> PullResult:
-    """Write the batch's labels.json and clicks.json atomically; the same dataset state gives
-    the same bytes.
+    """Write the batch's labels.json, clicks.json and refined.json (the model's latest
+    output per image, `predictions`: what the workload charges edits against) atomically;
+    the same dataset state gives the same bytes.
 
     Raises PullError (after tagging the affected samples) when any box is bad; nothing is
     written then. Samples without problems get their tag and `problems` cleared.
@@ -366,9 +367,10 @@ def pull_batch(project_root: str | Path, batch: int, dataset_name: str,
     # raw documents: building FiftyOne Sample objects costs ~20 ms per image, this ~1 ms
     docs = ds._sample_collection.find(
         {"image_id": {"$in": [im.id for im in pre]}},
-        {"image_id": 1, "tags": 1, "problems": 1, CORRECTIONS: 1, CLICKS: 1, NEW_CLICKS: 1})
+        {"image_id": 1, "tags": 1, "problems": 1, CORRECTIONS: 1, CLICKS: 1, NEW_CLICKS: 1,
+         PREDICTIONS: 1})
     samples = {d["image_id"]: RawSample(d) for d in docs}
-    images, problems = [], []
+    images, refined, problems = [], [], []
     for item in pre:
         sample = samples.get(item.id)
         if sample is None:
@@ -379,6 +381,10 @@ def pull_batch(project_root: str | Path, batch: int, dataset_name: str,
         _flag(ds, sample, found)
         problems += found
         images.append(labels)
+        w, h = item.image.width, item.image.height
+        preds = sample[PREDICTIONS].detections if sample[PREDICTIONS] else []
+        refined.append(ImageLabels(item.image, [from_detection(d, w, h) for d in preds],
+                                   list(item.ignore)))
     labels = LabelSet(list(pre.categories), images, {"batch": batch})  # as FileStore writes
     if problems:
         raise PullError(batch, problems)
@@ -387,7 +393,14 @@ def pull_batch(project_root: str | Path, batch: int, dataset_name: str,
         path = layout.labels(batch)
         write_labels(labels, path)
         write_json_atomic(layout.clicks(batch), clicks_doc(labels, batch))
+        write_labels(LabelSet(list(pre.categories), refined, {"batch": batch}),
+                     refined_path(layout, batch))
     return PullResult(labels, path, problems)
+
+
+def refined_path(layout: ProjectLayout, batch: int) -> Path:
+    """Same file as FileStore.refined_path: the model's latest output per image."""
+    return layout.batch_dir(batch) / "refined.json"
 
 
 def _flag(ds, raw: "RawSample", problems: list[Problem]) -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from tests.fixtures_fiftyone import make_project, unique_name
 from tinyloop.annotations import Annotation, Box, Provenance
+from tinyloop.cocofile import read_labels
 
 pytestmark = pytest.mark.mongo
 
@@ -130,6 +131,8 @@ def test_refine_with_clicks_never_touches_edited_boxes(project):
     assert pulled.annotations[0].provenance.edited
     assert pulled.annotations[1].provenance.source == "click_refined"
     assert [c.round for c in pulled.clicks] == [1, 2]
+    refined = read_labels(root / "data/batches/001/refined.json").by_id()[pre.images[0].id]
+    assert [a.provenance.model_version for a in refined.annotations] == ["iter-001"] * 2
 
 
 def test_mark_batch_done_signals_the_flow(project):

@@ -59,6 +59,8 @@ def test_pull_untouched_batch_reproduces_preannotations_and_is_idempotent(projec
         assert a.annotations == b.annotations  # exact pixels, ids, provenance, oriented box
     assert got.images[0].clicks == [Click(120.0, 60.0, "Car", 1, "human")]
     assert (root / "data/batches/001/clicks.json").exists()
+    refined = read_labels(root / "data/batches/001/refined.json")  # the model's latest output
+    assert [im.annotations for im in refined] == [im.annotations for im in pre]
 
 
 def test_pull_reads_app_style_edits(project):
