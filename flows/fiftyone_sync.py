@@ -246,9 +246,9 @@ def sync_batch(project_root: str | Path, batch: int, dataset_name: str, images_d
 
     `images_dir`: where ImageRecord.path is relative to. `priorities`: image id -> review
     priority (higher first); default: the quality ranker's predicted error from the batch's
-    review.json, 0 without one. Existing
-    `corrections` are kept (annotators' work) unless `refill`; predictions, ground truth,
-    clicks, order and priority are refreshed from the files.
+    review.json, 0 without one. On a re-sync, `corrections`, `clicks` and `predictions`
+    (annotators' work, refined model output) are kept unless `refill`; ground truth, order,
+    batch and priority are refreshed from the files.
     """
     import fiftyone as fo
     from fiftyone import ViewField as F
@@ -267,36 +267,44 @@ def sync_batch(project_root: str | Path, batch: int, dataset_name: str, images_d
     ds.info.update({"project_root": str(Path(project_root).resolve()),
                     "classes": list(pre.categories)})
     ds.save()
-    existing = {s["image_id"]: s for s in ds.select_by("image_id", [im.id for im in pre])}
-    new_samples = []
-    for item in pre:
+    items = {item.id: item for item in pre}
+
+    def fill(sample, item: ImageLabels, is_new: bool) -> None:
         rec = item.image
         w, h = rec.width, rec.height
-        sample = existing.get(rec.id)
-        is_new = sample is None
-        if is_new:
-            sample = fo.Sample(filepath=str((Path(images_dir) / rec.path).resolve()))
-            sample["image_id"] = rec.id
-            sample["metadata"] = fo.ImageMetadata(width=w, height=h,
-                                                  num_channels=rec.channels)
         sample["batch"] = batch
         sample["order_position"] = order.get(rec.id, {}).get("position")
         sample["review_priority"] = float(priorities.get(rec.id, 0.0))
         if is_new or sample["review_status"] is None:
             sample["review_status"] = "todo"
-        sample[PREDICTIONS] = _detections(item.annotations, w, h)
         if rec.id in gt_by_id:
             sample[GROUND_TRUTH] = _detections(gt_by_id[rec.id].annotations, w, h)
+        # what annotators and "Refine with clicks" changed stays, unless `refill`
+        if refill or is_new or sample[PREDICTIONS] is None:
+            sample[PREDICTIONS] = _detections(item.annotations, w, h)
         if refill or is_new or sample[CORRECTIONS] is None:
             sample[CORRECTIONS] = _detections(item.annotations, w, h)
-        file_clicks = clicks_by_id.get(rec.id, item.clicks)
-        if is_new or sample[CLICKS] is None or file_clicks:
-            sample[CLICKS] = _keypoints(file_clicks, w, h)
+        if refill or is_new or sample[CLICKS] is None:
+            sample[CLICKS] = _keypoints(clicks_by_id.get(rec.id, item.clicks), w, h)
         if is_new:
             sample[NEW_CLICKS] = fo.Detections()
-            new_samples.append(sample)
-        else:
-            sample.save()
+
+    existing = ds.select_by("image_id", list(items))
+    seen = set()
+    for sample in existing.iter_samples(autosave=True, batch_size=200, progress=False):
+        seen.add(sample["image_id"])
+        fill(sample, items[sample["image_id"]], False)
+    new_samples = []
+    for item in pre:
+        if item.id in seen:
+            continue
+        rec = item.image
+        sample = fo.Sample(filepath=str((Path(images_dir) / rec.path).resolve()))
+        sample["image_id"] = rec.id
+        sample["metadata"] = fo.ImageMetadata(width=rec.width, height=rec.height,
+                                              num_channels=rec.channels)
+        fill(sample, item, True)
+        new_samples.append(sample)
     if new_samples:
         ds.add_samples(new_samples, progress=False)
     set_annotation_schemas(ds, pre.categories)

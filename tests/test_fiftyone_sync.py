@@ -120,10 +120,18 @@ def test_resync_keeps_the_annotators_corrections(project):
     root, pre, ds, name = project
     sample = [s for s in ds if s["image_id"] == pre.images[0].id][0]
     sample["corrections"].detections[0].label = "Person"
+    sample["clicks"].keypoints = []
     sample.save()
-    fsync.sync_batch(root, 1, name, make_project.__globals__["SAMPLE"])
+    fsync.sync_batch(root, 1, name, make_project.__globals__["SAMPLE"],
+                     priorities={pre.images[0].id: 9.0})
     sample.reload()
     assert sample["corrections"].detections[0].label == "Person"
+    assert sample["clicks"].keypoints == []  # the App's state, not the older file
+    assert sample["review_priority"] == 9.0  # bookkeeping is refreshed
+    assert len(ds) == 3
+    fsync.sync_batch(root, 1, name, make_project.__globals__["SAMPLE"], refill=True)
+    sample.reload()
+    assert sample["corrections"].detections[0].label == "Car"
 
 
 def test_fiftyone_store_protocol(project):
