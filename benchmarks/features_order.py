@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -83,11 +84,15 @@ def coverage(x: np.ndarray, chosen: np.ndarray) -> tuple[float, float]:
     return float(d.max()), float(d.mean())
 
 
+THREADS = 1  # one BLAS/OpenMP thread: on the shared dev box (load average 10-20 on 2
+# cores) two spinning threads ran 10-40x slower than one; see docs/benchmarks/features.md
+
+
 def run_case(n: int, d: int, pca: int, algo: str, exact_max: int) -> dict:
     import torch
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
     import faiss
-    faiss.omp_set_num_threads(2)
+    faiss.omp_set_num_threads(THREADS)
     from features.config import OrderParams
     from features.order import order_vectors, two_level
     t0 = time.perf_counter()
@@ -116,7 +121,7 @@ def run_case(n: int, d: int, pca: int, algo: str, exact_max: int) -> dict:
             quality[f"{name}radius@{k}"] = radius
             quality[f"{name}mean_nn@{k}"] = mean
     return {"n": n, "d": pca or d, "pca_from": d if pca else None, "algo": algo,
-            "load_avg_1min": round(__import__("os").getloadavg()[0], 1),
+            "load_avg_1min": round(__import__("os").getloadavg()[0], 1), "threads": THREADS,
             "seconds": round(seconds, 3), "generate_seconds": round(t_gen, 2),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             **{k: round(v, 5) for k, v in quality.items()}}
@@ -129,7 +134,11 @@ def main() -> None:
     ap.add_argument("--max-n", type=int, default=1_000_000)
     ap.add_argument("--exact-max", type=int, default=20_000)
     ap.add_argument("--timeout", type=int, default=1500, help="seconds per case")
+    ap.add_argument("--plot-only", action="store_true", help="only redraw the plots")
     args = ap.parse_args()
+    if args.plot_only:
+        plot(json.loads(OUT.read_text())["cases"])
+        return
     if args.case:
         n, d, pca, algo, em = args.case
         print(json.dumps(run_case(int(n), int(d), int(pca), algo, int(em))))
@@ -139,9 +148,9 @@ def main() -> None:
         (10_000, 2048, 0, "two_level"), (10_000, 2048, 0, "hybrid"),
         (10_000, 2048, 128, "numpy_allpairs"), (10_000, 2048, 128, "exact"),
         (10_000, 2048, 128, "two_level"), (10_000, 2048, 128, "hybrid"),
-        (100_000, 2048, 128, "ours"), (100_000, 2048, 0, "ours"),
-        (1_000_000, 2048, 128, "ours"),
-        (100_000, 2048, 128, "numpy_allpairs"), (100_000, 2048, 128, "exact"),
+        (100_000, 2048, 128, "ours"), (1_000_000, 2048, 128, "ours"),
+        (100_000, 2048, 128, "numpy_allpairs"), (100_000, 2048, 0, "ours"),
+        (100_000, 2048, 128, "exact"),
     ]
     results = json.loads(OUT.read_text())["cases"] if OUT.exists() else []
     done = {(r["n"], r.get("pca_from") or r["d"], r["d"] if r.get("pca_from") else 0, r["algo"])
@@ -159,7 +168,10 @@ def main() -> None:
                str(args.exact_max)]
         print("running", " ".join(cmd[2:]), flush=True)
         try:
-            p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+            env = {**os.environ, "OMP_NUM_THREADS": str(THREADS),
+                   "OPENBLAS_NUM_THREADS": str(THREADS), "MKL_NUM_THREADS": str(THREADS)}
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout,
+                               env=env)
             row = json.loads(p.stdout.strip().splitlines()[-1]) if p.returncode == 0 else \
                 {"n": n, "d": pca or d, "algo": algo, "error": p.stderr[-500:]}
         except subprocess.TimeoutExpired:
@@ -168,6 +180,49 @@ def main() -> None:
         results.append(row)
         _write(results)
     _write(results)
+    plot(results)
+
+
+def plot(results: list[dict]) -> None:
+    """docs/img/features_order_time.png and features_order_quality.png from the results."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    img = ROOT / "docs" / "img"
+    img.mkdir(parents=True, exist_ok=True)
+    rows = [r for r in results if "seconds" in r]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for algo in ("numpy_allpairs", "exact", "two_level", "hybrid", "ours"):
+        for d in sorted({r["d"] for r in rows}):
+            pts = sorted((r["n"], r["seconds"]) for r in rows if r["algo"] == algo
+                         and r["d"] == d)
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=f"{algo}, d={d}")
+    ax.axhline(60, color="grey", ls=":", lw=1)
+    ax.text(1.2e4, 66, "100k target: 60 s", fontsize=8, color="grey")
+    ax.axhline(900, color="grey", ls="--", lw=1)
+    ax.text(1.2e4, 990, "1M target: 15 min", fontsize=8, color="grey")
+    ax.set(xscale="log", yscale="log", xlabel="pool size n", ylabel="seconds to order",
+           title="Dissimilar (farthest-first) ordering time, CPU")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(img / "features_order_time.png", dpi=110)
+    plt.close(fig)
+    ten = [r for r in rows if r["n"] == 10_000]
+    if ten:
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+        for ax, metric in zip(axes, ("radius@100", "mean_nn@100")):
+            labels = [f"{r['algo']}\nd={r['d']}" for r in ten] + ["random\nd=128",
+                                                                  "random\nd=2048"]
+            rnd = {r["d"]: r[f"random_{metric}"] for r in ten}
+            vals = [r[metric] for r in ten] + [rnd.get(128, 0), rnd.get(2048, 0)]
+            ax.bar(range(len(vals)), vals, color=["C0"] * len(ten) + ["C7", "C7"])
+            ax.set_xticks(range(len(vals)), labels, fontsize=6)
+            ax.set(title=f"{metric} (first 100 picks, n=10k; lower = better spread)")
+            ax.title.set_fontsize(8)
+        fig.tight_layout()
+        fig.savefig(img / "features_order_quality.png", dpi=110)
+        plt.close(fig)
 
 
 def _write(results: list[dict]) -> None:

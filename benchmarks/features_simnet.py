@@ -77,7 +77,9 @@ def main() -> None:
     ap.add_argument("--throughput-images", type=int, default=64)
     args = ap.parse_args()
     import torch
-    torch.set_num_threads(2)
+    # one thread: on the shared dev box (load average 10-20 on 2 cores) two spinning threads
+    # ran 10-40x slower than one
+    torch.set_num_threads(1)
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
