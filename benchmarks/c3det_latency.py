@@ -139,8 +139,12 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.barh(y + 0.2, [r["full_forward_cpu_s"] for r in rows], 0.38, color="#999999",
             label="full forward")
     left = np.zeros(len(rows))
-    stages = ["late_fusion", "c3", "rpn", "roi_head"]
-    for stage, colour in zip(stages, ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"]):
+    for r in rows:  # the 1x1 mixing conv = the fusion stage less its LF and C3 parts
+        st = r["click_stages_cpu_s"]
+        if st:
+            st["1x1 mix"] = max(0.0, st["fusion (LF+C3+1x1)"] - st["late_fusion"] - st["c3"])
+    stages = ["late_fusion", "c3", "1x1 mix", "rpn", "roi_head"]
+    for stage, colour in zip(stages, ["#1f77b4", "#ff7f0e", "#9467bd", "#2ca02c", "#d62728"]):
         vals = np.array([r["click_stages_cpu_s"].get(stage, 0.0) for r in rows])
         ax.barh(y - 0.2, vals, 0.38, left=left, color=colour, label=f"click: {stage}")
         left += vals
