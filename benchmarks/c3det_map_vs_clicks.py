@@ -67,8 +67,45 @@ def split(labels: LabelSet, name: str, n: int | None, seed: int) -> LabelSet:
     return LabelSet(labels.categories, ims, labels.info)
 
 
+def test_tiles(labels: LabelSet, n: int, size: int, work: Path) -> tuple[LabelSet, Path]:
+    """n test tiles: per random val image (seed 1) its size x size window with most objects.
+
+    Written as PNGs under work/tiles (so evaluation reads them like any image); objects cut
+    by the window are kept when half of them is inside (tinyloop.tiling.tile_labels).
+    """
+    from dataclasses import replace
+
+    from PIL import Image
+
+    from tinyloop.images import load_image
+    from tinyloop.tiling import tile_labels, tile_windows
+    root = work / f"tiles{size}"
+    root.mkdir(parents=True, exist_ok=True)
+    ims = split(labels, "val", None, 1).images
+    order = np.random.default_rng(1).permutation(len(ims))
+    out = []
+    for j in order:
+        im = ims[j]
+        wins = tile_windows(im.image.width, im.image.height, size, size // 2)
+        tiles = [tile_labels(im, w, 0.5) for w in wins]
+        best = max(range(len(tiles)), key=lambda t: len(tiles[t].annotations))
+        if not tiles[best].annotations:
+            continue
+        w = wins[best]
+        path = root / f"{im.id}.png"
+        if not path.exists():
+            pix = load_image(DATA / im.image.path)[0]
+            crop = pix[int(w.y1):int(w.y2), int(w.x1):int(w.x2)]
+            Image.fromarray((crop * 255).round().astype(np.uint8)).save(path)
+        t = tiles[best]
+        out.append(replace(t, image=replace(t.image, path=path.name)))
+        if len(out) == n:
+            break
+    return LabelSet(labels.categories, out, labels.info), root
+
+
 def schedule(a) -> dict:
-    return {"train_images": a.train_images, "test_images": a.test_images, "crop": a.crop,
+    return {"train_images": a.train_images, "test_images": a.test_images, "test_tile": a.test_tile, "crop": a.crop,
             "scales": a.scales, "batch_size": a.batch, "epochs": a.epochs, "lr": a.lr, "roi_batch_per_image": a.roi_batch,
             "warmup_iters": a.warmup, "lr_steps": a.lr_steps, "threads": a.threads,
             "click_steps": a.steps, "sessions": a.sessions, "backbone": "resnet18",
@@ -112,7 +149,10 @@ def cmd_eval(a) -> None:
     from c3det import checkpoint
     from c3det.evaluate import map_vs_clicks
     work = Path(a.work)
-    test = split(load_hituav(work), "val", a.test_images, 1)
+    if a.test_tile:
+        test, root = test_tiles(load_hituav(work), a.test_images, a.test_tile, work)
+    else:
+        test, root = split(load_hituav(work), "val", a.test_images, 1), DATA
     source = "plain" if a.kind == "passthrough" else a.kind
     model, meta = checkpoint.load(work / source / "model.pt")
     if a.kind == "passthrough":
@@ -120,7 +160,7 @@ def cmd_eval(a) -> None:
         model = Passthrough(model)
     model.eval()
     t0 = time.time()
-    r = map_vs_clicks(model, test, DATA, params(a).eval, name=NAMES[a.kind])
+    r = map_vs_clicks(model, test, root, params(a).eval, name=NAMES[a.kind])
     r["kind"], r["eval_seconds"], r["trained_epochs"] = a.kind, time.time() - t0, \
         meta.get("epoch", -1) + 1
     metrics = work / source / "metrics.jsonl"
@@ -181,14 +221,17 @@ def markdown(doc: dict) -> str:
            f"- Train: {s['train_images']} random HIT-UAV *train*-split images with at least one "
            f"object (seed 0), random {s['crop']}x{s['crop']} crops at native resolution, "
            f"random flips, batch {s['batch_size']}, SGD lr {s['lr']} (momentum 0.9, weight decay "
-           f"1e-4, {s['warmup_iters']} warm-up steps, no decay), "
+           f"1e-4, {s['warmup_iters']} warm-up steps, lr x0.1 at epochs {s['lr_steps'] or 'none'}), "
            f"{s['roi_batch_per_image']} sampled RoIs per image, ResNet-18-FPN Faster R-CNN "
            f"from scratch (no pretrained weights: offline machine), clicks simulated per sample "
            "(K = min(U[0,20], #objects) + 25% click-free samples), all four trainable models "
            "trained at the same time in separate processes until a fixed wall-clock deadline; "
            "epochs reached per model are in the table.",
            f"- Test: {models[0]['images'] if models else s['test_images']} random *val*-split "
-           f"images ({models[0]['objects'] if models else '?'} objects), clicks at "
+           + (f"images, from each the {s['test_tile']}x{s['test_tile']} window (stride "
+              f"{s['test_tile'] // 2}) holding most objects " if s.get("test_tile") else
+              "images ") +
+           f"({models[0]['objects'] if models else '?'} objects), clicks at "
            f"{steps}, {s['sessions']} sessions (mean ± std over sessions). Passthrough = the "
            "plain model + click relabelling (c3det.baselines).",
            "- The paper trains 24 epochs on ~1 k 1024x1024 Tiny-DOTA patches on a GPU; this run "
@@ -214,6 +257,20 @@ def markdown(doc: dict) -> str:
         for r in models:
             out.append(f"| {r['name']} | " + " | ".join(
                 f"{_f(r[key][n][0])} / {_f(r[key][n][-1])}" for n in names) + " |")
+    tp = REPO / "benchmarks/results/c3det_train_throughput.json"
+    if tp.exists():
+        t = json.loads(tp.read_text())
+        u = t["setup"]
+        out += ["", "## Training throughput", "",
+                f"`benchmarks/c3det_train_throughput.py`: {u['crop']}x{u['crop']} HIT-UAV "
+                f"crops, batch {u['batch']}, {u['measured_steps']} measured SGD steps after a "
+                f"warm-up step, {u['roi_batch_size']} RoIs per image; machine: {t['machine']}. "
+                "Wall-clock images/s depends on the other jobs sharing the 2 cores; images per "
+                "CPU-second of the process does not.", "",
+                "| model | images/s (wall) | images per CPU-second |", "|---|---|---|"]
+        for r in t["results"]:
+            out.append(f"| {NAMES.get(r['kind'], r['kind'])} | {r['images_per_s']:.3f} | "
+                       f"{_f(r['images_per_cpu_s'], 3)} |")
     out += ["", "## Evaluation rules", "",
             "- mAP@0.5 by pycocotools COCOeval (101-point interpolated AP, IoU threshold 0.5 "
             "only, at most 100 detections per image), mean over classes with ground truth.",
@@ -245,6 +302,9 @@ def main() -> None:
                     "would end after it")
     ap.add_argument("--train-images", type=int, default=240)
     ap.add_argument("--test-images", type=int, default=16)
+    ap.add_argument("--test-tile", type=int, default=None,
+                    help="test on one tile of this size per val image (the one with most "
+                         "objects) instead of whole images (CPU time)")
     ap.add_argument("--crop", type=int, default=192)
     ap.add_argument("--scales", type=float, nargs="+", default=[1.0])
     ap.add_argument("--batch", type=int, default=4)
