@@ -2,13 +2,12 @@
 with model pre-annotations, ground truth, clicks and an order. Import explicitly."""
 from __future__ import annotations
 
-import json
 import uuid
 from pathlib import Path
 
 from flows.layout import ProjectLayout
-from tinyloop.annotations import (Annotation, Box, Click, ImageLabels, ImageRecord,
-                                  LabelSet, OrientedBox, Provenance)
+from tinyloop.annotations import (Annotation, Box, ImageLabels, ImageRecord, LabelSet,
+                                  OrientedBox, Provenance)
 from tinyloop.atomic import write_json_atomic
 from tinyloop.cocofile import write_labels
 
@@ -54,5 +53,3 @@ def unique_name(prefix: str = "t") -> str:
 def priorities(pre: LabelSet) -> dict[str, float]:
     return {im.id: float(k) for k, im in enumerate(pre)}  # last image first
 
-
-__all__ = ["make_project", "unique_name", "priorities", "CLASSES", "Click", "json"]
