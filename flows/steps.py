@@ -329,6 +329,9 @@ def train(p: Project, n: int, batch_size: int | None = None) -> dict:
                "kind": model_kind(p), "seconds": time.perf_counter() - t0,
                "epochs": len(result.get("epochs", []))}
     write_json_atomic(done, summary)
+    # the resume state (weights + optimizer) is only needed by an unfinished run: keeping
+    # it would make every iteration hash, cache and push it
+    (p.layout.model_dir(n) / "last.pt").unlink(missing_ok=True)
     _publish_current(p, n)
     return summary
 
@@ -340,21 +343,16 @@ def _empty_cuda_cache() -> None:
 
 
 def _publish_current(p: Project, n: int) -> None:
-    """Copy model n to models/current (the dvc.yaml stage output)."""
+    """Copy model n to models/current (the dvc.yaml stage output), once."""
     cur = p.layout.models / "current"
     cur.mkdir(parents=True, exist_ok=True)
-    src, dst = p.layout.model(n), cur / "model.pt"
-    if dst.exists() and dst.stat().st_size == src.stat().st_size and \
-            _same_file(src, dst):
+    src, dst, stamp = p.layout.model(n), cur / "model.pt", cur / "source.json"
+    if dst.exists() and stamp.exists() and json.loads(stamp.read_text()).get("batch") == n:
         return
     tmp = dst.with_suffix(".tmp")
     shutil.copyfile(src, tmp)
     os.replace(tmp, dst)
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    import hashlib
-    return hashlib.md5(a.read_bytes()).digest() == hashlib.md5(b.read_bytes()).digest()
+    write_json_atomic(stamp, {"batch": n, "model": str(src.relative_to(p.layout.root))})
 
 
 def evaluate(p: Project, n: int) -> dict:

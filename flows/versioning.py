@@ -131,8 +131,12 @@ def tag_exists(layout: ProjectLayout, tag: str) -> bool:
 
 
 def has_remote(layout: ProjectLayout) -> bool:
-    out = run(layout, "dvc", "remote", "list", check=False).stdout
-    return bool(out.strip())
+    """A default remote is configured (read from .dvc/config: no DVC process needed)."""
+    import configparser
+    cfg = configparser.ConfigParser()
+    for name in ("config", "config.local"):
+        cfg.read(layout.root / ".dvc" / name)
+    return bool(cfg.get("core", "remote", fallback="").strip())
 
 
 def dvc_add(layout: ProjectLayout, paths: list[Path]) -> None:
@@ -151,6 +155,7 @@ def record_stages(layout: ProjectLayout, stages: list[str]) -> None:
 
 GIT_FILES = ["params.yaml", "dvc.yaml", "dvc.lock", ".gitignore", ".dvcignore",
              "models/current/metrics.json", "models/current/map_vs_clicks.json",
+             "models/current/source.json",
              "reports/summary.json", "reports/report.md", "reports/workload.csv"]
 
 
