@@ -1,5 +1,5 @@
-"""The real App in headless Chromium: draw a box and relabel another in the Annotate tab,
-pull, find both edits in labels.json. Needs Debian's `chromium` (/usr/bin/chromium) and
+"""The real App in headless Chromium: draw a box, relabel another and delete a third in the
+Annotate tab, pull, find all edits in labels.json. Needs Debian's `chromium` (/usr/bin/chromium) and
 Playwright; screenshots of each step go to $TMPDIR/tinyloop-browser/ for debugging."""
 from __future__ import annotations
 
@@ -45,7 +45,8 @@ def test_draw_and_relabel_in_the_annotate_tab_then_pull(tmp_path, mongo_uri):
     ds = fsync.sync_batch(tmp_path, 1, name, images_dir)
     sample = ds.first()
     person = sample["corrections"].detections[1]  # the model's "Person" box, id a01
-    assert person.label == "Person"
+    doomed = sample["corrections"].detections[2]  # the model's low-score "Car", id a02
+    assert person.label == "Person" and doomed.label == "Car"
     info = fapp.start_app(tmp_path, port=free_port(), dataset=name, uri=mongo_uri)
     try:
         with sync_playwright() as p:
@@ -81,6 +82,13 @@ def test_draw_and_relabel_in_the_annotate_tab_then_pull(tmp_path, mongo_uri):
                 page.locator(f'[data-cy="annotate-label-{person.id}"]').click()
                 _label_option(page, "Bicycle")
                 page.screenshot(path=SHOTS / "4-relabelled.png")
+                # delete the low-score Car: select it, press Delete
+                page.locator('[data-cy="annotate-edit-back"]').click()
+                page.locator(f'[data-cy="annotate-label-{doomed.id}"]').click()
+                with page.expect_response(lambda r: r.request.method == "PATCH") as deleted:
+                    page.keyboard.press("Delete")
+                assert deleted.value.status == 200, deleted.value.text()
+                page.screenshot(path=SHOTS / "5-deleted.png")
             except Exception:
                 page.screenshot(path=SHOTS / "failure.png")
                 raise
@@ -96,7 +104,9 @@ def test_draw_and_relabel_in_the_annotate_tab_then_pull(tmp_path, mongo_uri):
         assert len(drawn_boxes) == 1 and drawn_boxes[0].category == "OtherVehicle"
         box = drawn_boxes[0].box
         assert 0.6 * 640 < box.x1 < 0.8 * 640 and box.width > 5 and box.height > 5
-        assert len(anns) == 4  # three model boxes + the drawn one
+        assert "a02" not in by_id  # deleted
+        assert len(anns) == 3  # Car a00 untouched, Bicycle a01, the drawn OtherVehicle
+        assert not by_id["a00"].provenance.edited
     finally:
         fapp.stop_app(tmp_path, stop_mongo=False)
         ds.delete()
