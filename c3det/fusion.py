@@ -52,25 +52,32 @@ class ClickFusion(nn.Module):
             return features
         first = next(iter(features.values()))
         idx = torch.tensor(clicked, device=first.device)
-        sub_clicks = [clicks[i].to(first.device) for i in clicked]
-        lf = None
+        own = OrderedDict((k, f.index_select(0, idx)) for k, f in features.items())
+        c3, lf = self.click_parts(own, [clicks[i] for i in clicked], padded_size)
+        out = OrderedDict()
+        for level, (name, f) in enumerate(own.items()):
+            parts = [f] + ([c3[name]] if c3 else []) + ([lf[name]] if lf else [])
+            delta = self.mix[level](torch.cat(parts, 1))
+            out[name] = self._add_to(features[name], clicked, delta)
+        return out
+
+    def click_parts(self, features: "OrderedDict[str, Tensor]", clicks: list[Tensor],
+                    padded_size: tuple[int, int]):
+        """(C3 maps, LF features), each {level: (B, C or lf_channels, h, w)} or None, for
+        images that all have clicks."""
+        first = next(iter(features.values()))
+        clicks = [c.to(first.device) for c in clicks]
+        lf = c3 = None
         if self.lf is not None:
             heat = torch.stack([class_heatmaps(c, self.num_classes, *padded_size,
-                                               self.heatmap_sigma) for c in sub_clicks])
+                                               self.heatmap_sigma) for c in clicks])
             lf = self.lf(heat.to(first.dtype))
-        out = OrderedDict()
-        for level, (name, f) in enumerate(features.items()):
-            own = f.index_select(0, idx)
-            parts = [own]
-            if self.use_c3:
-                stride = padded_size[0] / f.shape[-2]
-                parts.append(c3_maps(own, sub_clicks, self.num_classes, stride, self.c3_sigma,
-                                     self.c3_normalize))
-            if lf is not None:
-                parts.append(lf[name])
-            delta = self.mix[level](torch.cat(parts, 1))
-            out[name] = self._add_to(f, clicked, delta)
-        return out
+        if self.use_c3:
+            c3 = OrderedDict((name, c3_maps(f, clicks, self.num_classes,
+                                            padded_size[0] / f.shape[-2], self.c3_sigma,
+                                            self.c3_normalize))
+                             for name, f in features.items())
+        return c3, lf
 
     @staticmethod
     def _add_to(f: Tensor, clicked: list[int], delta: Tensor) -> Tensor:

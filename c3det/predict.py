@@ -13,7 +13,10 @@
   the C3 global context reaches across one tile, not the whole image.
 - `InteractiveSession` caches each tile's backbone + FPN features once; a new click re-runs
   only heatmaps, Late Fusion, C3, fusion and the heads, and only for tiles whose clicks changed
-  (Early Fusion feeds clicks into the backbone, so there the whole tile is re-run).
+  (Early Fusion feeds clicks into the backbone, so there the whole tile is re-run). For Faster
+  R-CNN LF / C3Det models the fusion's image terms, the RPN conv of them and their RoI pooling
+  are cached too (c3det.click_heads: exact, by linearity), so a click mostly costs the click
+  channels.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from c3det.baselines import Passthrough, relabel_by_clicks
+from c3det.click_heads import LinearClickHeads, supports
 from c3det.click_to_box import explain_clicks
 from c3det.model import Batch, ClickDetector
 from tinyloop.annotations import Annotation, Box, Click, Provenance
@@ -61,6 +65,7 @@ class _Tile:
     image: Tensor                        # (3, h, w) on the model's device
     batch: Batch | None = None           # prepared once (cached sessions)
     features: dict | None = None         # backbone + FPN, cached when clicks don't enter it
+    fast: LinearClickHeads | None = None  # cached image terms of fusion + heads
     clicks_key: tuple | None = None      # the clicks the cached predictions were made with
     predictions: list[Annotation] = field(default_factory=list)
 
@@ -69,7 +74,8 @@ class Predictor:
     def __init__(self, checkpoint_or_model: str | Path | nn.Module,
                  classes: Sequence[str] | None = None, device: str | torch.device | None = None,
                  tiling: TilingParams | None = None, model_version: str | None = None,
-                 min_score: float = 0.0, guarantee_clicks: bool = True):
+                 min_score: float = 0.0, guarantee_clicks: bool = True,
+                 fast_clicks: bool = True):
         if isinstance(checkpoint_or_model, (str, Path)):
             from c3det.checkpoint import load
             model, meta = load(checkpoint_or_model)
@@ -92,6 +98,8 @@ class Predictor:
         self.model_version = model_version or "unversioned"
         self.min_score = min_score
         self.guarantee_clicks = guarantee_clicks
+        # sessions re-run a click through c3det.click_heads (same results, less work)
+        self.fast_clicks = fast_clicks and not isinstance(model, Passthrough) and supports(self.core)
 
     # --- public API ---
     def predict(self, image, clicks: Sequence[Click] = ()) -> list[Annotation]:
@@ -127,7 +135,12 @@ class Predictor:
             features = tile.features
         else:
             features = core.image_features(batch)
-        det = core.heads(core.fuse(features, batch), batch, candidates=True)[0]
+        if cache and self.fast_clicks:
+            if tile.fast is None:
+                tile.fast = LinearClickHeads(core, tile.batch, features)
+            det = tile.fast.detect(clicks)
+        else:
+            det = core.heads(core.fuse(features, batch), batch, candidates=True)[0]
         if isinstance(self.model, Passthrough):
             det = relabel_by_clicks(det, clicks)
         if self.guarantee_clicks and len(clicks):

@@ -67,6 +67,11 @@ class ClickRoIHeads(RoIHeads):
                 losses["loss_uel"] = self.uel_weight * self._uel(class_logits, proposals,
                                                                  labels, targets)
             return [], losses
+        return self.detect(class_logits, box_regression, proposals, image_shapes, candidates), {}
+
+    def detect(self, class_logits: Tensor, box_regression: Tensor, proposals: list[Tensor],
+               image_shapes: list[tuple[int, int]], candidates: bool = False):
+        """Box-predictor outputs -> per-image detections (+ candidates, see module doc)."""
         boxes, scores, labels = self.postprocess_detections(class_logits, box_regression,
                                                             proposals, image_shapes)
         result = [{"boxes": b, "labels": l, "scores": s} for b, s, l in zip(boxes, scores, labels)]
@@ -77,7 +82,7 @@ class ClickRoIHeads(RoIHeads):
             for r, b, p, shape in zip(result, cand, probs, image_shapes):
                 r["candidate_boxes"] = clip_boxes_to_image(b, shape)[:, 1:]   # (M, C, 4)
                 r["candidate_objectness"] = 1 - p[:, 0]                       # (M,)
-        return result, {}
+        return result
 
     def _uel(self, class_logits: Tensor, proposals: list[Tensor], labels: list[Tensor],
              targets: list[dict[str, Tensor]]) -> Tensor:
