@@ -64,7 +64,7 @@ def test_short_run_lowers_the_loss_and_checkpoints_every_epoch(synthetic, tmp_pa
 
 def test_resume_after_an_interruption_equals_an_uninterrupted_run(synthetic, tmp_path):
     labels, root = synthetic
-    p = _params(2)
+    p = _params(2, max_images=2)  # one step per epoch keeps the test short
     full = train(labels, root, p, tmp_path / "full", kind="c3det", progress=False)
     first = train(labels, root, p, tmp_path / "cut", kind="c3det", progress=False,
                   stop_after_epoch=0)
