@@ -42,6 +42,13 @@ def run_ordering(method: str, setting: dict, shared: Path | None) -> dict:
     from flows.project import init_project
     from flows.report import batch_rows
     root = WORK / f"loop-{method}"
+    if shared is None:  # embeddings of the 1200-image pool from an earlier run: keep them
+        cache = WORK / "loop-shared"
+        for r in sorted(WORK.glob("loop-*/data/features/ids.json")):
+            if not (cache / "data/features").exists() and "loop-shared" not in str(r):
+                shutil.copytree(r.parents[1] / "pool", cache / "data/pool")
+                shutil.copytree(r.parents[1] / "features", cache / "data/features")
+        shared = cache if (cache / "data/features").exists() else None
     if root.exists():
         shutil.rmtree(root)
     layout = init_project(root, source=str(HITUAV),

@@ -170,8 +170,15 @@ def predict_images(p: Project, model_path: Path | None, items: list[ImageLabels]
         return [ImageLabels(i.image) for i in items]
     from c3det.predict import Predictor
     predictor = Predictor(model_path, p.classes)
-    return [ImageLabels(i.image, predictor.predict(str(p.source / i.image.path), []))
+    return [ImageLabels(i.image, confident(p, predictor.predict(str(p.source / i.image.path),
+                                                                 [])))
             for i in items]
+
+
+def confident(p: Project, annotations: list) -> list:
+    """The model boxes worth showing: score >= flows.min_score (unscored boxes stay)."""
+    t = p.params.flows.min_score
+    return [a for a in annotations if a.provenance.score is None or a.provenance.score >= t]
 
 
 def chunks(items: list, size: int) -> list[list]:
@@ -251,7 +258,8 @@ def _predictor_fn(p: Project, n: int):
     images = {i.id: i.image for i in read_labels(p.layout.preannotations(n))}
 
     def predict(image_id, clicks):
-        return predictor.predict(str(p.source / images[image_id].path), list(clicks))
+        return confident(p, predictor.predict(str(p.source / images[image_id].path),
+                                              list(clicks)))
     return predict
 
 
