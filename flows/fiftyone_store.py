@@ -47,9 +47,11 @@ class FiftyOneStore:
         database_uri(self.root)
 
     def open_batch(self, batch: int, preannotations: LabelSet | None = None,
-                   priorities: dict[str, float] | None = None) -> list[str]:
+                   priorities: dict[str, float] | None = None,
+                   refill: bool = False) -> list[str]:
         """Publish a batch to the App (FileStore's `open_batch`): writes preannotations.json
-        (with box ids) when missing, then syncs; annotators' corrections are kept."""
+        (with box ids) when missing, then syncs; annotators' corrections are kept unless
+        `refill` (restart a *simulated* batch from its pre-annotations)."""
         from flows.annotation_store import with_ids
         from tinyloop.cocofile import read_labels, write_labels
         path = self.layout.preannotations(batch)
@@ -59,7 +61,8 @@ class FiftyOneStore:
             raise ValueError("FiftyOneStore needs the project's Params (data.source) to "
                              "publish a batch: FiftyOneStore(root, params)")
         images = fsync.image_root(self.root, self.source)
-        self._ds = fsync.sync_batch(self.root, batch, self.dataset_name, images, priorities)
+        self._ds = fsync.sync_batch(self.root, batch, self.dataset_name, images, priorities,
+                                    refill=refill)
         self.__dict__.pop("_pre", None)
         return [im.id for im in read_labels(path)]
 

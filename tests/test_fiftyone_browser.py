@@ -107,6 +107,18 @@ def test_draw_and_relabel_in_the_annotate_tab_then_pull(tmp_path, mongo_uri):
         assert "a02" not in by_id  # deleted
         assert len(anns) == 3  # Car a00 untouched, Bicycle a01, the drawn OtherVehicle
         assert not by_id["a00"].provenance.edited
+        # the plugin's "Mark batch done", executed by the running App server
+        import json
+        import urllib.request
+        req = urllib.request.Request(
+            f"http://{info['address']}:{info['port']}/operators/execute",
+            data=json.dumps({"operator_uri": "@tinyloop/annotate/mark_batch_done",
+                             "dataset_name": name, "params": {"batch": 1}}).encode(),
+            headers={"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(req, timeout=120) as r:
+            out = json.loads(r.read())
+        assert out["error"] is None and out["result"]["batch"] == 1, out
+        assert (tmp_path / "data/batches/001/done").exists()
     finally:
         fapp.stop_app(tmp_path, stop_mongo=False)
         ds.delete()
