@@ -6,14 +6,15 @@ Files stay the source of truth: `sync_batch` copies a batch's files INTO a persi
 One sample per image (matched by `image_id`), with fields
 
 - `ground_truth`  Detections from data/pool/ground_truth.json (when the source has labels)
-- `predictions`   Detections from the batch's preannotations.json; each detection carries its
-                  provenance: `source` (model | click_refined), `model_version`, `confidence`
+- `predictions`   the model's latest output: preannotations.json, then each "Refine with
+                  clicks"; each detection carries its provenance: `source` (model |
+                  click_refined), `model_version`, `confidence`
 - `corrections`   Detections the annotators edit in the App's Annotate tab (label schema set
                   and activated); pre-filled from `predictions`
 - `clicks`        Keypoints, one per click: `label` (class), `round`, `source`
 - `new_clicks`    Detections the annotators draw as small boxes where they want to click (the
-                  Annotate tab draws boxes, not points); pull and "Refine with clicks" turn
-                  each into a click at the box centre and empty the field
+                  Annotate tab draws boxes, not points); pull counts each as a click (box
+                  centre) of the next round, "Refine with clicks" moves them into `clicks`
 - `batch`, `order_position`, `review_status` (todo | done), `review_priority` (higher =
   review first), `problems` (why the last pull refused this sample) and the sample tag
   `needs-fix` while problems remain.

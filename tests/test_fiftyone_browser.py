@@ -34,7 +34,7 @@ def _label_option(page, label: str) -> None:
 
 
 def test_draw_and_relabel_in_the_annotate_tab_then_pull(tmp_path, mongo_uri):
-    from playwright.sync_api import sync_playwright
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
     from flows import app as fapp
     from flows import fiftyone_sync as fsync
     from flows.mongo import free_port
