@@ -155,3 +155,44 @@ def test_plugin_operators_are_discovered(tmp_path, mongo_uri):
         assert plugin and set(plugin[0].operators) == {"refine_with_clicks", "mark_batch_done"}
     finally:
         fo.config.plugins_dir = old
+
+
+def test_plugin_refine_operator_runs_the_current_model_on_the_selection(project, monkeypatch):
+    """The plugin's adapter code: newest checkpoint, dataset classes, selected samples."""
+    import importlib.util
+    import types
+    import c3det.predict
+    from flows.app import PLUGIN_SRC
+    root, pre, ds, name = project
+    (root / "models/iter-001").mkdir(parents=True)
+    (root / "models/iter-002").mkdir(parents=True)
+    for d in ("iter-001", "iter-002"):
+        (root / "models" / d / "model.pt").write_bytes(b"")
+    built = {}
+
+    class FakePredictor:
+        def __init__(self, checkpoint, classes):
+            built.update(checkpoint=checkpoint, classes=classes)
+
+        def predict(self, image, clicks):
+            return [Annotation("Bicycle", Box(10, 10, 20, 20), provenance=Provenance(
+                "click_refined", "iter-002", 0.7))]
+
+    monkeypatch.setattr(c3det.predict, "Predictor", FakePredictor)
+    spec = importlib.util.spec_from_file_location("tinyloop_plugin", PLUGIN_SRC / "__init__.py")
+    plugin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plugin)
+    target = [s for s in ds if s["image_id"] == pre.images[2].id][0]
+    triggered = []
+    ctx = types.SimpleNamespace(dataset=ds, view=ds.view(), selected=[target.id],
+                                current_sample=None, params={},
+                                trigger=lambda name, params=None: triggered.append(name))
+    counts = plugin.RefineWithClicks().execute(ctx)
+    assert built["checkpoint"].parent.name == "iter-002"
+    assert built["classes"] == pre.categories
+    assert counts == {"samples": 1, "replaced": 3, "kept": 0}
+    assert triggered == ["reload_samples"]
+    target.reload()
+    assert [d.label for d in target["corrections"].detections] == ["Bicycle"]
+    others = [s for s in ds if s.id != target.id]
+    assert all(len(s["corrections"].detections) == 3 for s in others)  # not selected
