@@ -123,6 +123,8 @@ def main() -> int:
     ap.add_argument("--orderings", nargs="+",
                     default=["random", "dissimilar", "similar", "temporal"])
     ap.add_argument("--quick", action="store_true", help="a 2-iteration smoke setting")
+    ap.add_argument("--out", default="loop_hituav",
+                    help="results name: benchmarks/results/<out>.json")
     args = ap.parse_args()
     setting = QUICK if args.quick else SETTING
     results, shared = [], None
@@ -142,10 +144,10 @@ def main() -> int:
                "setting": setting, "quick": args.quick,
                "prefect_task_overhead_s": None, "results": results}
         (REPO / "benchmarks/results").mkdir(parents=True, exist_ok=True)
-        (REPO / "benchmarks/results/loop_hituav.json").write_text(json.dumps(out, indent=1))
+        (REPO / f"benchmarks/results/{args.out}.json").write_text(json.dumps(out, indent=1))
     out["prefect_task_overhead_s"] = task_overhead()
-    (REPO / "benchmarks/results/loop_hituav.json").write_text(json.dumps(out, indent=1))
-    plot(results, REPO / "docs/img/loop_hituav_orderings.png")
+    (REPO / f"benchmarks/results/{args.out}.json").write_text(json.dumps(out, indent=1))
+    plot(results, REPO / f"docs/img/{args.out}_orderings.png")
     return 0
 
 
