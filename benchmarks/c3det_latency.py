@@ -6,8 +6,9 @@ For each image size (640x512 = a HIT-UAV frame, 1024x1024 = a Tiny-DOTA patch) a
 variant, times (median of --runs, after one warm-up):
 - full:   Predictor.predict(image, clicks): backbone + FPN + click branch + heads + click-to-box
 - click:  InteractiveSession.add_click on a session that already has the image's features:
-          heatmaps + Late Fusion + C3 + fusion + RPN + RoI head + click-to-box
-and the click stages separately. Untrained weights: the cost does not depend on them (the RPN
+          heatmaps + Late Fusion + C3 + (c3det.click_heads: cached image terms + click channels
+          through the RPN conv and RoI pooling) + RPN/RoI heads + click-to-box
+and, for reference, the stages of the plain re-run (fuse then heads) separately. Untrained weights: the cost does not depend on them (the RPN
 always hands the RoI head `rpn_proposals_test` boxes). Targets (issue 3): click <= 0.3 x full;
 <= 300 ms per click at 640x512 with ResNet-18 on the 2-core CPU; <= 30 ms at 1024x1024 on an
 H100/H200. Writes benchmarks/results/c3det_latency.json.
@@ -38,8 +39,8 @@ from tinyloop.annotations import Click  # noqa: E402
 CLASSES = ["Person", "Car", "Bicycle", "OtherVehicle"]
 VARIANTS = {  # all: C3Det, ResNet-18 image backbone, Faster R-CNN
     "default": {},                                    # reference LF: ResNet-18 + FPN 256
-    "light-lf": {"lf_backbone": "light"},
-    "light-lf-100p": {"lf_backbone": "light", "rpn_proposals_test": 100},
+    "light-lf64": {"lf_backbone": "light", "lf_channels": 64},
+    "light-lf64-100p": {"lf_backbone": "light", "lf_channels": 64, "rpn_proposals_test": 100},
 }
 
 

@@ -22,17 +22,18 @@ from torch import Tensor
 def class_heatmaps(clicks: Tensor, num_classes: int, height: int, width: int,
                    sigma: float) -> Tensor:
     """clicks (K, 3) -> (C, H, W): per class the pixel-wise max of its clicks' Gaussians."""
-    out = torch.zeros(num_classes, height * width, dtype=torch.float32, device=clicks.device)
+    out = torch.zeros(num_classes, height, width, dtype=torch.float32, device=clicks.device)
     if clicks.numel() == 0:
-        return out.view(num_classes, height, width)
+        return out
     xs = torch.arange(width, dtype=torch.float32, device=clicks.device) + 0.5
     ys = torch.arange(height, dtype=torch.float32, device=clicks.device) + 0.5
     gx = torch.exp(-(xs[None] - clicks[:, 0:1]) ** 2 / (2 * sigma ** 2))  # (K, W)
     gy = torch.exp(-(ys[None] - clicks[:, 1:2]) ** 2 / (2 * sigma ** 2))  # (K, H)
-    per_click = (gy[:, :, None] * gx[:, None, :]).flatten(1)  # (K, H*W)
-    index = clicks[:, 2].long()[:, None].expand_as(per_click)
-    out.scatter_reduce_(0, index, per_click, reduce="amax", include_self=True)
-    return out.view(num_classes, height, width)
+    classes = clicks[:, 2].long()
+    for c in classes.unique().tolist():  # per class, vectorised over its clicks
+        mine = classes == c
+        out[c] = (gy[mine, :, None] * gx[mine, None, :]).amax(0)
+    return out
 
 
 def _cell_mass(centres: Tensor, cells: int, stride: float, sigma: float) -> Tensor:
