@@ -241,7 +241,7 @@ def markdown(doc: dict) -> str:
            "| model | epochs | " + " | ".join(f"{k} clicks" for k in steps) + " |",
            "|---|---|" + "---|" * len(steps)]
     for r in models:
-        cells = [f"{m:.1f} ± {sd:.1f}" for m, sd in zip(r["map_mean"], r["map_std"])]
+        cells = [f"{m:.2f} ± {sd:.2f}" for m, sd in zip(r["map_mean"], r["map_std"])]
         out.append(f"| {r['name']} | {r.get('trained_epochs', '?')} | " + " | ".join(cells)
                    + " |")
     logs = {r["name"]: r.get("train_log") or [] for r in models}
@@ -286,6 +286,10 @@ def markdown(doc: dict) -> str:
                 "At this level the curves measure noise, not the methods: the targets above are "
                 "reported as computed, and a 'met' on the 0-click target only says that both "
                 "models are equally untrained.",
+                *(["- The learning rate never left its linear warm-up (warm-up steps "
+                   f"{s['warmup_iters']} > steps that fitted before the deadline): a schedule "
+                   "chosen before the machine's load was known."]
+                  if any(r and r[-1]["lr"] < s["lr"] * 0.999 for r in logs.values()) else []),
                 "- What the run does show: the whole pipeline (HIT-UAV import, crops, click "
                 "synthesis, training of all four kinds, Passthrough, the click-by-click evaluation "
                 "with ignore regions, per-class and per-size AP, the plot) runs end to end on the "
