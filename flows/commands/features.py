@@ -111,6 +111,11 @@ def run_order(args: argparse.Namespace) -> int:
         else:
             vectors, ids = None, [r.id for r in records]
         result = order_pool(vectors, ids, op, layout.order, records=records)
+        unembedded = sorted({r.id for r in records} - set(ids))
+        if unembedded:
+            result.notes.append(f"{len(unembedded)} pool images have no embedding (unreadable;"
+                                f" see {layout.features}/problems.json) and are not ordered: "
+                                f"{', '.join(unembedded[:5])}")
     except (ParamsError, OrderError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
