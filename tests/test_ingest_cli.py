@@ -90,8 +90,8 @@ def test_missing_source_is_an_error_not_a_traceback(tmp_path, capsys):
 def test_demo_prints_statistics(tmp_path, capsys):
     if not (SAMPLE / "images").is_dir():
         pytest.skip("bundled sample missing")
-    assert main(["--params", str(tmp_path / "none.yaml"), "demo", "--project",
-                 str(tmp_path)]) == 0
+    assert main(["--params", str(tmp_path / "none.yaml"), "demo", "--stats-only",
+                 "--project", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "no problems found" in out and "Person" in out and "20-32" in out
     assert (tmp_path / "data/pool/ground_truth.json").exists()
