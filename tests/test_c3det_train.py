@@ -108,8 +108,12 @@ def test_resuming_another_kind_is_refused(synthetic, tmp_path):
 
 
 @pytest.mark.benchmark
+@pytest.mark.timeout(3600)
 def test_clicks_raise_map_after_training_on_synthetic_data(tmp_path):
-    """~10 min on 2 busy cores: C3Det trained briefly; 5 clicks per image beat 0 clicks."""
+    """Over 10 min on 2 busy cores (unverified here: timed out at 600 s on the shared dev box).
+
+    C3Det trained briefly on synthetic shapes; 5 clicks per image must beat 0 clicks.
+    """
     from c3det.evaluate import map_vs_clicks
     labels, _ = make_synthetic(40, size=(128, 128), objects_per_image=(4, 10),
                                object_size=(8, 16), seed=1, out_dir=tmp_path / "data")
