@@ -199,4 +199,5 @@ class InteractiveSession:
         if len(self.tiles) == 1:
             return list(self.tiles[0].predictions)
         return merge_predictions([(t.window, t.predictions) for t in self.tiles],
-                                 self.predictor.tiling.nms_iou)
+                                 self.predictor.tiling.nms_iou,
+                                 cut_inside=self.predictor.tiling.cut_inside)

@@ -156,8 +156,11 @@ def train(labels: LabelSet, image_root: str | Path, params: C3DetParams,
 
     ddp_model = model
     if world > 1:
+        # find_unused_parameters: a batch without clicks skips the click branch (that is
+        # how 0 clicks stays exactly the plain detector), so its weights get no gradient
         ddp_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True)
     dataset = DetectionDataset(labels, image_root, tp)
     sampler = (DistributedSampler(dataset, world, rank, shuffle=True, seed=tp.seed)
                if world > 1 else EpochPermutation(len(dataset), tp.seed))

@@ -239,8 +239,10 @@ def simulate_annotation(p: Project, store, n: int) -> dict:
     wanted = set(ids)
     truth = LabelSet(gt.categories, [i for i in gt if i.id in wanted], gt.info)
     sim = p.params.simulator
-    if p.params.flows.preannotator == "plain":
-        sim = replace(sim, rounds=0)  # a plain detector cannot use clicks
+    if p.params.flows.preannotator == "plain" or n == 1:
+        # a plain detector cannot use clicks, and batch 1 has no model yet: clicks there
+        # would cost annotator time for nothing
+        sim = replace(sim, rounds=0)
     logs = simulate_batch(store, n, truth, _predictor_fn(p, n), sim, image_ids=ids,
                           progress=False)
     save_logs(logs, p.layout.batch_dir(n) / "simulation.json")

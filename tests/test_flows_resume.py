@@ -92,6 +92,9 @@ def test_kill9_during_pull_then_rerun_keeps_every_correction(tmp_path):
     truth["annotations"] = [a for a in truth["annotations"] if a["image_id"] in keep]
     # the simulated annotator corrects to the ground truth: every box is there, once
     assert boxes(labels) == boxes(truth) and len(ids) == 4
+    # batch 1 has no model yet: the simulator draws every box and spends no clicks
+    clicks = json.loads(lay.clicks(1).read_text())["clicks"]
+    assert set(clicks) == ids and not any(clicks.values())
     tags = subprocess.run(["git", "tag", "-l"], cwd=root, capture_output=True,
                           text=True).stdout.split()
     assert tags == ["iter-001"]
