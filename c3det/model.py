@@ -35,7 +35,6 @@ only for early_fusion) -> `fuse` (click branch) -> `heads` (RPN + RoI head, or R
 """
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Literal

@@ -28,11 +28,11 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import torch
-from torch.nn import functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from features.config import FeaturesParams
-from features.extractors import build_extractor, pick_device, preprocess
+from features.extractors import (PoolImageFiles, build_extractor, pick_device,
+                                 preprocess, resize_square)
 from tinyloop.annotations import ImageRecord, LabelSet
 from tinyloop.atomic import write_json_atomic
 
@@ -68,25 +68,14 @@ class EmbedReport:
 
 
 # --- reading images --------------------------------------------------------------------------
-class PoolImages(Dataset):
+class PoolImages(PoolImageFiles):
     """Items (row, image (3, size, size) in [0, 1] or None, error text or None)."""
 
-    def __init__(self, paths: Sequence[Path], size: int):
-        self.paths = list(paths)
-        self.size = size
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
     def __getitem__(self, i: int):
-        from tinyloop.images import load_image
-        try:
-            image = torch.from_numpy(load_image(self.paths[i]))
-        except Exception as e:  # ImageError, OSError: report, skip, go on
-            return i, None, str(e)
-        image = F.interpolate(image[None], size=(self.size, self.size), mode="bilinear",
-                              antialias=True, align_corners=False)[0]
-        return i, image, None
+        image, error = self.load(i)
+        if image is None:
+            return i, None, error
+        return i, resize_square(image[None], self.size)[0], None
 
 
 def collate_pool(items):

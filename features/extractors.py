@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.data import Dataset
 
 ARCHS = ("resnet18", "resnet50")
 _MEAN = (0.485, 0.456, 0.406)
@@ -90,10 +92,37 @@ def load_state(net: nn.Module, path: str | os.PathLike) -> None:
                            "architecture?")
 
 
+class PoolImageFiles(Dataset):
+    """Pool image files for a DataLoader; subclasses decide what one item is.
+
+    `load(i)` gives the image (3, H, W) in [0, 1] or the error text: an unreadable image is
+    reported and skipped by the caller, never a crash in a worker.
+    """
+
+    def __init__(self, paths: Sequence[Path], size: int):
+        self.paths = list(paths)
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load(self, i: int) -> tuple[torch.Tensor | None, str | None]:
+        from tinyloop.images import load_image
+        try:
+            return torch.from_numpy(load_image(self.paths[i])), None
+        except Exception as e:  # ImageError, OSError: report, skip, go on
+            return None, str(e)
+
+
+def resize_square(images: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, 3, H, W) -> (B, 3, size, size), antialiased bilinear."""
+    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True,
+                         align_corners=False)
+
+
 def preprocess(images: torch.Tensor, size: int) -> torch.Tensor:
     """(B, 3, H, W) in [0, 1] -> (B, 3, size, size), ImageNet-normalised."""
-    images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True,
-                           align_corners=False)
+    images = resize_square(images, size)
     mean = images.new_tensor(_MEAN).view(1, 3, 1, 1)
     std = images.new_tensor(_STD).view(1, 3, 1, 1)
     return (images - mean) / std

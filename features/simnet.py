@@ -22,10 +22,11 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from features.config import FeaturesParams
-from features.extractors import Extractor, pick_device, preprocess, resnet_trunk
+from features.extractors import (Extractor, PoolImageFiles, pick_device, preprocess,
+                                 resize_square, resnet_trunk)
 
 log = logging.getLogger(__name__)
 
@@ -45,27 +46,16 @@ def lifted_structured_loss(emb: torch.Tensor, labels: torch.Tensor, margin: floa
     return F.relu(J).pow(2).sum() / (2 * len(i))
 
 
-class HalfPairs(Dataset):
+class HalfPairs(PoolImageFiles):
     """Item: (2, 3, size, size) = the top and bottom half of one pool image, in [0, 1]."""
 
-    def __init__(self, paths: Sequence[Path], size: int):
-        self.paths = list(paths)
-        self.size = size
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
     def __getitem__(self, i: int):
-        from tinyloop.images import load_image
-        try:
-            image = torch.from_numpy(load_image(self.paths[i]))
-        except Exception as e:
-            return None, f"{self.paths[i]}: {e}"
+        image, error = self.load(i)
+        if image is None:
+            return None, f"{self.paths[i]}: {error}"
         h = image.shape[1] // 2
-        halves = torch.stack([
-            F.interpolate(part[None], size=(self.size, self.size), mode="bilinear",
-                          antialias=True, align_corners=False)[0]
-            for part in (image[:, :h], image[:, h:2 * h])])
+        halves = torch.cat([resize_square(part[None], self.size)
+                            for part in (image[:, :h], image[:, h:2 * h])])
         if torch.rand(()) < 0.5:  # flips keep the pair a pair but stop pixel matching
             halves = halves.flip(-1)
         return halves, None

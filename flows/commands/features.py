@@ -65,7 +65,6 @@ def _image_root(params, layout, pool) -> Path:
 
 
 def run_embed(args: argparse.Namespace) -> int:
-    import json
     from features.embed import EmbedError, update_store
     from features.extractors import WeightsError
     from features.simnet import train_simnet

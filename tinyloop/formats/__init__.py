@@ -36,6 +36,14 @@ class FormatError(ValueError):
         super().__init__(f"{file}: {message}" + (f"; {fix}" if fix else ""))
 
 
+def read_label_lines(path: Path) -> list[str]:
+    """The lines of a text label file (YOLO, DOTA); FormatError when it cannot be read."""
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise FormatError(path, f"cannot read label file ({e})") from None
+
+
 @dataclass
 class LabelFile:
     """The labels of one image as a source file states them, before any checks.

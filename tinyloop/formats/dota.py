@@ -17,7 +17,8 @@ from pathlib import Path
 
 from tinyloop.annotations import Annotation, ImageLabels, LabelSet, OrientedBox
 from tinyloop.atomic import write_text_atomic
-from tinyloop.formats import FormatError, LabelFile, corners_box, label_name
+from tinyloop.formats import (FormatError, LabelFile, corners_box, label_name,
+                              read_label_lines)
 from tinyloop.formats.voc import fmt_number
 
 HEADER_KEYS = ("imagesource", "gsd")
@@ -26,11 +27,7 @@ HEADER_KEYS = ("imagesource", "gsd")
 def read_dota(path: str | os.PathLike) -> LabelFile:
     path = Path(path)
     out = LabelFile(source=path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise FormatError(path, f"cannot read label file ({e})") from None
-    for number, line in enumerate(lines, start=1):
+    for number, line in enumerate(read_label_lines(path), start=1):
         line = line.strip()
         if not line:
             continue

@@ -29,7 +29,8 @@ import yaml
 from tinyloop.annotations import (Annotation, Box, ImageLabels, LabelSet, OrientedBox,
                                   Provenance)
 from tinyloop.atomic import write_text_atomic
-from tinyloop.formats import FormatError, LabelFile, corners_box, label_name
+from tinyloop.formats import (FormatError, LabelFile, corners_box, label_name,
+                              read_label_lines)
 
 DECIMALS = 6
 
@@ -39,11 +40,7 @@ def read_yolo(path: str | os.PathLike, names: list[str], width: int,
     """Parse one YOLO txt file of an image of width x height pixels."""
     path = Path(path)
     out = LabelFile(source=path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise FormatError(path, f"cannot read label file ({e})") from None
-    for number, line in enumerate(lines, start=1):
+    for number, line in enumerate(read_label_lines(path), start=1):
         tokens = line.split("#", 1)[0].split()
         if tokens:
             out.annotations.append(_parse_line(tokens, names, width, height, path, number))
