@@ -36,7 +36,7 @@ DATA = Path(os.environ.get("TINYLOOP_HITUAV", REPO.parent / "shared/datasets/hit
 RESULT = REPO / "benchmarks/results/c3det_map_vs_clicks.json"
 PLOT = REPO / "docs/img/c3det_map_vs_clicks.png"
 DOC = REPO / "docs/benchmarks/c3det_accuracy.md"
-MACHINE = "2-core CPU, 24 GiB, no GPU (dev box, shared with 7 other jobs)"
+MACHINE = os.environ.get("TINYLOOP_MACHINE", "2-core CPU, 24 GiB, no GPU (dev box)")
 NAMES = {"plain": "plain Faster R-CNN", "passthrough": "Passthrough",
          "early_fusion": "Early Fusion", "late_fusion": "Late Fusion", "c3det": "C3Det"}
 
@@ -109,7 +109,8 @@ def schedule(a) -> dict:
             "scales": a.scales, "batch_size": a.batch, "epochs": a.epochs, "lr": a.lr, "roi_batch_per_image": a.roi_batch,
             "warmup_iters": a.warmup, "lr_steps": a.lr_steps, "threads": a.threads,
             "click_steps": a.steps, "sessions": a.sessions, "backbone": "resnet18",
-            "weights": "none (from scratch)", "init_interactive_from_plain": False}
+            "weights": "none (from scratch)",
+            "init_interactive_from_plain": a.init == "plain"}
 
 
 def params(a) -> C3DetParams:

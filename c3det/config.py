@@ -25,6 +25,8 @@ class TrainParams:
     scales: list[float] = field(default_factory=lambda: [1.0])  # random resize factors before cropping
     flip: bool = True                # random horizontal flips
     min_visible: float = 0.5         # keep an object cut by the crop when this share is inside
+    object_crop_share: float = 0.5   # share of crops placed to hold a random object (tiny
+    # objects are sparse: a purely random 192 px window of a 640x512 image is often empty)
     max_clicks: int = 20             # Nu ~ U{0..max_clicks}, K = min(Nu, #objects)
     zero_click_share: float = 0.25   # share of samples with no click (keeps 0-click accuracy)
     click_noise_px: float = 0.0      # Gaussian std of simulated click positions (px)
@@ -36,6 +38,8 @@ class TrainParams:
     def check(self) -> str | None:
         if self.epochs < 1 or self.batch_size < 1:
             return "epochs and batch_size must be >= 1"
+        if not 0 <= self.object_crop_share <= 1:
+            return f"object_crop_share ({self.object_crop_share}) must be in [0, 1]"
         if not 0 <= self.zero_click_share <= 1:
             return f"zero_click_share ({self.zero_click_share}) must be in [0, 1]"
         if not self.scales or min(self.scales) <= 0:

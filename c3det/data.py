@@ -97,6 +97,19 @@ class DetectionDataset(Dataset):
         return image, t
 
 
+def crop_origin(boxes: torch.Tensor, w: int, h: int, s: int, object_share: float,
+                rng: np.random.Generator) -> tuple[int, int]:
+    """Top-left corner of an s x s window in a w x h image: with probability `object_share`
+    (and objects present) a window that wholly holds one random object, else anywhere."""
+    lo_x, hi_x, lo_y, hi_y = 0, max(w - s, 0), 0, max(h - s, 0)
+    if len(boxes) and rng.random() < object_share:
+        x1, y1, x2, y2 = boxes[int(rng.integers(len(boxes)))].tolist()
+        lo_x, hi_x = min(max(0, int(np.ceil(x2)) - s), hi_x), max(min(int(x1), hi_x), 0)
+        lo_y, hi_y = min(max(0, int(np.ceil(y2)) - s), hi_y), max(min(int(y1), hi_y), 0)
+        hi_x, hi_y = max(hi_x, lo_x), max(hi_y, lo_y)
+    return int(rng.integers(lo_x, hi_x + 1)), int(rng.integers(lo_y, hi_y + 1))
+
+
 def random_crop(image: torch.Tensor, t: dict, p: TrainParams,
                 rng: np.random.Generator) -> tuple[torch.Tensor, dict]:
     """Resize by a random factor of p.scales, cut a p.crop_size square, maybe flip."""
@@ -109,8 +122,7 @@ def random_crop(image: torch.Tensor, t: dict, p: TrainParams,
         t["ignore"] = t["ignore"] * scale
     _, h, w = image.shape
     s = p.crop_size
-    x0 = int(rng.integers(0, max(w - s, 0) + 1))
-    y0 = int(rng.integers(0, max(h - s, 0) + 1))
+    x0, y0 = crop_origin(t["boxes"], w, h, s, p.object_crop_share, rng)
     crop = torch.zeros((3, s, s))
     part = image[:, y0:y0 + s, x0:x0 + s]
     crop[:, :part.shape[1], :part.shape[2]] = part

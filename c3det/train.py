@@ -106,7 +106,8 @@ def train(labels: LabelSet, image_root: str | Path, params: C3DetParams,
           init_from: str | Path | None = None) -> dict:
     """Train `kind` ("plain", "early_fusion", "late_fusion", "c3det") on `labels`.
 
-    `init_from`: a `last.pt` of another run (e.g. the plain detector) whose weights start
+    `init_from`: a `last.pt` or `model.pt` of another run (e.g. the plain detector, or the
+    loop's previous iteration) whose weights start
     this one wherever names and shapes match (a fresh run only; resuming ignores it).
 
     `stop_after_epoch` ends the run after that epoch (0-based) as if it had been killed
@@ -227,8 +228,10 @@ def train(labels: LabelSet, image_root: str | Path, params: C3DetParams,
 
 
 def load_matching(model: torch.nn.Module, path: str | Path) -> list[str]:
-    """Copy the weights of a `last.pt` into `model` where name and shape match; returns names."""
-    theirs = torch.load(path, map_location="cpu", weights_only=True)["model"]
+    """Copy the weights of a training state (`last.pt`) or a model checkpoint (`model.pt`)
+    into `model` where name and shape match; returns the names copied."""
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    theirs = blob.get("model") or blob.get("state_dict") or {}
     mine = model.state_dict()
     take = {k: v for k, v in theirs.items() if k in mine and mine[k].shape == v.shape}
     if not take:

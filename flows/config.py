@@ -74,6 +74,7 @@ class FlowParams:
     store: Literal["file", "fiftyone"] = "file"  # where annotators' edits arrive
     preannotator: Literal["c3det", "plain"] = "c3det"  # c3det: clicks refine; plain: no clicks
     min_score: float = 0.5           # model boxes below this score are not shown to annotators
+    warm_start: bool = True          # model n starts from model n-1's weights (False: from scratch)
     eval_split: str = "val"          # metadata["split"] held out of the pool for evaluation
     eval_max_images: int = 0         # evaluate on the first N held-out images (0 = all)
     task_runner: Literal["thread", "dask"] = "thread"  # dask: fan-out over a LocalCluster

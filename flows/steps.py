@@ -326,7 +326,8 @@ def train(p: Project, n: int, batch_size: int | None = None) -> dict:
             fault_point("train")
             t0 = time.perf_counter()
             result = train_model(labeled(p, n), p.source, params, p.layout.model_dir(n),
-                                 resume=True, kind=model_kind(p), progress=False)
+                                 resume=True, kind=model_kind(p), progress=False,
+                                 init_from=_warm_start(p, n))
             break
         except RuntimeError as e:  # torch.cuda.OutOfMemoryError is a RuntimeError
             if "out of memory" not in str(e).lower() or size == 1 or \
@@ -344,6 +345,14 @@ def train(p: Project, n: int, batch_size: int | None = None) -> dict:
     (p.layout.model_dir(n) / "last.pt").unlink(missing_ok=True)
     _publish_current(p, n)
     return summary
+
+
+def _warm_start(p: Project, n: int) -> Path | None:
+    """Model n-1's weights, when flows.warm_start and it exists (a fresh run only)."""
+    previous = p.layout.model(n - 1) if n > 1 else None
+    if p.params.flows.warm_start and previous is not None and previous.exists():
+        return previous
+    return None
 
 
 def _empty_cuda_cache() -> None:
