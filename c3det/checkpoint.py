@@ -88,4 +88,6 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn
         raise CheckpointError(f"{path}: weights do not fit a {meta['kind']} model with "
                               f"{len(meta['classes'])} classes: {str(e)[:300]}") from None
     model.to(map_location).eval()
+    # per-class median box size of the training labels (click-to-box size prior)
+    model.class_box_sizes = meta.get("class_box_sizes")
     return model, meta

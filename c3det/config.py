@@ -100,6 +100,8 @@ class C3DetParams:
     # --- click-to-box guarantee (every click ends with a box of its class covering it) ---
     click_box_sigma: float = 4.0  # px, box-centre score exp(-d^2 / (2 sigma^2))
     default_box_size: float = 12.0  # px, box drawn around a click no candidate explains
+    # (used for a class the training labels have no box of; else that class's median size)
+    click_box_size_sigma: float = 0.5  # std of log(candidate area / class median area)
     train: TrainParams = field(default_factory=TrainParams)  # owner H3b
     eval: EvalParams = field(default_factory=EvalParams)     # owner H3b
 
@@ -109,6 +111,7 @@ class C3DetParams:
                    f"got {self.anchor_sizes}"
         if self.image_scale <= 0:
             return f"image_scale must be > 0, got {self.image_scale}"
-        if min(self.heatmap_sigma, self.c3_sigma, self.click_box_sigma) <= 0:
+        if min(self.heatmap_sigma, self.c3_sigma, self.click_box_sigma,
+               self.click_box_size_sigma) <= 0:
             return "heatmap_sigma, c3_sigma and click_box_sigma must be > 0"
         return None

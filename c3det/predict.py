@@ -98,6 +98,8 @@ class Predictor:
         self.model_version = model_version or "unversioned"
         self.min_score = min_score
         self.guarantee_clicks = guarantee_clicks
+        self.class_sizes = getattr(model, "class_box_sizes", None) or \
+            getattr(self.core, "class_box_sizes", None)
         # sessions re-run a click through c3det.click_heads (same results, less work)
         self.fast_clicks = fast_clicks and not isinstance(model, Passthrough) and supports(self.core)
 
@@ -146,7 +148,8 @@ class Predictor:
         if self.guarantee_clicks and len(clicks):
             p = core.params
             det = explain_clicks(det, clicks, tuple(tile.image.shape[-2:]), p.click_box_sigma,
-                                 p.default_box_size)
+                                 p.default_box_size, class_sizes=self.class_sizes,
+                                 size_sigma=p.click_box_size_sigma)
         return det
 
     def annotations(self, det: dict[str, Tensor]) -> list[Annotation]:

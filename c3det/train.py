@@ -26,6 +26,7 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
@@ -216,7 +217,7 @@ def train(labels: LabelSet, image_root: str | Path, params: C3DetParams,
                           "scaler": scaler.state_dict(), "epoch": epoch, "step": step,
                           "kind": kind}, state_path)
             meta = {"kind": kind, "classes": list(labels.categories), "epoch": epoch,
-                    "params": _plain(params)}
+                    "params": _plain(params), "class_box_sizes": class_box_sizes(labels)}
             _save_model(out / MODEL, model, meta)
             with open(out / METRICS, "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
@@ -225,6 +226,18 @@ def train(labels: LabelSet, image_root: str | Path, params: C3DetParams,
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
             break
     return {"epochs": history, "model": str(out / MODEL), "kind": kind}
+
+
+def class_box_sizes(labels: LabelSet) -> list[list[float] | None]:
+    """Median (width, height) px of each class's boxes in the training labels (None for a
+    class with none): the size prior of the click-to-box guarantee (c3det.click_to_box)."""
+    sizes: dict[str, list[tuple[float, float]]] = {c: [] for c in labels.categories}
+    for im in labels:
+        for a in im.annotations:
+            if a.category in sizes:
+                sizes[a.category].append((a.box.x2 - a.box.x1, a.box.y2 - a.box.y1))
+    return [[float(v) for v in np.median(np.array(sizes[c]), axis=0)] if sizes[c] else None
+            for c in labels.categories]
 
 
 def load_matching(model: torch.nn.Module, path: str | Path) -> list[str]:

@@ -8,7 +8,7 @@ from torchvision.ops import roi_align
 
 from c3det.baselines import relabel_by_clicks
 from c3det.c3 import c3_maps
-from c3det.click_to_box import centre_score, explain_clicks
+from c3det.click_to_box import centre_score, explain_clicks, size_score
 from c3det.heatmaps import class_heatmaps, pooled_click_maps
 from c3det.model import AlignedRoIAlign
 from c3det.uel import uel_selection
@@ -134,6 +134,37 @@ def test_click_without_candidates_gets_a_default_box_clipped_to_the_image():
                          default_size=12.0)
     assert out["boxes"].tolist() == [[0., 44., 8., 56.], [54., 34., 64., 46.]]
     assert out["labels"].tolist() == [2, 1]
+
+
+def test_class_size_prior_picks_the_typical_candidate_and_sizes_the_fallback():
+    click = torch.tensor([[50., 50., 0]])
+    # both candidates centred on the click; the huge one has more objectness
+    cands = torch.tensor([[[18., 18., 82., 82.]],    # 64 px, objectness 0.9
+                          [[44., 42., 56., 58.]]])   # 12 x 16 px, objectness 0.5
+    det = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long),
+           "scores": torch.zeros(0), "candidate_boxes": cands,
+           "candidate_objectness": torch.tensor([0.9, 0.5])}
+    no_prior = explain_clicks(det, click, (100, 100))
+    assert no_prior["boxes"][-1].tolist() == [18., 18., 82., 82.]
+    sized = explain_clicks(det, click, (100, 100), class_sizes=[[12.0, 16.0]], size_sigma=0.5)
+    assert sized["boxes"][-1].tolist() == [44., 42., 56., 58.]
+    assert size_score(cands[:, 0], (12.0, 16.0), 0.5)[1] == pytest.approx(1.0)
+    # no candidate: a box of the class's median size (the other class has no prior)
+    empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long),
+             "scores": torch.zeros(0)}
+    out = explain_clicks(empty, torch.tensor([[50., 50., 0], [20., 20., 1]]), (100, 100),
+                         default_size=10.0, class_sizes=[[30.0, 20.0], None])
+    assert out["boxes"].tolist() == [[35., 40., 65., 60.], [15., 15., 25., 25.]]
+
+
+def test_training_labels_give_each_class_its_median_box_size():
+    from c3det.train import class_box_sizes
+    from tinyloop.annotations import Annotation, Box, ImageLabels, ImageRecord, LabelSet
+    anns = [Annotation("car", Box(0, 0, 40, 20)), Annotation("car", Box(0, 0, 50, 30)),
+            Annotation("car", Box(0, 0, 60, 90)), Annotation("person", Box(5, 5, 15, 25))]
+    labels = LabelSet(["car", "person", "bike"],
+                      [ImageLabels(ImageRecord("a", "a.png", 100, 100), anns)])
+    assert class_box_sizes(labels) == [[50.0, 30.0], [10.0, 20.0], None]
 
 
 def test_every_click_ends_covered_by_a_box_of_its_class():
