@@ -225,9 +225,12 @@ def markdown(doc: dict) -> str:
            f"1e-4, {s['warmup_iters']} warm-up steps, lr x0.1 at epochs {s['lr_steps'] or 'none'}), "
            f"{s['roi_batch_per_image']} sampled RoIs per image, ResNet-18-FPN Faster R-CNN "
            f"from scratch (no pretrained weights: offline machine), clicks simulated per sample "
-           "(K = min(U[0,20], #objects) + 25% click-free samples), all four trainable models "
-           "trained at the same time in separate processes until a fixed wall-clock deadline; "
-           "epochs reached per model are in the table.",
+           "(K = min(U[0,20], #objects) + 25% click-free samples), "
+           + ("half of the crops placed to hold a random object. The plain detector trained "
+              "first; Early Fusion, Late Fusion and C3Det start from its weights (their click "
+              "branches new; the fusion starts as the identity) and train on. "
+              if s.get("init_interactive_from_plain") else "all models from scratch. ")
+           + "Epochs per model are in the train log of the JSON and in the table below.",
            f"- Test: {models[0]['images'] if models else s['test_images']} random *val*-split "
            + (f"images, from each the {s['test_tile']}x{s['test_tile']} window (stride "
               f"{s['test_tile'] // 2}) holding most objects " if s.get("test_tile") else
@@ -278,8 +281,11 @@ def markdown(doc: dict) -> str:
         for r in t["results"]:
             out.append(f"| {NAMES.get(r['kind'], r['kind'])} | {r['images_per_s']:.3f} | "
                        f"{_f(r['images_per_cpu_s'], 3)} |")
+    reading = REPO / "benchmarks/notes/c3det_accuracy_reading.md"
+    if reading.exists():  # the run's interpretation, written by hand after looking at it
+        out += ["", reading.read_text().strip()]
     best = max((max(r["map_mean"]) for r in models), default=0.0)
-    if best < 10:  # an untrained-level run: say so next to the numbers
+    if best < 10 and not reading.exists():  # an untrained-level run: say so
         out += ["", "## Reading these numbers honestly", "",
                 f"- No GPU was lent to this task, and the 2 cores were shared with 7 other jobs "
                 f"(load average ~18): every model got a few dozen SGD steps from random "

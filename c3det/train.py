@@ -129,6 +129,8 @@ def train(labels: LabelSet, image_root: str | Path, params: C3DetParams,
 
     torch.manual_seed(tp.seed)
     model = build_model(kind, len(labels.categories), params).to(device)
+    if tp.freeze_detector:
+        _freeze_detector(model, kind)
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
@@ -175,6 +177,10 @@ def train(labels: LabelSet, image_root: str | Path, params: C3DetParams,
         dataset.set_epoch(epoch)
         sampler.set_epoch(epoch)
         model.train()
+        if tp.freeze_detector:  # frozen BatchNorm statistics too, not only the weights
+            for m in model.detector.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         sums: dict[str, float] = {}
         n_images, n_steps, t0 = 0, 0, time.perf_counter()
         bar = tqdm(loader, desc=f"{kind} epoch {epoch + 1}/{tp.epochs}",
@@ -226,6 +232,17 @@ def train(labels: LabelSet, image_root: str | Path, params: C3DetParams,
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
             break
     return {"epochs": history, "model": str(out / MODEL), "kind": kind}
+
+
+def _freeze_detector(model: torch.nn.Module, kind: str) -> None:
+    """Train only the click branch: the image detector (backbone, FPN, RPN, RoI heads) keeps
+    the weights it starts with (`init_from` a plain detector), so 0 clicks stays exactly that
+    detector - guarantee (1) by construction rather than by the zero-click share."""
+    if getattr(model, "fusion", None) is None:
+        raise ValueError(f"train.freeze_detector: a {kind!r} model has no click branch to "
+                         "train on its own; use it with late_fusion or c3det")
+    for p in model.detector.parameters():
+        p.requires_grad_(False)
 
 
 def class_box_sizes(labels: LabelSet) -> list[list[float] | None]:

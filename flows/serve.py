@@ -24,7 +24,8 @@ from flows.loop import iteration, iteration_complete, next_batch, report_task, w
 
 @flow(name="retrain", log_prints=True)
 def retrain(root: str = ".") -> dict:
-    """Retrain the model of the last finished batch from scratch (e.g. after a params edit)."""
+    """Retrain the model of the last finished batch (e.g. after a params edit): from model
+    n-1 with flows.warm_start, else from scratch."""
     p = steps.Project.open(root)
     done = [n for n in p.layout.labeled_batches() if iteration_complete(p, n)]
     if not done:

@@ -134,6 +134,22 @@ def test_a_new_run_starts_from_a_model_checkpoint_of_another(synthetic, tmp_path
                        previous.state_dict()["detector.backbone.body.conv1.weight"])
 
 
+def test_freezing_the_detector_keeps_zero_clicks_exactly_the_plain_model(synthetic, tmp_path):
+    labels, root = synthetic
+    train(labels, root, _params(1, max_images=2), tmp_path / "plain", kind="plain",
+          progress=False)
+    p = _params(1, max_images=4, freeze_detector=True, zero_click_share=0.0)
+    train(labels, root, p, tmp_path / "c3", kind="c3det", progress=False,
+          init_from=tmp_path / "plain/model.pt")
+    plain, _ = checkpoint.load(tmp_path / "plain/model.pt")
+    c3, _ = checkpoint.load(tmp_path / "c3/model.pt")
+    mine, theirs = c3.state_dict(), plain.state_dict()
+    assert all(torch.equal(mine[k], v) for k, v in theirs.items())  # BN statistics included
+    assert any(v.abs().sum() > 0 for k, v in mine.items() if k.startswith("fusion.mix"))
+    with pytest.raises(ValueError, match="no click branch"):
+        train(labels, root, p, tmp_path / "ef", kind="early_fusion", progress=False)
+
+
 def test_resuming_another_kind_is_refused(synthetic, tmp_path):
     labels, root = synthetic
     p = _params(1, max_images=2)

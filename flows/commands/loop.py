@@ -89,7 +89,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "Run `simulate` once per cell of the grid, each in its own project "
                            "under PROJECT/sweep/<ordering>-<preannotator>-<features> with the "
                            "project's params plus the cell's, and write the seed paper's "
-                           "Table 1 (WT and WB reduction %% at IoU 0.5 and 0.7) to "
+                           "Table 1 (WT and WB reduction % at IoU 0.5 and 0.7) to "
                            "PROJECT/sweep/table1.md and table1.json. Cells resume like any "
                            "project; a failing cell (e.g. imagenet without cached weights) is "
                            "reported and the sweep goes on."))
