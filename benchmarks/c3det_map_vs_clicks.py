@@ -118,7 +118,7 @@ def params(a) -> C3DetParams:
         roi_batch_size=a.roi_batch,
         train=TrainParams(epochs=a.epochs, batch_size=a.batch, lr=a.lr, crop_size=a.crop,
                           scales=a.scales, warmup_iters=a.warmup, lr_steps=a.lr_steps,
-                          seed=0),
+                          seed=0, freeze_detector=a.freeze_detector),
         eval=EvalParams(click_steps=a.steps, sessions=a.sessions, seed=0))
 
 
@@ -127,7 +127,7 @@ def cmd_train(a) -> None:
     work = Path(a.work)
     labels = split(load_hituav(work), "train", a.train_images, 0)
     p = params(a)
-    out = work / a.kind
+    out = work / run_name(a)
     init = work / a.init / "last.pt" if a.init else None
     deadline = _deadline(a.deadline)
     t_epoch = 0.0
@@ -154,28 +154,35 @@ def cmd_eval(a) -> None:
         test, root = test_tiles(load_hituav(work), a.test_images, a.test_tile, work)
     else:
         test, root = split(load_hituav(work), "val", a.test_images, 1), DATA
-    source = "plain" if a.kind == "passthrough" else a.kind
+    source = "plain" if a.kind == "passthrough" else run_name(a)
     model, meta = checkpoint.load(work / source / "model.pt")
     if a.kind == "passthrough":
         from c3det.baselines import Passthrough
         model = Passthrough(model)
     model.eval()
     t0 = time.time()
-    r = map_vs_clicks(model, test, root, params(a).eval, name=NAMES[a.kind])
-    r["kind"], r["eval_seconds"], r["trained_epochs"] = a.kind, time.time() - t0, \
+    name = NAMES[a.kind] + (" (detector frozen)" if a.freeze_detector else "")
+    r = map_vs_clicks(model, test, root, params(a).eval, name=name)
+    r["kind"], r["eval_seconds"], r["trained_epochs"] = run_name(a), time.time() - t0, \
         meta.get("epoch", -1) + 1
     metrics = work / source / "metrics.jsonl"
     r["train_log"] = [json.loads(x) for x in metrics.read_text().splitlines()] \
         if metrics.exists() else []
-    (work / f"eval_{a.kind}.json").write_text(json.dumps(r, indent=1))
-    print(a.kind, [round(x, 2) for x in r["map_mean"]], flush=True)
+    (work / f"eval_{run_name(a)}.json").write_text(json.dumps(r, indent=1))
+    print(run_name(a), [round(x, 2) for x in r["map_mean"]], flush=True)
+
+
+def run_name(a) -> str:
+    """Where a run lives in the work dir: the kind, plus "_frozen" for --freeze-detector."""
+    return a.kind + ("_frozen" if a.freeze_detector else "")
 
 
 def cmd_report(a) -> None:
     from c3det.evaluate import plot_curves
     work = Path(a.work)
-    results = [json.loads((work / f"eval_{k}.json").read_text()) for k in NAMES
-               if (work / f"eval_{k}.json").exists()]
+    results = [json.loads((work / f"eval_{k}{tag}.json").read_text())
+               for k in NAMES for tag in ("", "_frozen")
+               if (work / f"eval_{k}{tag}.json").exists()]
     by = {r["kind"]: r for r in results}
 
     def at(kind, clicks):
@@ -192,6 +199,15 @@ def cmd_report(a) -> None:
         "c3det_0_clicks_within_0.5_of_plain": None if None in (c0, p0) else
         {"value": c0 - p0, "met": abs(c0 - p0) <= 0.5},
     }
+    f0, f20 = at("c3det_frozen", 0), at("c3det_frozen", hi)
+    if None not in (f0, f20, p0):  # the variant that keeps the plain detector frozen
+        targets[f"c3det_frozen_gain_0_to_{hi}_clicks_ge_15"] = \
+            {"value": f20 - f0, "met": f20 - f0 >= 15}
+        targets["c3det_frozen_0_clicks_within_0.5_of_plain"] = \
+            {"value": f0 - p0, "met": abs(f0 - p0) <= 0.5}
+        if lf20 is not None:
+            targets[f"c3det_frozen_minus_late_fusion_at_{hi}_ge_5"] = \
+                {"value": f20 - lf20, "met": f20 - lf20 >= 5}
     doc = {"benchmark": "c3det_map_vs_clicks", "machine": MACHINE,
            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
            "dataset": "HIT-UAV (train split -> train, val split -> test)",
@@ -351,6 +367,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, nargs="+", default=[0, 1, 3, 10, 20])
     ap.add_argument("--sessions", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--freeze-detector", action="store_true",
+                    help="train only the click branch (c3det.train.freeze_detector)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     {"train": cmd_train, "eval": cmd_eval, "report": cmd_report}[a.phase](a)

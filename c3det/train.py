@@ -196,6 +196,10 @@ def train(labels: LabelSet, image_root: str | Path, params: C3DetParams,
             with torch.autocast(device.type, enabled=use_amp):
                 losses = ddp_model(images, clicks, tgts)
             loss = sum(losses.values())
+            if tp.freeze_detector and not loss.requires_grad:
+                # a click-free batch teaches a frozen detector nothing; keep the graph (and
+                # every DDP rank's backward) anyway
+                loss = loss + 0.0 * sum(p.sum() for p in decay + no_decay)
             if not math.isfinite(loss.item()):
                 raise FloatingPointError(
                     f"{kind} epoch {epoch + 1} step {step}: loss is {loss.item()}; lower "
