@@ -186,7 +186,7 @@ def main(argv=None):
     cpu = platform.processor() or platform.machine()
     machine = (f"{torch.cuda.get_device_name(0)}" if device.type == "cuda" else
                f"{os.cpu_count()}-core CPU ({cpu}), {args.threads} torch threads, no GPU "
-               "(dev box, shared with 7 other agents)")
+               f"({os.environ.get('TINYLOOP_MACHINE_NOTE', 'dev box')})")
     targets = []
     for r in rows:
         ok_ratio = r["ratio"] <= 0.3 and (device.type == "cuda" or r["ratio_cpu"] <= 0.3)
