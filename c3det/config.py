@@ -115,5 +115,5 @@ class C3DetParams:
             return f"image_scale must be > 0, got {self.image_scale}"
         if min(self.heatmap_sigma, self.c3_sigma, self.click_box_sigma,
                self.click_box_size_sigma) <= 0:
-            return "heatmap_sigma, c3_sigma and click_box_sigma must be > 0"
+            return "heatmap_sigma, c3_sigma, click_box_sigma and click_box_size_sigma must be > 0"
         return None

@@ -141,6 +141,7 @@ def train(labels: LabelSet, image_root: str | Path, params: C3DetParams,
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     start_epoch, step, history = 0, 0, []
+    box_sizes = class_box_sizes(labels)  # the click-to-box size prior, saved with each model
     state_path = out / STATE
     if resume and state_path.exists():
         state = torch.load(state_path, map_location=device, weights_only=True)
@@ -227,7 +228,7 @@ def train(labels: LabelSet, image_root: str | Path, params: C3DetParams,
                           "scaler": scaler.state_dict(), "epoch": epoch, "step": step,
                           "kind": kind}, state_path)
             meta = {"kind": kind, "classes": list(labels.categories), "epoch": epoch,
-                    "params": _plain(params), "class_box_sizes": class_box_sizes(labels)}
+                    "params": _plain(params), "class_box_sizes": box_sizes}
             _save_model(out / MODEL, model, meta)
             with open(out / METRICS, "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
