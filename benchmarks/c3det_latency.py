@@ -44,6 +44,15 @@ VARIANTS = {  # all: C3Det, ResNet-18 image backbone, Faster R-CNN
 }
 
 
+NOTES = {
+    "cpu": "median wall time (and median process CPU seconds, all threads); other agents may "
+           "share the cores, so wall times can be pessimistic (compare the load averages); CPU "
+           "seconds / threads estimates an idle box",
+    "cuda": "median wall time with torch.cuda.synchronize() around each call (the CPU seconds "
+            "are the host process's: kernel launches and Python)",
+}
+
+
 def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -201,9 +210,7 @@ def main(argv=None):
               "torch": torch.__version__, "runs": args.runs,
               "load_average_before": [round(x, 2) for x in load_before],
               "load_average_after": [round(x, 2) for x in os.getloadavg()],
-              "note": "median wall time (and median process CPU seconds, all threads); other "
-                      "agents were using the same 2 cores, so wall times are pessimistic "
-                      "(compare the load averages); CPU seconds / threads estimates an idle box",
+              "note": NOTES[device.type],
               "results": rows, "targets": targets}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

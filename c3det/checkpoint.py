@@ -48,6 +48,11 @@ def save(path: str | Path, model: nn.Module, meta: dict[str, Any],
     return write_bytes_atomic(path, buf.getvalue())
 
 
+def best_device() -> torch.device:
+    """CUDA when present, else the CPU: where inference runs unless told otherwise."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def read(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The raw checkpoint dict: format, meta, state_dict, extra (optimizer state for resume)."""
     path = Path(path)

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from c3det.baselines import Passthrough, relabel_by_clicks
 from c3det.click_heads import LinearClickHeads, supports
+from c3det.checkpoint import best_device
 from c3det.click_to_box import explain_clicks
 from c3det.model import Batch, ClickDetector
 from tinyloop.annotations import Annotation, Box, Click, Provenance
@@ -91,7 +92,7 @@ class Predictor:
         self.classes = list(classes)
         if len(self.classes) != model.num_classes:
             raise ValueError(f"{len(self.classes)} class names for a {model.num_classes}-class model")
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = torch.device(device) if device else best_device()
         self.model = model.to(self.device).eval()
         self.core: ClickDetector = model.plain if isinstance(model, Passthrough) else model
         self.tiling = tiling or TilingParams()

@@ -384,9 +384,9 @@ def evaluate(p: Project, n: int) -> dict:
         metrics = {"batch": n, "images_labeled": len(labeled(p, n).images),
                    "eval_images": len(test.images)}
         if test.images:
-            from c3det.checkpoint import load
+            from c3det.checkpoint import best_device, load
             from c3det.evaluate import map_vs_clicks
-            model, _ = load(p.layout.model(n))
+            model, _ = load(p.layout.model(n), map_location=best_device())
             ev = p.params.c3det.eval
             if model_kind(p) == "plain":
                 ev = replace(ev, click_steps=[0])

@@ -265,3 +265,13 @@ def test_backbone_weights_from_a_file_and_a_clear_offline_message(tmp_path, monk
                         "get_state_dict", offline)
     with pytest.raises(RuntimeError, match="offline.*'none'"):
         build_model("plain", 2, P(weights="imagenet"))
+
+
+def test_inference_runs_on_cuda_when_present_and_on_the_cpu_otherwise(monkeypatch):
+    # evaluation used to load checkpoints on the CPU even on a GPU box (minutes per iteration)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert checkpoint.best_device() == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert checkpoint.best_device() == torch.device("cpu")
+    model = build_model("c3det", len(CLASSES), C3DetParams())
+    assert Predictor(model, CLASSES).device == torch.device("cpu")

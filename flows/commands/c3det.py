@@ -119,7 +119,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     results = []
     for path, wrap in [(m, False) for m in args.model] + [(m, True) for m in args.passthrough]:
         try:
-            model, meta = checkpoint.load(path)
+            model, meta = checkpoint.load(path, map_location=checkpoint.best_device())
         except checkpoint.CheckpointError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
