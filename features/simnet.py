@@ -13,10 +13,11 @@ stores for extractor "simnet". CUDA + AMP are used when present.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -132,6 +133,34 @@ def train_simnet(paths: Sequence[Path], params: FeaturesParams, out_path: str | 
             break
     save_simnet(out_path, model, history)
     return history
+
+
+def with_checkpoint_under(params: FeaturesParams, root: str | os.PathLike) -> FeaturesParams:
+    """`params` with a relative `simnet.checkpoint` resolved against the project `root`
+    (not the working directory, which differs between the CLI, DVC and flow workers)."""
+    ckpt = Path(params.simnet.checkpoint)
+    if ckpt.is_absolute():
+        return params
+    return dataclasses.replace(params, simnet=dataclasses.replace(
+        params.simnet, checkpoint=str(Path(root) / ckpt)))
+
+
+def ensure_simnet(params: FeaturesParams, root: str | os.PathLike,
+                  paths: Callable[[], Sequence[Path]], *, retrain: bool = False,
+                  progress: bool = True) -> tuple[FeaturesParams, dict | None]:
+    """For extractor "simnet": train SimNet on the pool images `paths()` unless its checkpoint
+    exists (or `retrain`). Returns (params with the checkpoint resolved, the loss history or
+    None when nothing was trained). Other extractors pass through untouched."""
+    if params.extractor != "simnet":
+        return params, None
+    params = with_checkpoint_under(params, root)
+    ckpt = Path(params.simnet.checkpoint)
+    if ckpt.exists() and not retrain:
+        return params, None
+    from tinyloop.atomic import write_json_atomic
+    history = train_simnet(list(paths()), params, ckpt, progress=progress)
+    write_json_atomic(ckpt.with_suffix(".json"), history)
+    return params, history
 
 
 def save_simnet(path: str | os.PathLike, model: SimNet, history: dict) -> None:

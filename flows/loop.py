@@ -1,6 +1,6 @@
 """The loop as Prefect flows: `prepare`, `iteration`, `simulate` (and `sweep`, flows/sweep.py).
 
-    prepare    ingest -> features (fan-out) -> order -> version the pool
+    prepare    ingest -> [train SimNet] -> features (fan-out) -> order -> version the pool
     iteration  pre-annotate batch N with model N-1 (fan-out) -> publish -> wait for people
                -> pull corrections -> workload -> retrain on batches 1..N -> evaluate
                -> pre-annotate batch N+1 -> report -> dvc commit + git tag iter-NNN + push
@@ -61,6 +61,12 @@ def ingest_task(root: str) -> dict:
     return steps.ingest(Project.open(root))
 
 
+@task(name="train-simnet", cache_policy=NO_CACHE)
+def train_simnet_task(root: str) -> str:
+    """SimNet trained on the pool once, before the embedding fans out (extractor simnet)."""
+    return steps.features_params(Project.open(root), train=True).simnet.checkpoint
+
+
 @task(name="embed-chunk", cache_policy=NO_CACHE)
 def embed_chunk_task(root: str, ids: list[str], part: int) -> str:
     """Embed a share of the pool into data/features/parts/NNN (merged afterwards)."""
@@ -70,7 +76,7 @@ def embed_chunk_task(root: str, ids: list[str], part: int) -> str:
     keep = set(ids)
     records = [i.image for i in pool if i.id in keep]
     out = p.layout.features / "parts" / f"{part:03d}"
-    embed_pool(records, p.source, p.params.features, out, progress=False)
+    embed_pool(records, p.source, steps.features_params(p), out, progress=False)
     return str(out)
 
 
@@ -85,7 +91,8 @@ def merge_features_task(root: str, parts: list[str]) -> dict:
         v, i, _ = load_store(part, mmap=False)
         vecs.append(np.asarray(v))
         ids.extend(i)
-    save_store(p.layout.features, np.concatenate(vecs), ids, fingerprint(p.params.features))
+    save_store(p.layout.features, np.concatenate(vecs), ids,
+               fingerprint(steps.features_params(p)))
     shutil.rmtree(p.layout.features / "parts", ignore_errors=True)
     return {"images": len(ids)}
 
@@ -181,6 +188,8 @@ def _fan_out_features(root: str) -> None:
         done = set(json.loads(p.layout.embedding_ids.read_text()))
         if done >= {i.id for i in steps.pool(p)}:
             return
+    if p.params.features.extractor == "simnet":
+        train_simnet_task(root)
     ids = [i.id for i in steps.pool(p)]
     k = p.params.flows.dask_workers if p.params.flows.task_runner == "dask" else 1
     size = max(1, -(-len(ids) // k))

@@ -95,10 +95,21 @@ def eval_set(p: Project) -> LabelSet:
     return LabelSet(gt.categories, items, gt.info)
 
 
+def features_params(p: Project, *, train: bool = False):
+    """The features params with SimNet's checkpoint under the project root; `train`: train
+    SimNet on the pool first when extractor is simnet and it has no checkpoint yet."""
+    from features.simnet import ensure_simnet, with_checkpoint_under
+    fp = p.params.features
+    if not train:
+        return with_checkpoint_under(fp, p.layout.root) if fp.extractor == "simnet" else fp
+    return ensure_simnet(fp, p.layout.root, lambda: [p.source / i.image.path for i in pool(p)],
+                         progress=False)[0]
+
+
 def features(p: Project) -> dict:
     """Embed every pool image (incremental: images already embedded are skipped)."""
     from features.embed import embed_pool
-    emb, ids = embed_pool(pool(p), p.source, p.params.features, p.layout.features)
+    emb, ids = embed_pool(pool(p), p.source, features_params(p, train=True), p.layout.features)
     return {"images": len(ids), "dim": int(emb.shape[1]) if len(ids) else 0}
 
 

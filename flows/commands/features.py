@@ -67,23 +67,18 @@ def _image_root(params, layout, pool) -> Path:
 def run_embed(args: argparse.Namespace) -> int:
     from features.embed import EmbedError, update_store
     from features.extractors import WeightsError
-    from features.simnet import train_simnet
-    from tinyloop.atomic import write_json_atomic
+    from features.simnet import ensure_simnet
     from tinyloop.params import ParamsError
     try:
         params, layout, pool = _setup(args)
         fp = params.features
         image_root = _image_root(params, layout, pool)
-        if fp.extractor == "simnet":
-            ckpt = Path(fp.simnet.checkpoint)
-            ckpt = ckpt if ckpt.is_absolute() else layout.root / ckpt
-            fp.simnet.checkpoint = str(ckpt)
-            if args.retrain_simnet or not ckpt.exists():
-                paths = [image_root / im.image.path for im in pool.images]
-                history = train_simnet(paths, fp, ckpt, progress=not args.no_progress)
-                write_json_atomic(ckpt.with_suffix(".json"), history)
-                print(f"SimNet trained: loss {history['epoch_loss'][0]:.4f} -> "
-                      f"{history['epoch_loss'][-1]:.4f}, saved to {ckpt}")
+        fp, history = ensure_simnet(
+            fp, layout.root, lambda: [image_root / im.image.path for im in pool.images],
+            retrain=args.retrain_simnet, progress=not args.no_progress)
+        if history:
+            print(f"SimNet trained: loss {history['epoch_loss'][0]:.4f} -> "
+                  f"{history['epoch_loss'][-1]:.4f}, saved to {fp.simnet.checkpoint}")
         vectors, ids, report = update_store(pool, image_root, fp, layout.features,
                                             progress=not args.no_progress)
     except (ParamsError, EmbedError, WeightsError, FileNotFoundError, ValueError) as e:
