@@ -88,3 +88,19 @@ def test_temporal_order_command_and_clear_errors(tmp_path, capsys):
     (tmp_path / "p2/data/pool/manifest.json").unlink()
     assert main(["--params", str(params), "embed"]) == 1
     assert "manifest.json not found" in capsys.readouterr().err
+
+
+def test_embed_with_simnet_trains_it_under_the_project_once(tmp_path, monkeypatch, capsys):
+    files = sorted((SOURCE / "images").rglob("*.jpg"))[:4]
+    params = _project(tmp_path / "project", files)
+    doc = yaml.safe_load(params.read_text())
+    doc["features"].update(extractor="simnet", simnet={
+        "epochs": 1, "batch_size": 4, "image_size": 32, "embedding_dim": 8})
+    params.write_text(yaml.safe_dump(doc))
+    monkeypatch.chdir(tmp_path)
+    assert main(["--params", str(params), "embed", "--no-progress"]) == 0
+    assert "SimNet trained" in capsys.readouterr().out
+    ckpt = tmp_path / "project" / "models" / "simnet.pt"
+    assert ckpt.is_file() and (tmp_path / "project" / "models" / "simnet.json").is_file()
+    assert main(["--params", str(params), "embed", "--no-progress"]) == 0
+    assert "SimNet trained" not in capsys.readouterr().out  # the checkpoint is reused
