@@ -50,7 +50,8 @@ def _chunk_key(context, parameters) -> str:
     p = Project.open(parameters["root"])
     parts = [_file_hash(Path(model)) if model else "no-model",
              ",".join(parameters["ids"]), json.dumps(p.params.tiling.__dict__, sort_keys=True),
-             p.params.flows.preannotator, str(p.params.flows.min_score)]
+             p.params.flows.preannotator,
+             str(steps.min_score_for(p, Path(model)) if model else None)]
     return "preannotate-" + hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 

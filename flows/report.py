@@ -72,6 +72,7 @@ def batch_rows(layout: ProjectLayout) -> list[dict]:
             "wt_reduction_cum_iou07": _pct(cum["WT07"], cum["manual07"]),
             "images_cum": cum["images"],
             "map50": metrics.get("map50"),
+            "min_score": metrics.get("min_score"),  # chosen for the next batch (auto only)
         })
     return rows
 

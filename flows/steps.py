@@ -181,15 +181,32 @@ def predict_images(p: Project, model_path: Path | None, items: list[ImageLabels]
         return [ImageLabels(i.image) for i in items]
     from c3det.predict import Predictor
     predictor = Predictor(model_path, p.classes)
-    return [ImageLabels(i.image, confident(p, predictor.predict(str(p.source / i.image.path),
-                                                                 [])))
+    t = min_score_for(p, model_path)
+    return [ImageLabels(i.image, confident(predictor.predict(str(p.source / i.image.path), []),
+                                           t))
             for i in items]
 
 
-def confident(p: Project, annotations: list) -> list:
-    """The model boxes worth showing: score >= flows.min_score (unscored boxes stay)."""
-    t = p.params.flows.min_score
-    return [a for a in annotations if a.provenance.score is None or a.provenance.score >= t]
+def confident(annotations: list, min_score: float) -> list:
+    """The model boxes worth showing: score >= min_score (unscored boxes stay)."""
+    return [a for a in annotations
+            if a.provenance.score is None or a.provenance.score >= min_score]
+
+
+THRESHOLD_FILE = "threshold.json"  # beside model.pt: the min_score chosen for that model
+AUTO_FALLBACK = 0.5  # flows.min_score auto, before the model's threshold is known
+
+
+def min_score_for(p: Project, model_path: Path) -> float:
+    """flows.min_score, or with "auto" the score chosen for this model by `evaluate`."""
+    if p.params.flows.min_score != "auto":
+        return p.params.flows.min_score
+    chosen = Path(model_path).parent / THRESHOLD_FILE
+    if not chosen.exists():
+        log.warning("%s is missing (model not evaluated: no held-out split?); showing boxes "
+                    "from score %.2f", chosen, AUTO_FALLBACK)
+        return AUTO_FALLBACK
+    return json.loads(chosen.read_text())["min_score"]
 
 
 def chunks(items: list, size: int) -> list[list]:
@@ -269,10 +286,11 @@ def _predictor_fn(p: Project, n: int):
     from c3det.predict import Predictor
     predictor = Predictor(model, p.classes)
     images = {i.id: i.image for i in read_labels(p.layout.preannotations(n))}
+    t = min_score_for(p, model)
 
     def predict(image_id, clicks):
-        return confident(p, predictor.predict(str(p.source / images[image_id].path),
-                                              list(clicks)))
+        return confident(predictor.predict(str(p.source / images[image_id].path),
+                                           list(clicks)), t)
     return predict
 
 
@@ -385,9 +403,38 @@ def _publish_current(p: Project, n: int) -> None:
     write_json_atomic(stamp, {"batch": n, "model": str(src.relative_to(p.layout.root))})
 
 
+THRESHOLDS = [round(0.05 * k, 2) for k in range(1, 20)]  # min_score candidates for "auto"
+
+
+def choose_min_score(p: Project, n: int) -> dict | None:
+    """With flows.min_score auto: the score from which model n's boxes are shown, the one
+    that would have saved the most WT on the held-out split (written beside the model)."""
+    if p.params.flows.min_score != "auto":
+        return None
+    path = p.layout.model_dir(n) / THRESHOLD_FILE
+    if path.exists():
+        return json.loads(path.read_text())
+    test = eval_set(p)
+    if not test.images:
+        return None
+    from c3det.predict import Predictor
+    from flows.workload import best_threshold, wt_by_threshold
+    predictor = Predictor(p.layout.model(n), p.classes)
+    predictions = LabelSet(test.categories, [
+        ImageLabels(i.image, predictor.predict(str(p.source / i.image.path), []))
+        for i in test.images])
+    curve = wt_by_threshold(predictions, test, p.params.workload, THRESHOLDS)
+    chosen = {"min_score": best_threshold(curve), "wt_by_min_score": curve,
+              "images": len(test.images)}
+    write_json_atomic(path, chosen)
+    return chosen
+
+
 def evaluate(p: Project, n: int) -> dict:
-    """mAP of model n on the held-out split, with and without clicks -> metrics.json."""
+    """mAP of model n on the held-out split, with and without clicks -> metrics.json
+    (and, with flows.min_score auto, the score threshold of its pre-annotations)."""
     path = p.layout.metrics(n)
+    chosen = choose_min_score(p, n)
     if path.exists():
         metrics = json.loads(path.read_text())
     else:
@@ -407,6 +454,9 @@ def evaluate(p: Project, n: int) -> dict:
                             "map_vs_clicks": curve["map_mean"],
                             "map_vs_clicks_std": curve["map_std"],
                             "per_class": {c: v[0] for c, v in curve["per_class"].items()}})
+        if chosen:
+            metrics.update(min_score=chosen["min_score"],
+                           wt_by_min_score=chosen["wt_by_min_score"])
         write_json_atomic(path, metrics)
     cur = p.layout.models / "current"
     cur.mkdir(parents=True, exist_ok=True)

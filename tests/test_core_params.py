@@ -42,10 +42,17 @@ def test_defaults_equal_the_shipped_params_file():
     ({"data": {"classes": ["A"], "ignore_classes": ["A"]}}, "cannot be both a class"),
     ({"project": {"seed": True}}, "project.seed: expected a whole number, got True"),
     (["not", "a", "mapping"], "expected a mapping"),
+    ({"flows": {"min_score": 1.5}}, r"min_score must be in \[0, 1\] or auto, got 1.5"),
+    ({"flows": {"min_score": "best"}}, "flows.min_score: expected a number or one of 'auto', got 'best'"),
 ])
 def test_bad_values_are_named(tmp_path, doc, message):
     with pytest.raises(ParamsError, match=message):
         load_params(write(tmp_path, doc))
+
+
+def test_min_score_takes_a_number_or_auto(tmp_path):
+    assert load_params(write(tmp_path, {"flows": {"min_score": "auto"}})).flows.min_score == "auto"
+    assert load_params(write(tmp_path, {"flows": {"min_score": 0}})).flows.min_score == 0.0
 
 
 def test_missing_file_says_how_to_create_one(tmp_path):

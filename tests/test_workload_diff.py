@@ -124,3 +124,21 @@ def test_image_missing_from_preannotations_counts_as_added():
     pre, final = hand_made()
     t = diff_batch(LabelSet(CLASSES), final, 0.5).totals()
     assert t["added"] == 5 and t["deleted"] == 0
+
+
+def test_min_score_is_chosen_where_the_wt_saving_is_largest():
+    """Three right boxes at 0.8-0.9 and two wrong ones at 0.3: showing only the right ones
+    saves 3 boxes of 5 (60 %); showing all costs two deletions (3 - 2/2 = 2 of 5: 40 %);
+    showing none saves nothing."""
+    from flows.workload import best_threshold, wt_by_threshold
+    rec = ImageRecord("img", "img.jpg", 200, 60)
+    truth = [ann("Car", 10 * k, 0, 10 * k + 8, 8) for k in range(5)]
+    scored = [(0.9, truth[0]), (0.85, truth[1]), (0.8, truth[2]),
+              (0.3, ann("Car", 100, 40, 108, 48)), (0.3, ann("Person", 150, 40, 158, 48))]
+    pre = [Annotation(a.category, a.box, provenance=Provenance("model", "m1", s))
+           for s, a in scored]
+    curve = wt_by_threshold(LabelSet(CLASSES, [ImageLabels(rec, pre)]),
+                            LabelSet(CLASSES, [ImageLabels(rec, truth)]), WorkloadParams(),
+                            [0.1, 0.5, 0.95])
+    assert [r["wt_reduction_pct"] for r in curve] == [40.0, 60.0, 0.0]
+    assert best_threshold(curve) == 0.5

@@ -74,6 +74,11 @@ def _convert(tp: Any, value: Any, where: str, file: str) -> Any:
                 return _convert(option, value, where, file)
             except ParamsError as e:
                 errors.append(str(e).split(": ", 2)[-1])
+        got = f", got {value!r}"
+        if all(e.startswith("expected ") and e.endswith(got) for e in errors):
+            # "expected a number or one of 'auto', got 'best'"
+            wanted = [e[len("expected "):-len(got)] for e in errors]
+            raise ParamsError(f"{file}: {where}: expected {' or '.join(wanted)}{got}")
         raise ParamsError(f"{file}: {where}: {' or '.join(errors)}")
     if origin is Literal:
         allowed = get_args(tp)

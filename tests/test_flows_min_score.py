@@ -1,0 +1,44 @@
+"""flows.min_score auto: after training, each model gets the score threshold that would have
+saved the most WT on the held-out split, and its pre-annotations use it (real sample data)."""
+from __future__ import annotations
+
+import json
+
+import torch
+
+from flows import steps
+from flows.commands.demo import DEMO_PARAMS, SAMPLE
+from flows.project import init_project
+
+
+def test_auto_min_score_is_chosen_per_model_and_filters_its_boxes(tmp_path):
+    torch.set_num_threads(1)
+    root = init_project(tmp_path / "project", source=str(SAMPLE), params_overrides={
+        **DEMO_PARAMS, "flows.min_score": "auto", "flows.versioning": False}).root
+    p = steps.Project.open(root)
+    steps.ingest(p)
+    steps.features(p)
+    steps.order(p)
+    store = steps.open_store(p)
+    steps.preannotate(p, 1)
+    steps.simulate_annotation(p, store, 1)
+    steps.pull(p, store, 1)
+    steps.train(p, 1)
+    metrics = steps.evaluate(p, 1)
+
+    chosen_file = p.layout.model_dir(1) / steps.THRESHOLD_FILE
+    chosen = json.loads(chosen_file.read_text())
+    curve = {r["min_score"]: r["wt_reduction_pct"] for r in chosen["wt_by_min_score"]}
+    assert list(curve) == steps.THRESHOLDS and chosen["images"] == 4
+    assert curve[chosen["min_score"]] == max(curve.values())
+    assert metrics["min_score"] == chosen["min_score"]
+    assert steps.min_score_for(p, p.layout.model(1)) == chosen["min_score"]
+
+    items = steps.batch_records(p, 2).images
+    shown = {}
+    for t in (0.0, 1.0):  # the file decides what batch 2 is shown
+        chosen_file.write_text(json.dumps({**chosen, "min_score": t}))
+        shown[t] = [a for i in steps.predict_images(p, p.layout.model(1), items)
+                    for a in i.annotations]
+    assert shown[0.0] and not shown[1.0]
+    assert all(a.provenance.score < 1.0 for a in shown[0.0])
