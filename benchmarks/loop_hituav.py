@@ -128,8 +128,12 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="a 2-iteration smoke setting")
     ap.add_argument("--out", default="loop_hituav",
                     help="results name: benchmarks/results/<out>.json")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="more params.yaml overrides, e.g. flows.min_score=auto")
     args = ap.parse_args()
-    setting = QUICK if args.quick else SETTING
+    import yaml
+    setting = {**(QUICK if args.quick else SETTING),
+               **{k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)}}
     results, shared = [], None
     for method in args.orderings:
         print(f"== ordering {method}", flush=True)

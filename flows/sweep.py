@@ -6,7 +6,9 @@
 Every cell of the grid is a full `simulate` run in its own project under `<base>/sweep/`
 (params = the base project's params.yaml + the cell's overrides), so each cell is
 versioned, resumable and reportable like any project. Cells with the same features share
-the ingested pool and the embeddings (copied, computed once). The result is Table 1 of the
+the ingested pool and the embeddings (copied, computed once). Random and temporal orderings
+do not look at the features, so they run once per pre-annotator and their row is repeated
+for the other features (`same_as` names the cell that ran). The result is Table 1 of the
 seed paper: cumulative WT and WB reduction % against fully manual labeling at IoU 0.5 and
 0.7, one row per cell, written as sweep/table1.md and sweep/table1.json.
 """
@@ -27,6 +29,9 @@ FEATURES = {  # name -> params overrides
     "imagenet": {"features.extractor": "resnet50", "features.weights": "imagenet"},
     "simnet": {"features.extractor": "simnet", "features.weights": "none"},
 }
+
+
+FEATURE_FREE = {"random", "temporal"}  # orderings that ignore the embeddings
 
 
 def table1_row(layout: ProjectLayout) -> dict:
@@ -68,6 +73,19 @@ def format_table1(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def write_table1(out_dir: Path, rows: list[dict]) -> None:
+    """sweep/table1.json and sweep/table1.md (with failed cells and reused rows noted)."""
+    write_json_atomic(out_dir / "table1.json", rows)
+    notes = "".join(f"\n- {r['ordering']}/{r['preannotator']}/{r['features']}: {r['error']}"
+                    for r in rows if "error" in r)
+    notes = "\n\nFailed cells:" + notes if notes else ""
+    if any("same_as" in r for r in rows):
+        notes += ("\n\nRandom and temporal orderings ignore the features: their rows for "
+                  "further features repeat the cell that ran (`same_as` in table1.json).")
+    write_text_atomic(out_dir / "table1.md", "# Table 1: workload reduction % vs fully "
+                      "manual labeling\n\n" + format_table1(rows) + notes + "\n")
+
+
 def cell_overrides(ordering: str, preannotator: str, features: str) -> dict:
     if features not in FEATURES:
         raise ValueError(f"unknown features {features!r}; choose from {sorted(FEATURES)}")
@@ -88,8 +106,14 @@ def sweep(base: str, orderings: list[str], preannotators: list[str],
     src = Path(source) if Path(source).is_absolute() else base_layout.root / source
     out_dir = base_layout.root / "sweep"
     rows, shared_pool, shared_features = [], None, {}
+    ran: dict[tuple[str, str], dict] = {}  # (ordering, pre) -> row, feature-free orderings
     for ordering, pre, feat in itertools.product(orderings, preannotators, features):
         name = f"{ordering}-{pre}-{feat}"
+        if ordering in FEATURE_FREE and (ordering, pre) in ran:
+            rows.append({**ran[ordering, pre], "features": feat,
+                         "same_as": ran[ordering, pre]["cell"]})
+            write_table1(out_dir, rows)
+            continue
         root = out_dir / name
         fresh = not (root / "params.yaml").exists()
         layout = init_project(root, source=str(src))
@@ -105,8 +129,10 @@ def sweep(base: str, orderings: list[str], preannotators: list[str],
         prefect_env(str(root))
         try:
             simulate(str(root))
-            row = {"ordering": ordering, "preannotator": pre, "features": feat,
+            row = {"ordering": ordering, "preannotator": pre, "features": feat, "cell": name,
                    **table1_row(layout)}
+            if ordering in FEATURE_FREE:
+                ran[ordering, pre] = row
         except Exception as e:  # noqa: BLE001 - one failed cell (e.g. no ImageNet weights)
             row = {"ordering": ordering, "preannotator": pre, "features": feat,
                    "error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
@@ -115,11 +141,5 @@ def sweep(base: str, orderings: list[str], preannotators: list[str],
             shared_features.setdefault(feat, layout.features)
         rows.append(row)
         print(f"{name}: {row}")
-        write_json_atomic(out_dir / "table1.json", rows)
-        notes = "".join(f"\n- {r['ordering']}/{r['preannotator']}/{r['features']}: "
-                        f"{r['error']}" for r in rows if "error" in r)
-        write_text_atomic(out_dir / "table1.md",
-                          "# Table 1: workload reduction % vs fully manual labeling\n\n"
-                          + format_table1(rows) + ("\n\nFailed cells:" + notes if notes
-                                                    else "") + "\n")
+        write_table1(out_dir, rows)
     return rows

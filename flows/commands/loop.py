@@ -92,7 +92,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "Table 1 (WT and WB reduction % at IoU 0.5 and 0.7) to "
                            "PROJECT/sweep/table1.md and table1.json. Cells resume like any "
                            "project; a failing cell (e.g. imagenet without cached weights) is "
-                           "reported and the sweep goes on."))
+                           "reported and the sweep goes on. Random and temporal orderings "
+                           "ignore the features: they run once per pre-annotator."))
     _project_arg(p)
     p.add_argument("--orderings", nargs="+", default=["random", "dissimilar"],
                    choices=["random", "dissimilar", "similar", "temporal"])
