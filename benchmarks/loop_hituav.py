@@ -1,6 +1,7 @@
 """HIT-UAV simulation with each ordering: WT/WB reduction incl. click costs, Prefect+DVC overhead.
 
     nice -n 10 .venv/bin/python benchmarks/loop_hituav.py [--quick] [--orderings random dissimilar]
+        [--set flows.min_score=auto ...] [--out loop_hituav_auto]
 
 The pool is HIT-UAV's train split (1200 images), the held-out val split gives mAP. Each
 ordering runs the `simulate` flow in its own project (benchmarks/work/loop-<ordering>),
