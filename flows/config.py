@@ -23,6 +23,10 @@ class SimulatorParams:
     error_iou: float = 0.5       # a GT object counts as found when a same-class box has IoU >= this
     seed: int = 0                # click-noise random seed
     correct: bool = True         # after the rounds, edit the labels to equal the ground truth
+    # stop clicking on an image once a round's clicks cost more seconds than the edits they
+    # saved (workload cost model): a person who sees clicks not helping; false = seed 004's
+    # fixed rounds
+    stop_unpaid_clicks: bool = False
 
     def check(self) -> str | None:
         if self.click_sigma < 0:

@@ -12,7 +12,9 @@ For each image, in rounds (seed 004: 3 rounds x 3 clicks beat 9 clicks at once):
 3. re-run the detector with every click so far, `predict(image_id, clicks)`, and refresh the
    store's untouched model boxes with its output (`refresh_predictions`).
 
-A round with nothing left to click ends the image early. Finally (`correct=True`) the labels
+A round with nothing left to click ends the image early; with `stop_unpaid_clicks` so does
+a round whose clicks cost more (seed 004's click times) than the box edits they saved.
+Finally (`correct=True`) the labels
 are edited to equal the ground truth exactly: overlapping boxes are matched one-to-one
 (Hungarian on IoU, as in flows.workload) and moved/relabeled to the true box, unmatched boxes
 deleted and missing objects drawn, all with one `store.set_annotations`.
@@ -33,7 +35,8 @@ from typing import Callable
 import numpy as np
 
 from flows.annotation_store import AnnotationStore, refresh_predictions
-from flows.workload import in_ignore, match
+from flows.config import WorkloadParams
+from flows.workload import click_seconds, diff_image, edit_seconds, in_ignore, match
 from tinyloop.annotations import Annotation, Click, ImageLabels, LabelSet, Provenance
 from tinyloop.atomic import write_json_atomic
 
@@ -130,9 +133,22 @@ def model_boxes(anns: list[Annotation]) -> list[Annotation]:
     return [a for a in anns if a.provenance.source in ("model", "click_refined")]
 
 
+def edits_seconds(boxes: list[Annotation], truth: ImageLabels, cost) -> float:
+    """Seconds of box edits that would turn `boxes` into the ground truth."""
+    return edit_seconds(diff_image(boxes, truth, cost.iou), cost)
+
+
+def clicks_paid(before: list[Annotation], after: list[Annotation], n_clicks: int,
+                truth: ImageLabels, cost) -> bool:
+    """Did a round of `n_clicks` save at least the seconds it cost?"""
+    saved = edits_seconds(before, truth, cost) - edits_seconds(after, truth, cost)
+    return saved >= click_seconds({0: n_clicks}, cost)
+
+
 def simulate_image(store: AnnotationStore, truth: ImageLabels, predict: Predict,
-                   params) -> ImageLog:
-    """Click, re-predict and (optionally) correct one image; see the module docstring."""
+                   params, cost=None) -> ImageLog:
+    """Click, re-predict and (optionally) correct one image; see the module docstring.
+    `cost` (flows.config.WorkloadParams) prices clicks and edits for `stop_unpaid_clicks`."""
     rng = image_rng(params.seed, truth.id)
     item = store.get_labels(truth.id)
     w, h = item.image.width, item.image.height
@@ -152,9 +168,13 @@ def simulate_image(store: AnnotationStore, truth: ImageLabels, predict: Predict,
             store.add_click(truth.id, c)
         clicks += new
         clicked += targets
+        before = current
         current = refresh_predictions(store, truth.id, predict(truth.id, list(clicks)))
         history.append((r, model_boxes(current)))
         seen.append(len(errors))
+        if params.stop_unpaid_clicks and not clicks_paid(before, current, len(new), truth,
+                                                         cost or WorkloadParams()):
+            break
     log = log_from_history(truth.id, w, h, clicks, history)
     for round_log, n in zip(log.rounds, seen):
         round_log.errors_seen = n
@@ -211,7 +231,7 @@ def corrected(current: list[Annotation], truth: ImageLabels) -> list[Annotation]
 
 def simulate_batch(store: AnnotationStore, batch: int, truth: LabelSet, predict: Predict,
                    params, image_ids: list[str] | None = None,
-                   progress: bool = True) -> list[ImageLog]:
+                   progress: bool = True, cost=None) -> list[ImageLog]:
     """Annotate every image of `image_ids` (default: all of `truth`), then mark the batch done.
 
     Problems on single images (a predictor failure, a refused box) are collected and raised
@@ -226,7 +246,7 @@ def simulate_batch(store: AnnotationStore, batch: int, truth: LabelSet, predict:
             problems.append(f"{image_id}: no ground truth for this image")
             continue
         try:
-            logs.append(simulate_image(store, gt[image_id], predict, params))
+            logs.append(simulate_image(store, gt[image_id], predict, params, cost))
         except Exception as e:  # noqa: BLE001 - report all images' problems together
             problems.append(f"{image_id}: {type(e).__name__}: {e}")
     if problems:

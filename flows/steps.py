@@ -272,7 +272,7 @@ def simulate_annotation(p: Project, store, n: int) -> dict:
         # would cost annotator time for nothing
         sim = replace(sim, rounds=0)
     logs = simulate_batch(store, n, truth, _predictor_fn(p, n), sim, image_ids=ids,
-                          progress=False)
+                          progress=False, cost=p.params.workload)
     save_logs(logs, p.layout.batch_dir(n) / "simulation.json")
     fault_point("annotated")
     return {"images": len(logs), "clicks": sum(r.clicks for lg in logs for r in lg.rounds)}

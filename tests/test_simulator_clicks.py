@@ -149,3 +149,22 @@ def test_a_failing_image_is_reported_after_the_others_are_done(tmp_path):
     with pytest.raises(RuntimeError, match="bad: ValueError: detector crashed"):
         simulate_batch(store, 2, truth, predict, SimulatorParams(), progress=False)
     assert len(store.get_labels("ok").annotations) == 2
+
+
+def test_a_rational_annotator_stops_clicking_when_clicks_do_not_pay(tmp_path):
+    """A detector that ignores clicks: seed 004's annotator clicks all 3 rounds, the one
+    with stop_unpaid_clicks gives up after the first; a helpful one is clicked to the end."""
+    truth = LabelSet(CLASSES, [grid_truth(12)])
+    pre = LabelSet(CLASSES, [ImageLabels(truth.images[0].image)])
+    params = SimulatorParams(rounds=3, clicks_per_round=3, click_sigma=0.0, correct=False)
+    useless = lambda image_id, clicks: []  # noqa: E731
+    rounds = {}
+    for stop in (False, True):
+        store = FileStore(tmp_path / f"useless-{stop}")
+        store.open_batch(2, pre)
+        logs = simulate_batch(store, 2, truth, useless,
+                              replace(params, stop_unpaid_clicks=stop), progress=False)
+        rounds[stop] = len(logs[0].rounds)
+    assert rounds == {False: 3, True: 1}
+    _, logs, _ = run(tmp_path / "oracle", truth, pre, replace(params, stop_unpaid_clicks=True))
+    assert len(logs[0].rounds) == 3  # each round turns 3 misses into right boxes: 21 s saved
