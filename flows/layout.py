@@ -24,6 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+THRESHOLD_FILE = "threshold.json"  # beside each model.pt (flows.min_score auto)
+
+
 def batch_name(n: int) -> str:
     """``7 -> "007"``; batch numbers start at 1."""
     if n < 1:
@@ -132,6 +135,10 @@ class ProjectLayout:
 
     def metrics(self, n: int) -> Path:
         return self.model_dir(n) / "metrics.json"
+
+    def threshold(self, n: int) -> Path:
+        """flows.min_score auto: the score from which model n's boxes are shown."""
+        return self.model_dir(n) / THRESHOLD_FILE
 
     @property
     def reports(self) -> Path:

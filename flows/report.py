@@ -29,7 +29,9 @@ COLUMNS = [  # (key, header, format)
     ("wb_reduction_cum", "WB red. cum %", "{:.1f}"),
     ("seconds_reduction_cum", "time red. cum %", "{:.1f}"),
     ("wt_reduction_cum_iou07", "WT red. cum % @0.7", "{:.1f}"), ("map50", "mAP@.5", "{:.3f}"),
+    ("min_score", "shown from score", "{:.2f}"),  # flows.min_score auto only
 ]
+OPTIONAL = {"min_score"}  # columns left out when no row has a value
 
 
 def _pct(part: float, whole: float) -> float | None:
@@ -72,15 +74,25 @@ def batch_rows(layout: ProjectLayout) -> list[dict]:
             "wt_reduction_cum_iou07": _pct(cum["WT07"], cum["manual07"]),
             "images_cum": cum["images"],
             "map50": metrics.get("map50"),
-            "min_score": metrics.get("min_score"),  # chosen for the next batch (auto only)
+            "min_score": _shown_from(layout, n),
         })
     return rows
 
 
+def _shown_from(layout: ProjectLayout, n: int) -> float | None:
+    """The score from which batch n's model boxes were shown, when flows.min_score auto
+    chose it for model n-1 (models/iter-NNN/threshold.json)."""
+    if n < 2 or not layout.threshold(n - 1).exists():
+        return None
+    return json.loads(layout.threshold(n - 1).read_text(encoding="utf-8"))["min_score"]
+
+
 def format_table(rows: list[dict], markdown: bool = False) -> str:
     """The per-batch workload table (plain text for the terminal, or markdown)."""
-    heads = [h for _, h, _ in COLUMNS]
-    cells = [[("-" if r.get(k) is None else f.format(r[k])) for k, _, f in COLUMNS]
+    columns = [c for c in COLUMNS
+               if c[0] not in OPTIONAL or any(r.get(c[0]) is not None for r in rows)]
+    heads = [h for _, h, _ in columns]
+    cells = [[("-" if r.get(k) is None else f.format(r[k])) for k, _, f in columns]
              for r in rows]
     if markdown:
         out = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]

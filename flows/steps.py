@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from flows.faults import fault_point
-from flows.layout import ProjectLayout
+from flows.layout import THRESHOLD_FILE, ProjectLayout
 from flows.params import Params, load_params
 from tinyloop.annotations import ImageLabels, LabelSet
 from tinyloop.atomic import write_json_atomic
@@ -193,7 +193,6 @@ def confident(annotations: list, min_score: float) -> list:
             if a.provenance.score is None or a.provenance.score >= min_score]
 
 
-THRESHOLD_FILE = "threshold.json"  # beside model.pt: the min_score chosen for that model
 AUTO_FALLBACK = 0.5  # flows.min_score auto, before the model's threshold is known
 
 
@@ -201,7 +200,7 @@ def min_score_for(p: Project, model_path: Path) -> float:
     """flows.min_score, or with "auto" the score chosen for this model by `evaluate`."""
     if p.params.flows.min_score != "auto":
         return p.params.flows.min_score
-    chosen = Path(model_path).parent / THRESHOLD_FILE
+    chosen = Path(model_path).parent / THRESHOLD_FILE  # a model's path is all a chunk has
     if not chosen.exists():
         log.warning("%s is missing (model not evaluated: no held-out split?); showing boxes "
                     "from score %.2f", chosen, AUTO_FALLBACK)
@@ -411,7 +410,7 @@ def choose_min_score(p: Project, n: int) -> dict | None:
     that would have saved the most WT on the held-out split (written beside the model)."""
     if p.params.flows.min_score != "auto":
         return None
-    path = p.layout.model_dir(n) / THRESHOLD_FILE
+    path = p.layout.threshold(n)
     if path.exists():
         return json.loads(path.read_text())
     test = eval_set(p)

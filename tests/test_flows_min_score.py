@@ -26,7 +26,7 @@ def test_auto_min_score_is_chosen_per_model_and_filters_its_boxes(tmp_path):
     steps.train(p, 1)
     metrics = steps.evaluate(p, 1)
 
-    chosen_file = p.layout.model_dir(1) / steps.THRESHOLD_FILE
+    chosen_file = p.layout.threshold(1)
     chosen = json.loads(chosen_file.read_text())
     curve = {r["min_score"]: r["wt_reduction_pct"] for r in chosen["wt_by_min_score"]}
     assert list(curve) == steps.THRESHOLDS and chosen["images"] == 4

@@ -77,3 +77,16 @@ def test_table1_row_reduces_at_both_ious(tmp_path):
                             "features": "simnet", **row}])
     assert "| random | c3det | simnet | 40.0 | 40.0 | 30.0 | 30.0 |" in table
     assert cell_overrides("dissimilar", "plain", "simnet")["features.extractor"] == "simnet"
+
+
+def test_shown_from_score_column_appears_only_with_auto_thresholds(tmp_path):
+    lay = ProjectLayout(tmp_path)
+    for n in (1, 2):
+        write_batch(lay, n, objects=10, wb=10, wt=70.0, seconds=70.0, map50=0.1)
+    assert "shown from score" not in format_table(batch_rows(lay))
+    lay.threshold(1).write_text(json.dumps({"min_score": 0.35}))  # model 1 -> batch 2
+    rows = batch_rows(lay)
+    assert [r["min_score"] for r in rows] == [None, 0.35]
+    lines = format_table(rows).splitlines()
+    assert "shown from score" in lines[0] and lines[-1].endswith("0.35")
+    assert lines[-2].endswith("-")
