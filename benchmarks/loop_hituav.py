@@ -40,6 +40,12 @@ SETTING = {  # the reduced CPU setting, stated in the results: 1200 images x 24 
 QUICK = {**SETTING, "flows.iterations": 2, "c3det.train.epochs": 1, "flows.eval_max_images": 4}
 
 
+def parse_sets(items: list[str]) -> dict:
+    """`--set KEY=VALUE` arguments as params overrides (values parsed as YAML)."""
+    import yaml
+    return {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in items)}
+
+
 def run_ordering(method: str, setting: dict, shared: Path | None) -> dict:
     from flows.loop import simulate
     from flows.runtime import prefect_env
@@ -132,9 +138,7 @@ def main() -> int:
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="more params.yaml overrides, e.g. flows.min_score=auto")
     args = ap.parse_args()
-    import yaml
-    setting = {**(QUICK if args.quick else SETTING),
-               **{k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)}}
+    setting = {**(QUICK if args.quick else SETTING), **parse_sets(args.set)}
     results, shared = [], None
     for method in args.orderings:
         print(f"== ordering {method}", flush=True)

@@ -1,6 +1,6 @@
 """HIT-UAV loop at the issue's batch size (100) on a lent GPU, every ordering at once.
 
-    .venv/bin/python benchmarks/loop_hituav_gpu.py prepare [--pool 600 --val 80]   # here, CPU
+    .venv/bin/python benchmarks/loop_hituav_gpu.py prepare [--set flows.min_score=auto]  # here
     python3 benchmarks/loop_hituav_gpu.py run --budget-s 480 --out $OUT             # GPU box
     .venv/bin/python benchmarks/loop_hituav_gpu.py collect DIR [DIR ...]           # here
 
@@ -77,9 +77,10 @@ def prepare(args) -> int:
     from flows import steps
     from flows.project import init_project
     make_slice(GPU_DIR / f"{args.prefix}-data", args.pool, args.val)
+    from benchmarks.loop_hituav import parse_sets
     setting = {**SETTING, "data.format": "voc", "order.first_batch_size": args.batch,
                "order.batch_size": args.batch, "c3det.train.epochs": args.epochs,
-               "c3det.train.lr_steps": [max(1, args.epochs - 2)]}
+               "c3det.train.lr_steps": [max(1, args.epochs - 2)], **parse_sets(args.set)}
     first = None
     for method in ORDERINGS:
         root = GPU_DIR / f"{args.prefix}-{method}"
@@ -105,6 +106,7 @@ def prepare(args) -> int:
 def iterate(args) -> int:
     """One ordering's iterations through flows.steps, within a wall-clock budget."""
     import torch
+    import yaml
     from flows import steps
     from flows.report import batch_rows
     torch.set_num_threads(args.threads)
@@ -134,7 +136,9 @@ def iterate(args) -> int:
                     "train": json.loads((p.layout.model_dir(n) / "train.json").read_text())})
         rows = batch_rows(p.layout)
         out.write_text(json.dumps({"ordering": p.params.order.method, "rows": rows,
-                                   "iterations": log, "device": _device_name()}, indent=1))
+                                   "iterations": log, "device": _device_name(),
+                                   "params": yaml.safe_load(p.layout.params.read_text())},
+                                  indent=1))
         r = next(row for row in rows if row["batch"] == n)
         print(f"{p.params.order.method} batch {n}: WT {r['wt_reduction']}% (cum "
               f"{r['wt_reduction_cum']}%), incl. clicks cum {r['seconds_reduction_cum']}%, "
@@ -193,6 +197,7 @@ def collect(args) -> int:
     from benchmarks.loop_hituav import plot
     results = merge_runs([Path(d) for d in args.dirs])
     params = {k: v for k, v in SETTING.items() if not k.startswith("features.")}
+    # newer runs carry each project's whole params.yaml ("params" in every result)
     out = {"benchmark": "loop_hituav_gpu", "machine": args.machine,
            "dataset": "HIT-UAV (CC BY 4.0), random slice, seed 0",
            "pool": f"{args.pool} train-split images, batches of 100",
@@ -215,6 +220,8 @@ def main() -> int:
     a.add_argument("--batch", type=int, default=100, help="images per batch")
     a.add_argument("--epochs", type=int, default=SETTING["c3det.train.epochs"])
     a.add_argument("--prefix", default="loop", help="projects .gpu/<prefix>-<ordering>")
+    a.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="more params.yaml overrides, e.g. flows.min_score=auto")
     a = sub.add_parser("run", help="every ordering in parallel within a budget (GPU box)")
     a.add_argument("--budget-s", type=float, default=480)
     a.add_argument("--orderings", nargs="+", default=ORDERINGS)
