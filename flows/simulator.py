@@ -14,10 +14,10 @@ For each image, in rounds (seed 004: 3 rounds x 3 clicks beat 9 clicks at once):
 
 A round with nothing left to click ends the image early; with `stop_unpaid_clicks` so does
 a round whose clicks cost more (seed 004's click times) than the box edits they saved.
-Finally (`correct=True`) the labels
-are edited to equal the ground truth exactly: overlapping boxes are matched one-to-one
-(Hungarian on IoU, as in flows.workload) and moved/relabeled to the true box, unmatched boxes
-deleted and missing objects drawn, all with one `store.set_annotations`.
+Finally (`correct=True`) the labels are edited to equal the ground truth exactly: overlapping
+boxes are matched one-to-one (Hungarian on IoU, as in flows.workload) and moved/relabeled to
+the true box, unmatched boxes deleted and missing objects drawn, all with one
+`store.set_annotations`.
 
 Every round is logged (`ImageLog`) with the process signals the quality ranker
 (flows/ranker.py) learns from, plus the true remaining error after the last round

@@ -26,6 +26,7 @@ from pathlib import Path
 from flows.faults import fault_point
 from flows.layout import THRESHOLD_FILE, ProjectLayout
 from flows.params import Params, load_params
+from flows.workload import batch_workload, best_threshold, confident, wt_by_threshold
 from tinyloop.annotations import ImageLabels, LabelSet
 from tinyloop.atomic import write_json_atomic
 from tinyloop.cocofile import read_labels, write_labels
@@ -99,11 +100,11 @@ def features_params(p: Project, *, train: bool = False):
     """The features params with SimNet's checkpoint under the project root; `train`: train
     SimNet on the pool first when extractor is simnet and it has no checkpoint yet."""
     from features.simnet import ensure_simnet, with_checkpoint_under
-    fp = p.params.features
-    if not train:
-        return with_checkpoint_under(fp, p.layout.root) if fp.extractor == "simnet" else fp
-    return ensure_simnet(fp, p.layout.root, lambda: [p.source / i.image.path for i in pool(p)],
-                         progress=False)[0]
+    fp = with_checkpoint_under(p.params.features, p.layout.root)
+    if train:
+        ensure_simnet(fp, p.layout.root, lambda: [p.source / i.image.path for i in pool(p)],
+                      progress=False)
+    return fp
 
 
 def features(p: Project) -> dict:
@@ -185,12 +186,6 @@ def predict_images(p: Project, model_path: Path | None, items: list[ImageLabels]
     return [ImageLabels(i.image, confident(predictor.predict(str(p.source / i.image.path), []),
                                            t))
             for i in items]
-
-
-def confident(annotations: list, min_score: float) -> list:
-    """The model boxes worth showing: score >= min_score (unscored boxes stay)."""
-    return [a for a in annotations
-            if a.provenance.score is None or a.provenance.score >= min_score]
 
 
 AUTO_FALLBACK = 0.5  # flows.min_score auto, before the model's threshold is known
@@ -312,7 +307,6 @@ def workload(p: Project, n: int) -> dict:
     path = p.layout.workload(n)
     if path.exists():
         return json.loads(path.read_text())
-    from flows.workload import batch_workload
     pre = read_labels(p.layout.preannotations(n))
     final = read_labels(p.layout.labels(n))
     refined_path = p.layout.batch_dir(n) / "refined.json"
@@ -417,7 +411,6 @@ def choose_min_score(p: Project, n: int) -> dict | None:
     if not test.images:
         return None
     from c3det.predict import Predictor
-    from flows.workload import best_threshold, wt_by_threshold
     predictor = Predictor(p.layout.model(n), p.classes)
     predictions = LabelSet(test.categories, [
         ImageLabels(i.image, predictor.predict(str(p.source / i.image.path), []))

@@ -34,7 +34,7 @@ the batch by hand (#objects * T).
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -242,18 +242,22 @@ def batch_workload(preannotations: LabelSet | None, final: LabelSet, cost,
     return out
 
 
+def confident(annotations: list[Annotation], min_score: float) -> list[Annotation]:
+    """The model boxes worth showing: score >= min_score (unscored boxes stay)."""
+    return [a for a in annotations
+            if a.provenance.score is None or a.provenance.score >= min_score]
+
+
 def wt_by_threshold(predictions: LabelSet, truth: LabelSet, cost,
                     thresholds: list[float]) -> list[dict[str, float]]:
     """WT reduction % (at cost.iou) if only predictions scoring >= t were shown, per t.
 
     `predictions` and `truth` cover the same images (a held-out split): this is what each
     `flows.min_score` would have saved an annotator there, without clicks."""
-    from dataclasses import replace as _replace
     rows = []
     for t in thresholds:
         shown = LabelSet(predictions.categories, [
-            _replace(im, annotations=[a for a in im.annotations
-                                      if a.provenance.score is None or a.provenance.score >= t])
+            replace(im, annotations=confident(im.annotations, t))
             for im in predictions.images], predictions.info)
         w = workload(diff_batch(shown, truth, cost.iou), cost, first_batch=False)
         rows.append({"min_score": t, "wt_reduction_pct": w["reduction_WT_pct"]})
