@@ -5,14 +5,19 @@ simulated clicks, exactly as c3det.train does, and records per kind:
 - images_per_s:          wall clock (what a user sees; on a shared machine it depends on load)
 - images_per_cpu_s:      images per CPU-second of this process (all its threads): nearly
                          independent of other jobs on the machine, so comparable across runs.
-Writes benchmarks/results/c3det_train_throughput.json. CUDA + AMP when a GPU is present.
+Writes benchmarks/results/c3det_train_throughput.json (`_gpu.json` on a GPU). CUDA + AMP
+when a GPU is present. `--profile` adds each kind's top operators (torch.profiler, by self
+time on the device when there is one) and, on a GPU, the share of the step wall time the GPU
+was busy: a low share means the step is bound by Python / kernel launches, not by the GPU.
 
     python benchmarks/c3det_train_throughput.py --crop 128 --batch 4 --steps 3
+    python benchmarks/c3det_train_throughput.py --crop 512 --batch 8 --kinds c3det --profile
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,7 +34,8 @@ from c3det.data import DetectionDataset, collate  # noqa: E402
 from c3det.model import build_model  # noqa: E402
 from c3det_map_vs_clicks import DATA, load_hituav, split  # noqa: E402
 
-RESULT = REPO / "benchmarks/results/c3det_train_throughput.json"
+RESULT = REPO / "benchmarks/results/c3det_train_throughput{}.json"
+TOP_OPS = 15
 
 
 def measure(kind: str, data: DetectionDataset, a, device: torch.device) -> dict:
@@ -42,7 +48,11 @@ def measure(kind: str, data: DetectionDataset, a, device: torch.device) -> dict:
     idx = np.random.default_rng(0).permutation(len(data))
     wall = cpu = 0.0
     n = 0
+    prof = None
     for s in range(a.steps + 1):
+        if s == 1 and a.profile:  # step 0 is warm-up
+            prof = _profiler(device)
+            prof.__enter__()
         images, targets = collate([data[int(i)] for i in idx[s * a.batch:(s + 1) * a.batch]])
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -62,8 +72,38 @@ def measure(kind: str, data: DetectionDataset, a, device: torch.device) -> dict:
             wall += time.perf_counter() - t0
             cpu += time.process_time() - c0
             n += len(images)
-    return {"kind": kind, "images": n, "wall_s": wall, "cpu_s": cpu,
-            "images_per_s": n / wall, "images_per_cpu_s": n / cpu if cpu else None}
+    row = {"kind": kind, "images": n, "wall_s": wall, "cpu_s": cpu,
+           "images_per_s": n / wall, "images_per_cpu_s": n / cpu if cpu else None}
+    if prof is not None:
+        prof.__exit__(None, None, None)
+        row.update(_top_ops(prof, device, wall))
+    return row
+
+
+def _f(v, digits: int = 3) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def _profiler(device: torch.device):
+    from torch.profiler import ProfilerActivity, profile
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    return profile(activities=acts)
+
+
+def _top_ops(prof, device: torch.device, wall: float) -> dict:
+    """The operators with the most self time (device time on a GPU), in ms over all steps."""
+    def dev(e) -> float:  # renamed across torch versions
+        return getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0.0))
+    events = list(prof.key_averages())
+    on_gpu = device.type == "cuda"
+    events.sort(key=(dev if on_gpu else (lambda e: e.self_cpu_time_total)), reverse=True)
+    out = {"top_ops": [{"name": e.key, "calls": e.count,
+                        "self_cpu_ms": e.self_cpu_time_total / 1e3,
+                        **({"self_gpu_ms": dev(e) / 1e3} if on_gpu else {})}
+                       for e in events[:TOP_OPS]]}
+    if on_gpu:  # kernels' self time summed: the GPU's busy time (streams may overlap a little)
+        out["gpu_busy_share"] = sum(dev(e) for e in events) / 1e6 / max(wall, 1e-9)
+    return out
 
 
 def main() -> None:
@@ -77,6 +117,11 @@ def main() -> None:
     ap.add_argument("--kinds", nargs="+", default=["plain", "early_fusion", "late_fusion",
                                                      "c3det"])
     ap.add_argument("--work", default=str(REPO / "data/benchmarks/c3det"))
+    ap.add_argument("--profile", action="store_true",
+                    help="record each kind's top operators (torch.profiler)")
+    ap.add_argument("--out", default=None,
+                    help="result file name under benchmarks/results (default: "
+                         "c3det_train_throughput.json, _gpu.json on a GPU)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -85,17 +130,26 @@ def main() -> None:
     rows = []
     for kind in a.kinds:
         rows.append(measure(kind, data, a, device))
-        print(json.dumps(rows[-1]), flush=True)
+        r = rows[-1]
+        print(f"{kind}: {r['images_per_s']:.2f} images/s, {_f(r['images_per_cpu_s'])} per "
+              f"CPU-second" + (f", GPU busy {r['gpu_busy_share']:.0%}"
+                                if "gpu_busy_share" in r else ""), flush=True)
+        for op in r.get("top_ops", []):
+            print(f"  {op['name'][:60]:60s} {op['calls']:6d} calls "
+                  f"{op.get('self_gpu_ms', op['self_cpu_ms']):9.1f} ms", flush=True)
+    load = os.getloadavg()[0]
     machine = (torch.cuda.get_device_name() if device.type == "cuda" else
-               f"2-core CPU, 24 GiB, no GPU (dev box; {a.threads} torch threads; "
-               "load average ~15-18 from 7 other jobs while measured)")
+               f"{os.cpu_count()}-core CPU, no GPU (dev box; {a.threads} torch threads; "
+               f"load average {load:.1f} when measured)")
     doc = {"benchmark": "c3det_train_throughput", "machine": machine,
            "setup": {"crop": a.crop, "batch": a.batch, "measured_steps": a.steps,
                      "roi_batch_size": a.roi_batch, "backbone": "resnet18",
                      "detector": "faster_rcnn", "amp": device.type == "cuda"},
-           "results": rows}
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text(json.dumps(doc, indent=1))
+           "date": time.strftime("%Y-%m-%d"), "results": rows}
+    out = (RESULT.parent / a.out if a.out else
+           Path(str(RESULT).format("_gpu" if device.type == "cuda" else "")))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1))
 
 
 if __name__ == "__main__":

@@ -184,9 +184,11 @@ def train(labels: LabelSet, image_root: str | Path, params: C3DetParams,
                     m.eval()
         sums: dict[str, float] = {}
         n_images, n_steps, t0 = 0, 0, time.perf_counter()
+        data_wait, fetched = 0.0, t0
         bar = tqdm(loader, desc=f"{kind} epoch {epoch + 1}/{tp.epochs}",
                    disable=not progress or rank != 0, leave=False, mininterval=5)
         for images, targets in bar:
+            data_wait += time.perf_counter() - fetched
             for g in optimizer.param_groups:
                 g["lr"] = tp.lr * lr_factor(step, epoch, tp.warmup_iters, tp.lr_steps,
                                             tp.lr_gamma)
@@ -201,9 +203,12 @@ def train(labels: LabelSet, image_root: str | Path, params: C3DetParams,
                 # a click-free batch teaches a frozen detector nothing; keep the graph (and
                 # every DDP rank's backward) anyway
                 loss = loss + 0.0 * sum(p.sum() for p in decay + no_decay)
-            if not math.isfinite(loss.item()):
+            # one device->host copy per step for the log (each .item() is a CUDA sync)
+            values = torch.stack([loss.detach().float()] +
+                                 [v.detach().float() for v in losses.values()]).tolist()
+            if not math.isfinite(values[0]):
                 raise FloatingPointError(
-                    f"{kind} epoch {epoch + 1} step {step}: loss is {loss.item()}; lower "
+                    f"{kind} epoch {epoch + 1} step {step}: loss is {values[0]}; lower "
                     "c3det.train.lr or raise warmup_iters in params.yaml")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -211,17 +216,19 @@ def train(labels: LabelSet, image_root: str | Path, params: C3DetParams,
             torch.nn.utils.clip_grad_norm_(model.parameters(), tp.grad_clip)
             scaler.step(optimizer)
             scaler.update()
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + v.item()
-            sums["loss"] = sums.get("loss", 0.0) + loss.item()
+            for k, v in zip(["loss", *losses], values):
+                sums[k] = sums.get(k, 0.0) + v
             n_images += len(images)
             n_steps += 1
             step += 1
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.set_postfix(loss=f"{values[0]:.3f}")
+            fetched = time.perf_counter()
         seconds = time.perf_counter() - t0
         row = {"epoch": epoch, **{k: v / max(n_steps, 1) for k, v in sums.items()},
                "lr": optimizer.param_groups[0]["lr"], "images": n_images * world,
-               "seconds": seconds, "images_per_s": n_images * world / max(seconds, 1e-9)}
+               "seconds": seconds, "images_per_s": n_images * world / max(seconds, 1e-9),
+               # time spent waiting for the DataLoader: a large share says raise num_workers
+               "data_wait_s": data_wait}
         history.append(row)
         if rank == 0:
             _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),

@@ -411,6 +411,9 @@ def choose_min_score(p: Project, n: int) -> dict | None:
     if not test.images:
         return None
     from c3det.predict import Predictor
+    # Through Predictor, not map_vs_clicks' 0-click forward: the threshold must be chosen on
+    # exactly the boxes pre-annotation shows (tiles of large images, NMS across tiles); the
+    # price is one more forward per held-out image.
     predictor = Predictor(p.layout.model(n), p.classes)
     predictions = LabelSet(test.categories, [
         ImageLabels(i.image, predictor.predict(str(p.source / i.image.path), []))

@@ -77,6 +77,10 @@ def test_short_run_lowers_the_loss_and_checkpoints_every_epoch(synthetic, tmp_pa
     assert {"loss", "images_per_s", "lr", "loss_classifier"} <= set(rows[0])
     assert all(torch.isfinite(torch.tensor(row["loss"])) for row in rows)
     assert rows[-1]["loss"] < rows[0]["loss"]
+    for row in rows:  # the logged total is the sum of the logged parts, each under its name
+        parts = sum(v for k, v in row.items() if k.startswith("loss_"))
+        assert row["loss"] == pytest.approx(parts, rel=1e-5)
+        assert 0 <= row["data_wait_s"] < row["seconds"]
     model, meta = checkpoint.load(tmp_path / "model.pt")
     assert meta["kind"] == "c3det" and meta["classes"] == labels.categories
     assert meta["epoch"] == 2 and r["epochs"] == rows
