@@ -288,8 +288,10 @@ def markdown(doc: dict) -> str:
                 f"`benchmarks/c3det_train_throughput.py`: {u['crop']}x{u['crop']} HIT-UAV "
                 f"crops, batch {u['batch']}, {u['measured_steps']} measured SGD steps after a "
                 f"warm-up step, {u['roi_batch_size']} RoIs per image; machine: {t['machine']}. "
-                "Wall-clock images/s depends on the other jobs sharing the 2 cores; images per "
-                "CPU-second of the process does not.", "",
+                "Both columns depend on the other jobs sharing the cores: wall-clock "
+                "images/s most, images per CPU-second of the process less but still (it "
+                "read 0.39-0.71 at load 15-18 on 2026-11-22, 2.39-3.07 at load 0.7 on "
+                "2026-11-30).", "",
                 "| model | images/s (wall) | images per CPU-second |", "|---|---|---|"]
         for r in t["results"]:
             out.append(f"| {NAMES.get(r['kind'], r['kind'])} | {r['images_per_s']:.3f} | "
