@@ -28,3 +28,31 @@ def prefect_harness():
     from prefect.testing.utilities import prefect_test_harness
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny inputs: one torch thread is faster than two fighting a busy machine's other jobs."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+_NETS: dict = {}
+
+
+@pytest.fixture
+def cached_networks(monkeypatch):
+    """Build each (extractor, weights, seed) feature network once per test session: building
+    a ResNet costs seconds on a busy 2-core box (the build is tested in test_features_embed)."""
+    import features.embed as embed_mod
+    real = embed_mod.build_extractor
+
+    def cached(*args):
+        key = tuple(map(str, args))
+        if key not in _NETS:
+            _NETS[key] = real(*args)
+        return _NETS[key]
+    monkeypatch.setattr(embed_mod, "build_extractor", cached)

@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from flows.cli import main
@@ -18,26 +17,9 @@ SAMPLE = Path(__file__).resolve().parents[1] / "sample" / "hit-uav"
 HITUAV = Path(os.environ.get("TINYLOOP_HITUAV",
                              Path(__file__).resolve().parents[2] / "shared/datasets/hit-uav"))
 SOURCE = SAMPLE if (SAMPLE / "images").is_dir() else HITUAV
-pytestmark = pytest.mark.skipif(not (SOURCE / "images").is_dir(), reason="no HIT-UAV images")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
-def one_network(monkeypatch):
-    """Build the ResNet once for this module (the build is tested in test_features_embed)."""
-    import features.embed as embed_mod
-    nets = {}
-    real = embed_mod.build_extractor
-    monkeypatch.setattr(embed_mod, "build_extractor",
-                        lambda *a: nets.setdefault(a, None) or nets.__setitem__(a, real(*a))
-                        or nets[a])
+pytestmark = [pytest.mark.skipif(not (SOURCE / "images").is_dir(),
+                                 reason="no HIT-UAV images"),
+              pytest.mark.usefixtures("one_torch_thread", "cached_networks")]
 
 
 def _project(tmp_path: Path, files: list[Path], method: str = "dissimilar") -> Path:

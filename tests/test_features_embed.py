@@ -19,39 +19,14 @@ SAMPLE = Path(__file__).resolve().parents[1] / "sample" / "hit-uav"
 HITUAV = Path(os.environ.get("TINYLOOP_HITUAV",
                              Path(__file__).resolve().parents[2] / "shared/datasets/hit-uav"))
 SOURCE = SAMPLE if (SAMPLE / "images").is_dir() else HITUAV
-pytestmark = pytest.mark.skipif(not (SOURCE / "images").is_dir(), reason="no HIT-UAV images")
+pytestmark = [pytest.mark.skipif(not (SOURCE / "images").is_dir(),
+                                 reason="no HIT-UAV images"),
+              pytest.mark.usefixtures("one_torch_thread", "cached_networks")]
 
 
 def params(**kw) -> FeaturesParams:
     base = dict(extractor="resnet18", image_size=32, batch_size=4, num_workers=0, device="cpu")
     return FeaturesParams(**{**base, **kw})
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny inputs: one thread is faster than two fighting a busy machine's other jobs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
-def cached_networks(monkeypatch):
-    """Build each (extractor, weights, seed) network once for this module: building a ResNet
-    costs seconds on a busy 2-core box and is tested on its own below."""
-    import features.embed as embed_mod
-    real = embed_mod.build_extractor
-
-    def cached(*args):
-        key = tuple(map(str, args))
-        if key not in _NETS:
-            _NETS[key] = real(*args)
-        return _NETS[key]
-    monkeypatch.setattr(embed_mod, "build_extractor", cached)
-
-
-_NETS: dict = {}
 
 
 @pytest.fixture(scope="module")
