@@ -105,6 +105,13 @@ def cmd_report(a) -> None:
     lines += ["", "Mean mAP@0.5: " + ", ".join(
         f"{n} {m:.2f} ({len(by_norm[n])} run{'s' if len(by_norm[n]) > 1 else ''})"
         for n, m in doc["mean_map50"].items()) + "."]
+    if {"bn", "gn"} <= set(by_norm):
+        spread = max(max(v) - min(v) for v in by_norm.values())
+        gap = doc["mean_map50"]["gn"] - doc["mean_map50"]["bn"]
+        verdict = ("GroupNorm is better" if gap > spread else "BatchNorm is better"
+                   if -gap > spread else "no difference beyond the seed spread")
+        lines += ["", f"GN - BN: {gap:+.2f} mAP; the largest spread between seeds of one "
+                      f"norm is {spread:.2f}: {verdict} at this schedule."]
     PAGE.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
