@@ -104,12 +104,13 @@ def _save_model(path: Path, model: torch.nn.Module, meta: dict) -> None:
 def train(labels: LabelSet, image_root: str | Path, params: C3DetParams,
           out_dir: str | Path, resume: bool = True, kind: str = "c3det",
           stop_after_epoch: int | None = None, progress: bool = True,
-          init_from: str | Path | None = None) -> dict:
+          init_from: str | Path | list[str | Path] | None = None) -> dict:
     """Train `kind` ("plain", "early_fusion", "late_fusion", "c3det") on `labels`.
 
     `init_from`: a `last.pt` or `model.pt` of another run (e.g. the plain detector, or the
-    loop's previous iteration) whose weights start
-    this one wherever names and shapes match (a fresh run only; resuming ignores it).
+    loop's previous iteration) whose weights start this one wherever names and shapes match,
+    or a list of them, loaded in order (a later file's weights win); a fresh run only,
+    resuming ignores it.
 
     `stop_after_epoch` ends the run after that epoch (0-based) as if it had been killed
     (tests of resume use it). Returns {"epochs": [per-epoch metrics], "model": path}.
@@ -156,8 +157,8 @@ def train(labels: LabelSet, image_root: str | Path, params: C3DetParams,
     else:
         if rank == 0 and (out / METRICS).exists():
             (out / METRICS).unlink()
-        if init_from is not None:
-            load_matching(model, init_from)
+        for path in [init_from] if isinstance(init_from, (str, Path)) else init_from or []:
+            load_matching(model, path)
 
     ddp_model = model
     if world > 1:

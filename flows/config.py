@@ -81,6 +81,11 @@ class FlowParams:
     # that maximises the WT reduction on the held-out split (chosen when the model is evaluated)
     min_score: float | Literal["auto"] = 0.5
     warm_start: bool = True          # model n starts from model n-1's weights (False: from scratch)
+    # c3det pre-annotator: "end_to_end" trains detector and click branch together;
+    # "detector_first" trains the plain detector, then only the click branch on top of it
+    # (c3det.train.freeze_detector), so 0 clicks is exactly that detector. On HIT-UAV the
+    # latter scored higher at 0 and at 20 clicks (docs/benchmarks/c3det_accuracy.md).
+    train_recipe: Literal["end_to_end", "detector_first"] = "end_to_end"
     eval_split: str = "val"          # metadata["split"] held out of the pool for evaluation
     eval_max_images: int = 0         # evaluate on the first N held-out images (0 = all)
     task_runner: Literal["thread", "dask"] = "thread"  # dask: fan-out over a LocalCluster

@@ -13,6 +13,8 @@ A project directory (made by `tinyloop init`) looks like this::
     data/batches/001/workload.json        diff counts, WB, WT, reduction vs manual
     data/batches/001/done                 marker: the annotators said the batch is finished
     models/iter-001/model.pt + metrics.json
+    models/iter-001/detector/model.pt  the plain detector under it (flows.train_recipe
+                                     detector_first only)
     reports/index.html + report.md + img/
 
 Batch numbers start at 1 and are written with three digits (``001``); iteration N trains on
@@ -132,6 +134,10 @@ class ProjectLayout:
 
     def model(self, n: int) -> Path:
         return self.model_dir(n) / "model.pt"
+
+    def detector_dir(self, n: int) -> Path:
+        """flows.train_recipe detector_first: where model n's plain detector is trained."""
+        return self.model_dir(n) / "detector"
 
     def metrics(self, n: int) -> Path:
         return self.model_dir(n) / "metrics.json"

@@ -339,7 +339,6 @@ def train(p: Project, n: int, batch_size: int | None = None) -> dict:
     if done.exists():
         _publish_current(p, n)
         return json.loads(done.read_text())
-    from c3det.train import train as train_model
     c3 = p.params.c3det
     size = batch_size or c3.train.batch_size
     for attempt in range(p.params.flows.oom_retries + 1):
@@ -347,9 +346,7 @@ def train(p: Project, n: int, batch_size: int | None = None) -> dict:
         try:
             fault_point("train")
             t0 = time.perf_counter()
-            result = train_model(labeled(p, n), p.source, params, p.layout.model_dir(n),
-                                 resume=True, kind=model_kind(p), progress=False,
-                                 init_from=_warm_start(p, n))
+            result = _fit(p, n, params)
             break
         except RuntimeError as e:  # torch.cuda.OutOfMemoryError is a RuntimeError
             if "out of memory" not in str(e).lower() or size == 1 or \
@@ -364,16 +361,38 @@ def train(p: Project, n: int, batch_size: int | None = None) -> dict:
     write_json_atomic(done, summary)
     # the resume state (weights + optimizer) is only needed by an unfinished run: keeping
     # it would make every iteration hash, cache and push it
-    (p.layout.model_dir(n) / "last.pt").unlink(missing_ok=True)
+    for d in (p.layout.model_dir(n), p.layout.detector_dir(n)):
+        (d / "last.pt").unlink(missing_ok=True)
     _publish_current(p, n)
     return summary
 
 
-def _warm_start(p: Project, n: int) -> Path | None:
-    """Model n-1's weights, when flows.warm_start and it exists (a fresh run only)."""
-    previous = p.layout.model(n - 1) if n > 1 else None
-    if p.params.flows.warm_start and previous is not None and previous.exists():
-        return previous
+def _fit(p: Project, n: int, params) -> dict:
+    """Train model n by flows.train_recipe; each stage resumes from its last finished epoch."""
+    from c3det.train import train as train_model
+    kind, out, labels = model_kind(p), p.layout.model_dir(n), labeled(p, n)
+    if p.params.flows.train_recipe == "end_to_end" or kind == "plain":
+        return train_model(labels, p.source, params, out, resume=True, kind=kind,
+                           progress=False, init_from=_warm_start(p, n))
+    detector = p.layout.detector_dir(n)
+    previous = p.layout.detector_dir(n - 1) / "model.pt" if n > 1 else None
+    train_model(labels, p.source, params, detector, resume=True, kind="plain", progress=False,
+                init_from=_warm_start(p, n, previous))
+    # the click branch warm-starts from model n-1; the detector is the one just trained
+    frozen = replace(params, train=replace(params.train, freeze_detector=True))
+    init = [w for w in (_warm_start(p, n), detector / "model.pt") if w is not None]
+    return train_model(labels, p.source, frozen, out, resume=True, kind=kind, progress=False,
+                       init_from=init)
+
+
+def _warm_start(p: Project, n: int, previous: Path | None = None) -> Path | None:
+    """Model n-1's weights (or `previous`, when it exists), when flows.warm_start and they
+    exist (a fresh run only)."""
+    if not p.params.flows.warm_start or n <= 1:
+        return None
+    for path in (previous, p.layout.model(n - 1)):
+        if path is not None and path.exists():
+            return path
     return None
 
 

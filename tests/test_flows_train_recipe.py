@@ -1,0 +1,55 @@
+"""flows.train_recipe detector_first: each iteration trains the plain detector, then only the
+click branch on top of it, so the C3Det model at 0 clicks is exactly that detector; both
+stages warm-start from the previous iteration (real sample data)."""
+from __future__ import annotations
+
+import torch
+
+import c3det.train
+from c3det import checkpoint
+from c3det.predict import Predictor
+from flows import steps
+from flows.commands.demo import DEMO_PARAMS, SAMPLE
+from flows.project import init_project
+
+
+def _boxes(predictor: Predictor, image: str) -> list[tuple]:
+    return [(a.category, *a.box.xyxy(), round(a.provenance.score, 5))
+            for a in predictor.predict(image, [])]
+
+
+def test_detector_first_keeps_the_detector_and_warm_starts_both_stages(tmp_path, monkeypatch):
+    torch.set_num_threads(1)
+    root = init_project(tmp_path / "project", source=str(SAMPLE), params_overrides={
+        **DEMO_PARAMS, "flows.train_recipe": "detector_first", "flows.versioning": False}).root
+    p = steps.Project.open(root)
+    for step in (steps.ingest, steps.features, steps.order):
+        step(p)
+    store = steps.open_store(p)
+    calls = []
+    real = c3det.train.train
+    monkeypatch.setattr(c3det.train, "train", lambda labels, root_, params, out, **kw: (
+        calls.append((out, kw["kind"], params.train.freeze_detector, kw["init_from"])),
+        real(labels, root_, params, out, **kw))[1])
+    for n in (1, 2):
+        steps.preannotate(p, n)
+        steps.simulate_annotation(p, store, n)
+        steps.pull(p, store, n)
+        steps.train(p, n)
+
+    layout = p.layout
+    det2, model2 = layout.detector_dir(2), layout.model_dir(2)
+    assert calls[2:] == [  # iteration 2: the plain detector, then the click branch alone
+        (det2, "plain", False, layout.detector_dir(1) / "model.pt"),
+        (model2, "c3det", True, [layout.model(1), det2 / "model.pt"])]
+    assert not any(d.joinpath("last.pt").exists() for d in (det2, model2))
+
+    detector, _ = checkpoint.load(det2 / "model.pt")
+    model, meta = checkpoint.load(layout.model(2))
+    assert meta["kind"] == "c3det" and meta["params"]["train"]["freeze_detector"]
+    mine = model.detector.state_dict()
+    for name, value in detector.detector.state_dict().items():
+        assert torch.equal(mine[name], value), name
+    image = str(p.source / steps.batch_records(p, 3).images[0].image.path)
+    assert _boxes(Predictor(layout.model(2), p.classes), image) == \
+        _boxes(Predictor(det2 / "model.pt", p.classes), image)
