@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from c3det.config import C3DetParams, TrainParams  # noqa: E402
 from c3det.data import DetectionDataset, collate  # noqa: E402
 from c3det.model import build_model  # noqa: E402
-from c3det_map_vs_clicks import DATA, load_hituav, split  # noqa: E402
+from c3det_map_vs_clicks import DATA, _f, load_hituav, split  # noqa: E402
 
 RESULT = REPO / "benchmarks/results/c3det_train_throughput{}.json"
 TOP_OPS = 15
@@ -78,10 +78,6 @@ def measure(kind: str, data: DetectionDataset, a, device: torch.device) -> dict:
         prof.__exit__(None, None, None)
         row.update(_top_ops(prof, device, wall))
     return row
-
-
-def _f(v, digits: int = 3) -> str:
-    return "-" if v is None else f"{v:.{digits}f}"
 
 
 def _profiler(device: torch.device):
@@ -131,7 +127,7 @@ def main() -> None:
     for kind in a.kinds:
         rows.append(measure(kind, data, a, device))
         r = rows[-1]
-        print(f"{kind}: {r['images_per_s']:.2f} images/s, {_f(r['images_per_cpu_s'])} per "
+        print(f"{kind}: {r['images_per_s']:.2f} images/s, {_f(r['images_per_cpu_s'], 3)} per "
               f"CPU-second" + (f", GPU busy {r['gpu_busy_share']:.0%}"
                                 if "gpu_busy_share" in r else ""), flush=True)
         for op in r.get("top_ops", []):

@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 WORK = REPO / "benchmarks" / "work" / "table1-sample"
 MACHINE = os.environ.get("TINYLOOP_MACHINE", "2-core CPU, 24 GiB, no GPU (dev box)")
+ORDERINGS = ["random", "dissimilar", "similar", "temporal"]  # the grid's row order
 
 
 def main() -> int:
@@ -33,8 +34,7 @@ def main() -> int:
     from flows.sweep import format_table1, sweep
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--orderings", nargs="+", default=["random", "dissimilar", "similar",
-                                                        "temporal"])
+    ap.add_argument("--orderings", nargs="+", default=ORDERINGS)
     ap.add_argument("--preannotators", nargs="+", default=["c3det", "plain"])
     ap.add_argument("--features", nargs="+", default=["random-init", "simnet"])
     ap.add_argument("--add", action="store_true",
@@ -91,9 +91,8 @@ def _merged(old: dict, new_rows: list[dict], runs: list[dict]) -> tuple[list[dic
     key = lambda r: (r["ordering"], r["preannotator"], r["features"])  # noqa: E731
     cells = {key(r): r for r in old["rows"]}
     cells.update({key(r): r for r in new_rows})
-    order = ["random", "dissimilar", "similar", "temporal"]
-    rows = sorted(cells.values(), key=lambda r: (order.index(r["ordering"])
-                                                 if r["ordering"] in order else 9, key(r)))
+    rows = sorted(cells.values(), key=lambda r: (ORDERINGS.index(r["ordering"])
+                                                 if r["ordering"] in ORDERINGS else 9, key(r)))
     earlier = old.get("runs") or [{"date": None, "wall_s": old.get("wall_s", 0.0),
                                    "orderings": sorted({r["ordering"] for r in old["rows"]})}]
     return rows, earlier + runs

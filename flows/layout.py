@@ -139,6 +139,10 @@ class ProjectLayout:
         """flows.train_recipe detector_first: where model n's plain detector is trained."""
         return self.model_dir(n) / "detector"
 
+    def detector(self, n: int) -> Path:
+        """flows.train_recipe detector_first: model n's plain detector."""
+        return self.detector_dir(n) / "model.pt"
+
     def metrics(self, n: int) -> Path:
         return self.model_dir(n) / "metrics.json"
 

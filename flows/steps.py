@@ -374,13 +374,12 @@ def _fit(p: Project, n: int, params) -> dict:
     if p.params.flows.train_recipe == "end_to_end" or kind == "plain":
         return train_model(labels, p.source, params, out, resume=True, kind=kind,
                            progress=False, init_from=_warm_start(p, n))
-    detector = p.layout.detector_dir(n)
-    previous = p.layout.detector_dir(n - 1) / "model.pt" if n > 1 else None
-    train_model(labels, p.source, params, detector, resume=True, kind="plain", progress=False,
-                init_from=_warm_start(p, n, previous))
+    previous = p.layout.detector(n - 1) if n > 1 else None
+    train_model(labels, p.source, params, p.layout.detector_dir(n), resume=True, kind="plain",
+                progress=False, init_from=_warm_start(p, n, previous))
     # the click branch warm-starts from model n-1; the detector is the one just trained
     frozen = replace(params, train=replace(params.train, freeze_detector=True))
-    init = [w for w in (_warm_start(p, n), detector / "model.pt") if w is not None]
+    init = [w for w in (_warm_start(p, n), p.layout.detector(n)) if w is not None]
     return train_model(labels, p.source, frozen, out, resume=True, kind=kind, progress=False,
                        init_from=init)
 

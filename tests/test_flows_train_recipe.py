@@ -40,11 +40,11 @@ def test_detector_first_keeps_the_detector_and_warm_starts_both_stages(tmp_path,
     layout = p.layout
     det2, model2 = layout.detector_dir(2), layout.model_dir(2)
     assert calls[2:] == [  # iteration 2: the plain detector, then the click branch alone
-        (det2, "plain", False, layout.detector_dir(1) / "model.pt"),
-        (model2, "c3det", True, [layout.model(1), det2 / "model.pt"])]
+        (det2, "plain", False, layout.detector(1)),
+        (model2, "c3det", True, [layout.model(1), layout.detector(2)])]
     assert not any(d.joinpath("last.pt").exists() for d in (det2, model2))
 
-    detector, _ = checkpoint.load(det2 / "model.pt")
+    detector, _ = checkpoint.load(layout.detector(2))
     model, meta = checkpoint.load(layout.model(2))
     assert meta["kind"] == "c3det" and meta["params"]["train"]["freeze_detector"]
     mine = model.detector.state_dict()
@@ -52,4 +52,4 @@ def test_detector_first_keeps_the_detector_and_warm_starts_both_stages(tmp_path,
         assert torch.equal(mine[name], value), name
     image = str(p.source / steps.batch_records(p, 3).images[0].image.path)
     assert _boxes(Predictor(layout.model(2), p.classes), image) == \
-        _boxes(Predictor(det2 / "model.pt", p.classes), image)
+        _boxes(Predictor(layout.detector(2), p.classes), image)
