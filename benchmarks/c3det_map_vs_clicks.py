@@ -108,14 +108,14 @@ def schedule(a) -> dict:
     return {"train_images": a.train_images, "test_images": a.test_images, "test_tile": a.test_tile, "crop": a.crop,
             "scales": a.scales, "batch_size": a.batch, "epochs": a.epochs, "lr": a.lr, "roi_batch_per_image": a.roi_batch,
             "warmup_iters": a.warmup, "lr_steps": a.lr_steps, "threads": a.threads,
-            "click_steps": a.steps, "sessions": a.sessions, "backbone": "resnet18",
-            "weights": "none (from scratch)",
+            "click_steps": a.steps, "sessions": a.sessions, "backbone": a.backbone,
+            "weights": a.weights,
             "init_interactive_from_plain": a.init == "plain"}
 
 
 def params(a) -> C3DetParams:
     return C3DetParams(
-        roi_batch_size=a.roi_batch,
+        backbone=a.backbone, weights=a.weights, roi_batch_size=a.roi_batch,
         train=TrainParams(epochs=a.epochs, batch_size=a.batch, lr=a.lr, crop_size=a.crop,
                           scales=a.scales, warmup_iters=a.warmup, lr_steps=a.lr_steps,
                           seed=0, freeze_detector=a.freeze_detector),
@@ -356,6 +356,9 @@ def main() -> None:
                     help="test on one tile of this size per val image (the one with most "
                          "objects) instead of whole images (CPU time)")
     ap.add_argument("--crop", type=int, default=192)
+    ap.add_argument("--backbone", default="resnet18",
+                    help="c3det.backbone (the recorded runs: resnet18 from scratch)")
+    ap.add_argument("--weights", default="none", help="c3det.weights: imagenet | none")
     ap.add_argument("--scales", type=float, nargs="+", default=[1.0])
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--epochs", type=int, default=12)

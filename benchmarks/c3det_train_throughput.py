@@ -12,6 +12,7 @@ was busy: a low share means the step is bound by Python / kernel launches, not b
 
     python benchmarks/c3det_train_throughput.py --crop 128 --batch 4 --steps 3
     python benchmarks/c3det_train_throughput.py --crop 512 --batch 8 --kinds c3det --profile
+    python benchmarks/c3det_train_throughput.py --backbone resnet18 --weights none --out x.json
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ TOP_OPS = 15
 
 
 def measure(kind: str, data: DetectionDataset, a, device: torch.device) -> dict:
-    p = C3DetParams(roi_batch_size=a.roi_batch)
+    p = C3DetParams(roi_batch_size=a.roi_batch, backbone=a.backbone, weights=a.weights)
     torch.manual_seed(0)
     model = build_model(kind, 4, p).to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
@@ -110,6 +111,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--roi-batch", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--backbone", default=C3DetParams.backbone,
+                    help="c3det.backbone (default: the project's, %(default)s)")
+    ap.add_argument("--weights", default=C3DetParams.weights,
+                    help="c3det.weights: imagenet | none (default %(default)s)")
     ap.add_argument("--kinds", nargs="+", default=["plain", "early_fusion", "late_fusion",
                                                      "c3det"])
     ap.add_argument("--work", default=str(REPO / "data/benchmarks/c3det"))
@@ -139,7 +144,8 @@ def main() -> None:
                f"load average {load:.1f} when measured)")
     doc = {"benchmark": "c3det_train_throughput", "machine": machine,
            "setup": {"crop": a.crop, "batch": a.batch, "measured_steps": a.steps,
-                     "roi_batch_size": a.roi_batch, "backbone": "resnet18",
+                     "roi_batch_size": a.roi_batch, "backbone": a.backbone,
+                     "weights": a.weights,
                      "detector": "faster_rcnn", "amp": device.type == "cuda"},
            "date": time.strftime("%Y-%m-%d"), "results": rows}
     out = (RESULT.parent / a.out if a.out else

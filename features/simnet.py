@@ -1,4 +1,4 @@
-"""SimNet: a ResNet trained on the unlabeled pool itself to embed similar images nearby.
+"""SimNet: a CNN (EfficientNet-Lite or ResNet) trained on the unlabeled pool itself to embed similar images nearby.
 
 As in the paper (seed 002, section 3.1): every image is split horizontally into its top and
 bottom halves; the two halves of one image are a positive pair, halves of other images are
@@ -8,8 +8,9 @@ negatives; the loss is the structured lifted loss of Oh Song et al. (CVPR 2016):
     L    = 1 / (2 |P|) * sum_{(i,j) in P} max(0, J_ij)^2
 
 with D the Euclidean distance between embeddings and m the margin. The embedding is a linear
-projection (`embedding_dim`) of the ResNet's global-pooled features; it is what `embed`
-stores for extractor "simnet". CUDA + AMP are used when present.
+projection (`embedding_dim`) of the CNN's global-pooled features; it is what `embed`
+stores for extractor "simnet". With `features.weights: imagenet` the CNN starts from ImageNet
+weights (the paper trains from those too). CUDA + AMP are used when present.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from torch.utils.data import DataLoader
 
 from features.config import FeaturesParams
 from features.extractors import (Extractor, PoolImageFiles, pick_device, preprocess,
-                                 resize_square, resnet_trunk)
+                                 resize_square, trunk)
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +69,10 @@ def _collate(items):
 
 
 class SimNet(nn.Module):
-    def __init__(self, backbone: str = "resnet18", embedding_dim: int = 128,
+    def __init__(self, backbone: str = "efficientnet_lite0", embedding_dim: int = 128,
                  weights: str = "none", seed: int = 0):
         super().__init__()
-        self.trunk, feat = resnet_trunk(backbone, weights, seed)
+        self.trunk, feat = trunk(backbone, weights, seed)
         self.head = nn.Linear(feat, embedding_dim)
         self.backbone = backbone
         self.dim = embedding_dim

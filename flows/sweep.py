@@ -26,7 +26,7 @@ from tinyloop.atomic import write_json_atomic, write_text_atomic
 
 FEATURES = {  # name -> params overrides
     "random-init": {"features.extractor": "resnet18", "features.weights": "none"},
-    "imagenet": {"features.extractor": "resnet50", "features.weights": "imagenet"},
+    "imagenet": {"features.extractor": "efficientnet_lite0", "features.weights": "imagenet"},
     "simnet": {"features.extractor": "simnet", "features.weights": "none"},
 }
 

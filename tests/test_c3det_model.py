@@ -100,7 +100,7 @@ def test_architecture_follows_the_small_object_porting_notes():
     batch = model.prepare([torch.rand(3, 512, 640)])
     assert batch.images.image_sizes == [(512, 640)]
     ef = build_model("early_fusion", 3, P())
-    assert ef.detector.backbone.body.conv1.in_channels == 6
+    assert ef.detector.backbone.body._conv_stem.in_channels == 6
 
 
 def test_grayscale_and_scaled_inputs():

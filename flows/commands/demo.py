@@ -30,10 +30,10 @@ DEMO_PARAMS = {
     "project.name": "tinyloop-demo",
     "features.image_size": 112, "features.num_workers": 0,
     "order.first_batch_size": 8, "order.batch_size": 8,
-    "c3det.train.epochs": 1, "c3det.train.crop_size": 256, "c3det.train.batch_size": 2,
+    "c3det.train.epochs": 4, "c3det.train.crop_size": 256, "c3det.train.batch_size": 2,
     "c3det.train.warmup_iters": 10,
     "c3det.eval.click_steps": [0, 3], "c3det.eval.sessions": 1,
-    "flows.iterations": 3, "flows.eval_max_images": 4,
+    "flows.iterations": 3, "flows.eval_max_images": 4, "flows.min_score": "auto",
 }
 
 

