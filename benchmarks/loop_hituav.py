@@ -7,7 +7,8 @@ The pool is HIT-UAV's train split (1200 images), the held-out val split gives mA
 ordering runs the `simulate` flow in its own project (benchmarks/work/loop-<ordering>),
 sharing the ingested pool and the embeddings (computed once). The schedule is the STATED
 reduced CPU setting below (a 2-core dev box shared with other jobs cannot train on 1200
-images): small batches, few iterations, resnet18 from random init, few epochs. Writes
+images): small batches, few iterations, few epochs, the default backbones (ImageNet
+EfficientNet-Lite0 since 2026-12-02; ResNet-18 from random init before). Writes
 benchmarks/results/loop_hituav.json and docs/img/loop_hituav_*.png.
 """
 from __future__ import annotations

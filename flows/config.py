@@ -81,6 +81,10 @@ class FlowParams:
     # that maximises the WT reduction on the held-out split (chosen when the model is evaluated)
     min_score: float | Literal["auto"] = 0.5
     warm_start: bool = True          # model n starts from model n-1's weights (False: from scratch)
+    # epochs of a warm-started model (null: c3det.train.epochs, lr_steps scaled to fit). Model
+    # n-1 has already learned batches 1..n-1, so a few epochs over 1..n suffice; without this
+    # iteration n costs n x epochs x batch size, the loop's dominant and growing cost
+    warm_start_epochs: int | None = None
     # c3det pre-annotator: "end_to_end" trains detector and click branch together;
     # "detector_first" trains the plain detector, then only the click branch on top of it
     # (c3det.train.freeze_detector), so 0 clicks is exactly that detector. On HIT-UAV the
@@ -103,6 +107,8 @@ class FlowParams:
             return "iterations >= 0, dask_workers >= 1 and preannotate_chunk >= 1 are required"
         if self.push_attempts < 1 or self.oom_retries < 0:
             return "push_attempts >= 1 and oom_retries >= 0 are required"
+        if self.warm_start_epochs is not None and self.warm_start_epochs < 1:
+            return f"warm_start_epochs must be >= 1 or null, got {self.warm_start_epochs}"
         if self.min_score != "auto" and not 0.0 <= self.min_score <= 1.0:
             return f"min_score must be in [0, 1] or auto, got {self.min_score}"
         return None

@@ -339,7 +339,7 @@ def train(p: Project, n: int, batch_size: int | None = None) -> dict:
     if done.exists():
         _publish_current(p, n)
         return json.loads(done.read_text())
-    c3 = p.params.c3det
+    c3 = _schedule(p, n)
     size = batch_size or c3.train.batch_size
     for attempt in range(p.params.flows.oom_retries + 1):
         params = replace(c3, train=replace(c3.train, batch_size=size))
@@ -365,6 +365,18 @@ def train(p: Project, n: int, batch_size: int | None = None) -> dict:
         (d / "last.pt").unlink(missing_ok=True)
     _publish_current(p, n)
     return summary
+
+
+def _schedule(p: Project, n: int):
+    """c3det params for model n: a warm-started model trains flows.warm_start_epochs epochs,
+    its lr steps scaled by the same factor (the schedule's shape, compressed)."""
+    c3, epochs = p.params.c3det, p.params.flows.warm_start_epochs
+    if epochs is None or _warm_start(p, n) is None:
+        return c3
+    scale = epochs / c3.train.epochs
+    steps = sorted({max(1, round(s * scale)) for s in c3.train.lr_steps if s < c3.train.epochs})
+    return replace(c3, train=replace(c3.train, epochs=epochs,
+                                     lr_steps=[s for s in steps if s < epochs]))
 
 
 def _fit(p: Project, n: int, params) -> dict:

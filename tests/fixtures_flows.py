@@ -52,3 +52,12 @@ def tinyloop(*args: str, env: dict | None = None, check: bool = True
     if check and proc.returncode:
         raise AssertionError(f"tinyloop {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def light_demo_params(**overrides) -> dict:
+    """The demo's params (real sample data) with a seconds-scale schedule: batches of 8, one
+    epoch, 4 held-out images."""
+    from flows.commands.demo import DEMO_PARAMS
+    return {**DEMO_PARAMS, "order.first_batch_size": 8, "order.batch_size": 8,
+            "c3det.train.epochs": 1, "flows.warm_start_epochs": None,
+            "flows.eval_max_images": 4, **overrides}

@@ -264,7 +264,7 @@ def test_backbone_weights_from_a_file_and_a_clear_offline_message(tmp_path, monk
     monkeypatch.setattr(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.__class__,
                         "get_state_dict", offline)
     with pytest.raises(RuntimeError, match="offline.*'none'"):
-        build_model("plain", 2, P(weights="imagenet"))
+        build_model("plain", 2, P(backbone="resnet18", weights="imagenet"))
 
 
 def test_inference_runs_on_cuda_when_present_and_on_the_cpu_otherwise(monkeypatch):

@@ -132,10 +132,10 @@ def test_a_new_run_starts_from_a_model_checkpoint_of_another(synthetic, tmp_path
     previous, _ = checkpoint.load(tmp_path / "a/model.pt")
     fresh = build_model("c3det", len(labels.categories), _params(1))
     names = load_matching(fresh, tmp_path / "a/model.pt")
-    assert "detector.backbone.body._blocks.1._depthwise_conv.weight" in names
+    trained = "detector.backbone.body._blocks.1._depthwise_conv.weight"
+    assert trained in names
     assert not any(n.startswith("fusion.") for n in names)  # the plain model has none
-    assert torch.equal(fresh.state_dict()["detector.backbone.body._blocks.1._depthwise_conv.weight"],
-                       previous.state_dict()["detector.backbone.body._blocks.1._depthwise_conv.weight"])
+    assert torch.equal(fresh.state_dict()[trained], previous.state_dict()[trained])
 
 
 def test_freezing_the_detector_keeps_zero_clicks_exactly_the_plain_model(synthetic, tmp_path):

@@ -7,14 +7,15 @@ import json
 import torch
 
 from flows import steps
-from flows.commands.demo import DEMO_PARAMS, SAMPLE
+from flows.commands.demo import SAMPLE
 from flows.project import init_project
+from tests.fixtures_flows import light_demo_params
 
 
 def test_auto_min_score_is_chosen_per_model_and_filters_its_boxes(tmp_path):
     torch.set_num_threads(1)
-    root = init_project(tmp_path / "project", source=str(SAMPLE), params_overrides={
-        **DEMO_PARAMS, "flows.min_score": "auto", "flows.versioning": False}).root
+    params = light_demo_params(**{"flows.min_score": "auto", "flows.versioning": False})
+    root = init_project(tmp_path / "project", source=str(SAMPLE), params_overrides=params).root
     p = steps.Project.open(root)
     steps.ingest(p)
     steps.features(p)

@@ -1,7 +1,9 @@
 """flows.train_recipe detector_first: each iteration trains the plain detector, then only the
 click branch on top of it, so the C3Det model at 0 clicks is exactly that detector; both
-stages warm-start from the previous iteration (real sample data)."""
+stages warm-start from the previous iteration, for flows.warm_start_epochs (real sample data)."""
 from __future__ import annotations
+
+import json
 
 import torch
 
@@ -9,8 +11,9 @@ import c3det.train
 from c3det import checkpoint
 from c3det.predict import Predictor
 from flows import steps
-from flows.commands.demo import DEMO_PARAMS, SAMPLE
+from flows.commands.demo import SAMPLE
 from flows.project import init_project
+from tests.fixtures_flows import light_demo_params
 
 
 def _boxes(predictor: Predictor, image: str) -> list[tuple]:
@@ -19,18 +22,21 @@ def _boxes(predictor: Predictor, image: str) -> list[tuple]:
 
 
 def test_detector_first_keeps_the_detector_and_warm_starts_both_stages(tmp_path, monkeypatch):
-    root = init_project(tmp_path / "project", source=str(SAMPLE), params_overrides={
-        **DEMO_PARAMS, "flows.train_recipe": "detector_first", "flows.versioning": False,
-        "simulator.rounds": 0}).root  # no clicks: only the labels matter here
+    params = light_demo_params(**{
+        "flows.train_recipe": "detector_first", "flows.versioning": False,
+        "c3det.train.epochs": 2, "c3det.train.lr_steps": [1], "flows.warm_start_epochs": 1,
+        "simulator.rounds": 0})  # no clicks: only the labels matter here
+    root = init_project(tmp_path / "project", source=str(SAMPLE), params_overrides=params).root
     p = steps.Project.open(root)
     for step in (steps.ingest, steps.features, steps.order):
         step(p)
     store = steps.open_store(p)
-    calls = []
+    calls, schedules = [], []
     real = c3det.train.train
     monkeypatch.setattr(c3det.train, "train", lambda labels, root_, params, out, **kw: (
         calls.append((out, kw["kind"], params.train.freeze_detector, kw["init_from"])),
-        real(labels, root_, params, out, **kw))[1])
+        schedules.append((params.train.epochs, params.train.lr_steps)),
+        real(labels, root_, params, out, **kw))[-1])
     for n in (1, 2):
         steps.preannotate(p, n)
         steps.simulate_annotation(p, store, n)
@@ -43,6 +49,10 @@ def test_detector_first_keeps_the_detector_and_warm_starts_both_stages(tmp_path,
         (det2, "plain", False, layout.detector(1)),
         (model2, "c3det", True, [layout.model(1), layout.detector(2)])]
     assert not any(d.joinpath("last.pt").exists() for d in (det2, model2))
+    # model 1 from ImageNet: c3det.train's schedule; warm-started model 2: the shorter one
+    assert schedules == [(2, [1])] * 2 + [(1, [])] * 2
+    assert [json.loads((d / "metrics.jsonl").read_text().splitlines()[-1])["epoch"]
+            for d in (layout.model_dir(1), model2)] == [1, 0]
 
     detector, _ = checkpoint.load(layout.detector(2))
     model, meta = checkpoint.load(layout.model(2))

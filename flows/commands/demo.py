@@ -29,11 +29,13 @@ SAMPLE = REPO / "sample" / "hit-uav"
 DEMO_PARAMS = {
     "project.name": "tinyloop-demo",
     "features.image_size": 112, "features.num_workers": 0,
-    "order.first_batch_size": 8, "order.batch_size": 8,
-    "c3det.train.epochs": 4, "c3det.train.crop_size": 256, "c3det.train.batch_size": 2,
-    "c3det.train.warmup_iters": 10,
+    "order.first_batch_size": 16, "order.batch_size": 16,
+    # model 1 (16 images) gets 160 steps from ImageNet; warm-started models 6 epochs each
+    "c3det.train.epochs": 40, "c3det.train.lr_steps": [32], "flows.warm_start_epochs": 6,
+    "c3det.train.crop_size": 128, "c3det.train.batch_size": 4, "c3det.train.warmup_iters": 10,
+    "c3det.roi_batch_size": 128,
     "c3det.eval.click_steps": [0, 3], "c3det.eval.sessions": 1,
-    "flows.iterations": 3, "flows.eval_max_images": 4, "flows.min_score": "auto",
+    "flows.iterations": 3, "flows.eval_max_images": 0, "flows.min_score": "auto",
 }
 
 
