@@ -23,15 +23,13 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from c3det.config import C3DetParams, EvalParams, TrainParams  # noqa: E402
 from c3det_map_vs_clicks import load_hituav, split  # noqa: E402
-from c3det_pretrained import train_and_score  # noqa: E402
+from c3det_pretrained import run, schedule_args, train_and_score  # noqa: E402
 
 WORK = REPO / "data/benchmarks/c3det_norm"
 RESULT = REPO / "benchmarks/results/c3det_norm.json"
@@ -114,24 +112,10 @@ def main() -> None:
     sub = ap.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train and evaluate one run")
     t.add_argument("--norm", choices=["bn", "gn"], required=True)
-    t.add_argument("--seed", type=int, default=0)
     t.add_argument("--train-images", type=int, default=240)
-    t.add_argument("--test-images", type=int, default=48)
-    t.add_argument("--crop", type=int, default=192)
-    t.add_argument("--batch", type=int, default=4)
-    t.add_argument("--epochs", type=int, default=8)
-    t.add_argument("--lr", type=float, default=0.01)
-    t.add_argument("--warmup", type=int, default=50)
-    t.add_argument("--lr-steps", type=int, nargs="*", default=[6])
-    t.add_argument("--roi-batch", type=int, default=128)
-    t.add_argument("--threads", type=int, default=1)
+    schedule_args(t, epochs=8, lr_steps=[6])
     sub.add_parser("report", help="collect the runs into the JSON and the page")
-    a = ap.parse_args()
-    if a.cmd == "train":
-        torch.set_num_threads(a.threads)
-        cmd_train(a)
-    else:
-        cmd_report(a)
+    run(ap.parse_args(), cmd_train, cmd_report)
 
 
 if __name__ == "__main__":

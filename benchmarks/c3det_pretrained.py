@@ -58,7 +58,7 @@ def train_and_score(train_set, test_set, p: C3DetParams, out: Path, name: str) -
 
 def params(a) -> C3DetParams:
     return C3DetParams(
-        backbone=a.backbone, weights=a.weights, roi_batch_size=a.roi_batch,
+        backbone=a.backbone, weights=a.weights, norm=a.norm, roi_batch_size=a.roi_batch,
         train=TrainParams(epochs=a.epochs, batch_size=a.batch, lr=a.lr, crop_size=a.crop,
                           warmup_iters=a.warmup, lr_steps=a.lr_steps, seed=a.seed),
         eval=EvalParams(click_steps=[0], sessions=1, seed=0))
@@ -66,11 +66,13 @@ def params(a) -> C3DetParams:
 
 def cmd_train(a) -> None:
     labels = load_hituav(WORK)
-    out = WORK / f"{a.backbone}_{a.weights}_n{a.train_images}_seed{a.seed}"
+    norm = "" if a.norm == "auto" else f"_{a.norm}"
+    out = WORK / f"{a.backbone}_{a.weights}{norm}_n{a.train_images}_seed{a.seed}"
     row = train_and_score(split(labels, "train", a.train_images, 0),
                           split(labels, "val", a.test_images, 1), params(a), out,
                           f"{a.weights} n={a.train_images}")
-    row.update({"backbone": a.backbone, "weights": a.weights, "train_images": a.train_images,
+    row.update({"backbone": a.backbone, "weights": a.weights, "norm": a.norm,
+                "train_images": a.train_images,
                 "seed": a.seed, "date": time.strftime("%Y-%m-%d"), "machine": MACHINE,
                 "schedule": {k: v for k, v in vars(a).items() if k not in ("cmd", "func")}})
     (out / "result.json").write_text(json.dumps(row, indent=1))
@@ -79,7 +81,8 @@ def cmd_train(a) -> None:
 
 def cmd_report(a) -> None:
     rows = sorted((json.loads(f.read_text()) for f in WORK.glob("*/result.json")),
-                  key=lambda r: (r["weights"], r["train_images"], r["seed"]))
+                  key=lambda r: (r["weights"], r.get("norm", "auto"), r["train_images"],
+                                 r["seed"]))
     if not rows:
         raise SystemExit(f"no runs under {WORK}; run `train` first")
     doc = {"benchmark": "c3det_pretrained", "date": time.strftime("%Y-%m-%d"),
@@ -91,15 +94,19 @@ def cmd_report(a) -> None:
     print(PAGE.read_text())
 
 
+def _setup(r: dict) -> tuple[str, str, str]:
+    return r["backbone"], r["weights"], r.get("norm", "auto")
+
+
 def _plot(rows: list[dict]) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for (bb, w) in sorted({(r["backbone"], r["weights"]) for r in rows}):
-        pts = sorted((r["train_images"], r["map50"]) for r in rows
-                     if (r["backbone"], r["weights"]) == (bb, w))
-        ax.plot(*zip(*pts), "o-", label=f"{bb}, {'ImageNet' if w == 'imagenet' else 'random init'}")
+    for bb, w, norm in sorted({_setup(r) for r in rows}):
+        pts = sorted((r["train_images"], r["map50"]) for r in rows if _setup(r) == (bb, w, norm))
+        label = f"{bb}, {'ImageNet' if w == 'imagenet' else 'random init'}"
+        ax.plot(*zip(*pts), "o-", label=label + ("" if norm == "auto" else f", {norm}"))
     ax.set_xscale("log")
     ax.set_xlabel("train images")
     ax.set_ylabel("mAP@0.5 (HIT-UAV val)")
@@ -124,19 +131,23 @@ def markdown(rows: list[dict]) -> str:
         f"({rows[0]['test_objects']} objects). Only the initialisation differs between "
         "runs of one backbone.", "",
         "![mAP vs train images](../img/c3det_pretrained.png)", "",
-        "| backbone | init | N | mAP@0.5 | " + " | ".join(classes) + " | final loss | "
+        "| backbone | init | BN | N | mAP@0.5 | " + " | ".join(classes) + " | final loss | "
         "train min | machine |",
-        "|---|---|---|---|" + "---|" * len(classes) + "---|---|---|"]
+        "|---|---|---|---|---|" + "---|" * len(classes) + "---|---|---|"]
     for r in rows:
+        norm = r.get("norm", "auto")
+        bn = {"auto": "frozen" if r["weights"] == "imagenet" else "trained",
+              "frozen_bn": "frozen", "bn": "trained"}[norm]
         lines.append(
-            f"| {r['backbone']} | {r['weights']} | {r['train_images']} | {r['map50']:.2f} | "
+            f"| {r['backbone']} | {r['weights']} | {bn} | {r['train_images']} | "
+            f"{r['map50']:.2f} | "
             + " | ".join(f"{v:.1f}" if v is not None else "-" for v in r["per_class"].values())
             + f" | {r['final_loss']:.3f} | {r['train_s'] / 60:.0f} | {r['machine']} |")
     gains = []
     for r in rows:
         twin = [t for t in rows if t["weights"] == "none" and t["backbone"] == r["backbone"]
                 and t["train_images"] == r["train_images"] and t["seed"] == r["seed"]]
-        if r["weights"] == "imagenet" and twin:
+        if _setup(r)[1:] == ("imagenet", "auto") and twin:
             gains.append(f"N={r['train_images']}: {r['map50'] - twin[0]['map50']:+.1f}")
     if gains:
         lines += ["", "ImageNet minus random init, mAP@0.5 points: " + ", ".join(gains) + "."]
@@ -151,23 +162,33 @@ def main() -> None:
     t.add_argument("--backbone", default="efficientnet_lite0")
     t.add_argument("--weights", choices=["imagenet", "none"], required=True)
     t.add_argument("--train-images", type=int, required=True)
+    t.add_argument("--norm", choices=["auto", "frozen_bn", "bn"], default="auto",
+                   help="auto: frozen BN with ImageNet weights, trainable BN from scratch")
+    schedule_args(t, epochs=4, lr_steps=[3])
+    sub.add_parser("report", help="collect the runs into the JSON, the plot and the page")
+    run(ap.parse_args(), cmd_train, cmd_report)
+
+
+def schedule_args(t: argparse.ArgumentParser, epochs: int, lr_steps: list[int]) -> None:
+    """The reduced training schedule of one plain-detector run (shared with c3det_norm.py)."""
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--test-images", type=int, default=48)
     t.add_argument("--crop", type=int, default=192)
     t.add_argument("--batch", type=int, default=4)
-    t.add_argument("--epochs", type=int, default=4)
+    t.add_argument("--epochs", type=int, default=epochs)
     t.add_argument("--lr", type=float, default=0.01)
     t.add_argument("--warmup", type=int, default=50)
-    t.add_argument("--lr-steps", type=int, nargs="*", default=[3])
+    t.add_argument("--lr-steps", type=int, nargs="*", default=lr_steps)
     t.add_argument("--roi-batch", type=int, default=128)
     t.add_argument("--threads", type=int, default=1)
-    sub.add_parser("report", help="collect the runs into the JSON, the plot and the page")
-    a = ap.parse_args()
+
+
+def run(a: argparse.Namespace, train_cmd, report_cmd) -> None:
     if a.cmd == "train":
         torch.set_num_threads(a.threads)
-        cmd_train(a)
+        train_cmd(a)
     else:
-        cmd_report(a)
+        report_cmd(a)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@ pytestmark = [pytest.mark.skipif(not (SOURCE / "images").is_dir(),
 def _project(tmp_path: Path, files: list[Path], method: str = "dissimilar") -> Path:
     tmp_path.mkdir(parents=True, exist_ok=True)
     params = {"data": {"source": str(SOURCE)},
-              "features": {"extractor": "resnet18", "image_size": 32, "batch_size": 8,
+              "features": {"extractor": "resnet18", "weights": "none", "image_size": 32,
+                           "batch_size": 8,
                            "num_workers": 0, "device": "cpu"},
               "order": {"method": method, "first_batch_size": 3, "batch_size": 2,
                         "device": "cpu"}}

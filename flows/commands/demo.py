@@ -8,11 +8,12 @@ store, retrained, evaluated on the sample's val split and versioned (git tag ite
 remote .dvc-remote). Prints the per-batch workload table and writes reports/index.html.
 
 Everything is embedded: an ephemeral Prefect server, a plain-file annotation store (no
-MongoDB needed), a local DVC remote. The schedule is cut down to finish in a few minutes on
-2 CPU cores (resnet18 from random init, 1 epoch of 256 px crops per iteration, 3 batches of
-8 images): the point is the machinery, not the model; see docs/benchmarks/flows.md for
-real numbers. Running it again continues (or, when finished, just reprints) the same
-project; --fresh starts over.
+MongoDB needed), a local DVC remote. The schedule is cut down for 2 CPU cores: 3 batches of
+16 images; the detector starts from ImageNet EfficientNet-Lite0 and trains 160 steps of
+128 px crops on batch 1, then 6 epochs per batch warm-started from the last model; boxes
+are shown from each model's best score threshold on the held-out images (min_score auto).
+See docs/benchmarks/flows.md for numbers at larger scale. Running it again continues (or,
+when finished, just reprints) the same project; --fresh starts over.
 """
 from __future__ import annotations
 
