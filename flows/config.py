@@ -27,8 +27,14 @@ class SimulatorParams:
     # saved (workload cost model): a person who sees clicks not helping; false = seed 004's
     # fixed rounds
     stop_unpaid_clicks: bool = False
+    # with stop_unpaid_clicks: after this many images in a row whose clicks did not pay, stop
+    # clicking for the rest of the batch (a person gives up a tool that costs time; the next
+    # batch, with a retrained model, is tried afresh). 0 = never give up
+    give_up_after_unpaid: int = 0
 
     def check(self) -> str | None:
+        if self.give_up_after_unpaid < 0:
+            return "give_up_after_unpaid must be >= 0 (0 = never)"
         if self.click_sigma < 0:
             return "click_sigma must be >= 0 pixels"
         if self.rounds < 0 or self.clicks_per_round < 0:

@@ -13,7 +13,8 @@ For each image, in rounds (seed 004: 3 rounds x 3 clicks beat 9 clicks at once):
    store's untouched model boxes with its output (`refresh_predictions`).
 
 A round with nothing left to click ends the image early; with `stop_unpaid_clicks` so does
-a round whose clicks cost more (seed 004's click times) than the box edits they saved.
+a round whose clicks cost more (seed 004's click times) than the box edits they saved, and
+after `give_up_after_unpaid` such images in a row the rest of the batch gets no clicks.
 Finally (`correct=True`) the labels are edited to equal the ground truth exactly: overlapping
 boxes are matched one-to-one (Hungarian on IoU, as in flows.workload) and moved/relabeled to
 the true box, unmatched boxes deleted and missing objects drawn, all with one
@@ -65,6 +66,7 @@ class ImageLog:
     start_error: int = 0        # edits needed on the first pre-annotation
     start_boxes: int = 0        # model boxes shown before any click
     start_mean_score: float = 0.0
+    unpaid: bool = False        # a round's clicks saved less time than they cost
 
 
 # --- errors ---------------------------------------------------------------------------------
@@ -156,7 +158,7 @@ def simulate_image(store: AnnotationStore, truth: ImageLabels, predict: Predict,
     history = [(0, model_boxes(current))]
     clicked: list[Annotation] = []
     clicks = list(item.clicks)
-    seen = []
+    seen, unpaid = [], False
     for r in range(1, params.rounds + 1):
         errors = [g for g in find_errors(current, truth, params.error_iou,
                                          params.min_error_size) if g not in clicked]
@@ -172,10 +174,12 @@ def simulate_image(store: AnnotationStore, truth: ImageLabels, predict: Predict,
         current = refresh_predictions(store, truth.id, predict(truth.id, list(clicks)))
         history.append((r, model_boxes(current)))
         seen.append(len(errors))
-        if params.stop_unpaid_clicks and not clicks_paid(before, current, len(new), truth,
-                                                         cost or WorkloadParams()):
+        unpaid = params.stop_unpaid_clicks and not clicks_paid(before, current, len(new),
+                                                               truth, cost or WorkloadParams())
+        if unpaid:
             break
     log = log_from_history(truth.id, w, h, clicks, history)
+    log.unpaid = unpaid
     for round_log, n in zip(log.rounds, seen):
         round_log.errors_seen = n
     log.gt_objects = sum(not in_ignore(g, truth.ignore) for g in truth.annotations)
@@ -240,15 +244,20 @@ def simulate_batch(store: AnnotationStore, batch: int, truth: LabelSet, predict:
     from tqdm import tqdm
     gt = truth.by_id()
     ids = image_ids if image_ids is not None else [im.id for im in truth]
-    logs, problems = [], []
+    logs, problems, unpaid_run = [], [], 0
     for image_id in tqdm(ids, desc=f"simulating batch {batch:03d}", disable=not progress):
         if image_id not in gt:
             problems.append(f"{image_id}: no ground truth for this image")
             continue
+        gave_up = params.stop_unpaid_clicks and 0 < params.give_up_after_unpaid <= unpaid_run
         try:
-            logs.append(simulate_image(store, gt[image_id], predict, params, cost))
+            logs.append(simulate_image(store, gt[image_id], predict,
+                                       replace(params, rounds=0) if gave_up else params, cost))
         except Exception as e:  # noqa: BLE001 - report all images' problems together
             problems.append(f"{image_id}: {type(e).__name__}: {e}")
+            continue
+        if not gave_up:  # once given up, the rest of the batch gets no clicks
+            unpaid_run = unpaid_run + 1 if logs[-1].unpaid else 0
     if problems:
         raise RuntimeError(f"simulating batch {batch}: {len(problems)} image(s) failed:\n"
                            + "\n".join(problems))

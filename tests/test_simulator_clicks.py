@@ -168,3 +168,19 @@ def test_a_rational_annotator_stops_clicking_when_clicks_do_not_pay(tmp_path):
     assert rounds == {False: 3, True: 1}
     _, logs, _ = run(tmp_path / "oracle", truth, pre, replace(params, stop_unpaid_clicks=True))
     assert len(logs[0].rounds) == 3  # each round turns 3 misses into right boxes: 21 s saved
+
+
+def test_after_unpaid_images_in_a_row_the_rest_of_the_batch_gets_no_clicks(tmp_path):
+    """give_up_after_unpaid: a click-blind detector costs one round on each of the first two
+    images, then the annotator stops clicking; a helpful detector is clicked on every image."""
+    truth = LabelSet(CLASSES, [grid_truth(6, image=f"im{i}") for i in range(5)])
+    pre = LabelSet(CLASSES, [ImageLabels(im.image) for im in truth])
+    params = SimulatorParams(rounds=3, clicks_per_round=3, click_sigma=0.0, correct=False,
+                             stop_unpaid_clicks=True, give_up_after_unpaid=2)
+    store = FileStore(tmp_path / "useless")
+    store.open_batch(2, pre)
+    logs = simulate_batch(store, 2, truth, lambda image_id, clicks: [], params, progress=False)
+    assert [len(log.rounds) for log in logs] == [1, 1, 0, 0, 0]
+    assert [log.unpaid for log in logs] == [True, True, False, False, False]
+    _, logs, _ = run(tmp_path / "oracle", truth, pre, params)
+    assert all(len(log.rounds) >= 1 and not log.unpaid for log in logs)
