@@ -31,12 +31,17 @@ DEMO_PARAMS = {
     "project.name": "tinyloop-demo",
     "features.image_size": 112, "features.num_workers": 0,
     "order.first_batch_size": 16, "order.batch_size": 16,
-    # model 1 (16 images) gets 160 steps from ImageNet; warm-started models 6 epochs each
+    # model 1 (16 images) gets 160 steps from ImageNet; warm-started models 6 epochs each.
+    # The plain detector is trained first and the click branch (the light one) on top of it:
+    # at 0 clicks the boxes are the detector's (docs/benchmarks/c3det_accuracy.md)
     "c3det.train.epochs": 40, "c3det.train.lr_steps": [32], "flows.warm_start_epochs": 6,
+    "flows.train_recipe": "detector_first", "c3det.lf_backbone": "light",
     "c3det.train.crop_size": 128, "c3det.train.batch_size": 4, "c3det.train.warmup_iters": 10,
     "c3det.roi_batch_size": 128,
     "c3det.eval.click_steps": [0, 3], "c3det.eval.sessions": 1,
     "flows.iterations": 3, "flows.eval_max_images": 0, "flows.min_score": "auto",
+    # a rational annotator: no more clicks on an image, then in the batch, once they don't pay
+    "simulator.stop_unpaid_clicks": True, "simulator.give_up_after_unpaid": 2,
 }
 
 
