@@ -86,6 +86,9 @@ class FlowParams:
     # model boxes below this score are not shown to annotators; "auto": per model, the score
     # that maximises the WT reduction on the held-out split (chosen when the model is evaluated)
     min_score: float | Literal["auto"] = 0.5
+    # with min_score auto: show a model's boxes only if some score saves at least this % of WT
+    # on the held-out split; otherwise none (min_score 1.01): a weak model costs deletions
+    auto_min_gain_pct: float = 2.0
     warm_start: bool = True          # model n starts from model n-1's weights (False: from scratch)
     # epochs of a warm-started model (null: c3det.train.epochs, lr_steps scaled to fit). Model
     # n-1 has already learned batches 1..n-1, so a few epochs over 1..n suffice; without this

@@ -449,7 +449,8 @@ def choose_min_score(p: Project, n: int) -> dict | None:
         ImageLabels(i.image, predictor.predict(str(p.source / i.image.path), []))
         for i in test.images])
     curve = wt_by_threshold(predictions, test, p.params.workload, THRESHOLDS)
-    chosen = {"min_score": best_threshold(curve), "wt_by_min_score": curve,
+    chosen = {"min_score": best_threshold(curve, p.params.flows.auto_min_gain_pct),
+              "wt_by_min_score": curve,
               "images": len(test.images)}
     write_json_atomic(path, chosen)
     return chosen

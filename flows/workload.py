@@ -24,8 +24,9 @@ relabeled box is one removal plus one addition there: An = added + moved + relab
 Rn = deleted + moved + relabeled. Batch 1 is labeled from scratch (B1n = its object count).
 
 `seconds` extends WT to what an annotator with clicks and box edits does, with the cost model
-of `WorkloadParams` (seed 004's time model): every image costs `accept_image_seconds` to look
-at; each click round with k > 0 clicks costs first_click + (k - 1) * click; then edits are
+of `WorkloadParams` (seed 004's time model): every image with model boxes or clicks costs
+`accept_image_seconds` to check (one the model showed nothing on is drawn as by hand, with
+nothing to check; until 2026-12-02 every image was charged); each click round with k > 0 clicks costs first_click + (k - 1) * click; then edits are
 charged against the model output the annotator saw last (after the clicks: `refined`; without
 clicks that is the pre-annotation): added * T + deleted * T/2 + moved * move +
 relabeled * relabel (+ move when also moved). Reductions are against labeling every object of
@@ -70,6 +71,11 @@ class ImageDiff:
     @property
     def clicks(self) -> int:
         return sum(self.clicks_by_round.values())
+
+    @property
+    def shown(self) -> int:
+        """Model boxes the annotator saw before editing (outside ignore regions)."""
+        return self.accepted + self.moved + self.relabeled + self.deleted
 
 
 @dataclass
@@ -200,7 +206,8 @@ def workload(diff: BatchDiff, cost, first_batch: bool,
         wb = an + rn
         wt = an * T + rn * cost.removal_fraction * T
         edits_from = refined.images if refined is not None else diff.images
-        seconds = (len(diff.images) * cost.accept_image_seconds
+        # an image the model showed nothing on and nobody clicked is drawn as by hand
+        seconds = (sum(cost.accept_image_seconds for d in diff.images if d.shown or d.clicks)
                    + sum(click_seconds(d.clicks_by_round, cost) for d in diff.images)
                    + sum(edit_seconds(d, cost) for d in edits_from))
     return {
@@ -264,11 +271,15 @@ def wt_by_threshold(predictions: LabelSet, truth: LabelSet, cost,
     return rows
 
 
-def best_threshold(curve: list[dict[str, float]]) -> float:
+NONE_SHOWN = 1.01  # a min_score above every score: the model's boxes are not shown
+
+
+def best_threshold(curve: list[dict[str, float]], min_gain_pct: float = 0.0) -> float:
     """The min_score of the largest WT reduction (the highest such score on ties: fewer
-    boxes to look at)."""
+    boxes to look at); NONE_SHOWN when even that saves less than `min_gain_pct` %: a model
+    that would not clearly save time is not shown (annotators draw the batch by hand)."""
     best = max(curve, key=lambda r: ((r["wt_reduction_pct"] or 0.0), r["min_score"]))
-    return best["min_score"]
+    return best["min_score"] if (best["wt_reduction_pct"] or 0.0) >= min_gain_pct else NONE_SHOWN
 
 
 def _pct(part: float, whole: float) -> float | None:

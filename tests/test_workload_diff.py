@@ -92,6 +92,16 @@ def test_workload_matches_hand_computed_numbers():
     assert (w7["WB"], w7["WT"]) == (8, pytest.approx(4 * 7 + 4 * 3.5))
 
 
+def test_an_image_the_model_showed_nothing_on_costs_what_drawing_it_does():
+    from dataclasses import replace
+    pre, final = hand_made()
+    empty = LabelSet(CLASSES, [ImageLabels(im.image) for im in pre.images])
+    final = LabelSet(CLASSES, [replace(im, clicks=[]) for im in final.images])  # no clicks
+    w = workload(diff_batch(empty, final, 0.5), WorkloadParams(), first_batch=False)
+    assert w["seconds"] == pytest.approx(w["manual_seconds"]) == pytest.approx(5 * 7)
+    assert w["reduction_seconds_pct"] == 0.0
+
+
 def test_first_batch_is_fully_manual():
     pre, final = hand_made()
     w = workload(diff_batch(pre, final, 0.5), WorkloadParams(box_seconds=10),
@@ -130,7 +140,7 @@ def test_min_score_is_chosen_where_the_wt_saving_is_largest():
     """Three right boxes at 0.8-0.9 and two wrong ones at 0.3: showing only the right ones
     saves 3 boxes of 5 (60 %); showing all costs two deletions (3 - 2/2 = 2 of 5: 40 %);
     showing none saves nothing."""
-    from flows.workload import best_threshold, wt_by_threshold
+    from flows.workload import NONE_SHOWN, best_threshold, wt_by_threshold
     rec = ImageRecord("img", "img.jpg", 200, 60)
     truth = [ann("Car", 10 * k, 0, 10 * k + 8, 8) for k in range(5)]
     scored = [(0.9, truth[0]), (0.85, truth[1]), (0.8, truth[2]),
@@ -142,3 +152,7 @@ def test_min_score_is_chosen_where_the_wt_saving_is_largest():
                             [0.1, 0.5, 0.95])
     assert [r["wt_reduction_pct"] for r in curve] == [40.0, 60.0, 0.0]
     assert best_threshold(curve) == 0.5
+    assert best_threshold(curve, min_gain_pct=60.0) == 0.5
+    assert best_threshold(curve, min_gain_pct=61.0) == NONE_SHOWN > 1.0  # not worth showing
+    useless = [{"min_score": t, "wt_reduction_pct": -5.0} for t in (0.1, 0.5)]
+    assert best_threshold(useless) == NONE_SHOWN
