@@ -26,16 +26,12 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
-from tinyloop.efficientnet_lite import VARIANTS as LITE, efficientnet_lite
+from tinyloop.efficientnet_lite import VARIANTS as LITE, WeightsError, efficientnet_lite
 
 RESNETS = ("resnet18", "resnet50")
 ARCHS = tuple(LITE) + RESNETS
 _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
-
-
-class WeightsError(ValueError):
-    """The requested weights cannot be loaded; the message says what to do."""
 
 
 class LiteTrunk(nn.Module):

