@@ -60,7 +60,8 @@ def throughput(extractor: str, files: list[Path], size: int = 224) -> dict:
     from features.extractors import build_extractor
     params = FeaturesParams(extractor=extractor, image_size=size, batch_size=16,
                             num_workers=2, device="cpu")
-    model = build_extractor(extractor, "imagenet" if extractor.startswith("efficientnet") else "none")
+    weights = "imagenet" if extractor.startswith("efficientnet") else "none"
+    model = build_extractor(extractor, weights)
     embed_images(files[:16], params, model=model, progress=False)      # warm-up
     t0 = time.perf_counter()
     vectors, rows, failed = embed_images(files, params, model=model, progress=False)

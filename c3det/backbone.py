@@ -124,7 +124,6 @@ def resnet_fpn(name: str = "resnet18", in_channels: int = 3, out_channels: int =
                            out_channels, extra_blocks=NoExtraLevel())
 
 
-
 class LiteFPN(nn.Module):
     """EfficientNet-Lite -> FPN; forward(x (B, in_channels, H, W)) -> OrderedDict "0".."3" of
     (B, out_channels, H/4..H/32, W/4..W/32). H, W must be multiples of 32."""

@@ -1,4 +1,5 @@
-"""SimNet: a CNN (EfficientNet-Lite or ResNet) trained on the unlabeled pool itself to embed similar images nearby.
+"""SimNet: a CNN (EfficientNet-Lite or ResNet) trained on the unlabeled pool itself to embed
+similar images nearby.
 
 As in the paper (seed 002, section 3.1): every image is split horizontally into its top and
 bottom halves; the two halves of one image are a positive pair, halves of other images are

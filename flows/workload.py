@@ -26,10 +26,11 @@ Rn = deleted + moved + relabeled. Batch 1 is labeled from scratch (B1n = its obj
 `seconds` extends WT to what an annotator with clicks and box edits does, with the cost model
 of `WorkloadParams` (seed 004's time model): every image with model boxes or clicks costs
 `accept_image_seconds` to check (one the model showed nothing on is drawn as by hand, with
-nothing to check; until 2026-12-02 every image was charged); each click round with k > 0 clicks costs first_click + (k - 1) * click; then edits are
-charged against the model output the annotator saw last (after the clicks: `refined`; without
-clicks that is the pre-annotation): added * T + deleted * T/2 + moved * move +
-relabeled * relabel (+ move when also moved). Reductions are against labeling every object of
+nothing to check; until 2026-12-02 every image was charged); each click round with k > 0
+clicks costs first_click + (k - 1) * click; then edits are charged against the model output
+the annotator saw last (after the clicks: `refined`; without clicks that is the
+pre-annotation): added * T + deleted * T/2 + moved * move + relabeled * relabel (+ move
+when also moved). Reductions are against labeling every object of
 the batch by hand (#objects * T).
 """
 from __future__ import annotations

@@ -13,9 +13,11 @@ from pathlib import Path
 
 def register(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser(
-        "embed", help="embed every pool image (ResNet or SimNet) into data/features/",
+        "embed",
+        help="embed every pool image (EfficientNet-Lite, ResNet or SimNet) into data/features/",
         description="Embed every image of the pool (data/pool/manifest.json) with the "
-                    "extractor in params.yaml `features` (efficientnet_lite0/1/2, resnet18, resnet50 or simnet; "
+                    "extractor in params.yaml `features` (efficientnet_lite0/1/2, resnet18, "
+                    "resnet50 or simnet; "
                     "SimNet is trained on the pool first when its checkpoint is missing). "
                     "Writes data/features/embeddings.npy (N x D float32, L2-normalised, "
                     "memory-mappable) and ids.json. Incremental: only images not yet in the "
