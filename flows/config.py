@@ -100,6 +100,9 @@ class FlowParams:
     # latter scored higher at 0 and at 20 clicks (docs/benchmarks/c3det_accuracy.md).
     train_recipe: Literal["end_to_end", "detector_first"] = "end_to_end"
     eval_split: str = "val"          # metadata["split"] held out of the pool for evaluation
+    # when no image is in eval_split: hold out this share of the labelled images (a fixed
+    # pseudo-random choice by image id, so adding images never moves one); 0 = none
+    eval_fraction: float = 0.0
     eval_max_images: int = 0         # evaluate on the first N held-out images (0 = all)
     task_runner: Literal["thread", "dask"] = "thread"  # dask: fan-out over a LocalCluster
     dask_workers: int = 2            # LocalCluster workers for task_runner dask
@@ -118,6 +121,8 @@ class FlowParams:
             return "push_attempts >= 1 and oom_retries >= 0 are required"
         if self.warm_start_epochs is not None and self.warm_start_epochs < 1:
             return f"warm_start_epochs must be >= 1 or null, got {self.warm_start_epochs}"
+        if not 0.0 <= self.eval_fraction < 1.0:
+            return f"eval_fraction must be in [0, 1), got {self.eval_fraction}"
         if self.min_score != "auto" and not 0.0 <= self.min_score <= 1.0:
             return f"min_score must be in [0, 1] or auto, got {self.min_score}"
         return None

@@ -305,6 +305,7 @@ def _fan_out_preannotate_next(root: str, n: int) -> None:
 def simulate(root: str = ".", iterations: int | None = None) -> list[dict]:
     """The whole loop with the simulated annotator: prepare, then every batch."""
     p = Project.open(root)
+    steps.mark_simulated(p)  # before the pool is ordered: see steps.pool
     with_runner(prepare, root)(root)
     last = steps.last_batch(p) if iterations is None else min(iterations, steps.n_batches(p))
     results = []

@@ -16,10 +16,12 @@ def messy(tmp_path_factory):
     """A VOC dataset with one of every problem next to good images."""
     root = tmp_path_factory.mktemp("messy")
     img, lab = root / "images", root / "labels"
-    for name in ("good", "outside", "zero", "unknown", "escape", "absolute", "dup"):
+    for name in ("good", "outside", "overhang", "zero", "unknown", "escape", "absolute",
+                 "dup"):
         write_image(img / f"{name}.png")
     write_voc(lab / "good.xml", "good.png", [GOOD, voc_object("DontCare", 0, 0, 5, 5)])
-    write_voc(lab / "outside.xml", "outside.png", [GOOD, voc_object("Car", 50, 10, 90, 20)])
+    write_voc(lab / "outside.xml", "outside.png", [GOOD, voc_object("Car", 70, 10, 90, 20)])
+    write_voc(lab / "overhang.xml", "overhang.png", [GOOD, voc_object("Car", 50, 10, 65, 20)])
     write_voc(lab / "zero.xml", "zero.png", [GOOD, voc_object("Car", 30, 10, 30, 20)])
     write_voc(lab / "unknown.xml", "unknown.png", [GOOD, voc_object("Truck", 1, 1, 9, 9),
                                                    voc_object("Truck", 2, 2, 9, 9)])
@@ -53,6 +55,7 @@ def test_import_goes_on_and_keeps_the_good_parts(messy):
     # every good object in a file with a bad one is kept
     for name in ("outside", "zero", "unknown"):
         assert [a.category for a in labels.by_id()[name].annotations] == ["Person"]
+    assert [a.category for a in labels.by_id()["overhang"].annotations] == ["Person", "Car"]
     assert "problem(s)" in report.summary() and not report.ok
     assert all(p.fix for p in report.problems)
 
@@ -76,6 +79,33 @@ def test_missing_image_file(messy):
 def test_box_outside_image(messy):
     (p,) = _problems_for(messy[1], "outside.xml")
     assert "object 2 (Car)" in p.message and "lies outside the 64x48 image" in p.message
+    assert p.kind == "box"
+
+
+def test_box_overhanging_by_one_pixel_is_clipped_and_reported(messy):
+    labels, report, _ = messy
+    assert not _problems_for(report, "overhang.xml")
+    car = labels.by_id()["overhang"].annotations[1]
+    assert car.box.xyxy() == [50.0, 10.0, 64.0, 20.0]
+    (c,) = [c for c in report.clipped if c.file.endswith("overhang.xml")]
+    assert "object 2 (Car)" in c.message and "overhangs the 64x48 image by 1 px" in c.message
+    assert "1 box(es) overhang their image: clipped" in report.summary()
+
+
+def test_strict_mode_drops_an_overhang_beyond_the_tolerance(tmp_path):
+    write_image(tmp_path / "images/a.png")
+    write_voc(tmp_path / "labels/a.xml", "a.png", [GOOD, voc_object("Car", 50, 10, 66, 20),
+                                                  voc_object("Car", 50, 10, 64.5, 20)])
+    labels, report = import_dataset(tmp_path, tiny_voc_params(clip_boxes=False),
+                                    progress=False)
+    (p,) = report.problems
+    assert "object 2 (Car)" in p.message and "outside the 64x48 image" in p.message
+    assert [a.box.x2 for a in labels.images[0].annotations] == [20.0, 64.0]
+
+
+def test_summary_counts_problems_by_kind(messy):
+    summary = messy[1].summary()
+    assert "2 box" in summary and "1 class" in summary and "2 path" in summary
 
 
 def test_zero_area_box(messy):

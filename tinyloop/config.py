@@ -15,11 +15,16 @@ class DataParams:
     classes: list[str] = field(default_factory=lambda: ["Person", "Car", "Bicycle",
                                                         "OtherVehicle"])
     ignore_classes: list[str] = field(default_factory=lambda: ["DontCare"])
-    split_dir: str | None = "ImageSets/Main"  # train.txt / val.txt lists, when the data has them
+    # <split>.txt lists of image ids, when the data has them (VOC: train, val, test, and
+    # trainval = train + val; per-class lists such as car_train.txt are skipped)
+    split_dir: str | None = "ImageSets/Main"
     # "decode": decode every image at import (catches truncated files, ~1 ms per 640x512
     # JPEG); "header": read sizes only (fast, catches missing/non-image files only)
     verify_images: Literal["decode", "header"] = "decode"
-    box_tolerance: float = 1.0  # px a box may overhang the image (tools round outwards)
+    # a box overhanging its image (tiles cut at the border) is clipped to it and reported;
+    # false (strict): an overhang over box_tolerance px is a problem and the box is left out
+    clip_boxes: bool = True
+    box_tolerance: float = 1.0  # px a box may overhang the image when clip_boxes is false
 
     def check(self) -> str | None:
         both = set(self.classes) & set(self.ignore_classes)

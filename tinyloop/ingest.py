@@ -5,10 +5,18 @@
     write_pool(labels, report, layout.manifest, layout.ground_truth, layout.import_report)
 
 The import never stops at a bad file: every problem (corrupt or truncated image, missing
-image, box outside the image, zero-area box, unknown class, duplicate image id, a label path
-escaping the dataset root, unparsable label file) becomes a `Problem(file, message, fix)` in
-the report, the offending image or object is left out, and everything else is imported.
-Only a dataset that cannot be read at all (no such directory) raises `DatasetError`.
+image, box with no area inside the image, unknown class, duplicate image id, a label path
+escaping the dataset root, unparsable label file or line) becomes a `Problem(file, message,
+fix, kind)` in the report, the offending image, object or line is left out, and everything
+else is imported. Only a dataset that cannot be read at all (no such directory, YOLO labels
+without class names) raises `DatasetError`.
+
+What the import changes but keeps is reported apart (`report.clipped`): a box that overhangs
+its image (tiles cut at the border, tools that round outwards) is clipped to the image. An
+image of a labelled source that has no label file, or whose label file failed, is
+*unlabeled* (`metadata["labeled"] = False` in the manifest), never "labelled with zero
+objects": it is left out of ground_truth.json, so neither training, evaluation nor the
+simulated annotator takes it for an empty image.
 
 Layout of a dataset root (names from `DataParams`): `images_dir/` holds the images (nested
 folders allowed); `labels` is a directory of per-image label files mirroring images_dir
@@ -18,9 +26,11 @@ in ImageRecord are relative to the dataset root.
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -56,6 +66,7 @@ class Problem:
     file: str      # the file at fault (image, label file, split list)
     message: str   # what is wrong
     fix: str       # what to do about it
+    kind: str = "label"  # image | label file | label | class | split | duplicate | path
 
     def __str__(self) -> str:
         return f"{self.file}: {self.message}\n    fix: {self.fix}"
@@ -71,7 +82,9 @@ class ImportReport:
     ignore_regions: int = 0
     oriented: int = 0           # annotations with an oriented box
     has_labels: bool = False    # the source has labels at all
+    unlabeled: int = 0          # images of a labelled source without (readable) labels
     problems: list[Problem] = field(default_factory=list)
+    clipped: list[Problem] = field(default_factory=list)  # boxes clipped to the image, kept
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -79,21 +92,38 @@ class ImportReport:
     def ok(self) -> bool:
         return not self.problems
 
-    def add(self, file: str | Path, message: str, fix: str) -> None:
+    def add(self, file: str | Path, message: str, fix: str, kind: str = "label") -> None:
         """Record a problem; files inside the dataset are named relative to its root."""
+        self.problems.append(Problem(self._name(file), message, fix, kind))
+
+    def add_clipped(self, file: str | Path, message: str) -> None:
+        self.clipped.append(Problem(self._name(file), message, "none needed: the part "
+                                    "inside the image was kept", "clipped"))
+
+    def _name(self, file: str | Path) -> str:
         path = Path(file)
         if path.is_absolute() and path.is_relative_to(self.root):
-            file = path.relative_to(self.root).as_posix()
-        self.problems.append(Problem(str(file), message, fix))
+            return path.relative_to(self.root).as_posix()
+        return str(file)
+
+    def counts_by_kind(self) -> dict[str, int]:
+        return dict(Counter(p.kind for p in self.problems).most_common())
 
     def summary(self, max_problems: int = 50) -> str:
         lines = [f"imported {self.images} images from {self.root} ({self.format}) in "
                  f"{self.seconds:.1f} s: {self.labeled} with labels, {self.annotations} "
                  f"objects ({self.oriented} oriented), {self.ignore_regions} ignore regions"]
+        if self.unlabeled:
+            lines.append(f"{self.unlabeled} image(s) have no usable label file: imported as "
+                         "unlabeled (not in the ground truth, not taken as empty images)")
         lines += [f"note: {n}" for n in self.notes]
+        if self.clipped:
+            lines.append(f"{len(self.clipped)} box(es) overhang their image: clipped to it "
+                         f"and kept, e.g. {self.clipped[0].file}: {self.clipped[0].message}")
         if self.problems:
-            lines.append(f"{len(self.problems)} problem(s); the files or objects named were "
-                         "left out:")
+            kinds = ", ".join(f"{n} {k}" for k, n in self.counts_by_kind().items())
+            lines.append(f"{len(self.problems)} problem(s) ({kinds}); the files, objects or "
+                         "lines named were left out:")
             lines += [str(p) for p in self.problems[:max_problems]]
             if len(self.problems) > max_problems:
                 lines.append(f"... and {len(self.problems) - max_problems} more (all are in "
@@ -132,15 +162,24 @@ def import_dataset(root: str | os.PathLike, data: DataParams, progress: bool = T
 def write_pool(labels: LabelSet, report: ImportReport, manifest: str | os.PathLike,
                ground_truth: str | os.PathLike,
                report_path: str | os.PathLike | None = None) -> list[Path]:
-    """Write the manifest (images only), the ground truth (when the source has labels) and
-    the report, each atomically; returns the files written."""
+    """Write the manifest (images only), the ground truth (the labelled images, when the
+    source has labels) and the report, each atomically; returns the files written."""
     images_only = replace(labels, images=[ImageLabels(item.image) for item in labels.images])
     written = [write_labels(images_only, manifest)]
     if report.has_labels:
-        written.append(write_labels(labels, ground_truth))
+        written.append(write_labels(labelled_only(labels), ground_truth))
     if report_path is not None:
         written.append(write_json_atomic(report_path, report.to_json()))
     return written
+
+
+def is_labelled(item: ImageLabels) -> bool:
+    """False for an image the import marked unlabeled (see the module docstring)."""
+    return item.image.metadata.get("labeled", True) is not False
+
+
+def labelled_only(labels: LabelSet) -> LabelSet:
+    return replace(labels, images=[i for i in labels.images if is_labelled(i)])
 
 
 # --- finding images and their label files ------------------------------------------------
@@ -185,11 +224,12 @@ def _directory_sources(root: Path, data: DataParams, report: ImportReport) -> di
         try:
             lf = _read_label_file(data.format, label_path)
         except FormatError as e:
-            report.add(e.file, e.message, e.fix or "fix or re-export the label file")
+            report.add(e.file, e.message, e.fix or "fix or re-export the label file",
+                       kind="label file")
             continue
         except Exception as e:  # noqa: BLE001 - one odd file must not stop the import
             report.add(label_path, f"cannot read label file ({type(e).__name__}: {e})",
-                       "fix or re-export the label file")
+                       "fix or re-export the label file", kind="label file")
             continue
         image_id = _resolve_image(lf, label_path, labels_dir, images_dir, root, by_rel,
                                   sources, report)
@@ -198,7 +238,7 @@ def _directory_sources(root: Path, data: DataParams, report: ImportReport) -> di
         if image_id in claimed:
             report.add(label_path, f"duplicate labels for image id {image_id!r}: "
                        f"{claimed[image_id]} labels it already; this file was left out",
-                       "keep one label file per image")
+                       "keep one label file per image", kind="duplicate")
             continue
         claimed[image_id] = label_path
         src = sources[image_id]
@@ -227,7 +267,7 @@ def _read_oriented(path: Path, report: ImportReport) -> LabelFile | None:
     try:
         return read_voc(path)
     except FormatError as e:
-        report.add(e.file, e.message, e.fix or "fix or re-export the label file")
+        report.add(e.file, e.message, e.fix or "fix or re-export the label file", kind="label file")
         return None
 
 
@@ -241,7 +281,8 @@ def _index_images(root: Path, images_dir: Path, report: ImportReport) -> dict[st
         if image_id in sources:
             report.add(rel, f"duplicate image id {image_id!r}: {sources[image_id].path} "
                        "has the same file name stem; this image was left out",
-                       "rename one of the files (ids are file names without extension)")
+                       "rename one of the files (ids are file names without extension)",
+                       kind="duplicate")
             continue
         sources[image_id] = _Source(rel)
     return sources
@@ -279,7 +320,7 @@ def _resolve_image(lf: LabelFile, label_path: Path, labels_dir: Path, images_dir
         report.add(label_path, f"image path {ref!r} escapes the dataset root {root}; "
                    "this label file was left out",
                    f"write the image path relative to {images_dir.relative_to(root)}/ "
-                   "(no absolute paths, no '..')")
+                   "(no absolute paths, no '..')", kind="path")
         return None
     key = _rel_key(label_path, labels_dir)
     if key in by_rel:
@@ -298,7 +339,7 @@ def _resolve_image(lf: LabelFile, label_path: Path, labels_dir: Path, images_dir
     expected = images_dir.relative_to(root) / (ref or key + ".*")
     report.add(label_path, f"missing image file: no image {expected} for this label file; "
                "its labels were left out",
-               "add the image, or delete the label file if the image is gone")
+               "add the image, or delete the label file if the image is gone", kind="missing image")
     return None
 
 
@@ -325,49 +366,92 @@ def _coco_sources(root: Path, data: DataParams, report: ImportReport) -> dict[st
             report.add(coco_path, f"image file_name {ref!r} escapes the dataset root {root}; "
                        "this image was left out",
                        "write file_name relative to the dataset root (no absolute paths, "
-                       "no '..')")
+                       "no '..')", kind="path")
             continue
         candidates = [root / ref, root / data.images_dir / ref]
         found = next((c for c in candidates if c.is_file()), None)
         if found is None:
             report.add(coco_path, f"missing image file {ref!r} (looked in {root} and "
                        f"{root / data.images_dir}); its labels were left out",
-                       "add the image, or remove its entry from the COCO file")
+                       "add the image, or remove its entry from the COCO file",
+                       kind="missing image")
             continue
         image_id = lf.image_id or found.stem
         if image_id in sources:
             report.add(coco_path, f"duplicate image id {image_id!r}: {ref!r} and "
                        f"{sources[image_id].path!r}; the second was left out",
-                       "give every image its own file name stem (or tinyloop id)")
+                       "give every image its own file name stem (or tinyloop id)", kind="duplicate")
             continue
         sources[image_id] = _Source(found.relative_to(root).as_posix(), labels=lf)
     return sources
 
 
+VOC_UNION = "trainval"  # VOC's train + val list: not a split of its own
+SPLIT_NAMES = ("train", "val", "test", VOC_UNION)
+
+
 def _read_splits(root: Path, data: DataParams, report: ImportReport,
                  ids: set[str]) -> dict[str, str]:
-    """id -> split from split_dir/<split>.txt (one id per line)."""
+    """id -> split from split_dir/<split>.txt (one id per line).
+
+    The VOC layout is the normal case: train.txt, val.txt, test.txt and trainval.txt, which
+    repeats train + val. An id only trainval lists is imported as "train" (a held-out split
+    must be chosen on purpose); per-class lists (car_train.txt: "id 1") are not splits.
+    """
     if not data.split_dir or not (root / data.split_dir).is_dir():
         return {}
+    lists = _split_lists(root / data.split_dir, report)
     splits: dict[str, str] = {}
-    for path in sorted((root / data.split_dir).glob("*.txt")):
-        missing = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            image_id = line.strip()
-            if not image_id:
-                continue
-            if image_id in splits and splits[image_id] != path.stem:
+    for name, (path, listed) in lists.items():
+        if name == VOC_UNION:
+            continue
+        for image_id in listed:
+            if image_id in splits and splits[image_id] != name:
                 report.add(path, f"image {image_id!r} is in both {splits[image_id]!r} and "
-                           f"{path.stem!r}", "list every image in one split only")
+                           f"{name!r}", "list every image in one split only", kind="split")
                 continue
-            if image_id not in ids:
-                missing.append(image_id)
-            splits[image_id] = path.stem
+            splits[image_id] = name
+    if VOC_UNION in lists:
+        _merge_trainval(*lists[VOC_UNION], splits, report)
+    for name, (path, listed) in lists.items():
+        missing = [i for i in listed if i not in ids]
         if missing:
             report.add(path, f"missing image file(s): {len(missing)} listed id(s) have no "
                        f"image: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}",
-                       "add the images or delete the ids from the list")
+                       "add the images or delete the ids from the list", kind="missing image")
     return splits
+
+
+def _split_lists(split_dir: Path, report: ImportReport) -> dict[str, tuple[Path, list[str]]]:
+    """split name -> (its list file, the ids it lists, in order, without repeats)."""
+    lists, per_class = {}, []
+    for path in sorted(split_dir.glob("*.txt")):
+        name = path.stem
+        if "_" in name and name.rsplit("_", 1)[1] in SPLIT_NAMES:
+            per_class.append(path.name)
+            continue
+        rows = [line.split() for line in path.read_text(encoding="utf-8").splitlines()]
+        lists[name] = (path, list(dict.fromkeys(row[0] for row in rows if row)))
+    if per_class:
+        report.notes.append(f"{len(per_class)} per-class list(s) in {split_dir.name}/ "
+                            f"({per_class[0]} ...) are not splits; not used")
+    return lists
+
+
+def _merge_trainval(path: Path, listed: list[str], splits: dict[str, str],
+                    report: ImportReport) -> None:
+    """trainval = train + val: ids it adds become "train"; a listed test image is a
+    conflict (trainval and test are disjoint)."""
+    extra = [i for i in listed if i not in splits]
+    for image_id in listed:
+        if splits.get(image_id) == "test":
+            report.add(path, f"image {image_id!r} is in both 'trainval' and 'test'",
+                       "list every image in one split only", kind="split")
+    for image_id in extra:
+        splits[image_id] = "train"
+    if extra:
+        report.notes.append(f"{len(extra)} image(s) listed only in {path.name} (train + val)"
+                            " were imported as 'train'")
 
 
 # --- checking images and labels ----------------------------------------------------------
@@ -397,7 +481,7 @@ def _check_images(root: Path, sources: dict[str, _Source], data: DataParams,
             src = sources[image_id]
             if isinstance(info, ImageError):
                 report.add(src.path, f"{info.reason}; the image and its labels were "
-                           "left out", info.fix)
+                           "left out", info.fix, kind="image")
                 continue
             items.append(_image_labels(image_id, src, info, data, splits, report))
     return items
@@ -411,11 +495,12 @@ def _image_labels(image_id: str, src: _Source, info: ImageInfo, data: DataParams
         try:
             lf = read_yolo(src.label_path, lf.metadata["yolo_names"], info.width, info.height)
         except FormatError as e:
-            report.add(e.file, e.message + "; its labels were left out", e.fix)
+            report.add(e.file, e.message + "; its labels were left out", e.fix, kind="label file")
             lf = None
         except Exception as e:  # noqa: BLE001 - one odd file must not stop the import
             report.add(src.label_path, f"cannot read label file ({type(e).__name__}: {e}); "
-                       "its labels were left out", "fix or re-export the label file")
+                       "its labels were left out", "fix or re-export the label file",
+                       kind="label file")
             lf = None
     if lf is not None and lf.metadata:
         metadata.update(lf.metadata)
@@ -424,12 +509,17 @@ def _image_labels(image_id: str, src: _Source, info: ImageInfo, data: DataParams
     item = ImageLabels(record)
     report.images += 1
     if lf is None:
+        if report.has_labels:
+            record.metadata["labeled"] = False
+            report.unlabeled += 1
         return item
     report.labeled += 1
+    for e in lf.problems:
+        report.add(e.file, e.message, e.fix or "fix or delete the line", kind="label line")
     if lf.width and lf.height and (lf.width, lf.height) != (info.width, info.height):
         report.add(lf.source, f"declares image size {lf.width}x{lf.height} but {src.path} "
                    f"is {info.width}x{info.height}; boxes were checked against the real size",
-                   "fix <size> in the label file (or re-export it for this image)")
+                   "fix <size> in the label file (or re-export it for this image)", kind="label")
     annotations = lf.annotations
     if src.oriented is not None:
         annotations = _merge_oriented(annotations, src.oriented, report)
@@ -452,12 +542,9 @@ def _add_objects(item: ImageLabels, annotations: list[Annotation], lf: LabelFile
         if ann.category not in data.classes and ann.category not in data.ignore_classes:
             unknown[ann.category] = unknown.get(ann.category, 0) + 1
             continue
-        problem = ann.box.problem(rec.width, rec.height, data.box_tolerance)
-        if problem:
-            report.add(lf.source, f"object {index} ({ann.category}): {problem}; left out",
-                       "fix or delete the box in the label file")
+        box = _checked_box(ann, index, rec, lf.source, data, report)
+        if box is None:
             continue
-        box = ann.box.clip(rec.width, rec.height)
         if ann.category in data.ignore_classes:
             item.ignore.append(IgnoreRegion(box, ann.obox, ann.category))
         else:
@@ -465,7 +552,33 @@ def _add_objects(item: ImageLabels, annotations: list[Annotation], lf: LabelFile
     for name, n in unknown.items():
         report.add(lf.source, f"unknown class {name!r} ({n} object(s)); left out",
                    f"add {name!r} to data.classes (or data.ignore_classes) in params.yaml, "
-                   f"or rename it; known classes: {', '.join(data.classes)}")
+                   f"or rename it; known classes: {', '.join(data.classes)}", kind="class")
+
+
+def _checked_box(ann: Annotation, index: int, rec: ImageRecord, source: Path,
+                 data: DataParams, report: ImportReport):
+    """The object's box clipped to its image, or None (problem reported).
+
+    With data.clip_boxes a box that overhangs by any amount is clipped and the change
+    reported; only a box with no area inside the image is dropped. Without it (strict)
+    an overhang over data.box_tolerance px is a problem.
+    """
+    what = f"object {index} ({ann.category})"
+    tolerance = math.inf if data.clip_boxes else data.box_tolerance
+    problem = ann.box.problem(rec.width, rec.height, tolerance)
+    box = None if problem else ann.box.clip(rec.width, rec.height)
+    if box is not None and (box.width <= 0 or box.height <= 0):
+        problem = f"box {ann.box.xyxy()} lies outside the {rec.width}x{rec.height} image"
+    if problem:
+        report.add(source, f"{what}: {problem}; left out",
+                   "fix or delete the box in the label file", kind="box")
+        return None
+    if box != ann.box:
+        overhang = max(-ann.box.x1, -ann.box.y1, ann.box.x2 - rec.width,
+                       ann.box.y2 - rec.height)
+        report.add_clipped(source, f"{what}: box {ann.box.xyxy()} overhangs the "
+                           f"{rec.width}x{rec.height} image by {overhang:g} px; clipped")
+    return box
 
 
 def _merge_oriented(axis: list[Annotation], oriented: LabelFile,
@@ -498,7 +611,7 @@ def _merge_oriented(axis: list[Annotation], oriented: LabelFile,
         report.add(oriented.source, f"{unmatched} oriented box(es) match no axis-aligned "
                    "box of the same class in the VOC file; left out (their VOC objects "
                    "stay axis-aligned)", "make the VOC and roLabelImg files list the same "
-                   "objects")
+                   "objects", kind="label")
     return [replace(a, obox=rot[match[i]].obox) if i in match else a
             for i, a in enumerate(axis)]
 

@@ -1,0 +1,126 @@
+"""Datasets in the layouts users have them: VOC split lists, images without labels, a
+dataset with no held-out split. Each test writes its small dataset into tmp_path."""
+import json
+
+from tinyloop.cocofile import read_labels
+from tinyloop.ingest import import_dataset, write_pool
+from tests.fixtures_formats import tiny_voc_params, voc_object, write_image, write_voc
+
+PERSON = voc_object("Person", 10, 10, 20, 30)
+
+
+def _voc_tree(root, ids, lists: dict[str, list[str]]):
+    for image_id in ids:
+        write_image(root / f"JPEGImages/{image_id}.png")
+        write_voc(root / f"Annotations/{image_id}.xml", f"{image_id}.png", [PERSON])
+    main = root / "ImageSets/Main"
+    main.mkdir(parents=True)
+    for name, listed in lists.items():
+        (main / f"{name}.txt").write_text("".join(f"{i}\n" for i in listed))
+    return tiny_voc_params(images_dir="JPEGImages", labels="Annotations",
+                           split_dir="ImageSets/Main")
+
+
+def _splits(labels):
+    return {i.id: i.image.metadata.get("split") for i in labels}
+
+
+def test_voc_train_val_trainval_test_is_the_normal_layout(tmp_path):
+    ids = ["a", "b", "c", "d", "e"]
+    params = _voc_tree(tmp_path, ids, {"train": ["a", "b"], "val": ["c"],
+                                       "trainval": ["a", "b", "c"], "test": ["d", "e"],
+                                       "Person_train": ["a  1", "b -1"]})
+    labels, report = import_dataset(tmp_path, params, progress=False)
+    assert report.problems == []
+    assert _splits(labels) == {"a": "train", "b": "train", "c": "val", "d": "test",
+                               "e": "test"}
+    assert any("per-class list" in n and "Person_train.txt" in n for n in report.notes)
+
+
+def test_ids_only_in_trainval_are_train_and_a_trainval_test_overlap_is_a_problem(tmp_path):
+    params = _voc_tree(tmp_path, ["a", "b", "c"], {"trainval": ["a", "b", "c"],
+                                                   "test": ["c"]})
+    labels, report = import_dataset(tmp_path, params, progress=False)
+    assert _splits(labels) == {"a": "train", "b": "train", "c": "test"}
+    (p,) = report.problems
+    assert p.file.endswith("trainval.txt") and "in both 'trainval' and 'test'" in p.message
+    assert any("listed only in trainval.txt" in n for n in report.notes)
+
+
+def test_an_image_without_labels_is_unlabeled_not_empty(tmp_path):
+    for name in ("a", "b", "c", "empty"):
+        write_image(tmp_path / f"images/{name}.png")
+    write_voc(tmp_path / "labels/a.xml", "a.png", [PERSON])
+    write_voc(tmp_path / "labels/empty.xml", "empty.png", [])  # labelled: no objects
+    (tmp_path / "labels/c.xml").write_text("<annotation><object>")  # fails to parse
+    labels, report = import_dataset(tmp_path, tiny_voc_params(), progress=False)
+    assert report.unlabeled == 2 and report.labeled == 2
+    assert "2 image(s) have no usable label file" in report.summary()
+    out = tmp_path / "pool"
+    write_pool(labels, report, out / "manifest.json", out / "gt.json")
+    truth = read_labels(out / "gt.json")
+    assert sorted(i.id for i in truth) == ["a", "empty"]
+    manifest = {i.id: i.image.metadata for i in read_labels(out / "manifest.json")}
+    assert manifest["b"]["labeled"] is False and manifest["c"]["labeled"] is False
+    assert "labeled" not in manifest["empty"]
+
+
+def test_a_source_without_labels_marks_nothing_unlabeled(tmp_path):
+    write_image(tmp_path / "images/a.png")
+    labels, report = import_dataset(tmp_path, tiny_voc_params(), progress=False)
+    assert report.unlabeled == 0 and "labeled" not in labels.images[0].image.metadata
+
+
+# --- the project level: pool, held-out images ----------------------------------------------
+
+def _project(tmp_path, **overrides):
+    """A VOC project of 20 images, 'u0'/'u1' without label files, no split lists."""
+    from flows.project import init_project
+    from flows.steps import Project
+    src = tmp_path / "data"
+    for i in range(20):
+        write_image(src / f"images/im{i:02d}.png")
+        write_voc(src / f"labels/im{i:02d}.xml", f"im{i:02d}.png", [PERSON])
+    for name in ("u0", "u1"):
+        write_image(src / f"images/{name}.png")
+    params = {"data.classes": ["Person", "Car"], "data.oriented_labels": None,
+              "data.split_dir": None, "flows.versioning": False, **overrides}
+    layout = init_project(tmp_path / "project", source=str(src), params_overrides=params)
+    p = Project.open(layout.root)
+    labels, report = import_dataset(p.source, p.params.data, progress=False)
+    write_pool(labels, report, layout.manifest, layout.ground_truth, layout.import_report)
+    return p
+
+
+def test_unlabeled_images_stay_out_of_a_simulated_pool_and_of_the_truth(tmp_path):
+    from flows import steps
+    p = _project(tmp_path)
+    assert {"u0", "u1"} <= {i.id for i in steps.pool(p)}  # people can label them
+    steps.mark_simulated(p)
+    pool = {i.id for i in steps.pool(p)}
+    assert len(pool) == 20 and not {"u0", "u1"} & pool  # the simulator has no truth there
+
+
+def test_no_held_out_split_says_so_and_a_fraction_holds_out_labelled_images(tmp_path):
+    from flows import steps
+    p = _project(tmp_path)
+    assert steps.eval_set(p).images == []
+    note = steps.held_out_note(p)
+    assert "none is in split 'val'" in note and "none (22)" in note
+    assert "flows.eval_fraction" in note and "flows.eval_split" in note
+    p.params.flows.eval_fraction = 0.3
+    held = {i.id for i in steps.eval_set(p)}
+    assert 2 <= len(held) <= 12 and not {"u0", "u1"} & held
+    assert not held & {i.id for i in steps.pool(p)}
+    assert steps.held_out_note(p) is None
+    assert held == steps.held_out_ids(p, read_labels(p.layout.manifest))  # stable
+
+
+def test_eval_fraction_is_validated(tmp_path):
+    import pytest
+    from flows.params import load_params
+    from tinyloop.params import ParamsError
+    path = tmp_path / "params.yaml"
+    path.write_text(json.dumps({"flows": {"eval_fraction": 1.5}}))
+    with pytest.raises(ParamsError, match="eval_fraction"):
+        load_params(path)
