@@ -74,6 +74,7 @@ def batch_rows(layout: ProjectLayout) -> list[dict]:
             "wt_reduction_cum_iou07": _pct(cum["WT07"], cum["manual07"]),
             "images_cum": cum["images"],
             "map50": metrics.get("map50"),
+            "no_map_reason": metrics.get("no_map_reason"),
             "min_score": _shown_from(layout, n),
         })
     return rows
@@ -94,14 +95,18 @@ def format_table(rows: list[dict], markdown: bool = False) -> str:
     heads = [h for _, h, _ in columns]
     cells = [[("-" if r.get(k) is None else f.format(r[k])) for k, _, f in columns]
              for r in rows]
+    # say why mAP is "-" (no held-out images) and what to set
+    notes = list(dict.fromkeys(f"mAP -: {r['no_map_reason']}" for r in rows
+                               if r.get("no_map_reason")))
     if markdown:
         out = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
         out += ["| " + " | ".join(c) + " |" for c in cells]
-        return "\n".join(out)
+        return "\n".join(out + ["", *notes] if notes else out)
     widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h)
               for i, h in enumerate(heads)]
     line = lambda vals: "  ".join(v.rjust(w) for v, w in zip(vals, widths))  # noqa: E731
-    return "\n".join([line(heads), line(["-" * w for w in widths])] + [line(c) for c in cells])
+    return "\n".join([line(heads), line(["-" * w for w in widths])] + [line(c) for c in cells]
+                     + notes)
 
 
 # --- plots -----------------------------------------------------------------------------------

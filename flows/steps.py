@@ -531,6 +531,9 @@ def evaluate(p: Project, n: int) -> dict:
                             "map_vs_clicks": curve["map_mean"],
                             "map_vs_clicks_std": curve["map_std"],
                             "per_class": {c: v[0] for c, v in curve["per_class"].items()}})
+        else:  # say why mAP is "-" in the report, and what to set
+            metrics["no_map_reason"] = held_out_note(p) or "no labelled held-out images"
+            log.warning("batch %d: %s", n, metrics["no_map_reason"])
         if chosen:
             metrics.update(min_score=chosen["min_score"],
                            wt_by_min_score=chosen["wt_by_min_score"])

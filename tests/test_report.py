@@ -90,3 +90,14 @@ def test_shown_from_score_column_appears_only_with_auto_thresholds(tmp_path):
     lines = format_table(rows).splitlines()
     assert "shown from score" in lines[0] and lines[-1].endswith("0.35")
     assert lines[-2].endswith("-")
+
+
+def test_the_table_says_why_map_is_missing(tmp_path):
+    lay = ProjectLayout(tmp_path)
+    write_batch(lay, 1, objects=10, wb=10, wt=70.0, seconds=70.0, map50=None)
+    lay.model_dir(1).mkdir(parents=True, exist_ok=True)
+    lay.metrics(1).write_text(json.dumps({"batch": 1, "no_map_reason": "no held-out images"}))
+    rows = batch_rows(lay)
+    assert rows[0]["map50"] is None
+    assert format_table(rows).splitlines()[-1] == "mAP -: no held-out images"
+    assert format_table(rows, markdown=True).endswith("mAP -: no held-out images")
