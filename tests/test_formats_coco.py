@@ -1,4 +1,5 @@
-"""COCO: broken entries are reported and skipped; the FiftyOne export is read by FiftyOne's
+"""COCO: broken entries are reported and skipped; a file without 'annotations' is an error
+and unknown keys are reported with a did-you-mean; the FiftyOne export is read by FiftyOne's
 own COCODetectionDatasetImporter (no database needed to iterate an importer)."""
 import json
 
@@ -6,6 +7,7 @@ import pytest
 
 from tinyloop.annotations import (Annotation, Box, IgnoreRegion, ImageLabels, ImageRecord,
                                   LabelSet, Provenance)
+from tinyloop.formats import FormatError
 from tinyloop.formats.coco import export_coco, export_fiftyone_coco, read_coco
 from tests.fixtures_formats import write_image
 
@@ -91,3 +93,81 @@ def test_synthetic_dataset_imports_as_coco_without_problems(tmp_path):
     assert [im.image for im in labels] == [im.image for im in made]
     assert labels.class_counts() == made.class_counts()
     assert [len(im.ignore) for im in labels] == [len(im.ignore) for im in made]
+
+
+def _write(tmp_path, doc):
+    p = tmp_path / "labels.json"
+    p.write_text(json.dumps(doc))
+    return p
+
+
+IMAGE = {"id": 1, "file_name": "a.png", "width": 64, "height": 48}
+CATS = [{"id": 1, "name": "Person"}]
+
+
+def test_coco_without_annotations_is_an_error(tmp_path):
+    p = _write(tmp_path, {"images": [IMAGE], "categories": CATS})
+    with pytest.raises(FormatError, match=r"labels\.json: not a COCO detection file: no "
+                                          r"'annotations' list; .*\"annotations\": \[\]"):
+        read_coco(p)
+
+
+def test_annotations_typo_is_an_error_with_did_you_mean(tmp_path):
+    p = _write(tmp_path, {"images": [IMAGE], "categories": CATS, "annotation": []})
+    with pytest.raises(FormatError) as err:
+        read_coco(p)
+    assert err.value.message == ("not a COCO detection file: no 'annotations' list (found "
+                                 "unknown key 'annotation': did you mean 'annotations'?)")
+    assert err.value.fix == "rename the key"
+
+
+def test_empty_annotations_is_an_unlabeled_set(tmp_path):
+    cats, files, problems = read_coco(_write(tmp_path, {"images": [IMAGE], "categories": CATS,
+                                                        "annotations": []}))
+    assert cats == ["Person"] and not problems
+    assert [f.image_ref for f in files] == ["a.png"] and not files[0].annotations
+
+
+def test_images_with_filename_are_reported_with_did_you_mean(tmp_path):
+    images = [{"id": i, "filename": f"{i}.png", "width": 64, "height": 48} for i in (1, 2)]
+    _, files, problems = read_coco(_write(tmp_path, {"images": images, "categories": CATS,
+                                                     "annotations": []}))
+    assert not files and len(problems) == 2        # one per image left out, no key report
+    assert all("lacks ['file_name'] (it has 'filename': did you mean 'file_name'?)"
+               in e.message for e in problems)
+    assert problems[0].fix == "rename the key"
+
+
+def test_unknown_keys_are_one_problem_each_with_a_count(tmp_path):
+    images = [dict(IMAGE, license=1, coco_url="u", flickr_url="f", date_captured="d",
+                   tinyloop_note="x", extra={"name": "a"})]
+    anns = [{"id": i, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5],
+             "segmentation": [], "area": 25, "iscrowd": 0, "attributes": {}, "catgory": 1}
+            for i in (1, 2, 3)]
+    anns.append({"id": 4, "image_id": 1, "category_id": 1, "box": [1, 1, 5, 5]})
+    doc = {"type": "instances", "licence": [], "images": images, "categories": CATS,
+           "annotations": anns}
+    _, (lf,), problems = read_coco(_write(tmp_path, doc))
+    assert len(lf.annotations) == 3
+    messages = sorted(e.message for e in problems)
+    assert messages == sorted([
+        "annotation 4 has bbox None; expected [x, y, width, height] (it has 'box': did you "
+        "mean 'bbox'?); left out",
+        "unknown key 'catgory' on 3 annotation entries: did you mean 'category_id'?; its "
+        "values were not read",
+        "unknown key 'extra' on 1 image entry; its values were not read",
+        "unknown key 'licence' on the top level: did you mean 'licenses'?; its values were "
+        "not read"])
+    by_key = {e.message.split("'")[1]: e.fix for e in problems}
+    assert by_key["catgory"] == "rename it to 'category_id'"
+    assert "another tool" in by_key["extra"]
+
+
+def test_tinyloop_labels_file_has_no_unknown_keys(tmp_path):
+    labels = _labels()
+    labels.images[0].annotations.append(Annotation(
+        "Car", Box(30, 30, 40, 36), polygon=((30, 30), (40, 30), (40, 36), (30, 36))))
+    export_coco(labels, tmp_path / "l.json")
+    _, (lf,), problems = read_coco(tmp_path / "l.json")
+    assert not problems
+    assert lf.annotations[-1].polygon == ((30, 30), (40, 30), (40, 36), (30, 36))

@@ -8,7 +8,9 @@ DVC: this module is the contract between the packages, and it stays light.
 - `OrientedBox`   rotated box (cx, cy, w, h, angle); angle in radians, positive angles turn
                   the box clockwise on screen (y points down), as in roLabelImg.
 - `Provenance`    who made a box: a human, the model, the model refined by clicks, a simulator.
-- `Annotation`    one object: class name, box, optional oriented box, provenance.
+- `Annotation`    one object: class name, box, optional oriented box, provenance, and the
+                  source's own four corner points (`polygon`, DOTA / YOLO-OBB) so an export
+                  to those formats writes back exactly what was read.
 - `IgnoreRegion`  an area where detections count neither as true nor as false positives.
 - `Click`         an annotator's class-labelled point, with the round it was made in.
 - `ImageRecord`   one image file: stable string id, path relative to the dataset root, size.
@@ -126,9 +128,16 @@ class OrientedBox:
 
     @classmethod
     def from_corners(cls, pts: list[tuple[float, float]]) -> "OrientedBox":
-        """The minimum-area rotated rectangle around four points (DOTA polygons)."""
+        """The minimum-area rotated rectangle around four points (DOTA polygons).
+
+        Raises AnnotationError when the points enclose no area (collinear or repeated):
+        shapely then returns a line or a point, which has no rectangle.
+        """
         from shapely.geometry import MultiPoint
         rect = MultiPoint(pts).minimum_rotated_rectangle
+        if rect.geom_type != "Polygon" or rect.area <= 0:
+            raise AnnotationError(f"the {len(pts)} points are collinear or repeated "
+                                  "(zero area)")
         (x0, y0), (x1, y1), (x2, y2) = list(rect.exterior.coords)[:3]
         w, h = math.hypot(x1 - x0, y1 - y0), math.hypot(x2 - x1, y2 - y1)
         return cls(rect.centroid.x, rect.centroid.y, w, h, math.atan2(y1 - y0, x1 - x0))
@@ -163,6 +172,47 @@ class Provenance:
 
 HUMAN = Provenance("human")
 
+Corners = tuple[tuple[float, float], ...]  # a source polygon's points, as written
+
+# How far (pixels) a source polygon may stray from its boxes and still count as theirs:
+# far above float noise from shapely, far below any real edit or tile shift.
+POLYGON_TOLERANCE = 1e-3
+
+
+def polygon_fits(polygon: Corners, box: Box, obox: OrientedBox | None,
+                 tolerance: float = POLYGON_TOLERANCE) -> bool:
+    """Whether `polygon` still describes the object whose boxes are `box` / `obox`.
+
+    `replace(ann, box=..., obox=...)` (tiling, clipping, simulated corrections) carries the
+    polygon along unchanged, so writers check it first. With an oriented box, the polygon
+    must lie inside it and touch all four sides (a minimum-area rectangle touches its
+    points on every side); without one, its bounding box must be `box`.
+    """
+    if obox is None:
+        xs, ys = zip(*polygon)
+        return all(abs(a - b) <= tolerance for a, b in
+                   zip((min(xs), min(ys), max(xs), max(ys)), box.xyxy()))
+    c, s = math.cos(obox.angle), math.sin(obox.angle)
+    local = [((x - obox.cx) * c + (y - obox.cy) * s, -(x - obox.cx) * s + (y - obox.cy) * c)
+             for x, y in polygon]          # points in the box's own frame, centre at 0
+    hw, hh = obox.w / 2, obox.h / 2
+    if any(abs(u) > hw + tolerance or abs(v) > hh + tolerance for u, v in local):
+        return False
+    gaps = (min(hw - u for u, _ in local), min(hw + u for u, _ in local),
+            min(hh - v for _, v in local), min(hh + v for _, v in local))
+    return all(gap <= tolerance for gap in gaps)   # some point on each of the 4 sides
+
+
+def outline(box: Box, obox: OrientedBox | None,
+            polygon: Corners | None) -> list[tuple[float, float]]:
+    """Four corner points to write: the source polygon while it fits, else the oriented
+    box's corners, else the axis-aligned box's corners (clockwise on screen)."""
+    if polygon is not None and polygon_fits(polygon, box, obox):
+        return list(polygon)
+    if obox is not None:
+        return obox.corners()
+    return [(box.x1, box.y1), (box.x2, box.y1), (box.x2, box.y2), (box.x1, box.y2)]
+
 
 @dataclass(frozen=True)
 class Annotation:
@@ -172,10 +222,17 @@ class Annotation:
     provenance: Provenance = HUMAN
     difficult: bool = False
     id: str | None = None  # stable across pulls: lets diffs follow one box through edits
+    # the source's four corners (DOTA, YOLO-OBB), pixels, as written; not part of equality
+    # (it restates obox, and code that rebuilds annotations without it must still compare
+    # equal); kept by writers only while it fits box / obox (see `polygon_fits`)
+    polygon: Corners | None = field(default=None, compare=False)
 
     @property
     def score(self) -> float | None:
         return self.provenance.score
+
+    def outline(self) -> list[tuple[float, float]]:
+        return outline(self.box, self.obox, self.polygon)
 
 
 @dataclass(frozen=True)
@@ -183,6 +240,10 @@ class IgnoreRegion:
     box: Box
     obox: OrientedBox | None = None
     category: str = "DontCare"  # the name it had in the source labels
+    polygon: Corners | None = field(default=None, compare=False)  # as on Annotation
+
+    def outline(self) -> list[tuple[float, float]]:
+        return outline(self.box, self.obox, self.polygon)
 
 
 @dataclass(frozen=True)

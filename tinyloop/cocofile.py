@@ -6,10 +6,15 @@ A plain COCO reader sees an ordinary detection file (images, annotations with `b
 - `images[].tinyloop`: {"id": stable string id, "channels": int, "metadata": {...}}
   (COCO's integer `id` is only the file-local join key).
 - `annotations[].score`: the model's score, where a model made the box.
+- `annotations[].segmentation`: standard COCO `[[x1, y1, ..., x4, y4]]`, written when the
+  object came with its own four corner points (DOTA, YOLO-OBB) that still fit its boxes;
+  read back as `Annotation.polygon`, so DOTA -> labels file -> DOTA is exact. On read, only
+  a one-part four-point polygon is taken; other segmentations are left alone.
 - `annotations[].tinyloop`: {"uid": stable box id, "obox": [cx, cy, w, h, angle_rad],
   "provenance": {"source", "model_version", "score", "edited"}, "difficult": bool}
-- `ignore_regions`: [{"image_id", "bbox", "obox"?, "category"}] - areas to ignore in
-  evaluation (HIT-UAV's DontCare); a separate list so plain COCO tools never train on them.
+- `ignore_regions`: [{"image_id", "bbox", "obox"?, "segmentation"?, "category"}] - areas to
+  ignore in evaluation (HIT-UAV's DontCare); a separate list so plain COCO tools never train
+  on them.
 - `clicks`: [{"image_id", "x", "y", "category_id", "round", "source"}].
 - `info.tinyloop_format`: the version of these extensions (1).
 
@@ -24,7 +29,7 @@ from typing import Any
 
 from tinyloop.annotations import (Annotation, AnnotationError, Box, Click, IgnoreRegion,
                                   ImageLabels, ImageRecord, LabelSet, OrientedBox,
-                                  Provenance)
+                                  Provenance, polygon_fits)
 from tinyloop.atomic import write_json_atomic
 
 FORMAT_VERSION = 1
@@ -47,6 +52,8 @@ def to_coco(labels: LabelSet) -> dict[str, Any]:
                  "category": region.category}
             if region.obox is not None:
                 r["obox"] = region.obox.as_list()
+            if _kept_polygon(region) is not None:
+                r["segmentation"] = _kept_polygon(region)
             ignore_regions.append(r)
         for click in item.clicks:
             clicks.append({"image_id": image_index, "x": click.x, "y": click.y,
@@ -75,7 +82,27 @@ def _annotation_to_coco(ann: Annotation, ann_id: int, image_id: int,
            "bbox": ann.box.xywh(), "area": ann.box.area, "iscrowd": 0, "tinyloop": extra}
     if ann.provenance.score is not None:
         out["score"] = ann.provenance.score
+    if _kept_polygon(ann) is not None:
+        out["segmentation"] = _kept_polygon(ann)
     return out
+
+
+def _kept_polygon(obj: Annotation | IgnoreRegion) -> list[list[float]] | None:
+    """COCO `segmentation` for the source polygon, while it still fits the boxes."""
+    if obj.polygon is None or not polygon_fits(obj.polygon, obj.box, obj.obox):
+        return None
+    return [[v for point in obj.polygon for v in point]]
+
+
+def _read_polygon(entry: dict[str, Any]) -> tuple[tuple[float, float], ...] | None:
+    """A one-part, four-point COCO polygon `[[x1, y1, ..., x4, y4]]`, else None (masks of
+    other shapes and RLE stay plain COCO data tinyloop does not use)."""
+    seg = entry.get("segmentation")
+    if not (isinstance(seg, list) and len(seg) == 1 and isinstance(seg[0], list)
+            and len(seg[0]) == 8 and all(isinstance(v, (int, float)) for v in seg[0])):
+        return None
+    flat = seg[0]
+    return tuple((flat[i], flat[i + 1]) for i in range(0, 8, 2))
 
 
 def from_coco(doc: dict[str, Any], source: str = "<labels>") -> LabelSet:
@@ -133,12 +160,12 @@ def from_coco(doc: dict[str, Any], source: str = "<labels>") -> LabelSet:
             box=Box.from_xywh(*a["bbox"]),
             obox=OrientedBox(*ext["obox"]) if "obox" in ext else None,
             provenance=prov, difficult=bool(ext.get("difficult", False)),
-            id=ext.get("uid")))
+            id=ext.get("uid"), polygon=_read_polygon(a)))
     for r in doc.get("ignore_regions", []):
         image_for(r, "ignore region").ignore.append(IgnoreRegion(
             box=Box.from_xywh(*r["bbox"]),
             obox=OrientedBox(*r["obox"]) if "obox" in r else None,
-            category=r.get("category", "DontCare")))
+            category=r.get("category", "DontCare"), polygon=_read_polygon(r)))
     for c in doc.get("clicks", []):
         image_for(c, "click").clicks.append(Click(
             x=c["x"], y=c["y"], category=category_for(c["category_id"], "click"),

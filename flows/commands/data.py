@@ -72,7 +72,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "export", help="export a labels file to voc, yolo, coco, dota, fiftyone-coco ...",
         description="Write a tinyloop labels file (default: the project's "
                     "data/pool/ground_truth.json; any data/batches/NNN/labels.json works) in "
-                    "another format: voc, rolabelimg, yolo (txt + classes.txt), "
+                    "another format: voc, rolabelimg, yolo (txt + classes.txt), yolo-obb "
+                    "(YOLO-OBB corner points + classes.txt), "
                     "yolo-dataset (images/, labels/, data.yaml for ultralytics; ignore "
                     "regions masked in image copies), dota, coco (labels.json with tinyloop's "
                     "extensions), fiftyone-coco (plain COCO for FiftyOne's "

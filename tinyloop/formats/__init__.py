@@ -4,14 +4,22 @@ One module per format; each reader turns one source label file into a `LabelFile
 written, class names not yet checked), and `tinyloop.ingest` checks those against the image
 and the configured classes. Writers take a `LabelSet` (already checked).
 
-| format      | module        | reads                               | writes                          |
-|-------------|---------------|-------------------------------------|---------------------------------|
-| voc         | voc.py        | Pascal VOC XML, one file per image  | same                            |
-| rolabelimg  | rolabelimg.py | roLabelImg XML (<robndbox>)         | same                            |
-| yolo        | yolo.py       | YOLO txt (+ classes.txt/data.yaml)  | txt + classes.txt; ultralytics  |
-|             |               | incl. YOLO-OBB 8-coordinate lines   | dataset layout with data.yaml   |
-| dota        | dota.py       | DOTA labelTxt (polygon, difficult)  | same                            |
-| coco        | coco.py       | COCO JSON (+ tinyloop extensions)   | same; FiftyOne-ready plain COCO |
+| format     | module        | reads                              | writes                       |
+|------------|---------------|------------------------------------|------------------------------|
+| voc        | voc.py        | Pascal VOC XML, one file per image | same                         |
+| rolabelimg | rolabelimg.py | roLabelImg XML (<robndbox>)        | same                         |
+| yolo       | yolo.py       | YOLO txt, incl. YOLO-OBB corner    | txt + classes.txt (yolo);    |
+|            |               | lines; names: classes.txt, *.yaml  | corner lines (yolo-obb);     |
+|            |               | `names:`, *.names (find_yolo_names)| ultralytics layout           |
+|            |               |                                    | (yolo-dataset)               |
+| dota       | dota.py       | DOTA labelTxt (polygon, difficult) | same, the polygon as read    |
+| coco       | coco.py       | COCO JSON (+ tinyloop extensions); | same; FiftyOne-ready plain   |
+|            |               | unknown keys get a did-you-mean    | COCO                         |
+
+One bad line or object costs that object, not the file: text readers (YOLO, DOTA) put it in
+`LabelFile.problems` and read on; `read_coco` returns its problem list. FormatError is
+raised only for a file that cannot be read at all. DOTA and YOLO-OBB keep the source's four
+corner points in `Annotation.polygon`, so exporting to them writes back what was read.
 
 docs/formats.md documents every convention (angle units, normalisation, ignore regions).
 """
@@ -19,12 +27,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-from tinyloop.annotations import Annotation, Box, Click, IgnoreRegion
+from tinyloop.annotations import (Annotation, AnnotationError, Box, Click, IgnoreRegion,
+                                  OrientedBox)
 
 FORMATS = ("voc", "rolabelimg", "yolo", "dota", "coco")
-EXPORT_FORMATS = ("voc", "rolabelimg", "yolo", "yolo-dataset", "dota", "coco",
+EXPORT_FORMATS = ("voc", "rolabelimg", "yolo", "yolo-obb", "yolo-dataset", "dota", "coco",
                   "fiftyone-coco")
 
 
@@ -61,12 +70,24 @@ class LabelFile:
     clicks: list[Click] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
     image_id: str | None = None                   # explicit id (tinyloop labels files)
+    # lines or objects the reader could not use: each costs that one object, never the file
+    problems: list[FormatError] = field(default_factory=list)
 
 
-def corners_box(pts: list[tuple[float, float]]) -> Box:
+def corners_box(pts: Sequence[tuple[float, float]]) -> Box:
     """The axis-aligned bounding box of polygon points."""
     xs, ys = zip(*pts)
     return Box(min(xs), min(ys), max(xs), max(ys))
+
+
+def oriented_box(pts: Sequence[tuple[float, float]], path: Path, where: str) -> OrientedBox:
+    """The oriented box around four corner points; FormatError (that line only) when they
+    enclose no area."""
+    try:
+        return OrientedBox.from_corners(list(pts))
+    except AnnotationError:
+        raise FormatError(path, f"{where}: the 4 points are collinear or repeated (zero "
+                          "area); left out", "fix or delete the line") from None
 
 
 def label_name(image_id: str, suffix: str) -> str:

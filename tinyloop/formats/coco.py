@@ -16,6 +16,7 @@ Export:
 """
 from __future__ import annotations
 
+import difflib
 import json
 import os
 from collections import Counter
@@ -28,12 +29,30 @@ from tinyloop.cocofile import from_coco, write_labels
 from tinyloop.formats import FormatError, LabelFile
 
 
+# Keys this reader uses, and keys other COCO tools commonly write that carry nothing tinyloop
+# needs: neither is reported. Any other key is, with a did-you-mean (a typo such as 'box' for
+# 'bbox' would otherwise silently drop the data it holds).
+TOP_KEYS = ("info", "licenses", "images", "annotations", "categories")
+TINYLOOP_TOP_KEYS = ("ignore_regions", "clicks")        # tinyloop/cocofile.py extensions
+OTHER_TOOLS_TOP_KEYS = ("type",)
+IMAGE_KEYS = ("id", "file_name", "width", "height")
+OTHER_TOOLS_IMAGE_KEYS = ("license", "coco_url", "flickr_url", "date_captured")
+ANNOTATION_KEYS = ("id", "image_id", "category_id", "bbox")
+OTHER_TOOLS_ANNOTATION_KEYS = ("segmentation", "area", "iscrowd", "score", "attributes",
+                               "keypoints", "num_keypoints")
+MAX_KEYS_NAMED = 5
+
+
 def read_coco(path: str | os.PathLike) -> tuple[list[str], list[LabelFile], list[FormatError]]:
     """(class names, one LabelFile per image, problems found in the file)."""
     path = Path(path)
     doc = _load(path)
     problems: list[FormatError] = []
+    problems += _unknown_key_problems(path, "top-level", [doc],
+                                      TOP_KEYS + TINYLOOP_TOP_KEYS + OTHER_TOOLS_TOP_KEYS)
     images = [im for im in doc["images"] if _image_ok(im, path, problems)]
+    problems += _unknown_key_problems(path, "image", images,
+                                      IMAGE_KEYS + OTHER_TOOLS_IMAGE_KEYS)
     counts = Counter(im["id"] for im in images)
     for image_id in sorted((k for k, n in counts.items() if n > 1), key=str):
         names = [im["file_name"] for im in images if im["id"] == image_id]
@@ -46,12 +65,14 @@ def read_coco(path: str | os.PathLike) -> tuple[list[str], list[LabelFile], list
     duplicated = {k for k, n in counts.items() if n > 1}
     cats = {c.get("id") for c in doc["categories"]}
     annotations = []
-    for a in doc.get("annotations", []):
-        if a.get("image_id") in duplicated:
+    for a in doc["annotations"]:
+        if isinstance(a, dict) and a.get("image_id") in duplicated:
             continue
         if _annotation_problem(a, known_images, cats, path, problems):
             continue
         annotations.append(a)
+    problems += _unknown_key_problems(path, "annotation", annotations,
+                                      ANNOTATION_KEYS + OTHER_TOOLS_ANNOTATION_KEYS)
     regions = [r for r in doc.get("ignore_regions", []) if r.get("image_id") in known_images]
     clean = dict(doc, images=images, annotations=annotations, ignore_regions=regions,
                  clicks=[c for c in doc.get("clicks", []) if c.get("image_id") in known_images
@@ -75,21 +96,94 @@ def _load(path: Path) -> dict[str, Any]:
                           "set data.labels to the JSON file, relative to data.source") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise FormatError(path, f"not valid JSON ({e})", "fix or re-export the file") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("images"), list) or \
-            not isinstance(doc.get("categories"), list):
-        raise FormatError(path, "not a COCO detection file: it needs 'images' and "
-                          "'categories' lists", "point data.labels at a COCO JSON file")
+    if not isinstance(doc, dict):
+        raise FormatError(path, f"not a COCO detection file: the top level is a "
+                          f"{type(doc).__name__}, not an object",
+                          "point data.labels at a COCO JSON file")
+    # 'annotations' is required too: a file without it is more likely a typo or another
+    # kind of file than an unlabeled set, which says so with "annotations": []
+    missing = [k for k in ("images", "categories", "annotations")
+               if not isinstance(doc.get(k), list)]
+    if missing:
+        unknown = _unknown_keys(doc, TOP_KEYS + TINYLOOP_TOP_KEYS + OTHER_TOOLS_TOP_KEYS)
+        found = f" (found {_describe_keys(unknown, TOP_KEYS)})" if unknown else ""
+        raise FormatError(path, f"not a COCO detection file: no {_quoted(missing)} "
+                          f"list{'s' if len(missing) > 1 else ''}{found}",
+                          "rename the key" if _any_close(unknown, TOP_KEYS) else
+                          "point data.labels at a COCO detection JSON file (an unlabeled "
+                          "set needs \"annotations\": [])")
     return doc
+
+
+def _unknown_keys(entry: dict, known: tuple[str, ...]) -> list[str]:
+    return [k for k in entry if k not in known and not str(k).startswith("tinyloop")]
+
+
+def _did_you_mean(key: str, known: tuple[str, ...]) -> str | None:
+    close = difflib.get_close_matches(str(key), known, n=1)
+    return close[0] if close else None
+
+
+def _any_close(keys: list[str], known: tuple[str, ...]) -> bool:
+    return any(_did_you_mean(k, known) for k in keys)
+
+
+def _describe_keys(keys: list[str], known: tuple[str, ...]) -> str:
+    """"unknown key 'annotation': did you mean 'annotations'?", for up to 5 keys."""
+    parts = []
+    for k in keys[:MAX_KEYS_NAMED]:
+        guess = _did_you_mean(k, known)
+        parts.append(f"unknown key {k!r}" + (f": did you mean {guess!r}?" if guess else ""))
+    more = len(keys) - MAX_KEYS_NAMED
+    return ", ".join(parts) + (f" and {more} more" if more > 0 else "")
+
+
+def _quoted(keys: list[str]) -> str:
+    return ", ".join(repr(k) for k in keys)
+
+
+def _unknown_key_problems(path: Path, what: str, entries: list[Any],
+                          known: tuple[str, ...]) -> list[FormatError]:
+    """One problem per distinct unknown key of `entries` (the count says how many have it).
+
+    Pass only the entries that were kept: one left out for lacking a key already names the
+    key that stands in for it ("lacks ['file_name'] (it has 'filename': ...)").
+    """
+    counts: Counter = Counter()
+    for entry in entries:
+        if isinstance(entry, dict):
+            counts.update(_unknown_keys(entry, known))
+    out = []
+    for key, n in counts.items():
+        guess = _did_you_mean(key, known)
+        where = f"{n} {what} entr{'y' if n == 1 else 'ies'}" if what != "top-level" \
+            else "the top level"
+        hint = f": did you mean {guess!r}?" if guess else ""
+        out.append(FormatError(path, f"unknown key {key!r} on {where}{hint}; its values were "
+                               "not read", f"rename it to {guess!r}" if guess else
+                               "remove it, or ignore this if another tool added it"))
+    return out
 
 
 def _image_ok(im: Any, path: Path, problems: list[FormatError]) -> bool:
     missing = [k for k in ("id", "file_name", "width", "height")
                if not isinstance(im, dict) or k not in im]
     if missing:
-        problems.append(FormatError(path, f"image entry {im!r:.120} lacks {missing}",
+        hint = _stand_in_hint(im, missing, IMAGE_KEYS + OTHER_TOOLS_IMAGE_KEYS)
+        problems.append(FormatError(path, f"image entry {im!r:.120} lacks {missing}{hint}",
+                                    "rename the key" if hint else
                                     "add them or remove the entry"))
         return False
     return True
+
+
+def _stand_in_hint(entry: Any, missing: list[str], known: tuple[str, ...]) -> str:
+    """" (it has 'filename': did you mean 'file_name'?)" for keys close to missing ones."""
+    if not isinstance(entry, dict):
+        return ""
+    pairs = [(k, _did_you_mean(k, tuple(missing))) for k in _unknown_keys(entry, known)]
+    pairs = [(k, m) for k, m in pairs if m]
+    return "".join(f" (it has {k!r}: did you mean {m!r}?)" for k, m in pairs)
 
 
 def _annotation_problem(a: Any, images: set, cats: set, path: Path,
@@ -104,6 +198,9 @@ def _annotation_problem(a: Any, images: set, cats: set, path: Path,
     elif not (isinstance(a.get("bbox"), list) and len(a["bbox"]) == 4 and
               all(isinstance(v, (int, float)) for v in a["bbox"])):
         message = f"has bbox {a.get('bbox')!r}; expected [x, y, width, height]"
+        if "bbox" not in a:
+            message += _stand_in_hint(a, ["bbox"],
+                                      ANNOTATION_KEYS + OTHER_TOOLS_ANNOTATION_KEYS)
     else:
         return False
     problems.append(FormatError(path, f"{what} {message}; left out",

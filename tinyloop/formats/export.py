@@ -17,7 +17,8 @@ def export_labels(labels: LabelSet, fmt: str, out: str | os.PathLike,
                   image_root: str | os.PathLike | None = None) -> Path:
     """Write `labels` as `fmt` under `out` and return the main file or directory written.
 
-    coco / fiftyone-coco: `out` is a directory and gets labels.json. yolo-dataset needs
+    coco / fiftyone-coco: `out` is a directory and gets labels.json. yolo-obb: YOLO txt
+    with four normalised corner points per object, plus classes.txt. yolo-dataset needs
     `image_root` (default: the labels' `info["dataset_root"]`) to link the images.
     """
     out = Path(out)
@@ -34,6 +35,9 @@ def export_labels(labels: LabelSet, fmt: str, out: str | os.PathLike,
             raise ValueError("yolo-dataset export needs the image root (--image-root): the "
                              "labels file does not say where its images are")
         return export_yolo_dataset(labels, root, out)
+    if fmt == "yolo-obb":
+        export_yolo(labels, out, oriented=True)
+        return out
     writer = {"voc": export_voc, "rolabelimg": export_rolabelimg, "yolo": export_yolo,
               "dota": export_dota}[fmt]
     writer(labels, out)

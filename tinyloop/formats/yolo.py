@@ -7,11 +7,19 @@ width and height (0..1), class as a 0-based index into the class names:
 - `class cx cy w h score`             the same with a model score (prediction files)
 - `class x1 y1 x2 y2 x3 y3 x4 y4`     oriented box, YOLO-OBB (ultralytics) corner points
 
-Class names come from `classes.txt` (one per line, line number = index) or from a
-`data.yaml` `names:` list or mapping. Numbers are written with 6 decimals (ultralytics'
-precision): a round trip moves a box by at most 0.5e-6 x image size. Names listed in
-`data.ignore_classes` (DontCare) become ignore regions on import; plain export appends the
-ignore categories after the real classes so the file reads back losslessly.
+A line that cannot be used costs that object only: it becomes one entry of
+`LabelFile.problems` (file, line number, fix). A YOLO-OBB line keeps its four points as
+`Annotation.polygon`; export with oriented=True (format "yolo-obb") writes them back.
+
+Class names (`find_yolo_names`): `classes.txt` (one per line, line number = index), else a
+yaml with `names:` (ultralytics data.yaml / dataset.yaml / coco8.yaml ...; a list or an
+{index: name} mapping), else a darknet `*.names` file; looked for in the labels directory,
+the directories above it up to the dataset root, and the root. An ultralytics yaml also
+gives the split directories (`train:` / `val:` / `test:`). Numbers are written with 6
+decimals (ultralytics' precision): a round trip moves a box by at most 0.5e-6 x image size.
+Names listed in `data.ignore_classes` (DontCare) become ignore regions on import; plain
+export appends the ignore categories after the real classes so the file reads back
+losslessly.
 
 `export_yolo_dataset` writes what ultralytics trains on: images/{train,val}/,
 labels/{train,val}/ and data.yaml. YOLO has no ignore regions, so they are left out of the
@@ -20,8 +28,10 @@ grey, so the detector is neither rewarded nor punished there.
 """
 from __future__ import annotations
 
+import math
 import os
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -30,20 +40,29 @@ from tinyloop.annotations import (Annotation, Box, ImageLabels, LabelSet, Orient
                                   Provenance)
 from tinyloop.atomic import write_text_atomic
 from tinyloop.formats import (FormatError, LabelFile, corners_box, label_name,
-                              read_label_lines)
+                              oriented_box, read_label_lines)
 
 DECIMALS = 6
 
 
 def read_yolo(path: str | os.PathLike, names: list[str], width: int,
               height: int) -> LabelFile:
-    """Parse one YOLO txt file of an image of width x height pixels."""
+    """Parse one YOLO txt file of an image of width x height pixels.
+
+    A line that cannot be used (wrong number of values, not numbers, unknown class index,
+    corner points enclosing no area) becomes one entry of `problems` and costs that object
+    only; FormatError is raised only when the file cannot be read at all.
+    """
     path = Path(path)
     out = LabelFile(source=path)
     for number, line in enumerate(read_label_lines(path), start=1):
         tokens = line.split("#", 1)[0].split()
-        if tokens:
+        if not tokens:
+            continue
+        try:
             out.annotations.append(_parse_line(tokens, names, width, height, path, number))
+        except FormatError as e:
+            out.problems.append(e)
     return out
 
 
@@ -52,21 +71,25 @@ def _parse_line(tokens: list[str], names: list[str], width: int, height: int, pa
     where = f"line {number}"
     if len(tokens) not in (5, 6, 9):
         raise FormatError(path, f"{where}: {len(tokens)} values; expected 'class cx cy w h' "
-                          "(5), with a score (6) or 'class x1 y1 ... x4 y4' (9)",
+                          "(5), with a score (6) or 'class x1 y1 ... x4 y4' (9); left out",
                           "fix or delete the line")
     try:
         index = int(tokens[0])
         vals = [float(t) for t in tokens[1:]]
     except ValueError:
-        raise FormatError(path, f"{where}: {' '.join(tokens)!r} is not numbers",
+        raise FormatError(path, f"{where}: {' '.join(tokens)!r} is not numbers; left out",
                           "fix or delete the line") from None
+    if not all(math.isfinite(v) for v in vals):
+        raise FormatError(path, f"{where}: {' '.join(tokens)!r} has a non-finite number; "
+                          "left out", "fix or delete the line")
     if not 0 <= index < len(names):
         raise FormatError(path, f"{where}: class index {index} but only {len(names)} "
-                          f"class names are known ({', '.join(names)})",
+                          f"class names are known ({', '.join(names)}); left out",
                           "add the missing names to classes.txt (or data.yaml names)")
     if len(tokens) == 9:
-        pts = [(vals[i] * width, vals[i + 1] * height) for i in range(0, 8, 2)]
-        return Annotation(names[index], corners_box(pts), OrientedBox.from_corners(pts))
+        pts = tuple((vals[i] * width, vals[i + 1] * height) for i in range(0, 8, 2))
+        return Annotation(names[index], corners_box(pts), oriented_box(pts, path, where),
+                          polygon=pts)
     cx, cy, w, h = vals[0] * width, vals[1] * height, vals[2] * width, vals[3] * height
     box = Box(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
     if len(tokens) == 6:
@@ -74,44 +97,162 @@ def _parse_line(tokens: list[str], names: list[str], width: int, height: int, pa
     return Annotation(names[index], box)
 
 
-def read_yolo_names(*dirs: str | os.PathLike) -> list[str] | None:
-    """Class names from the first classes.txt / data.yaml found in `dirs`, else None."""
-    for d in dirs:
-        d = Path(d)
-        if (d / "classes.txt").is_file():
-            text = (d / "classes.txt").read_text(encoding="utf-8")
-            return [line.strip() for line in text.splitlines() if line.strip()]
-        for name in ("data.yaml", "dataset.yaml"):
-            if (d / name).is_file():
-                names = (yaml.safe_load((d / name).read_text(encoding="utf-8")) or {}) \
-                    .get("names")
-                if isinstance(names, dict):
-                    return [names[k] for k in sorted(names)]
-                if isinstance(names, list):
-                    return [str(n) for n in names]
+@dataclass
+class YoloNames:
+    """Class names of a YOLO dataset and where they were found.
+
+    `split_dirs` comes from an ultralytics yaml (`train:` / `val:` / `test:`), resolved to
+    directories (or image-list files) on disk; empty for classes.txt and *.names.
+    """
+    names: list[str]
+    source: Path
+    split_dirs: dict[str, list[Path]] = field(default_factory=dict)
+
+
+def find_yolo_names(*dirs: str | os.PathLike) -> YoloNames | None:
+    """The class names of a YOLO dataset, or None when no file states them.
+
+    Pass the labels directory first and the dataset root last: the directories searched are
+    each one given, plus, between a directory and a later one that contains it, every
+    directory in between (labels/train -> labels -> root). classes.txt wins anywhere (the
+    innermost first), then a yaml with `names:` (data.yaml, dataset.yaml, then any *.yaml /
+    *.yml, by name), then a darknet *.names file. Sources that disagree are not compared:
+    the first one found is used. An empty file is passed over; an unreadable classes.txt /
+    *.names raises FormatError (a yaml that does not parse is passed over: it may be any
+    other yaml, such as params.yaml).
+    """
+    search = _search_dirs([Path(d).absolute() for d in dirs])
+    for finder in (_names_from_classes_txt, _names_from_yaml, _names_from_darknet):
+        for d in search:
+            found = finder(d)
+            if found is not None and found.names:   # an empty file names nothing: go on
+                return found
     return None
+
+
+def read_yolo_names(*dirs: str | os.PathLike) -> list[str] | None:
+    """Just the names `find_yolo_names` finds, else None."""
+    found = find_yolo_names(*dirs)
+    return found.names if found is not None else None
+
+
+def _search_dirs(dirs: list[Path]) -> list[Path]:
+    out: list[Path] = []
+    for i, d in enumerate(dirs):
+        out.append(d)
+        outer = [later for later in dirs[i + 1:] if later in d.parents]
+        if outer:   # walk up to the nearest later directory that holds this one
+            stop = max(outer, key=lambda p: len(p.parts))
+            out += [p for p in d.parents if len(p.parts) > len(stop.parts)]
+    return list(dict.fromkeys(out))
+
+
+def _name_lines(path: Path) -> list[str]:
+    """Names one per line; FormatError when unreadable (guessing the classes instead would
+    silently relabel every object)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise FormatError(path, f"cannot read class names ({e})",
+                          "save the file as UTF-8 text, one class name per line") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _names_from_classes_txt(d: Path) -> YoloNames | None:
+    path = d / "classes.txt"
+    return YoloNames(_name_lines(path), path) if path.is_file() else None
+
+
+def _names_from_darknet(d: Path) -> YoloNames | None:
+    for path in sorted(d.glob("*.names")) if d.is_dir() else []:
+        if path.is_file():
+            return YoloNames(_name_lines(path), path)
+    return None
+
+
+def _names_from_yaml(d: Path) -> YoloNames | None:
+    if not d.is_dir():
+        return None
+    preferred = [d / "data.yaml", d / "dataset.yaml"]
+    others = sorted(p for p in [*d.glob("*.yaml"), *d.glob("*.yml")] if p not in preferred)
+    for path in [p for p in preferred if p.is_file()] + others:
+        doc = _load_yaml(path)
+        names = _yaml_names(doc.get("names")) if isinstance(doc, dict) else None
+        if names is not None:
+            return YoloNames(names, path, _split_dirs(doc, path))
+    return None
+
+
+def _load_yaml(path: Path):
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None     # not a dataset yaml (params.yaml, a broken file): look further
+
+
+def _yaml_names(names) -> list[str] | None:
+    """A `names:` list, or an {index: name} mapping (gaps filled with the index itself)."""
+    if isinstance(names, list):
+        return [str(n) for n in names]
+    if isinstance(names, dict):
+        try:
+            by_index = {int(k): str(v) for k, v in names.items()}
+        except (TypeError, ValueError):
+            return None
+        return [by_index.get(i, str(i)) for i in range(max(by_index, default=-1) + 1)]
+    return None
+
+
+def _split_dirs(doc: dict, yaml_path: Path) -> dict[str, list[Path]]:
+    """train / val / test of an ultralytics yaml, resolved against its `path:` (absolute,
+    or relative to the yaml's folder), else the yaml's folder."""
+    folder = yaml_path.parent
+    base = folder / doc["path"] if isinstance(doc.get("path"), str) else folder
+    out = {}
+    for split in ("train", "val", "test"):
+        value = doc.get(split)
+        values = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+        if values:
+            out[split] = [_resolve_split(str(v), base, folder) for v in values]
+    return out
+
+
+def _resolve_split(value: str, base: Path, folder: Path) -> Path:
+    """The first candidate that exists, else `base / value`.
+
+    Candidates: `base / value`; `folder / value` (a `path:` left from the machine that wrote
+    the yaml, e.g. /content/datasets/x from Colab); `folder / value` without leading '../'
+    (Roboflow writes `train: ../train/images` though train/ sits beside data.yaml).
+    """
+    stripped = value
+    while stripped.startswith("../"):
+        stripped = stripped[3:]
+    candidates = [base / value, folder / value, folder / stripped]
+    return next((p for p in candidates if p.exists()), candidates[0])
 
 
 def yolo_lines(item: ImageLabels, class_index: dict[str, int], include_ignore: bool = True,
                oriented: bool = False) -> str:
-    """The txt content for one image; ignore regions use their category's index."""
+    """The txt content for one image; ignore regions use their category's index.
+
+    oriented=True writes YOLO-OBB lines `class x1 y1 ... x4 y4` (no score: the format has
+    none): the source polygon while it fits, else the oriented box's corners, else the
+    axis-aligned box's corners (`Annotation.outline`).
+    """
     rec = item.image
-    objects = [(a.category, a.box, a.obox, a.provenance.score) for a in item.annotations]
-    if include_ignore:
-        objects += [(r.category, r.box, r.obox, None) for r in item.ignore]
+    objects: list = list(item.annotations) + (list(item.ignore) if include_ignore else [])
     lines = []
-    for category, box, obox, score in objects:
+    for obj in objects:
         if oriented:
-            pts = obox.corners() if obox is not None else \
-                [(box.x1, box.y1), (box.x2, box.y1), (box.x2, box.y2), (box.x1, box.y2)]
-            vals = [v for x, y in pts for v in (x / rec.width, y / rec.height)]
+            vals = [v for x, y in obj.outline() for v in (x / rec.width, y / rec.height)]
         else:
-            cx, cy = box.center
-            vals = [cx / rec.width, cy / rec.height, box.width / rec.width,
-                    box.height / rec.height]
+            cx, cy = obj.box.center
+            vals = [cx / rec.width, cy / rec.height, obj.box.width / rec.width,
+                    obj.box.height / rec.height]
+            score = getattr(obj, "score", None)       # ignore regions have none
             if score is not None:
                 vals.append(score)
-        lines.append(" ".join([str(class_index[category])] +
+        lines.append(" ".join([str(class_index[obj.category])] +
                               [f"{v:.{DECIMALS}f}" for v in vals]))
     return "".join(line + "\n" for line in lines)
 
