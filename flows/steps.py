@@ -28,7 +28,8 @@ from pathlib import Path
 from flows.faults import fault_point
 from flows.layout import THRESHOLD_FILE, ProjectLayout
 from flows.params import Params, load_params
-from flows.workload import batch_workload, best_threshold, confident, wt_by_threshold
+from flows.workload import (NONE_SHOWN, batch_workload, best_threshold, confident,
+                            wt_by_threshold)
 from tinyloop.annotations import ImageLabels, LabelSet
 from tinyloop.atomic import write_json_atomic
 from tinyloop.cocofile import read_labels, write_labels
@@ -65,15 +66,14 @@ class Project:
 
 # --- prepare: pool, features, order -----------------------------------------------------------
 
-def ingest(p: Project) -> dict:
-    """Import the raw dataset: manifest.json (images), ground_truth.json, import_report.json."""
-    lay = p.layout
-    if lay.manifest.exists() and lay.import_report.exists():
-        return json.loads(lay.import_report.read_text())
-    from tinyloop.ingest import import_dataset, write_pool
-    labels, report = import_dataset(p.source, p.params.data, progress=False)
-    write_pool(labels, report, lay.manifest, lay.ground_truth, lay.import_report)
-    return json.loads(lay.import_report.read_text())
+def ingest(p: Project, keep_going: bool = False) -> dict:
+    """Import the raw dataset: manifest.json (images), ground_truth.json, import_report.json.
+
+    Imports again whenever params.yaml `data` or the source path changed since, rebuilding
+    features and order before annotation starts and refusing after (flows/pool_import.py);
+    problems stop the import unless keep_going. Returns import_report.json."""
+    from flows.pool_import import import_pool
+    return import_pool(p, keep_going).report
 
 
 def _problem_json(pr) -> dict:
@@ -312,15 +312,22 @@ def simulate_annotation(p: Project, store, n: int) -> dict:
     wanted = set(ids)
     truth = LabelSet(gt.categories, [i for i in gt if i.id in wanted], gt.info)
     sim = p.params.simulator
-    if p.params.flows.preannotator == "plain" or n == 1:
-        # a plain detector cannot use clicks, and batch 1 has no model yet: clicks there
-        # would cost annotator time for nothing
+    if p.params.flows.preannotator == "plain" or n == 1 or _boxes_hidden(p, n):
+        # a plain detector cannot use clicks, batch 1 has no model yet, and a model whose
+        # boxes are hidden (no score paid on the held-out images) shows nothing for a click:
+        # clicks there would cost annotator time for nothing
         sim = replace(sim, rounds=0)
     logs = simulate_batch(store, n, truth, _predictor_fn(p, n), sim, image_ids=ids,
                           progress=False, cost=p.params.workload)
     save_logs(logs, p.layout.batch_dir(n) / "simulation.json")
     fault_point("annotated")
     return {"images": len(logs), "clicks": sum(r.clicks for lg in logs for r in lg.rounds)}
+
+
+def _boxes_hidden(p: Project, n: int) -> bool:
+    """True when batch n's model exists but flows.min_score auto chose to show none of it."""
+    model = model_for_batch(p, n)
+    return model is not None and min_score_for(p, model) >= NONE_SHOWN
 
 
 def _predictor_fn(p: Project, n: int):

@@ -47,3 +47,8 @@ def test_auto_min_score_is_chosen_per_model_and_filters_its_boxes(tmp_path):
                     for a in i.annotations]
     assert shown[0.0] and not shown[1.0]
     assert all(a.provenance.score < 1.0 for a in shown[0.0])
+
+    # a model whose boxes are hidden gets no clicks: they would cost time and show nothing
+    chosen_file.write_text(json.dumps({**chosen, "min_score": NONE_SHOWN}))
+    steps.preannotate(p, 2)
+    assert steps.simulate_annotation(p, store, 2)["clicks"] == 0
