@@ -124,3 +124,118 @@ def test_eval_fraction_is_validated(tmp_path):
     path.write_text(json.dumps({"flows": {"eval_fraction": 1.5}}))
     with pytest.raises(ParamsError, match="eval_fraction"):
         load_params(path)
+
+
+# --- YOLO and DOTA as published ------------------------------------------------------------
+
+def _yolo_params(**kw):
+    return tiny_voc_params(format="yolo", **kw)
+
+
+def _write_yolo(root, split, name, lines):
+    write_image(root / f"images/{split}/{name}.png", size=(100, 50))
+    path = root / f"labels/{split}/{name}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(line + "\n" for line in lines))
+
+
+def test_yolo_with_only_a_data_yaml_takes_names_and_splits_from_it(tmp_path):
+    _write_yolo(tmp_path, "train", "a", ["1 0.5 0.5 0.2 0.2"])
+    _write_yolo(tmp_path, "val", "b", ["0 0.5 0.5 0.2 0.2"])
+    (tmp_path / "data.yaml").write_text(
+        "path: .\ntrain: images/train\nval: images/val\nnames:\n  0: Car\n  1: Person\n")
+    labels, report = import_dataset(tmp_path, _yolo_params(), progress=False)
+    assert report.problems == []
+    by_id = labels.by_id()
+    assert [a.category for a in by_id["a"].annotations] == ["Person"]  # index 1 of the yaml
+    assert [a.category for a in by_id["b"].annotations] == ["Car"]
+    assert _splits(labels) == {"a": "train", "b": "val"}
+    assert any("class names from data.yaml: Car, Person" in n for n in report.notes)
+
+
+def test_roboflow_layout_with_parent_relative_split_paths(tmp_path):
+    for split, name in (("train", "a"), ("valid", "b")):
+        write_image(tmp_path / f"{split}/images/{name}.png", size=(100, 50))
+        (tmp_path / f"{split}/labels").mkdir(parents=True)
+        (tmp_path / f"{split}/labels/{name}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (tmp_path / "README.dataset.txt").write_text("exported from roboflow\n")
+    (tmp_path / "data.yaml").write_text("train: ../train/images\nval: ../valid/images\n"
+                                        "nc: 1\nnames: ['Person']\n")
+    labels, report = import_dataset(tmp_path, _yolo_params(images_dir=".", labels="."),
+                                    progress=False)
+    assert report.problems == [] and report.annotations == 2
+    assert _splits(labels) == {"a": "train", "b": "val"}
+
+
+def test_yolo_with_only_a_names_file(tmp_path):
+    _write_yolo(tmp_path, "train", "a", ["0 0.5 0.5 0.2 0.2", "1 0.2 0.2 0.1 0.1"])
+    (tmp_path / "obj.names").write_text("Car\nPerson\n")
+    labels, report = import_dataset(tmp_path, _yolo_params(), progress=False)
+    assert report.problems == []
+    assert [a.category for a in labels.images[0].annotations] == ["Car", "Person"]
+
+
+def test_yolo_without_class_names_is_an_error_that_asks_for_them(tmp_path):
+    import pytest
+    from tinyloop.ingest import DatasetError
+    _write_yolo(tmp_path, "train", "a", ["0 0.5 0.5 0.2 0.2"])
+    with pytest.raises(DatasetError, match="YOLO labels but no class names: write "
+                                           "classes.txt"):
+        import_dataset(tmp_path, _yolo_params(), progress=False)
+
+
+def test_a_bad_yolo_line_costs_that_line_only(tmp_path):
+    _write_yolo(tmp_path, "train", "a", ["0 0.5 0.5 0.2 0.2", "0 0.5 oops 0.2 0.2",
+                                         "1 0.2 0.2 0.1 0.1"])
+    (tmp_path / "classes.txt").write_text("Person\nCar\n")
+    labels, report = import_dataset(tmp_path, _yolo_params(), progress=False)
+    (p,) = report.problems
+    assert p.file == "labels/train/a.txt" and "line 2" in p.message
+    assert p.kind == "label line"
+    assert [a.category for a in labels.images[0].annotations] == ["Person", "Car"]
+
+
+DOTA = ("imagesource:GoogleEarth\ngsd:0.146\n"
+        "10 10 30 10 30 20 10 20 Car 0\n"
+        "40 5 50 5 60 5 70 5 Car 0\n"          # collinear: no area
+        "52 22 60 28 55 34 47 28 Person 1\n")
+
+
+def _dota_dataset(root):
+    write_image(root / "images/a.png", size=(100, 50))
+    (root / "labels").mkdir()
+    (root / "labels/a.txt").write_text(DOTA)
+    return tiny_voc_params(format="dota")
+
+
+def test_a_collinear_dota_polygon_is_one_problem_and_the_rest_is_kept(tmp_path):
+    labels, report = import_dataset(tmp_path, _dota_dataset(tmp_path), progress=False)
+    (p,) = report.problems
+    assert p.file == "labels/a.txt" and "line 4" in p.message and "collinear" in p.message
+    assert [a.category for a in labels.images[0].annotations] == ["Car", "Person"]
+
+
+def test_dota_import_then_export_gives_back_the_same_file(tmp_path):
+    from tinyloop.formats.dota import export_dota
+    from tinyloop.cocofile import write_labels
+    src = tmp_path / "src"
+    src.mkdir()
+    labels, _ = import_dataset(src, _dota_dataset(src), progress=False)
+    written = tmp_path / "pool.json"
+    write_labels(labels, written)  # through the project's labels file, as `export` reads it
+    export_dota(read_labels(written), tmp_path / "out")
+    good = [line for line in DOTA.splitlines() if "40 5 50 5" not in line]
+    assert (tmp_path / "out/a.txt").read_text().splitlines() == good
+
+
+def test_an_unsplit_dataset_exports_a_valid_yolo_dataset(tmp_path):
+    import yaml
+    from tinyloop.formats.yolo import export_yolo_dataset
+    write_image(tmp_path / "src/images/a.png")
+    write_voc(tmp_path / "src/labels/a.xml", "a.png", [PERSON])
+    labels, _ = import_dataset(tmp_path / "src", tiny_voc_params(), progress=False)
+    data = yaml.safe_load(export_yolo_dataset(labels, tmp_path / "src",
+                                              tmp_path / "yolo").read_text())
+    for split in ("train", "val"):
+        assert (tmp_path / "yolo" / data[split] / "a.png").exists()
+    assert data["names"] == {0: "Person", 1: "Car"}

@@ -202,8 +202,12 @@ def test_missing_root_raises_dataset_error(tmp_path):
 
 def test_coco_file_that_is_not_coco_is_a_dataset_error(tmp_path):
     (tmp_path / "labels.json").write_text(json.dumps(
-        {"images": [], "categories": [{"name": "Person"}]}))
+        {"images": [], "categories": [{"name": "Person"}], "annotations": []}))
     with pytest.raises(DatasetError, match=r"labels\.json: not a readable COCO file"):
+        import_dataset(tmp_path, tiny_voc_params(format="coco", labels="labels.json"))
+    (tmp_path / "labels.json").write_text(json.dumps(
+        {"images": [], "categories": [], "annotation": []}))
+    with pytest.raises(DatasetError, match="no 'annotations' list.*did you mean 'annotations'"):
         import_dataset(tmp_path, tiny_voc_params(format="coco", labels="labels.json"))
     (tmp_path / "labels.json").write_text("{not json")
     with pytest.raises(DatasetError, match=r"labels\.json: not valid JSON"):

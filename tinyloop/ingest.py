@@ -47,7 +47,7 @@ from tinyloop.formats import FORMATS, FormatError, LabelFile
 from tinyloop.formats.coco import read_coco
 from tinyloop.formats.dota import read_dota
 from tinyloop.formats.voc import read_voc
-from tinyloop.formats.yolo import read_yolo, read_yolo_names
+from tinyloop.formats.yolo import YoloNames, find_yolo_names, read_yolo
 from tinyloop.images import ImageError, ImageInfo, inspect_image, is_image_file
 
 # <night>_<altitude m>_<camera angle deg>_<flight part>_<frame>, e.g. 0_100_30_0_03281
@@ -150,8 +150,12 @@ def import_dataset(root: str | os.PathLike, data: DataParams, progress: bool = T
     if data.format == "coco":
         sources = _coco_sources(root, data, report)
     else:
-        sources = _directory_sources(root, data, report)
+        yolo = _yolo_names(root, root / data.labels, report) \
+            if data.format == "yolo" and (root / data.labels).is_dir() else None
+        sources = _directory_sources(root, data, report, yolo)
     splits = _read_splits(root, data, report, set(sources))
+    if data.format == "yolo" and yolo is not None:  # split lists, if any, win
+        splits = {**yolo_splits(yolo, sources, root), **splits}
     items = _check_images(root, sources, data, splits, report, progress, workers)
     labels = LabelSet(categories=list(data.classes), images=items,
                       info={"dataset_root": str(root), "source_format": data.format})
@@ -193,7 +197,8 @@ class _Source:
     oriented: LabelFile | None = None
 
 
-def _directory_sources(root: Path, data: DataParams, report: ImportReport) -> dict[str, _Source]:
+def _directory_sources(root: Path, data: DataParams, report: ImportReport,
+                       yolo: YoloNames | None) -> dict[str, _Source]:
     images_dir = root / data.images_dir
     if not images_dir.is_dir():
         raise DatasetError(f"{images_dir}: images directory not found; set data.images_dir "
@@ -207,10 +212,7 @@ def _directory_sources(root: Path, data: DataParams, report: ImportReport) -> di
     report.has_labels = True
     by_rel = {_rel_key(root / s.path, images_dir): i for i, s in sources.items()}
     suffix = LABEL_SUFFIX[data.format]
-    yolo_names = None
-    if data.format == "yolo":
-        yolo_names = read_yolo_names(labels_dir, root) or list(data.classes) + \
-            list(data.ignore_classes)
+    yolo_names = yolo.names if yolo is not None else None
     oriented_dir = root / data.oriented_labels if data.format == "voc" and \
         data.oriented_labels else None
     if oriented_dir is not None and not oriented_dir.is_dir():
@@ -219,7 +221,7 @@ def _directory_sources(root: Path, data: DataParams, report: ImportReport) -> di
         oriented_dir = None
     claimed: dict[str, Path] = {}
     for label_path in sorted(labels_dir.rglob(f"*{suffix}")):
-        if label_path.name in ("classes.txt",) or not label_path.is_file():
+        if _not_a_label_file(label_path):
             continue
         try:
             lf = _read_label_file(data.format, label_path)
@@ -251,6 +253,48 @@ def _directory_sources(root: Path, data: DataParams, report: ImportReport) -> di
             src.oriented = _read_oriented(oriented_dir / label_path.relative_to(labels_dir),
                                           report)
     return sources
+
+
+def _not_a_label_file(path: Path) -> bool:
+    """classes.txt and READMEs (Roboflow writes README.dataset.txt) sit among label files."""
+    return path.name == "classes.txt" or path.name.lower().startswith("readme") or \
+        not path.is_file()
+
+
+def _yolo_names(root: Path, labels_dir: Path, report: ImportReport) -> YoloNames:
+    """The class names the YOLO dataset states (classes.txt, data.yaml, *.names); never
+    params' classes: index 0 of someone else's dataset is not our first class."""
+    try:
+        found = find_yolo_names(labels_dir, root)
+    except FormatError as e:
+        raise DatasetError(str(e)) from None
+    if found is None:
+        raise DatasetError(
+            f"{labels_dir}: YOLO labels but no class names: write classes.txt (one name per "
+            "line, line 1 = class 0) next to the labels, or a data.yaml with `names:`, "
+            f"or a *.names file, in {labels_dir} or above it up to {root}")
+    source = found.source.relative_to(root) if found.source.is_relative_to(root) \
+        else found.source
+    report.notes.append(f"class names from {source}: {', '.join(found.names)}")
+    return found
+
+
+def yolo_splits(found: YoloNames, sources: dict[str, "_Source"], root: Path) -> dict[str, str]:
+    """id -> split for images under the train:/val:/test: directories of a data.yaml (or
+    listed in the image-list file such a key names)."""
+    splits = {}
+    for split, places in found.split_dirs.items():
+        for place in places:
+            if place.is_file():
+                listed = {(place.parent / line.strip()).resolve() for line in
+                          place.read_text(encoding="utf-8").splitlines() if line.strip()}
+                inside = lambda path: path in listed  # noqa: E731
+            else:
+                inside = lambda path, d=place.resolve(): path.is_relative_to(d)  # noqa: E731
+            for image_id, src in sources.items():
+                if inside((root / src.path).resolve()):
+                    splits.setdefault(image_id, split)
+    return splits
 
 
 def _read_label_file(fmt: str, path: Path) -> LabelFile:
@@ -357,7 +401,8 @@ def _coco_sources(root: Path, data: DataParams, report: ImportReport) -> dict[st
         raise DatasetError(f"{coco_path}: not a readable COCO file ({type(e).__name__}: "
                            f"{e}); check it against docs/formats.md") from None
     for e in problems:
-        report.add(e.file, e.message, e.fix)
+        report.add(e.file, e.message, e.fix,
+                   kind="unknown key" if e.message.startswith("unknown key") else "label")
     report.has_labels = True
     sources: dict[str, _Source] = {}
     for lf in files:
@@ -546,7 +591,8 @@ def _add_objects(item: ImageLabels, annotations: list[Annotation], lf: LabelFile
         if box is None:
             continue
         if ann.category in data.ignore_classes:
-            item.ignore.append(IgnoreRegion(box, ann.obox, ann.category))
+            item.ignore.append(IgnoreRegion(box, ann.obox, ann.category,
+                                            polygon=ann.polygon))
         else:
             item.annotations.append(replace(ann, box=box))
     for name, n in unknown.items():
