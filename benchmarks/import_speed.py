@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 OUT = ROOT / "benchmarks" / "results" / "import_speed.json"
 IMG = ROOT / "docs" / "img"
-MACHINE = "2-core CPU, 24 GiB, no GPU (dev box, shared with 7 other jobs)"
+MACHINE = os.environ.get("TINYLOOP_MACHINE", "2-core CPU, 24 GiB, no GPU (dev box)")
 
 
 def hituav() -> Path:
@@ -282,8 +282,8 @@ def main() -> None:
         "python": platform.python_version(), "repeat": args.repeat,
         "load_average_1min_before": round(load_before, 2),
         "load_average_1min_after": round(os.getloadavg()[0], 2),
-        "note": "medians of warm-cache runs on a box shared with other jobs; best-of-repeat "
-                "shows the less-disturbed speed",
+        "note": "medians of warm-cache runs (the load averages say how busy the box was); "
+                "best-of-repeat shows the less-disturbed speed",
         "cases": rows}, indent=1) + "\n")
     print(f"wrote {OUT}")
 
