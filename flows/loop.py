@@ -1,6 +1,7 @@
 """The loop as Prefect flows: `prepare`, `iteration`, `simulate` (and `sweep`, flows/sweep.py).
 
     prepare    ingest -> [train SimNet] -> features (fan-out) -> order -> version the pool
+               (a params.yaml `data` edit re-imports and rebuilds: flows/pool_import.py)
     iteration  pre-annotate batch N with model N-1 (fan-out) -> publish -> wait for people
                -> pull corrections -> workload -> retrain on batches 1..N -> evaluate
                -> pre-annotate batch N+1 -> report -> dvc commit + git tag iter-NNN + push
@@ -58,8 +59,18 @@ def _chunk_key(context, parameters) -> str:
 # --- tasks ------------------------------------------------------------------------------------
 
 @task(name="ingest", cache_policy=NO_CACHE)
-def ingest_task(root: str) -> dict:
-    return steps.ingest(Project.open(root))
+def ingest_task(root: str, keep_going: bool = False) -> dict:
+    """Import the pool (again when params.yaml `data` changed) and print the summary; an
+    import with problems fails the flow, naming the report file, unless keep_going."""
+    from flows.pool_import import PoolError, import_pool
+    try:
+        result = import_pool(Project.open(root), keep_going)
+    except PoolError as e:
+        if e.summary:
+            print(e.summary)
+        raise
+    print(result.summary)
+    return result.report
 
 
 @task(name="train-simnet", cache_policy=NO_CACHE)
@@ -83,19 +94,30 @@ def embed_chunk_task(root: str, ids: list[str], part: int) -> str:
 
 @task(name="merge-features", cache_policy=NO_CACHE)
 def merge_features_task(root: str, parts: list[str]) -> dict:
+    """The store's still-valid rows plus the parts just embedded, in pool order; images that
+    left the pool drop out."""
     import shutil
     import numpy as np
     from features.embed import fingerprint, load_store, save_store
     p = Project.open(root)
-    vecs, ids = [], []
-    for part in parts:
-        v, i, _ = load_store(part, mmap=False)
-        vecs.append(np.asarray(v))
-        ids.extend(i)
-    save_store(p.layout.features, np.concatenate(vecs), ids,
-               fingerprint(steps.features_params(p)))
+    fp = fingerprint(steps.features_params(p))
+    rows: dict[str, np.ndarray] = {}
+    for store in [_current_store(p, fp)] + [load_store(part, mmap=False) for part in parts]:
+        if store is not None:
+            rows.update(zip(store[1], np.asarray(store[0])))
+    ids = [i.id for i in steps.pool(p) if i.id in rows]
+    dim = next(iter(rows.values())).shape[0] if rows else 0
+    vectors = np.stack([rows[i] for i in ids]) if ids else np.zeros((0, dim), np.float32)
+    save_store(p.layout.features, vectors, ids, fp)
     shutil.rmtree(p.layout.features / "parts", ignore_errors=True)
     return {"images": len(ids)}
+
+
+def _current_store(p: Project, fp: dict):
+    """The embedding store when it was made with these features params, else None."""
+    from features.embed import load_store
+    store = load_store(p.layout.features, mmap=False)
+    return store if store is not None and store[2] == fp else None
 
 
 @task(name="order", cache_policy=NO_CACHE)
@@ -184,19 +206,32 @@ def _fan_out_preannotate(root: str, n: int) -> None:
 
 
 def _fan_out_features(root: str) -> None:
+    """Embed the pool images the store lacks (all of them when the features params changed)
+    and drop those that left the pool: incremental, like `tinyloop step features`."""
+    from features.embed import fingerprint
     p = Project.open(root)
-    if p.layout.embeddings.exists() and p.layout.embedding_ids.exists():
-        done = set(json.loads(p.layout.embedding_ids.read_text()))
-        if done >= {i.id for i in steps.pool(p)}:
-            return
+    ids = [i.id for i in steps.pool(p)]
+    if _embedded_ids(p, fingerprint(steps.features_params(p))) == set(ids):
+        return
     if p.params.features.extractor == "simnet":
         train_simnet_task(root)
-    ids = [i.id for i in steps.pool(p)]
+    have = _embedded_ids(p, fingerprint(steps.features_params(p)))
+    todo = [i for i in ids if i not in have]
     k = p.params.flows.dask_workers if p.params.flows.task_runner == "dask" else 1
-    size = max(1, -(-len(ids) // k))
+    size = max(1, -(-len(todo) // k))
     futures = [embed_chunk_task.submit(root, chunk, j)
-               for j, chunk in enumerate(steps.chunks(ids, size))]
+               for j, chunk in enumerate(steps.chunks(todo, size)) if chunk]
     merge_features_task(root, [f.result() for f in futures])
+
+
+def _embedded_ids(p: Project, fp: dict) -> set[str]:
+    """Ids the embedding store holds for these features params (a cheap read of ids.json)."""
+    try:
+        meta = json.loads(p.layout.embedding_ids.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return set()
+    return set(meta.get("ids", [])) if meta.get("fingerprint") == fp and \
+        p.layout.embeddings.exists() else set()
 
 
 def task_runner(root: str):
@@ -214,18 +249,26 @@ def task_runner(root: str):
 # --- flows ------------------------------------------------------------------------------------
 
 @flow(name="prepare", log_prints=True)
-def prepare(root: str = ".") -> dict:
-    """Ingest the raw data, embed and order the pool into batches, version the result."""
+def prepare(root: str = ".", keep_going: bool = False) -> dict:
+    """Ingest the raw data, embed and order the pool into batches, version the result.
+
+    A params.yaml `data` edit (or a changed source) re-imports the pool and rebuilds features
+    and order; once a batch exists only new images are accepted (appended), any other change
+    fails the flow saying what changed. Import problems fail the flow unless keep_going
+    (the files named are then left out)."""
     p = Project.open(root)
-    summary = ingest_task(root)
+    summary = ingest_task(root, keep_going)
     _fan_out_features(root)
     order = order_task(root)
-    marker = p.layout.state / "prepared.done"
-    if p.params.flows.versioning and not marker.exists():
+    # the marker holds the pool record it committed: a re-imported pool is committed again
+    from flows.pool_import import stamp_digest
+    marker, pool_version = p.layout.state / "prepared.done", f"{stamp_digest(p.layout)}\n"
+    if p.params.flows.versioning and (
+            not marker.exists() or marker.read_text() != pool_version):
         from flows.versioning import commit_prepared
         commit_prepared(p.layout, PROJECT_STAGES, "prepare: pool ingested, embedded, ordered")
         marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text("committed\n")
+        marker.write_text(pool_version)
     print(f"pool ready: {summary.get('images')} images, {order['batches']} batches")
     return {"ingest": summary, **order}
 
@@ -302,11 +345,12 @@ def _fan_out_preannotate_next(root: str, n: int) -> None:
 
 
 @flow(name="simulate", log_prints=True)
-def simulate(root: str = ".", iterations: int | None = None) -> list[dict]:
+def simulate(root: str = ".", iterations: int | None = None,
+             keep_going: bool = False) -> list[dict]:
     """The whole loop with the simulated annotator: prepare, then every batch."""
     p = Project.open(root)
     steps.mark_simulated(p)  # before the pool is ordered: see steps.pool
-    with_runner(prepare, root)(root)
+    with_runner(prepare, root)(root, keep_going)
     last = steps.last_batch(p) if iterations is None else min(iterations, steps.n_batches(p))
     results = []
     for n in range(1, last + 1):

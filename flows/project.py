@@ -7,11 +7,14 @@ git init; dvc init; `dvc config core.analytics false`; a default DVC remote (a l
 directory, `.dvc-remote` unless told otherwise; `s3://bucket/path`, `gs://...`, `ssh://...`
 work the same once the matching `dvc[s3]` etc. extra is installed); params.yaml (the
 package's defaults, with `data.source` set when given) and dvc.yaml; a .gitignore for the
-loop's private state; one initial commit.
+loop's private state and for every file DVC owns; one initial commit of init's own files.
+
+Init commits only the files it writes, never `git add -A`: a project re-initialised after
+`tinyloop demo --stats-only` or `tinyloop ingest` already holds data/pool, and a pool that
+git tracks can no longer be recorded by DVC ("output 'data/pool' is already tracked by SCM").
 """
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -19,8 +22,20 @@ from flows.layout import ProjectLayout
 from flows.versioning import VersioningError, run
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
-# batch and model directories are DVC data (their .dvc pointers are in git), never git files
-GITIGNORE = "/.tinyloop/\n/.dvc-remote/\n__pycache__/\n"
+# The loop's private state, plus every file DVC owns, so that not even a `git add -A` by hand
+# puts data into git: the dvc.yaml stage outputs (hashes in dvc.lock) and the `dvc add`ed
+# batch and model directories. Their .dvc pointers must stay visible: a trailing slash
+# matches directories only, and `[0-9]*` cannot match an empty name (DVC reads
+# `/data/batches/*/` as ignoring data/batches itself and then never finds 001.dvc).
+GITIGNORE_LINES = [
+    "/.tinyloop/", "/.dvc-remote/", "__pycache__/",
+    "/data/pool", "/data/features", "/data/order.json", "/data/next",
+    "/data/batches/[0-9]*/", "/models/iter-[0-9]*/", "/models/current/model.pt",
+    "/reports/index.html", "/reports/img",
+]
+# what init writes and commits (dvc init adds .dvc/config, .dvc/.gitignore, .dvcignore)
+INIT_FILES = ["params.yaml", "dvc.yaml", ".gitignore", ".dvcignore", ".dvc/config",
+              ".dvc/.gitignore"]
 
 
 def template(name: str) -> Path:
@@ -74,16 +89,25 @@ def init_project(root: str | Path, *, source: str | None = None,
         set_params(layout.params, params_overrides)
     if not layout.dvc_yaml.exists():
         shutil.copyfile(template("dvc.yaml"), layout.dvc_yaml)
-    gi = layout.root / ".gitignore"
-    if not gi.exists() or "/.tinyloop/" not in gi.read_text():
-        with open(gi, "a", encoding="utf-8") as fh:
-            fh.write(GITIGNORE)
+    write_gitignore(layout)
     set_remote(layout, remote or _params_remote(layout))
     layout.state.mkdir(exist_ok=True)
-    run(layout, "git", "add", "-A", ".")
-    if run(layout, "git", "diff", "--cached", "--quiet", check=False).returncode:
-        run(layout, "git", "commit", "-q", "-m", "tinyloop init")
+    mine = [f for f in INIT_FILES if (layout.root / f).exists()]
+    run(layout, "git", "add", "--", *mine)
+    if run(layout, "git", "diff", "--cached", "--quiet", "--", *mine, check=False).returncode:
+        run(layout, "git", "commit", "-q", "-m", "tinyloop init", "--", *mine)
     return layout
+
+
+def write_gitignore(layout: ProjectLayout) -> None:
+    """Append the GITIGNORE_LINES the project's .gitignore lacks (repairs older projects)."""
+    gi = layout.root / ".gitignore"
+    have = set(gi.read_text(encoding="utf-8").splitlines()) if gi.exists() else set()
+    missing = [line for line in GITIGNORE_LINES if line not in have]
+    if missing:
+        text = gi.read_text(encoding="utf-8") if gi.exists() else ""
+        sep = "" if not text or text.endswith("\n") else "\n"
+        gi.write_text(text + sep + "\n".join(missing) + "\n", encoding="utf-8")
 
 
 def _params_remote(layout: ProjectLayout) -> str:
@@ -125,4 +149,3 @@ def find_root(start: str | Path = ".") -> Path:
 
 
 __all__ = ["init_project", "set_params", "set_remote", "find_root", "VersioningError"]
-_ = os

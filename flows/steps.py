@@ -69,9 +69,10 @@ class Project:
 def ingest(p: Project, keep_going: bool = False) -> dict:
     """Import the raw dataset: manifest.json (images), ground_truth.json, import_report.json.
 
-    Imports again whenever params.yaml `data` or the source path changed since, rebuilding
-    features and order before annotation starts and refusing after (flows/pool_import.py);
-    problems stop the import unless keep_going. Returns import_report.json."""
+    Imports again whenever params.yaml `data` or the source changed since: features and
+    order are rebuilt before annotation starts; after, only new images are accepted
+    (appended) and any other change is refused (flows/pool_import.py). Problems stop the
+    import unless keep_going. Returns import_report.json."""
     from flows.pool_import import import_pool
     return import_pool(p, keep_going).report
 

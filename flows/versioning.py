@@ -144,13 +144,48 @@ def dvc_add(layout: ProjectLayout, paths: list[Path]) -> None:
     rel = [str(Path(p).resolve().relative_to(layout.root.resolve())) for p in paths
            if Path(p).exists()]
     if rel:
+        untrack_from_git(layout, rel)
         run(layout, "dvc", "add", *rel)
 
 
 def record_stages(layout: ProjectLayout, stages: list[str]) -> None:
     """Write the current hashes of these dvc.yaml stages' deps and outs into dvc.lock."""
     if stages:
+        untrack_from_git(layout, stage_outputs(layout))
         run(layout, "dvc", "commit", "-f", *stages)
+
+
+def stage_outputs(layout: ProjectLayout) -> list[str]:
+    """The cached outs of dvc.yaml's stages (DVC's files; `cache: false` ones are git's)."""
+    import yaml
+    if not layout.dvc_yaml.exists():
+        return []
+    doc = yaml.safe_load(layout.dvc_yaml.read_text(encoding="utf-8")) or {}
+    paths = []
+    for stage in (doc.get("stages") or {}).values():
+        for out in stage.get("outs") or []:
+            path, opts = next(iter(out.items())) if isinstance(out, dict) else (out, None)
+            if (opts or {}).get("cache", True) and "${" not in str(path):
+                paths.append(str(path))
+    return paths
+
+
+def untrack_from_git(layout: ProjectLayout, paths: list[str]) -> None:
+    """Stop git tracking these DVC-owned paths (files stay on disk).
+
+    Projects made before `tinyloop init` stopped running `git add -A` may have committed
+    data/pool to git, and DVC refuses to record an output git tracks ("already tracked by
+    SCM"); this repairs them. One `git ls-files` when nothing needs repairing."""
+    if not paths:
+        return
+    tracked = [t for t in run(layout, "git", "ls-files", "-z", "--", *paths).stdout.split("\0")
+               if t]
+    if tracked:
+        owned = sorted({p for p in paths if any(t == p or t.startswith(p.rstrip("/") + "/")
+                                               for t in tracked)})
+        log.warning("git tracked DVC's %s; untracking them from git (the files stay)",
+                    ", ".join(owned))
+        run(layout, "git", "rm", "-r", "-q", "--cached", "--", *owned)
 
 
 GIT_FILES = ["params.yaml", "dvc.yaml", "dvc.lock", ".gitignore", ".dvcignore",

@@ -12,13 +12,26 @@ MongoDB needed), a local DVC remote. The schedule is cut down for 2 CPU cores: 3
 16 images; the detector starts from ImageNet EfficientNet-Lite0 and trains 160 steps of
 128 px crops on batch 1, then 6 epochs per batch warm-started from the last model; boxes
 are shown from each model's best score threshold on the held-out images (min_score auto).
-See docs/benchmarks/flows.md for numbers at larger scale. Running it again continues (or,
-when finished, just reprints) the same project; --fresh starts over.
+See docs/benchmarks/flows.md for numbers at larger scale.
+
+The import summary comes first (problems stop the demo unless --keep-going; all are listed
+in data/pool/import_report.json), then the dataset's statistics. The schedule is sized for
+HIT-UAV's 640x512 frames: with --source images whose median long side exceeds 1024 px, the
+new project's detector runs on images scaled down to about 1024 px (c3det.image_scale,
+training crops scaled to match), and one line says so.
+
+Running it again continues (or, when finished, just reprints) the same project; --fresh
+starts over. --stats-only imports without running the loop; a later run continues from
+that import. After an edit of params.yaml `data` a run imports again and rebuilds features
+and order; once a batch exists it only appends new images, and stops on any other change,
+saying what changed (docs/operations.md, "Rerunning after a params.yaml edit").
 """
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -45,6 +58,50 @@ DEMO_PARAMS = {
 }
 
 
+# The network sees at most about this many px along an image's long side in the demo: full
+# 4000x2250 photos cost ~27x a 640x512 HIT-UAV frame per forward, ~20 min per iteration on CPU.
+DEMO_MAX_SIDE = 1024
+
+
+def scale_for_images(width: int, height: int, max_side: int = DEMO_MAX_SIDE) -> dict:
+    """params overrides that keep the demo's CPU cost near HIT-UAV's for images of this
+    (median) size: none up to `max_side`; else the detector runs scaled down to about
+    max_side (c3det.image_scale, applied in training, prediction, clicks and evaluation
+    alike), training crops grow so the network still sees 128 px, and tiles (in source px)
+    grow so that a median image is one tile at the network. Downscaling, not tiling: tiles
+    of a 4000x2250 image at full size would cost as much as the full image."""
+    long_side = max(width, height)
+    if long_side <= max_side:
+        return {}
+    scale = max(0.001, math.floor(1000 * max_side / long_side) / 1000)
+    crop = DEMO_PARAMS["c3det.train.crop_size"]
+    tile = math.ceil(max_side / scale)
+    return {"c3det.image_scale": scale, "c3det.train.crop_size": round(crop / scale),
+            "tiling.size": tile, "tiling.stride": tile // 2}
+
+
+def describe_scale(width: int, height: int, scale: float) -> str:
+    """The line the demo prints about image size (what `scale_for_images` chose)."""
+    if scale == 1.0:
+        return (f"images are {width}x{height} (median): the demo predicts on full images at "
+                "native resolution")
+    return (f"images are {width}x{height} (median): the demo runs the detector on them scaled "
+            f"by {scale:g} (~{round(width * scale)}x{round(height * scale)}; c3det.image_scale "
+            f"in params.yaml, 1.0 for full resolution), training on "
+            f"{round(DEMO_PARAMS['c3det.train.crop_size'] / scale)} px crops; objects under "
+            f"~{math.ceil(8 / scale)} px get hard to find")
+
+
+def median_image_size(manifest: Path) -> tuple[int, int]:
+    """Median width and height of the imported images (data/pool/manifest.json)."""
+    from tinyloop.cocofile import read_labels
+    images = [i.image for i in read_labels(manifest)]
+    if not images:
+        return 0, 0
+    return (round(statistics.median(i.width for i in images)),
+            round(statistics.median(i.height for i in images)))
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo", help="run the whole loop on the bundled HIT-UAV sample (simulated annotator)",
@@ -59,6 +116,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="only import the sample and print its statistics (no loop)")
     p.add_argument("--fresh", action="store_true",
                    help="delete the project directory first and start over")
+    from flows.commands.loop import add_keep_going
+    add_keep_going(p)
     p.set_defaults(func=run_demo)
 
 
@@ -70,24 +129,33 @@ def run_demo(args: argparse.Namespace) -> int:
         return 1
     if args.fresh and project.exists():
         shutil.rmtree(project)
-    overrides = dict(DEMO_PARAMS)
-    if args.iterations:
-        overrides["flows.iterations"] = args.iterations
-    from flows.project import init_project
+    new_project = not (project / "params.yaml").exists()
+    if not new_project and args.source and not _same_source(project, source):
+        return 1
+    from flows.project import init_project, set_params
     start = time.perf_counter()
     layout = init_project(project, source=str(source),
-                          params_overrides=None if (project / "params.yaml").exists()
-                          else overrides)
+                          params_overrides=DEMO_PARAMS if new_project else None)
+    if new_project:  # fitted to the images once they are imported (maybe on a later run)
+        _fit_pending(layout).touch()
+    if args.iterations:
+        set_params(layout.params, {"flows.iterations": args.iterations})
     root = str(layout.root)
     from flows.runtime import prefect_env
     prefect_env(root)
-    _print_stats(layout, source)
+    from flows.commands.loop import import_pool_or_explain
+    if import_pool_or_explain(root, args.keep_going) is None:
+        return 1
+    _fit_schedule_to_images(layout)
+    _print_stats(layout)
     if args.stats_only:
         return 0
-    print(f"\nproject {layout.root}: simulating the loop on {source} ...", flush=True)
+    from flows import steps
+    data_source = steps.Project.open(root).source
+    print(f"\nproject {layout.root}: simulating the loop on {data_source} ...", flush=True)
     from flows.loop import simulate
     from flows.report import format_table
-    rows = simulate(root)
+    rows = simulate(root, keep_going=args.keep_going)
     print()
     print(format_table(rows))
     last = rows[-1] if rows else {}
@@ -98,15 +166,38 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_stats(layout, source: Path) -> None:
-    """The import check and the dataset's statistics (images per split, classes, sizes)."""
+def _same_source(project: Path, source: Path) -> bool:
+    """An existing project keeps its data.source: say so when --source names another."""
     from flows import steps
+    have = steps.Project.open(project).source.resolve()
+    if have == source.resolve():
+        return True
+    print(f"error: project {project} was made from {have}, not {source}; pass --fresh to "
+          f"start it over from {source}, or --project NEWDIR to keep both", file=sys.stderr)
+    return False
+
+
+def _fit_pending(layout) -> Path:
+    return layout.state / "demo-schedule-unfitted"
+
+
+def _fit_schedule_to_images(layout) -> None:
+    """Scale the demo project's schedule to the imported images, once; print what was done
+    (the user's later params.yaml edits win)."""
+    from flows.project import set_params
+    width, height = median_image_size(layout.manifest)
+    if _fit_pending(layout).exists():
+        set_params(layout.params, scale_for_images(width, height))
+        _fit_pending(layout).unlink()
+    from flows import steps
+    scale = steps.Project.open(layout.root).params.c3det.image_scale
+    print(describe_scale(width, height, scale))
+
+
+def _print_stats(layout) -> None:
+    """The dataset's statistics (images per split, classes, object sizes)."""
     from tinyloop.cocofile import read_labels
-    from tinyloop.ingest import import_dataset
     from tinyloop.stats import dataset_stats, format_stats
-    p = steps.Project.open(layout.root)
-    _, report = import_dataset(source, p.params.data, progress=False)
-    print(report.summary())
-    steps.ingest(p)
+    labels = layout.ground_truth if layout.ground_truth.exists() else layout.manifest
     print(f"\npool written to {layout.pool}\n")
-    print(format_stats(dataset_stats(read_labels(layout.ground_truth))))
+    print(format_stats(dataset_stats(read_labels(labels))))

@@ -22,7 +22,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     for name, helptext, desc in [
         ("prepare", "ingest, embed and order the pool into batches (Prefect flow)",
          "Run the `prepare` flow: import the raw data (data.source), embed every pool image, "
-         "order the pool into batches (order.method) and version the result."),
+         "order the pool into batches (order.method) and version the result. Prints the "
+         "import summary; problems stop it unless --keep-going. After an edit of "
+         "params.yaml `data` the pool is imported again and features and order rebuilt; "
+         "once a batch exists only new images are accepted (appended to the order): "
+         "annotated batches are never rewritten."),
         ("simulate", "run the whole loop with the simulated annotator (Prefect flow)",
          "Run `prepare` and then every iteration with a simulated annotator correcting each "
          "batch through the annotation store: the loop end to end without people. Prints "
@@ -34,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         if name == "simulate":
             p.add_argument("--iterations", type=int, help="batches to run (default: "
                            "flows.iterations)")
+        add_keep_going(p)
         p.set_defaults(func=cmd_prepare if name == "prepare" else cmd_simulate)
 
     p = sub.add_parser("iterate", help="run one iteration for people (pauses for the batch)",
@@ -112,6 +117,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_step)
 
 
+def add_keep_going(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--keep-going", action="store_true",
+                   help="import the pool even when some files have problems (they are left "
+                        "out and listed in data/pool/import_report.json)")
+
+
+def import_pool_or_explain(root: str, keep_going: bool):
+    """The flows' ingest step, run before a flow so the import summary is printed and a
+    problem ends the command with its message, not a flow-run traceback. Returns the
+    PoolImport, or None after printing why the pool cannot be imported (exit 1)."""
+    from flows.pool_import import PoolError, import_pool
+    from flows.steps import Project
+    from tinyloop.ingest import DatasetError
+    from tinyloop.params import ParamsError
+    try:
+        result = import_pool(Project.open(root), keep_going)
+    except PoolError as e:
+        if e.summary:
+            print(e.summary, flush=True)
+        print(f"\nerror: {e}", file=sys.stderr)
+        return None
+    except (DatasetError, ParamsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return None
+    print(result.summary, flush=True)
+    return result
+
+
 def _project_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--project", "-C", default=".",
                    help="project directory made by `tinyloop init` (default: .)")
@@ -135,16 +168,20 @@ def cmd_init(args) -> int:
 
 def cmd_prepare(args) -> int:
     root = _root(args)
+    if import_pool_or_explain(root, args.keep_going) is None:
+        return 1
     from flows.loop import prepare, with_runner
-    with_runner(prepare, root)(root)
+    with_runner(prepare, root)(root, args.keep_going)
     return 0
 
 
 def cmd_simulate(args) -> int:
     root = _root(args)
+    if import_pool_or_explain(root, args.keep_going) is None:
+        return 1
     from flows.loop import simulate
     from flows.report import format_table
-    rows = simulate(root, args.iterations)
+    rows = simulate(root, args.iterations, args.keep_going)
     print(format_table(rows))
     print(f"report: {Path(root) / 'reports' / 'index.html'}")
     return 0
@@ -217,8 +254,8 @@ def cmd_step(args) -> int:
     if name in ("train", "evaluate", "preannotate") and not last:
         print(f"step {name}: no labeled batch yet", file=sys.stderr)
         return 1
-    if name == "ingest":
-        steps.ingest(p)
+    if name == "ingest":  # dvc repro: a pool accepted with --keep-going stays accepted
+        return 0 if import_pool_or_explain(root, keep_going=False) else 1
     elif name == "features":
         steps.features(p)
     elif name == "order":
