@@ -180,9 +180,31 @@ def order(p: Project) -> dict:
     by_id = dict(zip(ids, range(len(ids))))
     keep = [i.id for i in records if i.id in by_id]
     vectors = np.asarray(vectors)[[by_id[i] for i in keep]]
+    _drop_order_of_images_that_left(p, set(keep))
     order_pool(vectors, keep, p.params.order, p.layout.order,
                records=[i.image for i in records])
     return {"batches": n_batches(p)}
+
+
+def _drop_order_of_images_that_left(p: Project, pool_ids: set[str]) -> None:
+    """Ordered images no longer in the pool (now held out by flows.eval_split /
+    eval_fraction, or unlabeled in a simulated project): before any batch exists the order
+    is rebuilt; after, they might be annotated and evaluated on both, so stop and say so."""
+    if not p.layout.order.exists():
+        return
+    left = sorted(set(read_order(p)) - pool_ids)
+    if not left:
+        return
+    if p.layout.batch_numbers():
+        raise RuntimeError(
+            f"{len(left)} ordered image(s) are no longer in the pool ({', '.join(left[:3])}"
+            f"{' ...' if len(left) > 3 else ''}): a params.yaml change (flows.eval_split, "
+            "flows.eval_fraction) moved them to the held-out images after batches were "
+            f"annotated from {p.layout.order}. Revert that change, or start a new project "
+            "with it (`tinyloop init NEWDIR`)")
+    log.warning("%d ordered image(s) left the pool; no batch exists yet: ordering again",
+                len(left))
+    p.layout.order.unlink()
 
 
 def read_order(p: Project) -> dict[str, dict]:
@@ -228,12 +250,13 @@ def model_for_batch(p: Project, n: int) -> Path | None:
     return path
 
 
-def predict_images(p: Project, model_path: Path | None, items: list[ImageLabels]) -> list[ImageLabels]:
+def predict_images(p: Project, model_path: Path | None,
+                   items: list[ImageLabels]) -> list[ImageLabels]:
     """Pre-annotate images (the fan-out unit); no model = nothing predicted (batch 1)."""
     if model_path is None:
         return [ImageLabels(i.image) for i in items]
     from c3det.predict import Predictor
-    predictor = Predictor(model_path, p.classes)
+    predictor = Predictor(model_path, p.classes, tiling=p.params.tiling)
     t = min_score_for(p, model_path)
     return [ImageLabels(i.image, confident(predictor.predict(str(p.source / i.image.path), []),
                                            t))
@@ -337,7 +360,7 @@ def _predictor_fn(p: Project, n: int):
     if model is None:
         return lambda image_id, clicks: []
     from c3det.predict import Predictor
-    predictor = Predictor(model, p.classes)
+    predictor = Predictor(model, p.classes, tiling=p.params.tiling)
     images = {i.id: i.image for i in read_labels(p.layout.preannotations(n))}
     t = min_score_for(p, model)
 
@@ -503,7 +526,7 @@ def choose_min_score(p: Project, n: int) -> dict | None:
     # Through Predictor, not map_vs_clicks' 0-click forward: the threshold must be chosen on
     # exactly the boxes pre-annotation shows (tiles of large images, NMS across tiles); the
     # price is one more forward per held-out image.
-    predictor = Predictor(p.layout.model(n), p.classes)
+    predictor = Predictor(p.layout.model(n), p.classes, tiling=p.params.tiling)
     predictions = LabelSet(test.categories, [
         ImageLabels(i.image, predictor.predict(str(p.source / i.image.path), []))
         for i in test.images])

@@ -95,3 +95,11 @@ def test_demo_prints_statistics(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "no problems found" in out and "Person" in out and "20-32" in out
     assert (tmp_path / "data/pool/ground_truth.json").exists()
+
+
+def test_ingest_refuses_to_replace_the_pool_under_annotated_batches(tmp_path, capsys):
+    (tmp_path / "data/batches/001").mkdir(parents=True)
+    rc = main(["--params", str(tmp_path / "params.yaml"), "ingest", "--project",
+               str(tmp_path), "--source", str(SAMPLE), "--no-progress"])
+    assert rc == 1 and not (tmp_path / "data/pool").exists()
+    assert "has annotated batches" in capsys.readouterr().err

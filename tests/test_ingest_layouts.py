@@ -239,3 +239,21 @@ def test_an_unsplit_dataset_exports_a_valid_yolo_dataset(tmp_path):
     for split in ("train", "val"):
         assert (tmp_path / "yolo" / data[split] / "a.png").exists()
     assert data["names"] == {0: "Person", 1: "Car"}
+
+
+def test_holding_out_more_images_reorders_before_any_batch_and_stops_after(tmp_path):
+    import pytest
+    from flows import steps
+    p = _project(tmp_path, **{"features.image_size": 32, "features.num_workers": 0,
+                              "order.first_batch_size": 4, "order.batch_size": 4})
+    steps.features(p)
+    steps.order(p)
+    assert set(steps.read_order(p)) == {i.id for i in steps.pool(p)}
+    p.params.flows.eval_fraction = 0.3  # some ordered images become held out
+    held = steps.held_out_ids(p, read_labels(p.layout.manifest))
+    steps.order(p)
+    assert held and not held & set(steps.read_order(p))
+    p.params.flows.eval_fraction = 0.6
+    p.layout.batch_dir(1).mkdir(parents=True)
+    with pytest.raises(RuntimeError, match="no longer in the pool.*Revert that change"):
+        steps.order(p)

@@ -143,13 +143,19 @@ def run_ingest(args: argparse.Namespace) -> int:
     from tinyloop.params import ParamsError
     try:
         params, project = load_context(args)
+        layout = ProjectLayout(project)
+        if layout.batch_numbers():
+            print(f"error: {project} has annotated batches ({layout.batches}); ingest would "
+                  "replace the pool under them. Edit `data` in params.yaml and run `tinyloop "
+                  "prepare`: it adds new images after the batches and refuses any other "
+                  "change, saying what changed", file=sys.stderr)
+            return 1
         source = source_root(params, project, args)
         labels, report = import_dataset(source, data_params(params, args),
                                         progress=not args.no_progress)
     except (ParamsError, DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    layout = ProjectLayout(project)
     print(report.summary())
     if report.problems and not args.keep_going:
         write_json_atomic(layout.import_report, report.to_json())
