@@ -270,6 +270,9 @@ def prepare(root: str = ".", keep_going: bool = False) -> dict:
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(pool_version)
     print(f"pool ready: {summary.get('images')} images, {order['batches']} batches")
+    held_out_note = steps.held_out_note(p)
+    if held_out_note:
+        print(f"note: {held_out_note}")
     return {"ingest": summary, **order}
 
 
