@@ -180,15 +180,28 @@ def report_task(root: str) -> list[dict]:
 
 @task(name="version", retries=2, retry_delay_seconds=[2, 8], cache_policy=NO_CACHE)
 def version_task(root: str, n: int) -> dict:
+    """Commit and tag iteration n (the push is its own task, so a retry pushes only)."""
     from flows.versioning import commit_iteration
     p = Project.open(root)
     steps.fault_point("version")
-    fp = p.params.flows
     r = commit_iteration(p.layout, n, ITERATION_STAGES + (["preannotate"] if (
-        p.layout.data / "next" / "preannotations.json").exists() else []),
-        push_attempts=fp.push_attempts, push_delay_s=fp.push_delay_s)
-    return {"tag": r.tag, "commit": r.commit, "created": r.created, "pushed": r.pushed,
-            "seconds": r.seconds}
+        p.layout.data / "next" / "preannotations.json").exists() else []), push=False)
+    return {"tag": r.tag, "commit": r.commit, "created": r.created, "seconds": r.seconds}
+
+
+@task(name="push", cache_policy=NO_CACHE)
+def push_task(root: str) -> bool:
+    from flows.versioning import push_to_remote
+    return push_to_remote(Project.open(root).layout)
+
+
+def push(root: str) -> bool:
+    """`dvc push`, retried by Prefect flows.push_attempts times in all, the waits doubling
+    from flows.push_delay_s (a remote that is briefly unreachable)."""
+    fp = Project.open(root).params.flows
+    delays = [fp.push_delay_s * 2 ** i for i in range(fp.push_attempts - 1)]
+    return push_task.with_options(retries=fp.push_attempts - 1,
+                                  retry_delay_seconds=delays)(root)
 
 
 # --- fan-out helpers --------------------------------------------------------------------------
@@ -328,7 +341,10 @@ def iteration(root: str = ".", batch: int | None = None, simulated: bool = False
     metrics = timed("evaluate", evaluate_task, root, n)
     timed("preannotate_next", _fan_out_preannotate_next, root, n)
     rows = timed("report", report_task, root)
-    version = timed("version", version_task, root, n) if p.params.flows.versioning else {}
+    version = {}
+    if p.params.flows.versioning:
+        version = timed("version", version_task, root, n)
+        version["pushed"] = timed("push", push, root)
     from tinyloop.atomic import write_json_atomic
     write_json_atomic(p.layout.state / f"{tag_name(n)}.done",
                       {"batch": n, "timings_s": timings, "version": version})

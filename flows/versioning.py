@@ -100,20 +100,6 @@ def run(layout: ProjectLayout, *args: str, check: bool = True) -> subprocess.Com
     return proc
 
 
-def with_retries(fn, *, attempts: int = 4, delay_s: float = 1.0, what: str = "operation"):
-    """Call fn(); on VersioningError wait delay_s, 2*delay_s, ... and try again."""
-    for i in range(attempts):
-        try:
-            return fn()
-        except VersioningError as e:
-            if i == attempts - 1:
-                raise
-            wait = delay_s * 2 ** i
-            log.warning("%s failed (attempt %d/%d), retrying in %.0f s: %s",
-                        what, i + 1, attempts, wait, str(e).splitlines()[0])
-            time.sleep(wait)
-
-
 # --- one iteration ----------------------------------------------------------------------------
 
 @dataclass
@@ -209,9 +195,10 @@ def git_add_versioned(layout: ProjectLayout) -> None:
 
 
 def commit_iteration(layout: ProjectLayout, n: int, stages: list[str], *,
-                     message: str | None = None, push: bool = True, repro: bool = True,
-                     push_attempts: int = 4, push_delay_s: float = 1.0) -> VersionResult:
-    """Version iteration n: dvc add batch n + model n, record stages, repro, commit, tag, push.
+                     message: str | None = None, push: bool = True,
+                     repro: bool = True) -> VersionResult:
+    """Version iteration n: dvc add batch n + model n, record stages, repro, commit, tag,
+    and (push) one `dvc push`; the flow pushes in a task of its own that Prefect retries.
 
     Safe to call again after being killed at any point: every step is idempotent and the
     tag is created last, so a missing tag means "not versioned yet".
@@ -234,12 +221,17 @@ def commit_iteration(layout: ProjectLayout, n: int, stages: list[str], *,
             run(layout, "git", "tag", "-a", tag, "-m", f"tinyloop iteration {n}")
             created = True
         commit = run(layout, "git", "rev-list", "-n", "1", tag).stdout.strip()
-    pushed = False
-    if push and has_remote(layout):
-        with_retries(lambda: run(layout, "dvc", "push"), attempts=push_attempts,
-                     delay_s=push_delay_s, what="dvc push")
-        pushed = True
+    pushed = push_to_remote(layout) if push else False
     return VersionResult(tag, commit, created, pushed, time.perf_counter() - start)
+
+
+def push_to_remote(layout: ProjectLayout) -> bool:
+    """One `dvc push` of everything versioned so far; False when no remote is configured.
+    Raises VersioningError when it fails (the caller decides whether to try again)."""
+    if not has_remote(layout):
+        return False
+    run(layout, "dvc", "push")
+    return True
 
 
 def commit_prepared(layout: ProjectLayout, stages: list[str], message: str) -> None:

@@ -10,7 +10,7 @@ import pytest
 from flows.layout import ProjectLayout
 from flows.project import init_project, set_params
 from flows.versioning import (VersioningError, commit_iteration, format_history, history,
-                              run, with_retries)
+                              run)
 
 
 def fake_iteration(lay: ProjectLayout, n: int, labels: str, map50: float) -> None:
@@ -71,24 +71,35 @@ def test_iterations_are_tagged_pushed_listed_and_restorable(project):
     assert not lay.batch_dir(2).exists()
 
 
-def test_push_retries_then_names_the_failure(project, monkeypatch):
+def test_a_failed_push_names_the_failure_and_keeps_the_iteration(project):
     lay = project
-    calls = []
-
-    def flaky():
-        calls.append(1)
-        if len(calls) < 3:
-            raise VersioningError("remote unreachable")
-        return "ok"
-    assert with_retries(flaky, attempts=4, delay_s=0.01) == "ok" and len(calls) == 3
-
     (lay.root / "not-a-dir").write_text("x")
     run(lay, "dvc", "remote", "add", "-f", "-d", "storage", str(lay.root / "not-a-dir"))
     fake_iteration(lay, 1, "labels", 0.1)
     with pytest.raises(VersioningError, match="dvc push"):
-        commit_iteration(lay, 1, [], repro=False, push_attempts=2, push_delay_s=0.01)
+        commit_iteration(lay, 1, [], repro=False)
     # the iteration itself is versioned even though the push failed; the next run pushes
     assert run(lay, "git", "tag", "-l").stdout.split() == ["iter-001"]
+
+
+@pytest.mark.prefect
+def test_prefect_retries_the_push_push_attempts_times_in_all(tmp_path, monkeypatch,
+                                                               prefect_harness):
+    import flows.versioning
+    from prefect import flow
+    from flows.loop import push
+    from flows.project import init_project
+    root = init_project(tmp_path / "p", params_overrides={
+        "flows.push_attempts": 3, "flows.push_delay_s": 0.01}).root
+    calls = []
+
+    def unreachable(layout):
+        calls.append(layout.root)
+        raise VersioningError("`dvc push` failed: remote unreachable")
+    monkeypatch.setattr(flows.versioning, "push_to_remote", unreachable)
+    with pytest.raises(VersioningError, match="remote unreachable"):
+        flow(name="push-test")(push)(str(root))
+    assert len(calls) == 3  # one push per attempt: no retry loop nested inside it
 
 
 def test_init_is_idempotent_and_offline(tmp_path):
