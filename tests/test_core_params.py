@@ -66,3 +66,46 @@ def test_cli_check_exits_1_with_the_message(tmp_path):
                           "check"], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 1
     assert "tiling: min_visible (2.0) must be in (0, 1]" in out.stderr
+
+
+@pytest.mark.parametrize("doc, message", [
+    # a wrong type, named by its full key path
+    ({"c3det": {"train": {"epochs": "many"}}},
+     "params.yaml: c3det.train.epochs: expected a whole number, got 'many'"),
+    ({"c3det": {"eval": {"click_steps": [0, "x"]}}},
+     r"c3det.eval.click_steps\[1\]: expected a whole number, got 'x'"),
+    # an unknown key: the closest known key is suggested
+    ({"c3det": {"train": {"epochz": 3}}},
+     r"c3det.train.epochz: unknown key \(did you mean 'epochs'\?\)"),
+    ({"flows": {"schedules": {"zzz": "0 * * * *"}}},
+     "flows.schedules.zzz: unknown key; allowed keys: retrain, check_batches"),
+    # a value outside a Literal's choices
+    ({"c3det": {"backbone": "vgg16"}},
+     "c3det.backbone: expected one of 'efficientnet_lite0', .*got 'vgg16'"),
+    # a section's cross-field rule (its check()), named by the section
+    ({"c3det": {"train": {"epochs": 0}}}, "c3det.train: epochs and batch_size must be >= 1"),
+    ({"features": {"simnet": {"batch_size": 1}}},
+     r"features.simnet: epochs must be >= 1 and batch_size >= 2"),
+])
+def test_nested_problems_name_the_key_path_and_the_file(tmp_path, doc, message):
+    path = write(tmp_path, doc)
+    with pytest.raises(ParamsError, match=message) as err:
+        load_params(path)
+    assert str(err.value).startswith(f"{path}: ")
+
+
+def test_validated_params_are_the_plain_dataclasses(tmp_path):
+    """The rest of the code uses attribute access and dataclasses.replace on them."""
+    import dataclasses
+    from c3det.config import TrainParams
+    from flows.config import FlowParams
+    params = load_params(write(tmp_path, {"flows": {"min_score": 0.25},
+                                          "c3det": {"train": {"epochs": 2}}}))
+    assert type(params) is Params and type(params.flows) is FlowParams
+    assert type(params.c3det.train) is TrainParams and params.c3det.train.epochs == 2
+    assert dataclasses.replace(params.flows, min_score=0.5).min_score == 0.5
+    assert params.c3det.train.lr_steps == TrainParams().lr_steps  # untouched keys: defaults
+
+
+def test_empty_section_keeps_the_defaults(tmp_path):
+    assert load_params(write(tmp_path, {"tiling": None})).tiling == Params().tiling
