@@ -32,9 +32,11 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from tqdm import tqdm
 
+from c3det import checkpoint
 from c3det.config import C3DetParams
 from c3det.data import DetectionDataset, collate
 from tinyloop.annotations import LabelSet
+from tinyloop.atomic import write_atomic, write_text_atomic
 
 STATE = "last.pt"
 MODEL = "model.pt"
@@ -81,24 +83,6 @@ def _device(rank: int) -> torch.device:
         torch.cuda.set_device(local % torch.cuda.device_count())
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
-
-
-def _save_atomic(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _save_model(path: Path, model: torch.nn.Module, meta: dict) -> None:
-    """Through c3det.checkpoint (H3a's format) when present, else a plain state dict file."""
-    try:
-        from c3det import checkpoint
-    except ImportError:
-        _save_atomic({"state_dict": model.state_dict(), "meta": meta}, path)
-        return
-    checkpoint.save(path, model, meta)
 
 
 def train(labels: LabelSet, image_root: str | Path, params: C3DetParams,
@@ -232,12 +216,12 @@ def train(labels: LabelSet, image_root: str | Path, params: C3DetParams,
                "data_wait_s": data_wait}
         history.append(row)
         if rank == 0:
-            _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                          "scaler": scaler.state_dict(), "epoch": epoch, "step": step,
-                          "kind": kind}, state_path)
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scaler": scaler.state_dict(), "epoch": epoch, "step": step, "kind": kind}
+            write_atomic(state_path, lambda f: torch.save(state, f))
             meta = {"kind": kind, "classes": list(labels.categories), "epoch": epoch,
                     "params": _plain(params), "class_box_sizes": box_sizes}
-            _save_model(out / MODEL, model, meta)
+            checkpoint.save(out / MODEL, model, meta)
             with open(out / METRICS, "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
         if world > 1:
@@ -289,7 +273,7 @@ def _read_metrics(path: Path, below_epoch: int) -> list[dict]:
         return []
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     rows = [r for r in rows if r["epoch"] < below_epoch]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
     return rows
 
 

@@ -21,7 +21,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -34,7 +33,7 @@ from features.config import FeaturesParams
 from features.extractors import (PoolImageFiles, build_extractor, pick_device,
                                  preprocess, resize_square)
 from tinyloop.annotations import ImageRecord, LabelSet
-from tinyloop.atomic import write_json_atomic
+from tinyloop.atomic import write_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -109,17 +108,8 @@ def save_store(out_dir: str | os.PathLike, vectors: np.ndarray, ids: list[str],
                fingerprint: dict) -> None:
     """Write embeddings.npy then ids.json, each atomically (temp file + rename)."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".embeddings.", suffix=".npy", dir=out_dir)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, np.ascontiguousarray(vectors, dtype=np.float32))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out_dir / EMBEDDINGS)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    rows = np.ascontiguousarray(vectors, dtype=np.float32)
+    write_atomic(out_dir / EMBEDDINGS, lambda f: np.save(f, rows))
     write_json_atomic(out_dir / IDS, {"ids": list(ids), "fingerprint": fingerprint})
 
 

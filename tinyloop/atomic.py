@@ -6,19 +6,24 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Write to a temporary file in the same directory, fsync it, then rename over `path`."""
+def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
+    """`write(f)` into a temporary file in the same directory, fsync it, then rename it
+    over `path`; on any error the temporary file goes and `path` is untouched.
+
+    For writers that want a binary file object: `write_atomic(p, lambda f: np.save(f, a))`,
+    `write_atomic(p, lambda f: torch.save(obj, f))`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -27,6 +32,19 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write to a temporary file in the same directory, fsync it, then rename over `path`."""
+    return write_atomic(path, lambda f: f.write(data))
+
+
+def copy_file_atomic(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Copy `src` to `dst` so that `dst` is the old file or the whole new one, never half."""
+    def copy(f: BinaryIO) -> None:
+        with open(src, "rb") as s:
+            shutil.copyfileobj(s, f)
+    return write_atomic(dst, copy)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
