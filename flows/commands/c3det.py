@@ -1,4 +1,4 @@
-"""`tinyloop train` and `tinyloop evaluate`: the interactive detector from the command line."""
+"""`tinyloop model train | evaluate`: the interactive detector from the command line."""
 from __future__ import annotations
 
 import argparse
@@ -6,24 +6,45 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from flows.commands.base import CliProject, Verb
+
 KINDS = ("plain", "early_fusion", "late_fusion", "c3det")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    fmt = argparse.RawDescriptionHelpFormatter
-    p = sub.add_parser(
-        "train", help="train the click-steered detector on a labels file",
-        formatter_class=fmt,
-        description="Train a detector on a labels file (tinyloop's COCO JSON, e.g. "
-                    "data/pool/ground_truth.json or a batch's labels.json) with simulated "
-                    "class-labelled clicks (K = min(U[0,20], #objects) per image, plus a share "
-                    "of click-free samples). The schedule is c3det.train in params.yaml "
-                    "(SGD, warm-up, step decay, crops). Uses CUDA + AMP when a GPU is present; "
-                    "launch with `torchrun --nproc_per_node N` for several GPUs. Every epoch "
-                    "writes OUT/model.pt, OUT/last.pt (for resuming) and a line of "
-                    "OUT/metrics.jsonl; running the same command again resumes after the "
-                    "last finished epoch.\n\nexample:\n  tinyloop train --labels "
-                    "data/pool/ground_truth.json --images sample/hit-uav --out models/try1")
+def verbs() -> list[Verb]:
+    return [
+        Verb("model", "train", cmd_model_train, _train_arguments, alias="train",
+             raw_description=True,
+             help="train the click-steered detector on a labels file",
+             description="Train a detector on a labels file (tinyloop's COCO JSON, e.g. "
+                         "data/pool/ground_truth.json or a batch's labels.json) with "
+                         "simulated class-labelled clicks (K = min(U[0,20], #objects) per "
+                         "image, plus a share of click-free samples). The schedule is "
+                         "c3det.train in params.yaml (SGD, warm-up, step decay, crops). Uses "
+                         "CUDA + AMP when a GPU is present; launch with "
+                         "`torchrun --nproc_per_node N` for several GPUs. Every epoch "
+                         "writes OUT/model.pt, OUT/last.pt (for resuming) and a line of "
+                         "OUT/metrics.jsonl; running the same command again resumes after the "
+                         "last finished epoch.\n\nexample:\n  tinyloop train --labels "
+                         "data/pool/ground_truth.json --images sample/hit-uav --out models/try1"),
+        Verb("model", "evaluate", cmd_model_evaluate, _evaluate_arguments, alias="evaluate",
+             raw_description=True,
+             help="mAP@0.5 against the number of clicks (0..20) of trained models",
+             description="For each test image, clicks are added one at a time on a random "
+                         "not-yet-clicked object (its centre and class); after each click mAP@0.5 "
+                         "over all test images is computed (pycocotools). Several independent "
+                         "sessions give mean +- std. Detections lying mostly (c3det.eval."
+                         "ignore_overlap) inside an ignore region are dropped before scoring. "
+                         "Also reports AP per class and by object size (sqrt(w*h) < 12, 12-20, "
+                         "20-32, > 32 px). Writes OUT.json and a PNG plot of all models' curves."
+                         "\n\nexample:\n  tinyloop evaluate --labels data/pool/ground_truth.json "
+                         "--images sample/hit-uav --split val --model models/c3det/model.pt "
+                         "--model models/plain/model.pt --passthrough models/plain/model.pt "
+                         "--out reports/map_vs_clicks"),
+    ]
+
+
+def _train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", required=True, help="labels file to train on")
     p.add_argument("--images", required=True,
                    help="folder the labels' image paths are relative to (the dataset root)")
@@ -39,22 +60,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="start from another run's last.pt where layer names and shapes match")
     p.add_argument("--no-resume", action="store_true",
                    help="start over even when OUT/last.pt exists")
-    p.set_defaults(func=run_train)
 
-    e = sub.add_parser(
-        "evaluate", help="mAP@0.5 against the number of clicks (0..20) of trained models",
-        formatter_class=fmt,
-        description="For each test image, clicks are added one at a time on a random "
-                    "not-yet-clicked object (its centre and class); after each click mAP@0.5 "
-                    "over all test images is computed (pycocotools). Several independent "
-                    "sessions give mean +- std. Detections lying mostly (c3det.eval."
-                    "ignore_overlap) inside an ignore region are dropped before scoring. "
-                    "Also reports AP per class and by object size (sqrt(w*h) < 12, 12-20, "
-                    "20-32, > 32 px). Writes OUT.json and a PNG plot of all models' curves."
-                    "\n\nexample:\n  tinyloop evaluate --labels data/pool/ground_truth.json "
-                    "--images sample/hit-uav --split val --model models/c3det/model.pt "
-                    "--model models/plain/model.pt --passthrough models/plain/model.pt "
-                    "--out reports/map_vs_clicks")
+
+def _evaluate_arguments(e: argparse.ArgumentParser) -> None:
     e.add_argument("--labels", required=True, help="labels file with the test ground truth")
     e.add_argument("--images", required=True, help="dataset root of the labels' image paths")
     e.add_argument("--model", action="append", default=[],
@@ -64,7 +72,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--split", default=None, help="evaluate only images of this split")
     e.add_argument("--max-images", type=int, default=None, help="first N images only")
     e.add_argument("--out", required=True, help="output path without extension")
-    e.set_defaults(func=run_evaluate)
 
 
 def _labels(args, params):
@@ -79,16 +86,11 @@ def _labels(args, params):
     return labels
 
 
-def _params(args):
-    from flows.params import Params, load_params
-    return load_params(args.params) if Path(args.params).exists() else Params()
-
-
-def run_train(args: argparse.Namespace) -> int:
+def cmd_model_train(args: argparse.Namespace, project: CliProject) -> int:
     from c3det.train import train
     from tinyloop.params import ParamsError
     try:
-        params = _params(args).c3det
+        params = project.params.c3det
     except ParamsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -104,7 +106,7 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_evaluate(args: argparse.Namespace) -> int:
+def cmd_model_evaluate(args: argparse.Namespace, project: CliProject) -> int:
     from c3det import checkpoint
     from c3det.baselines import Passthrough
     from c3det.evaluate import map_vs_clicks, plot_curves
@@ -112,7 +114,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if not args.model and not args.passthrough:
         print("error: give at least one --model or --passthrough checkpoint", file=sys.stderr)
         return 2
-    params = _params(args).c3det
+    params = project.params.c3det
     labels = _labels(args, params)
     if args.max_images:
         labels = dataclasses.replace(labels, images=labels.images[:args.max_images])

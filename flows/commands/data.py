@@ -1,4 +1,4 @@
-"""`tinyloop ingest | stats | convert | export`: get labelled data in and out of a project.
+"""`tinyloop data ingest | stats | convert | export`: get labelled data in and out of a project.
 
 Formats: voc, rolabelimg, yolo, dota, coco on import; the same plus yolo-dataset (the
 ultralytics layout) and fiftyone-coco on export. docs/formats.md describes each convention.
@@ -10,87 +10,96 @@ import json
 import sys
 from pathlib import Path
 
+from flows.commands.base import CliProject, Verb, project_option
 from tinyloop.formats import EXPORT_FORMATS, FORMATS
 
 FORMAT_HELP = ("voc (Pascal VOC XML), rolabelimg (XML with <robndbox>), yolo (txt, "
                "normalised), dota (labelTxt polygons), coco (JSON file)")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "ingest", help="import and check the raw dataset into data/pool/",
-        description="Import the raw dataset named by params.yaml `data` (images + labels in "
-                    f"one of: {FORMAT_HELP}; data.source is relative to params.yaml) and check every file: each image is decoded, "
-                    "every box checked against its image and the configured classes. Writes "
-                    "data/pool/manifest.json (images only), data/pool/ground_truth.json (the "
-                    "labels, when the source has any) and data/pool/import_report.json. All "
-                    "problems are listed at the end, each with its file and a fix; with "
-                    "problems nothing but the report is written unless --keep-going.")
-    _project_arg(p)
+def verbs() -> list[Verb]:
+    return [
+        Verb("data", "ingest", cmd_data_ingest, _ingest_arguments, alias="ingest",
+             help="import and check the raw dataset into data/pool/",
+             description="Import the raw dataset named by params.yaml `data` (images + "
+                         f"labels in one of: {FORMAT_HELP}; data.source is relative to "
+                         "params.yaml) and check every file: each image is decoded, every "
+                         "box checked against its image and the configured classes. Writes "
+                         "data/pool/manifest.json (images only), data/pool/ground_truth.json "
+                         "(the labels, when the source has any) and "
+                         "data/pool/import_report.json. All problems are listed at the end, "
+                         "each with its file and a fix; with problems nothing but the report "
+                         "is written unless --keep-going."),
+        Verb("data", "stats", cmd_data_stats, _stats_arguments, alias="stats",
+             help="images per split, objects per class, ignore regions, object sizes",
+             description="Print statistics of a labels file (default: the project's "
+                         "data/pool/ground_truth.json, else its manifest) or, with --source, "
+                         "of a raw dataset imported on the fly: images per split, objects per "
+                         "class, ignore regions, and object sizes sqrt(w*h) in the buckets "
+                         "<12, 12-20, 20-32, >32 px."),
+        Verb("data", "convert", cmd_data_convert, _convert_arguments, alias="convert",
+             help="convert a dataset's labels from one format to another",
+             description="Import the dataset at SOURCE in format --from (checking every "
+                         "file, as ingest does) and write its labels in format --to under "
+                         "OUT. Classes and ignore classes come from params.yaml `data` "
+                         "unless given."),
+        Verb("data", "export", cmd_data_export, _export_arguments, alias="export",
+             help="export a labels file to voc, yolo, coco, dota, fiftyone-coco ...",
+             description="Write a tinyloop labels file (default: the project's "
+                         "data/pool/ground_truth.json; any data/batches/NNN/labels.json "
+                         "works) in another format: voc, rolabelimg, yolo (txt + "
+                         "classes.txt), yolo-obb (YOLO-OBB corner points + classes.txt), "
+                         "yolo-dataset (images/, labels/, data.yaml for ultralytics; ignore "
+                         "regions masked in image copies), dota, coco (labels.json with "
+                         "tinyloop's extensions), fiftyone-coco (plain COCO for FiftyOne's "
+                         "COCODetectionDataset importer; ignore regions as iscrowd boxes)."),
+    ]
+
+
+PROJECT_HELP = "project directory (default: the directory of --params, else .)"
+
+
+def _ingest_arguments(p: argparse.ArgumentParser) -> None:
+    project_option(p, help=PROJECT_HELP)
     _source_args(p)
     p.add_argument("--keep-going", action="store_true",
                    help="write the pool even when some files have problems (they are left "
                         "out and listed in import_report.json)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=run_ingest)
 
-    s = sub.add_parser(
-        "stats", help="images per split, objects per class, ignore regions, object sizes",
-        description="Print statistics of a labels file (default: the project's "
-                    "data/pool/ground_truth.json, else its manifest) or, with --source, of a "
-                    "raw dataset imported on the fly: images per split, objects per class, "
-                    "ignore regions, and object sizes sqrt(w*h) in the buckets <12, 12-20, "
-                    "20-32, >32 px.")
-    s.add_argument("labels", nargs="?", help="a labels file (COCO JSON); default: the project's")
-    _project_arg(s)
-    _source_args(s)
-    s.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    s.set_defaults(func=run_stats)
 
-    c = sub.add_parser(
-        "convert", help="convert a dataset's labels from one format to another",
-        description="Import the dataset at SOURCE in format --from (checking every file, as "
-                    "ingest does) and write its labels in format --to under OUT. Classes and "
-                    "ignore classes come from params.yaml `data` unless given.")
-    c.add_argument("source", help="dataset root (holds the images directory)")
-    c.add_argument("out", help="output directory")
-    c.add_argument("--from", dest="src_format", required=True, choices=FORMATS,
+def _stats_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("labels", nargs="?", help="a labels file (COCO JSON); default: the project's")
+    project_option(p, help=PROJECT_HELP)
+    _source_args(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _convert_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", help="dataset root (holds the images directory)")
+    p.add_argument("out", help="output directory")
+    p.add_argument("--from", dest="src_format", required=True, choices=FORMATS,
                    help=FORMAT_HELP)
-    c.add_argument("--to", dest="dst_format", required=True, choices=EXPORT_FORMATS,
+    p.add_argument("--to", dest="dst_format", required=True, choices=EXPORT_FORMATS,
                    help="output format")
-    c.add_argument("--labels", help="labels directory or COCO file, relative to SOURCE "
+    p.add_argument("--labels", help="labels directory or COCO file, relative to SOURCE "
                                     "(default: params data.labels)")
-    c.add_argument("--images-dir", help="images directory relative to SOURCE "
+    p.add_argument("--images-dir", help="images directory relative to SOURCE "
                                         "(default: params data.images_dir)")
-    c.add_argument("--classes", help="comma-separated class names (default: params)")
-    c.add_argument("--ignore-classes", help="comma-separated ignore classes (default: params)")
-    c.add_argument("--keep-going", action="store_true",
+    p.add_argument("--classes", help="comma-separated class names (default: params)")
+    p.add_argument("--ignore-classes", help="comma-separated ignore classes (default: params)")
+    p.add_argument("--keep-going", action="store_true",
                    help="convert even when some files have problems (they are left out)")
-    c.set_defaults(func=run_convert)
 
-    e = sub.add_parser(
-        "export", help="export a labels file to voc, yolo, coco, dota, fiftyone-coco ...",
-        description="Write a tinyloop labels file (default: the project's "
-                    "data/pool/ground_truth.json; any data/batches/NNN/labels.json works) in "
-                    "another format: voc, rolabelimg, yolo (txt + classes.txt), yolo-obb "
-                    "(YOLO-OBB corner points + classes.txt), "
-                    "yolo-dataset (images/, labels/, data.yaml for ultralytics; ignore "
-                    "regions masked in image copies), dota, coco (labels.json with tinyloop's "
-                    "extensions), fiftyone-coco (plain COCO for FiftyOne's "
-                    "COCODetectionDataset importer; ignore regions as iscrowd boxes).")
-    e.add_argument("--format", required=True, choices=EXPORT_FORMATS, help="output format")
-    e.add_argument("--out", required=True, help="output directory")
-    e.add_argument("--labels", help="labels file to export (default: the project's ground "
+
+def _export_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", required=True, choices=EXPORT_FORMATS, help="output format")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--labels", help="labels file to export (default: the project's ground "
                                     "truth)")
-    e.add_argument("--image-root", help="where the images are (yolo-dataset; default: the "
+    p.add_argument("--image-root", help="where the images are (yolo-dataset; default: the "
                                         "dataset root recorded at import)")
-    _project_arg(e)
-    e.set_defaults(func=run_export)
-
-
-def _project_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--project", "-C", default=None,
-                   help="project directory (default: the directory of --params)")
+    project_option(p, help=PROJECT_HELP)
 
 
 def _source_args(p: argparse.ArgumentParser) -> None:
@@ -101,16 +110,6 @@ def _source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", dest="labels_path",
                    help="labels directory or COCO file, relative to the source "
                         "(default: params data.labels)")
-
-
-def load_context(args: argparse.Namespace):
-    """(params, project directory) from --params / --project; defaults when no params file."""
-    from flows.params import Params, load_params
-    params_path = Path(args.params)
-    params = load_params(params_path) if params_path.exists() else Params()
-    project = Path(args.project) if getattr(args, "project", None) else \
-        params_path.resolve().parent
-    return params, project
 
 
 def data_params(params, args: argparse.Namespace):
@@ -125,33 +124,29 @@ def data_params(params, args: argparse.Namespace):
     return data
 
 
-def source_root(params, project: Path, args: argparse.Namespace) -> Path:
+def source_root(project: CliProject, args: argparse.Namespace) -> Path:
     """--source is relative to the working directory; data.source to params.yaml's folder."""
-    source = Path(getattr(args, "source", None) or params.data.source)
-    if not source.is_absolute():
-        params_dir = Path(args.params).resolve().parent
-        base = Path.cwd() if getattr(args, "source", None) else \
-            params_dir if Path(args.params).exists() else project
-        source = base / source
-    return source
+    given = getattr(args, "source", None)
+    source = Path(given or project.params.data.source)
+    if source.is_absolute():
+        return source
+    return (Path.cwd() if given else project.params_dir) / source
 
 
-def run_ingest(args: argparse.Namespace) -> int:
-    from flows.layout import ProjectLayout
+def cmd_data_ingest(args: argparse.Namespace, project: CliProject) -> int:
     from tinyloop.atomic import write_json_atomic
     from tinyloop.ingest import DatasetError, import_dataset, write_pool
     from tinyloop.params import ParamsError
+    layout = project.layout
+    if layout.batch_numbers():
+        print(f"error: {project.root} has annotated batches ({layout.batches}); ingest would "
+              "replace the pool under them. Edit `data` in params.yaml and run `tinyloop "
+              "prepare`: it adds new images after the batches and refuses any other "
+              "change, saying what changed", file=sys.stderr)
+        return 1
     try:
-        params, project = load_context(args)
-        layout = ProjectLayout(project)
-        if layout.batch_numbers():
-            print(f"error: {project} has annotated batches ({layout.batches}); ingest would "
-                  "replace the pool under them. Edit `data` in params.yaml and run `tinyloop "
-                  "prepare`: it adds new images after the batches and refuses any other "
-                  "change, saying what changed", file=sys.stderr)
-            return 1
-        source = source_root(params, project, args)
-        labels, report = import_dataset(source, data_params(params, args),
+        labels, report = import_dataset(source_root(project, args),
+                                        data_params(project.params, args),
                                         progress=not args.no_progress)
     except (ParamsError, DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -169,55 +164,49 @@ def run_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_stats(args: argparse.Namespace) -> int:
-    from flows.layout import ProjectLayout
+def cmd_data_stats(args: argparse.Namespace, project: CliProject) -> int:
     from tinyloop.annotations import AnnotationError
-    from tinyloop.cocofile import read_labels
-    from tinyloop.ingest import DatasetError, import_dataset
+    from tinyloop.ingest import DatasetError
     from tinyloop.params import ParamsError
     from tinyloop.stats import dataset_stats, format_stats
     try:
-        params, project = load_context(args)
-        if args.source:
-            labels, report = import_dataset(source_root(params, project, args),
-                                            data_params(params, args), progress=False)
-            if report.problems:
-                print(report.summary(), file=sys.stderr)
-        else:
-            layout = ProjectLayout(project)
-            path = Path(args.labels) if args.labels else \
-                next((p for p in (layout.ground_truth, layout.manifest) if p.exists()), None)
-            if path is None:
-                print(f"error: no labels file given and {layout.manifest} does not exist; "
-                      "run `tinyloop ingest` first or pass a file or --source",
-                      file=sys.stderr)
-                return 1
-            labels = read_labels(path)
+        labels = _stats_labels(args, project)
     except (ParamsError, DatasetError, AnnotationError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    if labels is None:
+        print(f"error: no labels file given and {project.layout.manifest} does not exist; "
+              "run `tinyloop ingest` first or pass a file or --source", file=sys.stderr)
         return 1
     stats = dataset_stats(labels)
     print(json.dumps(stats, indent=1) if args.json else format_stats(stats))
     return 0
 
 
-def run_convert(args: argparse.Namespace) -> int:
+def _stats_labels(args: argparse.Namespace, project: CliProject):
+    """The labels `stats` describes: --source imported on the fly, the file given, or the
+    project's ground truth, else its manifest; None when there is none of them."""
+    from tinyloop.cocofile import read_labels
+    from tinyloop.ingest import import_dataset
+    if args.source:
+        labels, report = import_dataset(source_root(project, args),
+                                        data_params(project.params, args), progress=False)
+        if report.problems:
+            print(report.summary(), file=sys.stderr)
+        return labels
+    layout = project.layout
+    path = Path(args.labels) if args.labels else \
+        next((p for p in (layout.ground_truth, layout.manifest) if p.exists()), None)
+    return read_labels(path) if path is not None else None
+
+
+def cmd_data_convert(args: argparse.Namespace, project: CliProject) -> int:
     from dataclasses import replace
+    from tinyloop.config import DataParams
     from tinyloop.ingest import DatasetError, import_dataset
     from tinyloop.params import ParamsError, build
-    from tinyloop.config import DataParams
     try:
-        params, _ = load_context(args)
-        changes = {"format": args.src_format}
-        if args.src_format != "voc":
-            changes["oriented_labels"] = None
-        for key, value in (("labels", args.labels), ("images_dir", args.images_dir)):
-            if value:
-                changes[key] = value
-        for key, value in (("classes", args.classes), ("ignore_classes", args.ignore_classes)):
-            if value is not None:
-                changes[key] = [v.strip() for v in value.split(",") if v.strip()]
-        data = replace(params.data, **changes)
+        data = replace(project.params.data, **_convert_changes(args))
         build(DataParams, vars(data), "data", file="command line")  # runs the checks
         labels, report = import_dataset(args.source, data)
     except (ParamsError, DatasetError) as e:
@@ -231,16 +220,27 @@ def run_convert(args: argparse.Namespace) -> int:
     return _export(labels, args.dst_format, args.out, None)
 
 
-def run_export(args: argparse.Namespace) -> int:
-    from flows.layout import ProjectLayout
+def _convert_changes(args: argparse.Namespace) -> dict:
+    """params.data fields the convert command line sets."""
+    changes = {"format": args.src_format}
+    if args.src_format != "voc":
+        changes["oriented_labels"] = None
+    for key, value in (("labels", args.labels), ("images_dir", args.images_dir)):
+        if value:
+            changes[key] = value
+    for key, value in (("classes", args.classes), ("ignore_classes", args.ignore_classes)):
+        if value is not None:
+            changes[key] = [v.strip() for v in value.split(",") if v.strip()]
+    return changes
+
+
+def cmd_data_export(args: argparse.Namespace, project: CliProject) -> int:
     from tinyloop.annotations import AnnotationError
     from tinyloop.cocofile import read_labels
-    from tinyloop.params import ParamsError
+    path = Path(args.labels) if args.labels else project.layout.ground_truth
     try:
-        _, project = load_context(args)
-        path = Path(args.labels) if args.labels else ProjectLayout(project).ground_truth
         labels = read_labels(path)
-    except (ParamsError, AnnotationError) as e:
+    except AnnotationError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return _export(labels, args.format, args.out, args.image_root)

@@ -36,6 +36,8 @@ import sys
 import time
 from pathlib import Path
 
+from flows.commands.base import CliProject, Verb, project_option
+
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "sample" / "hit-uav"
 
@@ -102,12 +104,15 @@ def median_image_size(manifest: Path) -> tuple[int, int]:
             round(statistics.median(i.height for i in images)))
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "demo", help="run the whole loop on the bundled HIT-UAV sample (simulated annotator)",
-        description=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--project", "-C", default="runs/demo",
-                   help="project directory (default: %(default)s; created if missing)")
+def verbs() -> list[Verb]:
+    return [Verb(None, "demo", cmd_demo, _arguments, default_project="runs/demo",
+                 raw_description=True,
+                 help="run the whole loop on the bundled HIT-UAV sample (simulated annotator)",
+                 description=__doc__.split("\n\n", 1)[1])]
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
+    project_option(p, help="project directory (default: runs/demo; created if missing)")
     p.add_argument("--source", default=None,
                    help=f"dataset to use instead of the bundled sample ({SAMPLE})")
     p.add_argument("--iterations", type=int, default=None,
@@ -118,23 +123,22 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="delete the project directory first and start over")
     from flows.commands.loop import add_keep_going
     add_keep_going(p)
-    p.set_defaults(func=run_demo)
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    project = Path(args.project)
+def cmd_demo(args: argparse.Namespace, project: CliProject) -> int:
+    directory = project.root
     source = Path(args.source) if args.source else SAMPLE
     if not source.is_dir():
         print(f"error: dataset {source} not found; pass --source DIR", file=sys.stderr)
         return 1
-    if args.fresh and project.exists():
-        shutil.rmtree(project)
-    new_project = not (project / "params.yaml").exists()
-    if not new_project and args.source and not _same_source(project, source):
+    if args.fresh and directory.exists():
+        shutil.rmtree(directory)
+    new_project = not (directory / "params.yaml").exists()
+    if not new_project and args.source and not _same_source(directory, source):
         return 1
     from flows.project import init_project, set_params
     start = time.perf_counter()
-    layout = init_project(project, source=str(source),
+    layout = init_project(directory, source=str(source),
                           params_overrides=DEMO_PARAMS if new_project else None)
     if new_project:  # fitted to the images once they are imported (maybe on a later run)
         _fit_pending(layout).touch()
@@ -161,7 +165,7 @@ def run_demo(args: argparse.Namespace) -> int:
     last = rows[-1] if rows else {}
     print(f"\ncumulative: WT reduction {last.get('wt_reduction_cum')}% (seed 002's measure), "
           f"time incl. clicks {last.get('seconds_reduction_cum')}% vs labeling every box by hand")
-    print(f"report: {layout.report_html}\nhistory: tinyloop history -C {project}"
+    print(f"report: {layout.report_html}\nhistory: tinyloop history -C {directory}"
           f"\nfinished in {time.perf_counter() - start:.0f} s")
     return 0
 

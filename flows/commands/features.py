@@ -1,4 +1,4 @@
-"""`tinyloop embed` and `tinyloop order`: the DVC stages `features` and `order`.
+"""`tinyloop data embed` and `tinyloop data order`: the DVC stages `features` and `order`.
 
 Both read params.yaml (features / order sections) and the pool manifest that import wrote,
 and write their outputs under data/ (see flows/layout.py); both are incremental.
@@ -10,47 +10,55 @@ import logging
 import sys
 from pathlib import Path
 
+from flows.commands.base import CliProject, Verb, project_option
 
-def register(sub: argparse._SubParsersAction) -> None:
-    e = sub.add_parser(
-        "embed",
-        help="embed every pool image (EfficientNet-Lite, ResNet or SimNet) into data/features/",
-        description="Embed every image of the pool (data/pool/manifest.json) with the "
-                    "extractor in params.yaml `features` (efficientnet_lite0/1/2, resnet18, "
-                    "resnet50 or simnet; "
-                    "SimNet is trained on the pool first when its checkpoint is missing). "
-                    "Writes data/features/embeddings.npy (N x D float32, L2-normalised, "
-                    "memory-mappable) and ids.json. Incremental: only images not yet in the "
-                    "store are embedded. Unreadable images are listed and skipped "
-                    "(data/features/problems.json). This is the DVC stage `features`.")
-    e.add_argument("--root", default=None,
-                   help="project directory (default: the directory of --params)")
-    e.add_argument("--retrain-simnet", action="store_true",
+
+ROOT_HELP = "project directory (default: the directory of --params, else .)"
+
+
+def verbs() -> list[Verb]:
+    return [
+        Verb("data", "embed", cmd_data_embed, _embed_arguments, alias="embed",
+             help="embed every pool image (EfficientNet-Lite, ResNet or SimNet) into "
+                  "data/features/",
+             description="Embed every image of the pool (data/pool/manifest.json) with the "
+                         "extractor in params.yaml `features` (efficientnet_lite0/1/2, "
+                         "resnet18, resnet50 or simnet; SimNet is trained on the pool first "
+                         "when its checkpoint is missing). Writes data/features/embeddings.npy "
+                         "(N x D float32, L2-normalised, memory-mappable) and ids.json. "
+                         "Incremental: only images not yet in the store are embedded. "
+                         "Unreadable images are listed and skipped "
+                         "(data/features/problems.json). This is the DVC stage `features`."),
+        Verb("data", "order", cmd_data_order, _order_arguments, alias="order",
+             help="order the pool and cut it into batches (data/order.json)",
+             description="Order the whole pool with params.yaml `order` (dissimilar = "
+                         "farthest-first, similar, random, temporal) and cut the order into "
+                         "batches: the first holds order.first_batch_size images, the rest "
+                         "order.batch_size. Writes data/order.json {image_id: {position, "
+                         "batch}} atomically. When the pool has grown, existing positions "
+                         "never move; new images are appended in new batches. This is the "
+                         "DVC stage `order`."),
+    ]
+
+
+def _embed_arguments(p: argparse.ArgumentParser) -> None:
+    project_option(p, "--root", help=ROOT_HELP)
+    p.add_argument("--retrain-simnet", action="store_true",
                    help="train SimNet again even when its checkpoint exists")
-    e.add_argument("--no-progress", action="store_true", help="no progress bars")
-    e.set_defaults(func=run_embed)
-
-    o = sub.add_parser(
-        "order", help="order the pool and cut it into batches (data/order.json)",
-        description="Order the whole pool with params.yaml `order` (dissimilar = "
-                    "farthest-first, similar, random, temporal) and cut the order into "
-                    "batches: the first holds order.first_batch_size images, the rest "
-                    "order.batch_size. Writes data/order.json {image_id: {position, batch}} "
-                    "atomically. When the pool has grown, existing positions never move; "
-                    "new images are appended in new batches. This is the DVC stage `order`.")
-    o.add_argument("--root", default=None,
-                   help="project directory (default: the directory of --params)")
-    o.set_defaults(func=run_order)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def _setup(args):
-    from flows.layout import ProjectLayout
-    from flows.params import load_params
+def _order_arguments(p: argparse.ArgumentParser) -> None:
+    project_option(p, "--root", help=ROOT_HELP)
+
+
+def _setup(project: CliProject):
+    """(params, layout, pool); the params file must exist (these are DVC stages of a
+    project), and so must the pool."""
     from tinyloop.cocofile import read_labels
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    params = load_params(args.params)
-    root = Path(args.root) if args.root else Path(args.params).resolve().parent
-    layout = ProjectLayout(root)
+    params = project.require_params()
+    layout = project.layout
     if not layout.manifest.exists():
         raise FileNotFoundError(f"{layout.manifest} not found; import the pool first "
                                 "(`tinyloop ingest`)")
@@ -66,13 +74,13 @@ def _image_root(params, layout, pool) -> Path:
     return root
 
 
-def run_embed(args: argparse.Namespace) -> int:
+def cmd_data_embed(args: argparse.Namespace, project: CliProject) -> int:
     from features.embed import EmbedError, update_store
     from features.extractors import WeightsError
     from features.simnet import ensure_simnet
     from tinyloop.params import ParamsError
     try:
-        params, layout, pool = _setup(args)
+        params, layout, pool = _setup(project)
         fp = params.features
         image_root = _image_root(params, layout, pool)
         fp, history = ensure_simnet(
@@ -91,12 +99,12 @@ def run_embed(args: argparse.Namespace) -> int:
     return 0 if len(ids) else 1
 
 
-def run_order(args: argparse.Namespace) -> int:
+def cmd_data_order(args: argparse.Namespace, project: CliProject) -> int:
     from features.embed import load_store
     from features.order import OrderError, order_pool
     from tinyloop.params import ParamsError
     try:
-        params, layout, pool = _setup(args)
+        params, layout, pool = _setup(project)
         records = [im.image for im in pool.images]
         op = params.order
         if op.method in ("dissimilar", "similar"):

@@ -1,120 +1,139 @@
-"""`tinyloop init|prepare|iterate|simulate|resume|serve|history|report|step`: run the loop."""
+"""`tinyloop loop init|prepare|iterate|simulate|resume|serve|history|sweep|step` and
+`tinyloop report`: run the loop, report on it."""
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
 
-RAW = argparse.RawDescriptionHelpFormatter
+from flows.commands.base import CliProject, Verb, project_option
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("init", help="make a directory a tinyloop project (git, DVC, params)",
-                       formatter_class=RAW, description=(
-                           "Create (or repair) a project: git init, dvc init with analytics "
-                           "off, a default DVC remote (a local directory unless --remote "
-                           "names e.g. s3://bucket/path), params.yaml and dvc.yaml."))
-    p.add_argument("dir", nargs="?", default=".", help="project directory (default: .)")
+PROJECT_HELP = "project directory made by `tinyloop init` (default: .)"
+
+PREPARE = ("Run the `prepare` flow: import the raw data (data.source), embed every pool image, "
+           "order the pool into batches (order.method) and version the result. Prints the "
+           "import summary; problems stop it unless --keep-going. After an edit of "
+           "params.yaml `data` the pool is imported again and features and order rebuilt; "
+           "once a batch exists only new images are accepted (appended to the order): "
+           "annotated batches are never rewritten.")
+SIMULATE = ("Run `prepare` and then every iteration with a simulated annotator correcting "
+            "each batch through the annotation store: the loop end to end without people. "
+            "Prints the per-batch workload table and writes reports/index.html. Re-running "
+            "after an interruption continues where it stopped.")
+ITERATE = ("Pre-annotate the next batch, publish it to the annotation store (flows.store), "
+           "pause until the batch is marked done (FiftyOne's 'Mark batch done' or `tinyloop "
+           "resume`), then pull, compute the workload, retrain, evaluate, report and version "
+           "(tag iter-NNN).")
+RESUME = ("Mark the batch done (as the App's 'Mark batch done' does). If an `iterate` run is "
+          "paused waiting for it, that run resumes; otherwise (it was detached or killed) the "
+          "rest of the iteration runs here. Finished steps are never repeated.")
+SERVE = ("Register `retrain` and `check-batches` as Prefect deployments with the cron "
+         "schedules of flows.schedules and serve them (runs until interrupted). Point "
+         "PREFECT_API_URL at a server started with scripts/prefect-server start to see them "
+         "in the UI.")
+SWEEP = ("Run `simulate` once per cell of the grid, each in its own project under "
+         "PROJECT/sweep/<ordering>-<preannotator>-<features> with the project's params plus "
+         "the cell's, and write the seed paper's Table 1 (WT and WB reduction % at IoU 0.5 "
+         "and 0.7) to PROJECT/sweep/table1.md and table1.json. Cells resume like any "
+         "project; a failing cell (e.g. imagenet without cached weights) is reported and the "
+         "sweep goes on. Random and temporal orderings ignore the features: they run once "
+         "per pre-annotator.")
+
+
+def verbs() -> list[Verb]:
+    return [
+        Verb("loop", "init", cmd_loop_init, _init_arguments, alias="init",
+             help="make a directory a tinyloop project (git, DVC, params)",
+             description="Create (or repair) a project: git init, dvc init with analytics "
+                         "off, a default DVC remote (a local directory unless --remote "
+                         "names e.g. s3://bucket/path), params.yaml and dvc.yaml."),
+        Verb("loop", "prepare", cmd_loop_prepare, _prepare_arguments, alias="prepare",
+             help="ingest, embed and order the pool into batches (Prefect flow)",
+             description=PREPARE),
+        Verb("loop", "simulate", cmd_loop_simulate, _simulate_arguments, alias="simulate",
+             help="run the whole loop with the simulated annotator (Prefect flow)",
+             description=SIMULATE),
+        Verb("loop", "iterate", cmd_loop_iterate, _iterate_arguments, alias="iterate",
+             help="run one iteration for people (pauses for the batch)",
+             description=ITERATE),
+        Verb("loop", "resume", cmd_loop_resume, _resume_arguments, alias="resume",
+             help="mark a batch done and continue its iteration", description=RESUME),
+        Verb("loop", "history", cmd_loop_history, _project_only, alias="history",
+             help="table of versioned iterations (metrics, params diffs)",
+             description="One row per git tag iter-NNN: labeled images, mAP@0.5, "
+                         "cumulative WT/WB reduction and the params changed since the "
+                         "previous iteration. Restore one with "
+                         "`git checkout iter-NNN && dvc checkout`."),
+        Verb("loop", "serve", cmd_loop_serve, _project_only, alias="serve",
+             help="serve the flows as deployments with cron schedules", description=SERVE),
+        Verb("loop", "sweep", cmd_loop_sweep, _sweep_arguments, alias="sweep",
+             help="compare orderings x pre-annotators x features (Table 1)",
+             description=SWEEP),
+        Verb("loop", "step", cmd_loop_step, _step_arguments, alias="step",
+             help="run one dvc.yaml stage's computation (used by dvc repro)",
+             description="Run a stage of dvc.yaml in the current project: the same "
+                         "function the Prefect flow runs for it."),
+        # `tinyloop report` (the noun alone) is this verb, as before the nouns existed
+        Verb("report", "build", cmd_report_build, _project_only, noun_default=True,
+             help="rebuild reports/index.html and report.md (the default)",
+             description="Write the per-batch workload table and plots as a "
+                         "self-contained HTML file and markdown; print the table."),
+    ]
+
+
+def _project_only(p: argparse.ArgumentParser) -> None:
+    project_option(p, help=PROJECT_HELP)
+
+
+def _init_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", nargs="?", default=None,
+                   help="project directory (default: -C PROJECT, else .)")
     p.add_argument("--source", help="raw dataset directory (sets data.source)")
     p.add_argument("--remote", help="DVC remote URL or directory (default: project.dvc_remote)")
-    p.set_defaults(func=cmd_init)
 
-    for name, helptext, desc in [
-        ("prepare", "ingest, embed and order the pool into batches (Prefect flow)",
-         "Run the `prepare` flow: import the raw data (data.source), embed every pool image, "
-         "order the pool into batches (order.method) and version the result. Prints the "
-         "import summary; problems stop it unless --keep-going. After an edit of "
-         "params.yaml `data` the pool is imported again and features and order rebuilt; "
-         "once a batch exists only new images are accepted (appended to the order): "
-         "annotated batches are never rewritten."),
-        ("simulate", "run the whole loop with the simulated annotator (Prefect flow)",
-         "Run `prepare` and then every iteration with a simulated annotator correcting each "
-         "batch through the annotation store: the loop end to end without people. Prints "
-         "the per-batch workload table and writes reports/index.html. Re-running after an "
-         "interruption continues where it stopped."),
-    ]:
-        p = sub.add_parser(name, help=helptext, description=desc, formatter_class=RAW)
-        _project_arg(p)
-        if name == "simulate":
-            p.add_argument("--iterations", type=int, help="batches to run (default: "
-                           "flows.iterations)")
-        add_keep_going(p)
-        p.set_defaults(func=cmd_prepare if name == "prepare" else cmd_simulate)
 
-    p = sub.add_parser("iterate", help="run one iteration for people (pauses for the batch)",
-                       formatter_class=RAW, description=(
-                           "Pre-annotate the next batch, publish it to the annotation store "
-                           "(flows.store), pause until the batch is marked done (FiftyOne's "
-                           "'Mark batch done' or `tinyloop resume`), then pull, compute the "
-                           "workload, retrain, evaluate, report and version (tag iter-NNN)."))
-    _project_arg(p)
+def _prepare_arguments(p: argparse.ArgumentParser) -> None:
+    project_option(p, help=PROJECT_HELP)
+    add_keep_going(p)
+
+
+def _simulate_arguments(p: argparse.ArgumentParser) -> None:
+    project_option(p, help=PROJECT_HELP)
+    p.add_argument("--iterations", type=int, help="batches to run (default: "
+                   "flows.iterations)")
+    add_keep_going(p)
+
+
+def _iterate_arguments(p: argparse.ArgumentParser) -> None:
+    project_option(p, help=PROJECT_HELP)
     p.add_argument("--batch", type=int, help="batch number (default: the next unfinished)")
     p.add_argument("--detach", action="store_true",
                    help="publish the batch and exit instead of waiting (for waits of days); "
                         "`tinyloop resume` continues")
-    p.set_defaults(func=cmd_iterate)
 
-    p = sub.add_parser("resume", help="mark a batch done and continue its iteration",
-                       formatter_class=RAW, description=(
-                           "Mark the batch done (as the App's 'Mark batch done' does). If an "
-                           "`iterate` run is paused waiting for it, that run resumes; "
-                           "otherwise (it was detached or killed) the rest of the iteration "
-                           "runs here. Finished steps are never repeated."))
-    _project_arg(p)
+
+def _resume_arguments(p: argparse.ArgumentParser) -> None:
+    project_option(p, help=PROJECT_HELP)
     p.add_argument("--batch", type=int, help="batch number (default: the next unfinished)")
     p.add_argument("--no-continue", action="store_true",
                    help="only mark done and resume a waiting run; do not run anything here")
-    p.set_defaults(func=cmd_resume)
 
-    p = sub.add_parser("history", help="table of versioned iterations (metrics, params diffs)",
-                       description="One row per git tag iter-NNN: labeled images, mAP@0.5, "
-                                   "cumulative WT/WB reduction and the params changed since "
-                                   "the previous iteration. Restore one with "
-                                   "`git checkout iter-NNN && dvc checkout`.")
-    _project_arg(p)
-    p.set_defaults(func=cmd_history)
 
-    p = sub.add_parser("report", help="rebuild reports/index.html and report.md",
-                       description="Write the per-batch workload table and plots as a "
-                                   "self-contained HTML file and markdown; print the table.")
-    _project_arg(p)
-    p.set_defaults(func=cmd_report)
-
-    p = sub.add_parser("serve", help="serve the flows as deployments with cron schedules",
-                       formatter_class=RAW, description=(
-                           "Register `retrain` and `check-batches` as Prefect deployments with "
-                           "the cron schedules of flows.schedules and serve them (runs until "
-                           "interrupted). Point PREFECT_API_URL at a server started with "
-                           "scripts/prefect-server start to see them in the UI."))
-    _project_arg(p)
-    p.set_defaults(func=cmd_serve)
-
-    p = sub.add_parser("sweep", help="compare orderings x pre-annotators x features (Table 1)",
-                       formatter_class=RAW, description=(
-                           "Run `simulate` once per cell of the grid, each in its own project "
-                           "under PROJECT/sweep/<ordering>-<preannotator>-<features> with the "
-                           "project's params plus the cell's, and write the seed paper's "
-                           "Table 1 (WT and WB reduction % at IoU 0.5 and 0.7) to "
-                           "PROJECT/sweep/table1.md and table1.json. Cells resume like any "
-                           "project; a failing cell (e.g. imagenet without cached weights) is "
-                           "reported and the sweep goes on. Random and temporal orderings "
-                           "ignore the features: they run once per pre-annotator."))
-    _project_arg(p)
+def _sweep_arguments(p: argparse.ArgumentParser) -> None:
+    project_option(p, help=PROJECT_HELP)
     p.add_argument("--orderings", nargs="+", default=["random", "dissimilar"],
                    choices=["random", "dissimilar", "similar", "temporal"])
     p.add_argument("--preannotators", nargs="+", default=["c3det"],
                    choices=["c3det", "plain"])
     p.add_argument("--features", nargs="+", default=["random-init"],
                    choices=["random-init", "imagenet", "simnet"])
-    p.set_defaults(func=cmd_sweep)
 
-    p = sub.add_parser("step", help="run one dvc.yaml stage's computation (used by dvc repro)",
-                       description="Run a stage of dvc.yaml in the current project: the same "
-                                   "function the Prefect flow runs for it.")
+
+def _step_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", choices=["ingest", "features", "order", "train", "evaluate",
                                     "preannotate", "report"])
-    _project_arg(p)
-    p.set_defaults(func=cmd_step)
+    project_option(p, help=PROJECT_HELP)
 
 
 def add_keep_going(p: argparse.ArgumentParser) -> None:
@@ -145,29 +164,27 @@ def import_pool_or_explain(root: str, keep_going: bool):
     return result
 
 
-def _project_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--project", "-C", default=".",
-                   help="project directory made by `tinyloop init` (default: .)")
-
-
-def _root(args) -> str:
+def _flow_root(project: CliProject) -> str:
+    """The project at or above -C (the flows read its params.yaml), with the Prefect
+    settings of that project in the environment."""
     from flows.project import find_root
-    root = str(find_root(args.project))
     from flows.runtime import prefect_env
+    root = str(find_root(project.root))
     prefect_env(root)
     return root
 
 
-def cmd_init(args) -> int:
+def cmd_loop_init(args: argparse.Namespace, project: CliProject) -> int:
     from flows.project import init_project
-    layout = init_project(args.dir, source=args.source, remote=args.remote)
-    print(f"project ready in {layout.root}; next: tinyloop simulate -C {args.dir}  (or "
+    directory = args.dir or str(project.root)
+    layout = init_project(directory, source=args.source, remote=args.remote)
+    print(f"project ready in {layout.root}; next: tinyloop simulate -C {directory}  (or "
           f"prepare + iterate with people)")
     return 0
 
 
-def cmd_prepare(args) -> int:
-    root = _root(args)
+def cmd_loop_prepare(args: argparse.Namespace, project: CliProject) -> int:
+    root = _flow_root(project)
     if import_pool_or_explain(root, args.keep_going) is None:
         return 1
     from flows.loop import prepare, with_runner
@@ -175,8 +192,8 @@ def cmd_prepare(args) -> int:
     return 0
 
 
-def cmd_simulate(args) -> int:
-    root = _root(args)
+def cmd_loop_simulate(args: argparse.Namespace, project: CliProject) -> int:
+    root = _flow_root(project)
     if import_pool_or_explain(root, args.keep_going) is None:
         return 1
     from flows.loop import simulate
@@ -187,15 +204,15 @@ def cmd_simulate(args) -> int:
     return 0
 
 
-def cmd_iterate(args) -> int:
-    root = _root(args)
+def cmd_loop_iterate(args: argparse.Namespace, project: CliProject) -> int:
+    root = _flow_root(project)
     from flows.loop import iteration, with_runner
     with_runner(iteration, root)(root, args.batch, simulated=False, detach=args.detach)
     return 0
 
 
-def cmd_resume(args) -> int:
-    root = _root(args)
+def cmd_loop_resume(args: argparse.Namespace, project: CliProject) -> int:
+    root = _flow_root(project)
     from flows.human_wait import signal_done
     from flows.loop import iteration, next_batch, with_runner
     from flows.steps import Project
@@ -213,30 +230,30 @@ def cmd_resume(args) -> int:
     return 0
 
 
-def cmd_history(args) -> int:
+def cmd_loop_history(args: argparse.Namespace, project: CliProject) -> int:
     from flows.versioning import format_history, history
     from flows.layout import ProjectLayout
-    print(format_history(history(ProjectLayout(_root(args)))))
+    print(format_history(history(ProjectLayout(_flow_root(project)))))
     return 0
 
 
-def cmd_report(args) -> int:
+def cmd_report_build(args: argparse.Namespace, project: CliProject) -> int:
     from flows.layout import ProjectLayout
     from flows.report import build_report, format_table
-    out = build_report(ProjectLayout(_root(args)))
+    out = build_report(ProjectLayout(_flow_root(project)))
     print(format_table(out["rows"]))
     print(f"report: {out['html']}")
     return 0
 
 
-def cmd_serve(args) -> int:
+def cmd_loop_serve(args: argparse.Namespace, project: CliProject) -> int:
     from flows.serve import serve
-    serve(_root(args))
+    serve(_flow_root(project))
     return 0
 
 
-def cmd_sweep(args) -> int:
-    root = _root(args)
+def cmd_loop_sweep(args: argparse.Namespace, project: CliProject) -> int:
+    root = _flow_root(project)
     from flows.sweep import format_table1, sweep
     rows = sweep(root, args.orderings, args.preannotators, args.features)
     print(format_table1(rows))
@@ -244,10 +261,10 @@ def cmd_sweep(args) -> int:
     return 0
 
 
-def cmd_step(args) -> int:
+def cmd_loop_step(args: argparse.Namespace, project: CliProject) -> int:
     from flows import steps
     from flows.layout import ProjectLayout
-    root = _root(args)
+    root = _flow_root(project)
     p = steps.Project.open(root)
     last = max(p.layout.labeled_batches(), default=0)
     name = args.name

@@ -4,35 +4,45 @@ from __future__ import annotations
 import argparse
 import sys
 
-import yaml
-
-from tinyloop.params import ParamsError, to_dict
+from flows.commands.base import CliProject, Verb
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("params", help="validate params.yaml or show every knob",
-                       description="Validate params.yaml (every unknown key or bad value is "
-                                   "named) or print the full set of knobs with defaults.")
-    p.add_argument("action", choices=["check", "show"],
-                   help="check: validate and exit 1 on a problem; show: print all values")
-    p.set_defaults(func=run)
+def verbs() -> list[Verb]:
+    return [
+        Verb("params", "check", cmd_params_check, _no_arguments,
+             help="validate params.yaml; exit 1 naming the bad key",
+             description="Validate params.yaml (--params, else PROJECT/params.yaml): every "
+                         "unknown key or bad value is named with its path; exit 1 on a "
+                         "problem."),
+        Verb("params", "show", cmd_params_show, _no_arguments,
+             help="print every knob with its value (the defaults without a params.yaml)",
+             description="Print the full set of knobs: params.yaml's values, the defaults "
+                         "for every key it leaves out (all defaults when there is none)."),
+    ]
 
 
-def run(args: argparse.Namespace) -> int:
-    from flows.params import Params, load_params
+def _no_arguments(p: argparse.ArgumentParser) -> None:
+    pass
+
+
+def cmd_params_check(args: argparse.Namespace, project: CliProject) -> int:
+    from tinyloop.params import ParamsError
     try:
-        params = load_params(args.params) if args.action == "check" or \
-            _exists(args.params) else Params()
+        project.require_params()
     except ParamsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    if args.action == "check":
-        print(f"{args.params}: ok")
-    else:
-        print(yaml.safe_dump(to_dict(params), sort_keys=False), end="")
+    print(f"{project.params_path}: ok")
     return 0
 
 
-def _exists(path: str) -> bool:
-    from pathlib import Path
-    return Path(path).exists()
+def cmd_params_show(args: argparse.Namespace, project: CliProject) -> int:
+    import yaml
+    from tinyloop.params import ParamsError, to_dict
+    try:
+        params = project.params
+    except ParamsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(yaml.safe_dump(to_dict(params), sort_keys=False), end="")
+    return 0

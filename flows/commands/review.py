@@ -1,9 +1,10 @@
-"""`tinyloop review BATCH`: order a corrected batch for review, most likely wrong first."""
+"""`tinyloop loop review BATCH`: order a corrected batch for review, most likely wrong first."""
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
+
+from flows.commands.base import CliProject, Verb, project_option
 
 DESCRIPTION = """\
 Rank the images of a batch by how many box errors they probably still have, from the
@@ -15,24 +16,24 @@ and writes data/batches/NNN/review.json {"order": [...], "predicted_error": {...
 Reviewers start at the top of the list. Works on batches edited through the file store."""
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("review", help="order a batch's images for review, worst first "
-                                      "(quality ranker)",
-                       description=DESCRIPTION,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+def verbs() -> list[Verb]:
+    return [Verb("loop", "review", cmd_loop_review, _arguments, alias="review",
+                 help="order a batch's images for review, worst first (quality ranker)",
+                 description=DESCRIPTION, raw_description=True)]
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("batch", type=int, help="batch number to order")
-    p.add_argument("--project", "-C", default=".", help="project directory (default: .)")
+    project_option(p)
     p.add_argument("--train-on", default=None,
                    help="comma-separated batch numbers to learn from (default: every other "
                         "batch with labels)")
     p.add_argument("--top", type=int, default=20, help="images to print (default: 20)")
-    p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from flows.layout import ProjectLayout
+def cmd_loop_review(args: argparse.Namespace, project: CliProject) -> int:
     from flows.ranker import order_batch_for_review
-    layout = ProjectLayout(Path(args.project))
+    layout = project.layout
     try:
         train = [int(x) for x in args.train_on.split(",")] if args.train_on else None
     except ValueError:

@@ -1,21 +1,27 @@
-"""`tinyloop synthetic OUT`: write a synthetic tiny-object dataset to try the loop on."""
+"""`tinyloop data synthetic OUT`: write a synthetic tiny-object dataset to try the loop on."""
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
 
+from flows.commands.base import CliProject, Verb
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "synthetic", help="write a synthetic tiny-object dataset (PNGs + COCO labels)",
+
+def verbs() -> list[Verb]:
+    return [Verb(
+        "data", "synthetic", cmd_data_synthetic, _arguments, alias="synthetic",
+        help="write a synthetic tiny-object dataset (PNGs + COCO labels)",
         description="Write N deterministic synthetic grayscale images of tiny objects on "
                     "textured backgrounds into OUT/images/ with their exact labels in "
                     "OUT/labels.json (tinyloop's COCO file). Each class is drawn as its own "
                     "shape (disc, square, cross, ring, triangle, diamond; then the same "
                     "shapes dark), so a detector learns them in minutes on a CPU. The same "
                     "seed always gives the same files. Prints the params.yaml `data` section "
-                    "that imports the result.")
+                    "that imports the result.")]
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("out", type=Path, help="output directory (created; existing files with "
                                           "the same names are replaced)")
     p.add_argument("-n", "--images", type=int, default=100, help="number of images "
@@ -34,10 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="turn each object by a random angle and label it with its oriented "
                         "box (cx, cy, w, h, angle) as well")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def cmd_data_synthetic(args: argparse.Namespace, project: CliProject) -> int:
     from tinyloop.synthetic import make_synthetic
     try:
         labels, _ = make_synthetic(args.images, size=tuple(args.size), classes=args.classes,

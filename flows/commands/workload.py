@@ -1,10 +1,11 @@
-"""`tinyloop workload BATCH`: what correcting a batch changed and what it cost."""
+"""`tinyloop report workload BATCH`: what correcting a batch changed and what it cost."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from pathlib import Path
+
+from flows.commands.base import CliProject, Verb, project_option
 
 DESCRIPTION = """\
 Diff a batch's corrected labels (data/batches/NNN/labels.json) against the model's first
@@ -26,40 +27,33 @@ hand (objects * T). Both match thresholds of workload.report_ious are shown; the
 cumulative line sums batches 1..BATCH."""
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("workload", help="diff a corrected batch against its pre-annotation "
-                                        "and print WB, WT and seconds saved",
-                       description=DESCRIPTION,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+def verbs() -> list[Verb]:
+    return [Verb("report", "workload", cmd_report_workload, _arguments, alias="workload",
+                 help="diff a corrected batch against its pre-annotation and print WB, WT "
+                      "and seconds saved",
+                 description=DESCRIPTION, raw_description=True)]
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("batch", type=int, help="batch number (1 = the first, fully manual batch)")
-    p.add_argument("--project", "-C", default=".",
-                   help="project directory (default: .)")
+    project_option(p)
     p.add_argument("--images", action="store_true",
                    help="also print the diff of every image")
     p.add_argument("--json", action="store_true", help="print the workload as JSON")
     p.add_argument("--write", action="store_true",
                    help="(re)write data/batches/NNN/workload.json")
-    p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from flows.layout import ProjectLayout
-    from flows.params import load_params
+def cmd_report_workload(args: argparse.Namespace, project: CliProject) -> int:
     from tinyloop.annotations import AnnotationError
     from tinyloop.atomic import write_json_atomic
     from tinyloop.params import ParamsError
-
-    root = Path(args.project)
-    layout = ProjectLayout(root)
-    params_path = layout.params if layout.params.exists() else Path(args.params)
+    layout = project.layout
     try:
-        cost = load_params(params_path).workload if params_path.exists() else None
+        cost = project.params.workload  # the defaults when there is no params.yaml
     except ParamsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    if cost is None:
-        from flows.config import WorkloadParams
-        cost = WorkloadParams()
     try:
         per_batch = [compute(layout, n, cost) for n in range(1, args.batch + 1)
                      if layout.labels(n).exists() or n == args.batch]
