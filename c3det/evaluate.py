@@ -33,6 +33,7 @@ from c3det.clicks import click_order, clicks_for
 from c3det.config import EvalParams
 from c3det.data import DetectionDataset
 from tinyloop.annotations import LabelSet
+from tinyloop.boxes import in_ignore_regions
 
 Predictions = list[dict]  # per image {"boxes": (D,4), "labels": (D,) 1..C, "scores": (D,)}
 
@@ -44,15 +45,11 @@ def size_labels(edges: list[float]) -> list[str]:
 
 
 def drop_ignored(boxes: torch.Tensor, ignore: torch.Tensor, overlap: float) -> torch.Tensor:
-    """(D,) bool: detections to keep (less than `overlap` of their area in any ignore box)."""
-    if len(ignore) == 0 or len(boxes) == 0:
-        return torch.ones(len(boxes), dtype=torch.bool)
-    b, g = boxes[:, None, :].float(), ignore[None, :, :].float()
-    iw = (torch.minimum(b[..., 2], g[..., 2]) - torch.maximum(b[..., 0], g[..., 0])).clamp(min=0)
-    ih = (torch.minimum(b[..., 3], g[..., 3]) - torch.maximum(b[..., 1], g[..., 1])).clamp(min=0)
-    area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).clamp(min=1e-6)
-    share = (iw * ih / area[:, None]).max(dim=1).values
-    return share < overlap
+    """(D,) bool: detections to keep (not in an ignore box by tinyloop.boxes' rule: less
+    than `overlap` of their area inside each)."""
+    inside = in_ignore_regions(boxes.detach().cpu().double().numpy(),
+                               ignore.detach().cpu().double().numpy(), overlap)
+    return torch.from_numpy(~inside)
 
 
 def coco_map(gts: list[dict], preds: Predictions, categories: list[str],

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from tinyloop.annotations import Annotation, IgnoreRegion, ImageLabels, LabelSet
+from tinyloop.boxes import in_ignore_regions, iou_matrix as box_iou_matrix
 
 CATEGORIES = ("accepted", "moved", "relabeled", "deleted", "added")
 
@@ -102,28 +103,18 @@ class BatchDiff:
 
 # --- diff ----------------------------------------------------------------------------------
 
-def in_ignore(a: Annotation, regions: list[IgnoreRegion], min_fraction: float = 0.5) -> bool:
-    """True when at least `min_fraction` of the box's area lies inside one ignore region."""
-    for r in regions:
-        iw = min(a.box.x2, r.box.x2) - max(a.box.x1, r.box.x1)
-        ih = min(a.box.y2, r.box.y2) - max(a.box.y1, r.box.y1)
-        if iw > 0 and ih > 0 and iw * ih >= min_fraction * max(a.box.area, 1e-9):
-            return True
-    return False
+def outside_ignore(anns: list[Annotation], regions: list[IgnoreRegion]) -> list[Annotation]:
+    """The annotations that do not lie in an ignore region (tinyloop.boxes' rule: half
+    their area or more inside one region)."""
+    if not anns or not regions:
+        return list(anns)
+    inside = in_ignore_regions([a.box.xyxy() for a in anns], [r.box.xyxy() for r in regions])
+    return [a for a, ignored in zip(anns, inside) if not ignored]
 
 
 def iou_matrix(a: list[Annotation], b: list[Annotation]) -> np.ndarray:
     """(len(a), len(b)) IoU of the axis-aligned boxes."""
-    if not a or not b:
-        return np.zeros((len(a), len(b)))
-    A = np.array([x.box.xyxy() for x in a], dtype=np.float64)[:, None, :]
-    B = np.array([x.box.xyxy() for x in b], dtype=np.float64)[None, :, :]
-    iw = np.clip(np.minimum(A[..., 2], B[..., 2]) - np.maximum(A[..., 0], B[..., 0]), 0, None)
-    ih = np.clip(np.minimum(A[..., 3], B[..., 3]) - np.maximum(A[..., 1], B[..., 1]), 0, None)
-    inter = iw * ih
-    area_a = (A[..., 2] - A[..., 0]) * (A[..., 3] - A[..., 1])
-    area_b = (B[..., 2] - B[..., 0]) * (B[..., 3] - B[..., 1])
-    return inter / np.maximum(area_a + area_b - inter, 1e-12)
+    return box_iou_matrix([x.box.xyxy() for x in a], [x.box.xyxy() for x in b])
 
 
 def match(pre: list[Annotation], final: list[Annotation]) -> list[tuple[int, int, float]]:
@@ -141,8 +132,8 @@ def match(pre: list[Annotation], final: list[Annotation]) -> list[tuple[int, int
 def diff_image(pre: list[Annotation], final: ImageLabels, iou: float,
                ignore: list[IgnoreRegion] | None = None) -> ImageDiff:
     regions = list(final.ignore) + list(ignore or [])
-    pre_kept = [a for a in pre if not in_ignore(a, regions)]
-    fin_kept = [a for a in final.annotations if not in_ignore(a, regions)]
+    pre_kept = outside_ignore(pre, regions)
+    fin_kept = outside_ignore(final.annotations, regions)
     d = ImageDiff(final.id, objects=len(fin_kept),
                   ignored=len(pre) - len(pre_kept) + len(final.annotations) - len(fin_kept))
     pairs = match(pre_kept, fin_kept)
@@ -218,20 +209,40 @@ def workload(diff: BatchDiff, cost, first_batch: bool,
         "clicks": t["clicks"], "clicks_by_round": _str_keys(t["clicks_by_round"]),
         "additions": an, "removals": rn, "WB": wb, "WT": wt, "seconds": seconds,
         "manual_boxes": objects, "manual_seconds": manual_seconds,
-        "reduction_WB_pct": _pct(wb, objects), "reduction_WT_pct": _pct(wt, manual_seconds),
-        "reduction_seconds_pct": _pct(seconds, manual_seconds),
+        **reductions({"WB": wb, "WT": wt, "seconds": seconds, "objects": objects,
+                      "manual_seconds": manual_seconds}),
     }
 
 
+SUMMED = ("images", "objects", "clicks", "additions", "removals", "WB", "WT", "seconds",
+          "manual_boxes", "manual_seconds")
+REDUCTIONS = {  # % saved against labeling every object by hand: (spent, by hand)
+    "reduction_WB_pct": ("WB", "objects"),
+    "reduction_WT_pct": ("WT", "manual_seconds"),
+    "reduction_seconds_pct": ("seconds", "manual_seconds"),
+}
+
+
+def reduction_pct(part: float, whole: float) -> float | None:
+    """% of `whole` saved when `part` was spent instead (None when whole is 0)."""
+    return None if not whole else round(100.0 * (1.0 - part / whole), 2)
+
+
+def reductions(totals: dict[str, Any]) -> dict[str, float | None]:
+    """The REDUCTIONS that `totals` (one batch's or summed workload numbers) hold both
+    numbers of."""
+    return {k: reduction_pct(totals[part], totals[whole])
+            for k, (part, whole) in REDUCTIONS.items() if part in totals and whole in totals}
+
+
 def cumulative(batches: list[dict[str, Any]]) -> dict[str, Any]:
-    """Sum per-batch workloads (batch 1 first) and recompute the reductions."""
-    keys = ("images", "objects", "clicks", "additions", "removals", "WB", "WT", "seconds",
-            "manual_boxes", "manual_seconds")
-    out: dict[str, Any] = {k: sum(b[k] for b in batches) for k in keys}
+    """Sum per-batch workloads (batch 1 first) and recompute the reductions: the one
+    cumulative rule of the report, the sweep's Table 1 and `tinyloop workload`. Sums the
+    SUMMED numbers every batch holds (an entry at another IoU may hold only some)."""
+    out: dict[str, Any] = {k: sum(b[k] for b in batches) for k in SUMMED
+                           if all(k in b for b in batches)}
     out["batches"] = len(batches)
-    out["reduction_WB_pct"] = _pct(out["WB"], out["manual_boxes"])
-    out["reduction_WT_pct"] = _pct(out["WT"], out["manual_seconds"])
-    out["reduction_seconds_pct"] = _pct(out["seconds"], out["manual_seconds"])
+    out.update(reductions(out))
     return out
 
 
@@ -281,10 +292,6 @@ def best_threshold(curve: list[dict[str, float]], min_gain_pct: float = 0.0) -> 
     that would not clearly save time is not shown (annotators draw the batch by hand)."""
     best = max(curve, key=lambda r: ((r["wt_reduction_pct"] or 0.0), r["min_score"]))
     return best["min_score"] if (best["wt_reduction_pct"] or 0.0) >= min_gain_pct else NONE_SHOWN
-
-
-def _pct(part: float, whole: float) -> float | None:
-    return None if whole == 0 else round(100.0 * (1.0 - part / whole), 2)
 
 
 def _str_keys(d: dict) -> dict:

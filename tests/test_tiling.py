@@ -7,8 +7,9 @@ from shapely.geometry import box as shapely_box
 
 from tinyloop.annotations import (Annotation, Box, Click, IgnoreRegion, ImageLabels,
                                   ImageRecord, LabelSet, OrientedBox, Provenance)
-from tinyloop.tiling import (crop, merge_predictions, nms_boxes, tile_label_set,
-                             tile_labels, tile_windows)
+from tinyloop.boxes import iou_matrix, nms
+from tinyloop.tiling import (crop, merge_predictions, tile_label_set, tile_labels,
+                             tile_windows)
 
 
 def _image(w=200, h=100, anns=(), ignore=(), clicks=()):
@@ -150,7 +151,29 @@ def test_merge_shifts_oriented_boxes():
 
 def test_nms_boxes_keeps_best_first():
     boxes = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [20, 20, 30, 30]], dtype=float)
-    assert nms_boxes(boxes, np.array([0.5, 0.9, 0.1]), 0.5).tolist() == [1, 2]
+    assert nms(boxes, np.array([0.5, 0.9, 0.1]), 0.5).tolist() == [1, 2]
+
+
+def test_nms_ties_threshold_classes_and_empty_boxes():
+    """The cases where a library NMS may differ from the greedy rule: equal scores (the
+    larger box first, then the lower index), IoU exactly at the threshold (kept), classes
+    apart, boxes without area (never suppress or get suppressed)."""
+    cut, whole = [0, 0, 10, 10], [0, 0, 20, 10]           # IoU 0.5
+    assert nms([cut, whole], [0.7, 0.7], 0.5).tolist() == [1, 0]   # at the threshold: kept
+    assert nms([cut, whole], [0.7, 0.7], 0.4).tolist() == [1]      # the whole one wins the tie
+    assert nms([whole, whole, whole], [0.3] * 3, 0.5).tolist() == [0]
+    assert nms([cut, whole], [0.7, 0.7], 0.4, classes=[0, 1]).tolist() == [1, 0]
+    flat = [5, 5, 5, 8]
+    assert nms([flat, flat, whole], [0.9, 0.8, 0.1], 0.0).tolist() == [0, 1, 2]
+    assert nms(np.zeros((0, 4)), [], 0.5).tolist() == []
+
+
+def test_iou_matrix_matches_the_pairwise_box_iou():
+    a = [Box(0, 0, 10, 10), Box(5, 5, 15, 25), Box(3, 3, 3, 9)]
+    b = [Box(1, 1, 9, 12), Box(20, 20, 30, 30), Box(3, 3, 3, 9)]
+    m = iou_matrix([x.xyxy() for x in a], [y.xyxy() for y in b])
+    assert m.tolist() == [[x.iou(y) for y in b] for x in a]   # exactly, zero-area included
+    assert iou_matrix([], [[0, 0, 1, 1]]).shape == (0, 1)
 
 
 def test_tile_then_merge_round_trip_on_label_set():

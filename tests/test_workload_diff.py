@@ -156,3 +156,21 @@ def test_min_score_is_chosen_where_the_wt_saving_is_largest():
     assert best_threshold(curve, min_gain_pct=61.0) == NONE_SHOWN > 1.0  # not worth showing
     useless = [{"min_score": t, "wt_reduction_pct": -5.0} for t in (0.1, 0.5)]
     assert best_threshold(useless) == NONE_SHOWN
+
+
+def test_the_diff_and_map_leave_out_the_same_boxes_in_ignore_regions():
+    """One ignore rule (tinyloop.boxes): half the area inside one region or more."""
+    import torch
+
+    from c3det.evaluate import drop_ignored
+    from flows.workload import outside_ignore
+    region = IgnoreRegion(Box(50, 50, 100, 100))
+    boxes = [ann("Car", 60, 60, 70, 70),    # all inside
+             ann("Car", 40, 60, 60, 70),    # exactly half inside: ignored
+             ann("Car", 30, 60, 55, 70),    # 20 % inside: kept
+             ann("Car", 0, 0, 10, 10),      # outside
+             ann("Car", 50, 50, 50, 60)]    # no area: kept
+    kept = outside_ignore(boxes, [region])
+    keep = drop_ignored(torch.tensor([a.box.xyxy() for a in boxes]),
+                        torch.tensor([region.box.xyxy()]), 0.5)
+    assert [a in kept for a in boxes] == keep.tolist() == [False, False, True, True, True]

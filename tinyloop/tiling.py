@@ -17,12 +17,13 @@ shrinking them erases tiny objects. So training and inference run on tiles (Tiny
 - `merge_predictions` tile predictions shifted back to image coordinates; truncated copies
                      (touching a tile edge inside the image, lying inside an uncut
                      prediction) dropped, then duplicates from overlapping tiles removed by
-                     class-wise NMS (axis-aligned IoU) or, when the predictions carry
-                     oriented boxes, polygon NMS.
+                     class-wise NMS (axis-aligned IoU: tinyloop.boxes.nms, torchvision's)
+                     or, when the predictions carry oriented boxes, polygon NMS.
 
 A tile's ImageRecord keeps the source image's path; its `metadata["tile"]` holds
 {"image_id", "window": [x1, y1, x2, y2]} so tile results can be traced back.
-Only numpy and (for oriented boxes) shapely are used; nothing heavy is imported.
+numpy, shapely (oriented boxes, imported when met) and torchvision (axis-aligned NMS,
+imported on first use).
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ import numpy as np
 
 from tinyloop.annotations import (Annotation, Box, Click, IgnoreRegion, ImageLabels,
                                   ImageRecord, LabelSet, OrientedBox)
+from tinyloop.boxes import nms, share_inside
 
 _EPS = 1e-9        # float slack in "share inside >= min_visible"
 _HAIRLINE = 1e-3   # an oriented box this little outside the window is not cut
@@ -208,25 +210,6 @@ def _iou_with(inter: np.ndarray, area: float, areas: np.ndarray) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
-def nms_boxes(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
-    """Greedy NMS. boxes (N, 4) xyxy, scores (N,) -> kept indices (K,), best score first.
-
-    A box is suppressed when its IoU with a kept, better box exceeds `iou`. Equal scores:
-    the larger box goes first (a copy cut by a tile border loses to the whole one).
-    """
-    x1, y1, x2, y2 = boxes.T
-    areas = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    order = np.lexsort((-areas, -scores))
-    keep = []
-    while order.size:
-        i, rest = order[0], order[1:]
-        keep.append(i)
-        iw = np.clip(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0, None)
-        ih = np.clip(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0, None)
-        order = rest[_iou_with(iw * ih, areas[i], areas[rest]) <= iou]
-    return np.asarray(keep, dtype=np.int64)
-
-
 def nms_polygons(polygons: Sequence, scores: np.ndarray, iou: float) -> np.ndarray:
     """Greedy NMS on shapely polygons (oriented boxes) -> kept indices, best score first
     (equal scores: the larger polygon goes first)."""
@@ -280,12 +263,7 @@ def _inside_shares(cut: Sequence[Annotation], whole: Sequence[Annotation],
         inter = shapely.area(shapely.intersection(cut_polys[ci], whole_polys[wi]))
         shares[ci, wi] = inter / np.maximum(shapely.area(cut_polys[ci]), 1e-12)
         return shares
-    c = np.array([a.box.xyxy() for a in cut], dtype=np.float64).reshape(-1, 1, 4)
-    w = np.array([a.box.xyxy() for a in whole], dtype=np.float64).reshape(1, -1, 4)
-    iw = np.clip(np.minimum(c[..., 2], w[..., 2]) - np.maximum(c[..., 0], w[..., 0]), 0, None)
-    ih = np.clip(np.minimum(c[..., 3], w[..., 3]) - np.maximum(c[..., 1], w[..., 1]), 0, None)
-    area = (c[..., 2] - c[..., 0]) * (c[..., 3] - c[..., 1])
-    return iw * ih / np.maximum(area, 1e-12)
+    return share_inside([a.box.xyxy() for a in cut], [a.box.xyxy() for a in whole])
 
 
 def merge_predictions(per_tile: Sequence[tuple[Box, Sequence[Annotation]]],
@@ -333,8 +311,7 @@ def merge_predictions(per_tile: Sequence[tuple[Box, Sequence[Annotation]]],
         if oriented:
             keep = nms_polygons([a.obox.polygon() for a in anns], scores, iou)
         else:
-            keep = nms_boxes(np.array([a.box.xyxy() for a in anns], dtype=np.float64),
-                             scores, iou)
+            keep = nms([a.box.xyxy() for a in anns], scores, iou)
         merged.extend(anns[i] for i in keep)
     return merged
 
