@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 
 from flows.layout import ProjectLayout
+from flows.workload import cumulative
 from tinyloop.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
 
 COLUMNS = [  # (key, header, format)
@@ -34,29 +35,18 @@ COLUMNS = [  # (key, header, format)
 OPTIONAL = {"min_score"}  # columns left out when no row has a value
 
 
-def _pct(part: float, whole: float) -> float | None:
-    return None if not whole else round(100.0 * (1.0 - part / whole), 2)
-
-
 def batch_rows(layout: ProjectLayout) -> list[dict]:
     """One row per batch with workload.json: per-batch and cumulative numbers, and mAP."""
-    rows, cum = [], {"WB": 0, "WT": 0.0, "seconds": 0.0, "objects": 0, "manual_s": 0.0,
-                     "WT07": 0.0, "manual07": 0.0, "images": 0}
+    rows, done = [], []
     for n in layout.batch_numbers():
         path = layout.workload(n)
         if not path.exists():
             continue
         w = json.loads(path.read_text(encoding="utf-8"))
         d = w.get("diff", {})
-        cum["WB"] += w["WB"]
-        cum["WT"] += w["WT"]
-        cum["seconds"] += w["seconds"]
-        cum["objects"] += w["objects"]
-        cum["manual_s"] += w["manual_seconds"]
-        cum["images"] += w["images"]
-        w07 = w.get("iou_0.7", w)
-        cum["WT07"] += w07["WT"]
-        cum["manual07"] += w07["manual_seconds"]
+        done.append(w)
+        cum = cumulative(done)
+        cum07 = cumulative([b.get("iou_0.7", b) for b in done])
         metrics = {}
         if layout.metrics(n).exists():
             metrics = json.loads(layout.metrics(n).read_text(encoding="utf-8"))
@@ -68,10 +58,10 @@ def batch_rows(layout: ProjectLayout) -> list[dict]:
             "WB": w["WB"], "WT": w["WT"], "seconds": w["seconds"],
             "wt_reduction": w.get("reduction_WT_pct"),
             "wb_reduction": w.get("reduction_WB_pct"),
-            "wt_reduction_cum": _pct(cum["WT"], cum["manual_s"]),
-            "wb_reduction_cum": _pct(cum["WB"], cum["objects"]),
-            "seconds_reduction_cum": _pct(cum["seconds"], cum["manual_s"]),
-            "wt_reduction_cum_iou07": _pct(cum["WT07"], cum["manual07"]),
+            "wt_reduction_cum": cum["reduction_WT_pct"],
+            "wb_reduction_cum": cum["reduction_WB_pct"],
+            "seconds_reduction_cum": cum["reduction_seconds_pct"],
+            "wt_reduction_cum_iou07": cum07["reduction_WT_pct"],
             "images_cum": cum["images"],
             "map50": metrics.get("map50"),
             "no_map_reason": metrics.get("no_map_reason"),

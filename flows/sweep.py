@@ -22,6 +22,7 @@ from pathlib import Path
 from prefect import flow
 
 from flows.layout import ProjectLayout
+from flows.workload import cumulative
 from tinyloop.atomic import write_json_atomic, write_text_atomic
 
 FEATURES = {  # name -> params overrides
@@ -36,30 +37,22 @@ FEATURE_FREE = {"random", "temporal"}  # orderings that ignore the embeddings
 
 def table1_row(layout: ProjectLayout) -> dict:
     """Cumulative WT/WB reduction % at IoU 0.5 and 0.7 over every finished batch."""
-    sums: dict[str, dict[str, float]] = {}
+    entries: dict[str, list[dict]] = {"0.5": [], "0.7": []}
     for n in layout.batch_numbers():
         if not layout.workload(n).exists():
             continue
         w = json.loads(layout.workload(n).read_text())
-        for iou in ("0.5", "0.7"):
+        for iou, batches in entries.items():
             e = w.get(f"iou_{iou}", w if iou == "0.5" else None)
-            if e is None:
-                continue
-            s = sums.setdefault(iou, {"WT": 0.0, "WB": 0.0, "manual_s": 0.0, "objects": 0.0,
-                                      "seconds": 0.0})
-            s["WT"] += e["WT"]
-            s["WB"] += e["WB"]
-            s["seconds"] += e["seconds"]
-            s["manual_s"] += e["manual_seconds"]
-            s["objects"] += e["objects"]
-
-    def red(part, whole):
-        return None if not whole else round(100 * (1 - part / whole), 2)
+            if e is not None:
+                batches.append(e)
     row = {}
-    for iou, s in sums.items():
-        row[f"WT@{iou}"] = red(s["WT"], s["manual_s"])
-        row[f"WB@{iou}"] = red(s["WB"], s["objects"])
-        row[f"time@{iou}"] = red(s["seconds"], s["manual_s"])
+    for iou, batches in entries.items():
+        if batches:
+            cum = cumulative(batches)
+            row[f"WT@{iou}"] = cum["reduction_WT_pct"]
+            row[f"WB@{iou}"] = cum["reduction_WB_pct"]
+            row[f"time@{iou}"] = cum["reduction_seconds_pct"]
     return row
 
 
