@@ -53,7 +53,6 @@ import json
 import logging
 import math
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -63,12 +62,12 @@ import numpy as np
 from features.config import OrderParams
 from tinyloop.annotations import ImageRecord
 from tinyloop.atomic import write_json_atomic
+from tinyloop.hituav import hituav_metadata
 
 log = logging.getLogger(__name__)
 
 MATRIX_BUDGET_BYTES = 512 * 2**20   # precompute all pairs when N^2 float32 fits in this
 EXACT_MAX_CUDA = 2_000_000          # exact farthest-first on a GPU up to this many images
-_HITUAV_NAME = re.compile(r"^(\d)_(\d+)_(\d+)_(\d+)_(\d+)$")
 
 
 class OrderError(ValueError):
@@ -304,9 +303,9 @@ def temporal_key(record: ImageRecord) -> tuple | None:
         return (str(meta["capture_time"]), "", -1, record.id)
     frame, flight = meta.get("frame"), meta.get("flight")
     if frame is None:
-        m = _HITUAV_NAME.match(Path(record.path).stem)
-        if m:
-            frame, flight = int(m.group(5)), "_".join(m.group(1, 2, 3, 4))
+        name = hituav_metadata(Path(record.path).stem)
+        if name:
+            frame, flight = name["frame"], name["flight"]
     if frame is None:
         return None
     return ("", str(flight or ""), int(frame), record.id)

@@ -48,11 +48,9 @@ from tinyloop.formats.coco import read_coco
 from tinyloop.formats.dota import read_dota
 from tinyloop.formats.voc import read_voc
 from tinyloop.formats.yolo import YoloNames, find_yolo_names, read_yolo
+from tinyloop.hituav import hituav_metadata
 from tinyloop.images import ImageError, ImageInfo, inspect_image, is_image_file
 
-# <night>_<altitude m>_<camera angle deg>_<flight part>_<frame>, e.g. 0_100_30_0_03281
-HITUAV_NAME = re.compile(r"^(?P<night>[01])_(?P<alt>\d+)_(?P<angle>\d+)_(?P<part>\d+)_"
-                         r"(?P<frame>\d+)$")
 LABEL_SUFFIX = {"voc": ".xml", "rolabelimg": ".xml", "yolo": ".txt", "dota": ".txt"}
 MIN_MATCH_IOU = 0.3  # HIT-UAV's VOC and roLabelImg boxes of one object overlap >= 0.70
 
@@ -664,12 +662,7 @@ def _merge_oriented(axis: list[Annotation], oriented: LabelFile,
 
 def _metadata(image_id: str, src: _Source, info: ImageInfo, splits: dict[str, str],
               data: DataParams) -> dict[str, Any]:
-    meta: dict[str, Any] = {}
-    m = HITUAV_NAME.match(image_id)
-    if m:
-        meta.update(night=int(m["night"]), altitude_m=int(m["alt"]),
-                    camera_angle_deg=int(m["angle"]), frame=int(m["frame"]),
-                    flight=f"{m['night']}_{m['alt']}_{m['angle']}_{m['part']}")
+    meta: dict[str, Any] = dict(hituav_metadata(image_id) or {})
     if info.capture_time:
         meta["capture_time"] = info.capture_time
     split = splits.get(image_id) or _split_from_path(src.path, data)
