@@ -13,33 +13,15 @@ import os
 import xml.etree.ElementTree as ET
 from pathlib import Path, PurePosixPath
 
-from tinyloop.annotations import Annotation, ImageLabels, LabelSet, OrientedBox
+from tinyloop.annotations import ImageLabels, LabelSet
 from tinyloop.atomic import write_text_atomic
-from tinyloop.formats import FormatError, LabelFile, label_name
+from tinyloop.formats import LabelFile, label_name
 from tinyloop.formats import voc
 
 
 def read_rolabelimg(path: str | os.PathLike) -> LabelFile:
     """Parse one roLabelImg XML file (same structure as VOC, see read_voc)."""
     return voc.read_voc(path)
-
-
-def parse_object(obj: ET.Element, path: Path, index: int) -> Annotation:
-    """One `<object>` with either a `<robndbox>` or a `<bndbox>`."""
-    name = voc._text(obj, "name")
-    if not name:
-        raise FormatError(path, f"object {index} has no <name>",
-                          "give every object a class name")
-    difficult = voc._text(obj, "difficult") in ("1", "true", "True")
-    rb = obj.find("robndbox")
-    if rb is not None:
-        obox = OrientedBox(*[voc.number(rb, k, path, index)
-                             for k in ("cx", "cy", "w", "h", "angle")])
-        return Annotation(name, obox.bounding_box(), obox, difficult=difficult)
-    if obj.find("bndbox") is None:
-        raise FormatError(path, f"object {index} ({name}) has neither <bndbox> nor "
-                          "<robndbox>", "draw the box again or delete the object")
-    return Annotation(name, voc.parse_bndbox(obj, path, index), difficult=difficult)
 
 
 def rolabelimg_xml(item: ImageLabels) -> str:

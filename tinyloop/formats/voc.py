@@ -1,4 +1,5 @@
-"""Pascal VOC XML: one file per image, axis-aligned `<bndbox>` objects.
+"""Pascal VOC XML: one file per image, axis-aligned `<bndbox>` objects (and, on reading,
+roLabelImg's rotated `<robndbox>` ones: tinyloop.formats.rolabelimg writes those files).
 
 Coordinates are read and written as they stand (pixel coordinates, no 1-based shift): the
 HIT-UAV and labelImg files this project meets store them that way. `<difficult>` is kept;
@@ -11,14 +12,13 @@ import os
 import xml.etree.ElementTree as ET
 from pathlib import Path, PurePosixPath
 
-from tinyloop.annotations import Box, ImageLabels, LabelSet
+from tinyloop.annotations import Annotation, Box, ImageLabels, LabelSet, OrientedBox
 from tinyloop.atomic import write_text_atomic
 from tinyloop.formats import FormatError, LabelFile, label_name
 
 
 def read_voc(path: str | os.PathLike) -> LabelFile:
     """Parse one VOC XML file (roLabelImg `<robndbox>` objects are read too)."""
-    from tinyloop.formats.rolabelimg import parse_object
     path = Path(path)
     root = parse_xml(path)
     out = LabelFile(source=path, image_ref=_text(root, "filename"))
@@ -39,6 +39,24 @@ def parse_xml(path: Path) -> ET.Element:
     except ET.ParseError as e:
         raise FormatError(path, f"not valid XML ({e})",
                           "fix or re-export the file from the labelling tool") from None
+
+
+def parse_object(obj: ET.Element, path: Path, index: int) -> Annotation:
+    """One `<object>` with either a `<bndbox>` or a roLabelImg `<robndbox>`."""
+    name = _text(obj, "name")
+    if not name:
+        raise FormatError(path, f"object {index} has no <name>",
+                          "give every object a class name")
+    difficult = _text(obj, "difficult") in ("1", "true", "True")
+    rb = obj.find("robndbox")
+    if rb is not None:
+        obox = OrientedBox(*[number(rb, k, path, index)
+                             for k in ("cx", "cy", "w", "h", "angle")])
+        return Annotation(name, obox.bounding_box(), obox, difficult=difficult)
+    if obj.find("bndbox") is None:
+        raise FormatError(path, f"object {index} ({name}) has neither <bndbox> nor "
+                          "<robndbox>", "draw the box again or delete the object")
+    return Annotation(name, parse_bndbox(obj, path, index), difficult=difficult)
 
 
 def parse_bndbox(obj: ET.Element, path: Path, index: int) -> Box:
