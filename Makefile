@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test benchmarks clean-venv
+.PHONY: demo test test-fast benchmarks clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	scripts/ensure-system-deps
 	$(BIN)/python -m pytest
+
+# While developing: the suite without the tests that start MongoDB, a Prefect server or a
+# browser (markers in pyproject.toml), so no chromium is needed. `make test` stays the gate.
+FAST_TESTS := not benchmark and not mongo and not prefect and not browser
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m '$(FAST_TESTS)'
 
 benchmarks: $(STAMP)
 	$(BIN)/python -m pytest -m benchmark

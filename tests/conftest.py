@@ -1,5 +1,18 @@
 import pytest
 
+# A test that uses one of these fixtures gets its marker even when its file forgot it, so
+# that `make test-fast` (-m 'not mongo and not prefect ...') never starts a mongod or a
+# Prefect server.
+MARKER_OF_FIXTURE = {"mongo_uri": "mongo", "prefect_harness": "prefect"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's -m deselection reads the markers
+def pytest_collection_modifyitems(items):
+    for item in items:
+        for fixture, marker in MARKER_OF_FIXTURE.items():
+            if fixture in item.fixturenames and item.get_closest_marker(marker) is None:
+                item.add_marker(marker)
+
 
 @pytest.fixture(scope="session")
 def mongo_uri(tmp_path_factory):
