@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
+from tinyloop.atomic import write_atomic
 from tinyloop.efficientnet_lite import VARIANTS as LITE, WeightsError, efficientnet_lite
 
 RESNETS = ("resnet18", "resnet50")
@@ -166,11 +167,36 @@ class Extractor(nn.Module):
         return self.head(feats) if self.head is not None else feats
 
 
+class SimNet(Extractor):
+    """SimNet's network: a trunk and a linear projection to `embedding_dim` (trained on the
+    pool by features.simnet; saved and loaded here, like every extractor's weights)."""
+
+    def __init__(self, backbone: str = "efficientnet_lite0", embedding_dim: int = 128,
+                 weights: str = "none", seed: int = 0):
+        net, feat = trunk(backbone, weights, seed)
+        super().__init__(net, embedding_dim, head=nn.Linear(feat, embedding_dim))
+        self.backbone = backbone
+
+
+def save_simnet(path: str | os.PathLike, model: SimNet, history: dict) -> None:
+    blob = {"backbone": model.backbone, "embedding_dim": model.dim,
+            "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+            "epoch_loss": history["epoch_loss"]}
+    write_atomic(path, lambda f: torch.save(blob, f))
+
+
+def load_simnet(path: str | os.PathLike) -> SimNet:
+    """A trained SimNet (trunk + projection head)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    net = SimNet(ckpt["backbone"], ckpt["embedding_dim"])
+    net.load_state_dict(ckpt["state_dict"])
+    return net
+
+
 def build_extractor(extractor: str, weights: str = "none", seed: int = 0,
                     simnet_checkpoint: str | os.PathLike | None = None) -> Extractor:
     """The network that `features.extractor` names, ready for `.eval()`."""
     if extractor == "simnet":
-        from features.simnet import load_simnet
         if simnet_checkpoint is None or not Path(simnet_checkpoint).is_file():
             raise WeightsError(f"no trained SimNet at {simnet_checkpoint}; run "
                                "`tinyloop embed` with features.extractor: simnet (it trains "

@@ -10,7 +10,8 @@ negatives; the loss is the structured lifted loss of Oh Song et al. (CVPR 2016):
 
 with D the Euclidean distance between embeddings and m the margin. The embedding is a linear
 projection (`embedding_dim`) of the CNN's global-pooled features; it is what `embed`
-stores for extractor "simnet". With `features.weights: imagenet` the CNN starts from ImageNet
+stores for extractor "simnet". The network, its checkpoint file and its loading are
+features.extractors' (`SimNet`, `save_simnet`, `load_simnet`); this module trains it. With `features.weights: imagenet` the CNN starts from ImageNet
 weights (the paper trains from those too). CUDA + AMP are used when present.
 """
 from __future__ import annotations
@@ -23,13 +24,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from features.config import FeaturesParams
-from features.extractors import (Extractor, PoolImageFiles, pick_device, preprocess,
-                                 resize_square, trunk)
+from features.extractors import (PoolImageFiles, SimNet, pick_device, preprocess,
+                                 resize_square, save_simnet)
+from tinyloop.atomic import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -67,19 +68,6 @@ class HalfPairs(PoolImageFiles):
 def _collate(items):
     ok = [x for x, err in items if err is None]
     return (torch.stack(ok) if ok else None), [err for _, err in items if err is not None]
-
-
-class SimNet(nn.Module):
-    def __init__(self, backbone: str = "efficientnet_lite0", embedding_dim: int = 128,
-                 weights: str = "none", seed: int = 0):
-        super().__init__()
-        self.trunk, feat = trunk(backbone, weights, seed)
-        self.head = nn.Linear(feat, embedding_dim)
-        self.backbone = backbone
-        self.dim = embedding_dim
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.trunk(images))
 
 
 def train_simnet(paths: Sequence[Path], params: FeaturesParams, out_path: str | os.PathLike,
@@ -159,25 +147,6 @@ def ensure_simnet(params: FeaturesParams, root: str | os.PathLike,
     ckpt = Path(params.simnet.checkpoint)
     if ckpt.exists() and not retrain:
         return params, None
-    from tinyloop.atomic import write_json_atomic
     history = train_simnet(list(paths()), params, ckpt, progress=progress)
     write_json_atomic(ckpt.with_suffix(".json"), history)
     return params, history
-
-
-def save_simnet(path: str | os.PathLike, model: SimNet, history: dict) -> None:
-    from tinyloop.atomic import write_bytes_atomic
-    import io
-    buf = io.BytesIO()
-    torch.save({"backbone": model.backbone, "embedding_dim": model.dim,
-                "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
-                "epoch_loss": history["epoch_loss"]}, buf)
-    write_bytes_atomic(path, buf.getvalue())
-
-
-def load_simnet(path: str | os.PathLike) -> Extractor:
-    """A trained SimNet as an Extractor (trunk + projection head)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    net = SimNet(ckpt["backbone"], ckpt["embedding_dim"])
-    net.load_state_dict(ckpt["state_dict"])
-    return Extractor(net.trunk, net.dim, head=net.head)
