@@ -78,13 +78,18 @@ def _construct(cls: type, values: dict) -> Any:
     try:
         obj = cls(**values)
     except TypeError as e:  # a field without default was left out
-        raise PydanticCustomError(CHECK_FAILED, str(e)) from None
+        raise _failed(str(e)) from None
     check = getattr(obj, "check", None)
     problem = check() if check is not None else None
     if problem:
-        # a literal template: pydantic would read "{...}" in the problem as placeholders
-        raise PydanticCustomError(CHECK_FAILED, "{problem}", {"problem": problem})
+        raise _failed(problem)
     return obj
+
+
+def _failed(problem: str) -> PydanticCustomError:
+    # the problem goes in as context, not as the template: pydantic would read any "{...}"
+    # in it as a placeholder
+    return PydanticCustomError(CHECK_FAILED, "{problem}", {"problem": problem})
 
 
 @functools.cache
