@@ -11,8 +11,9 @@ negatives; the loss is the structured lifted loss of Oh Song et al. (CVPR 2016):
 with D the Euclidean distance between embeddings and m the margin. The embedding is a linear
 projection (`embedding_dim`) of the CNN's global-pooled features; it is what `embed`
 stores for extractor "simnet". The network, its checkpoint file and its loading are
-features.extractors' (`SimNet`, `save_simnet`, `load_simnet`); this module trains it. With `features.weights: imagenet` the CNN starts from ImageNet
-weights (the paper trains from those too). CUDA + AMP are used when present.
+features.extractors' (`SimNet`, `save_simnet`, `load_simnet`); this module trains it.
+With `features.weights: imagenet` the CNN starts from ImageNet weights (the paper trains
+from those too). CUDA + AMP are used when present.
 """
 from __future__ import annotations
 
