@@ -81,7 +81,7 @@ def clicks_for(width, height, n, seed=0):
 @torch.no_grad()
 def stage_times(pred: Predictor, session, clicks, runs, device) -> dict[str, tuple]:
     """(wall, CPU) median seconds of each stage of one more click (cached features)."""
-    core = pred.core
+    core = pred.model
     tile = session.tiles[0]
     batch = core.with_clicks(tile.batch, [pred.click_tensor(clicks)])
     feats = tile.features

@@ -1,57 +1,23 @@
-"""Passthrough: the C3Det paper's simplest interactive baseline.
+"""Passthrough: the C3Det paper's simplest interactive baseline, one ClickDetector kind.
 
-The plain detector runs without looking at the clicks; a click then relabels every predicted
-box it falls in to the clicked class (when several clicks fall in one box, the last one wins).
-Same API as c3det.model.ClickDetector: train -> the plain detector's losses; eval -> detections.
+The plain detector runs without looking at the clicks; its relabel stage then gives every
+predicted box a click falls in the clicked class (when several clicks fall in one box, the
+last one wins: c3det.click_to_box.relabel_by_clicks). `build_model("passthrough", C)` builds
+one untrained; `Passthrough(plain)` turns a trained plain detector into one (the same
+modules and weights). Either way it is a `ClickDetector` of kind "passthrough" with the
+stages and API of every other kind: train -> the plain detector's losses; eval ->
+detections, relabelled by the clicks.
 """
 from __future__ import annotations
 
-import torch
-from torch import Tensor, nn
-
-from c3det.click_to_box import contains
-from c3det.config import C3DetParams
-from c3det.model import ClickDetector, build_model
+from c3det.model import ClickDetector
 
 
-def relabel_by_clicks(detection: dict[str, Tensor], clicks: Tensor) -> dict[str, Tensor]:
-    """Boxes containing a click (x, y, class 0..C-1) take the class of the last such click."""
-    labels = detection["labels"]
-    if len(clicks) == 0 or len(labels) == 0:
-        return detection
-    inside = contains(detection["boxes"], clicks[:, :2].to(detection["boxes"]))   # (K, D)
-    order = torch.arange(1, len(clicks) + 1, device=labels.device)[:, None]
-    last = (inside * order).argmax(0)                                              # (D,)
-    new = torch.where(inside.any(0), clicks[last, 2].long().to(labels) + 1, labels)
-    return {**detection, "labels": new}
-
-
-class Passthrough(nn.Module):
-    kind = "passthrough"
-
-    def __init__(self, plain: ClickDetector):
-        super().__init__()
-        if plain.kind != "plain":
-            raise ValueError(f"Passthrough wraps a plain detector, got kind {plain.kind!r}")
-        self.plain = plain
-
-    @property
-    def num_classes(self) -> int:
-        return self.plain.num_classes
-
-    @property
-    def params(self) -> C3DetParams:
-        return self.plain.params
-
-    def forward(self, images: list[Tensor], clicks: list[Tensor] | None = None,
-                targets: list[dict[str, Tensor]] | None = None):
-        if self.training:
-            return self.plain(images, None, targets)
-        out = self.plain(images)
-        if clicks is None:
-            return out
-        return [relabel_by_clicks(d, c.reshape(-1, 3)) for d, c in zip(out, clicks)]
-
-
-def build_passthrough(num_classes: int, params: C3DetParams | None = None) -> Passthrough:
-    return Passthrough(build_model("plain", num_classes, params))
+def Passthrough(plain: ClickDetector) -> ClickDetector:  # noqa: N802 - the paper's name
+    """The trained plain detector `plain` as a passthrough ClickDetector (shares its
+    modules)."""
+    if plain.kind != "plain":
+        raise ValueError(f"Passthrough wraps a plain detector, got kind {plain.kind!r}")
+    model = ClickDetector("passthrough", plain.num_classes, plain.detector, None, plain.params)
+    model.class_box_sizes = getattr(plain, "class_box_sizes", None)
+    return model.train(plain.training)

@@ -87,8 +87,11 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn
         ("frozen_bn" if params.weights != "none" else "bn")
     params = dataclasses.replace(params, weights="none", norm=norm)
     model = build_model(meta["kind"], len(meta["classes"]), params)
+    state = blob["state_dict"]
+    if meta["kind"] == "passthrough":  # saved while Passthrough wrapped a plain model
+        state = {k.removeprefix("plain."): v for k, v in state.items()}
     try:
-        model.load_state_dict(blob["state_dict"])
+        model.load_state_dict(state)
     except RuntimeError as e:
         raise CheckpointError(f"{path}: weights do not fit a {meta['kind']} model with "
                               f"{len(meta['classes'])} classes: {str(e)[:300]}") from None

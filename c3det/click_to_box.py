@@ -36,6 +36,19 @@ def contains(boxes: Tensor, xy: Tensor) -> Tensor:
            (boxes[None, :, 1] <= y) & (y <= boxes[None, :, 3])
 
 
+def relabel_by_clicks(detection: dict[str, Tensor], clicks: Tensor) -> dict[str, Tensor]:
+    """Passthrough's click stage: boxes containing a click (x, y, class 0..C-1) take the
+    class of the last such click; nothing else changes."""
+    labels = detection["labels"]
+    if len(clicks) == 0 or len(labels) == 0:
+        return detection
+    inside = contains(detection["boxes"], clicks[:, :2].to(detection["boxes"]))   # (K, D)
+    order = torch.arange(1, len(clicks) + 1, device=labels.device)[:, None]
+    last = (inside * order).argmax(0)                                              # (D,)
+    new = torch.where(inside.any(0), clicks[last, 2].long().to(labels) + 1, labels)
+    return {**detection, "labels": new}
+
+
 def centre_score(boxes: Tensor, xy: Tensor, sigma: float) -> Tensor:
     """boxes (M, 4), one point (2,) -> (M,): exp(-||c_box - click||^2 / (2 sigma^2))."""
     centres = (boxes[:, :2] + boxes[:, 2:]) / 2

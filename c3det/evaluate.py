@@ -127,17 +127,17 @@ def predict_click_sets(model: Callable, image: torch.Tensor, click_sets: list[to
                        device: torch.device, batch_size: int = 4) -> Predictions:
     """Predictions for one image under several click sets, sharing the click-free work.
 
-    - Passthrough (`model.plain`): the plain detector runs once, each click set relabels.
-    - A c3det ClickDetector whose backbone does not see clicks (`caches_image_features`):
+    - A ClickDetector whose detections do not depend on the clicks (plain, passthrough:
+      `clicks_change_detections` False): it detects once, each click set is its `relabel`.
+    - A ClickDetector whose backbone does not see clicks (`caches_image_features`):
       backbone + FPN run once, fusion + heads once per click set (as an interactive session).
     - Anything else callable as model(images, clicks): full forward passes in batches.
     """
     image = image.to(device)
     keep = ("boxes", "labels", "scores")
-    if hasattr(model, "plain") and hasattr(model, "training"):
-        from c3det.baselines import relabel_by_clicks
-        base = model.plain([image])[0]
-        out = [relabel_by_clicks(base, c.to(device).reshape(-1, 3)) for c in click_sets]
+    if not getattr(model, "clicks_change_detections", True):
+        base = model([image])[0]
+        out = [model.relabel(base, c.to(device).reshape(-1, 3)) for c in click_sets]
     elif getattr(model, "caches_image_features", False):
         feats = model.image_features(model.prepare([image], [click_sets[0].to(device)]))
         out = []

@@ -1,6 +1,7 @@
 """The detectors: plain, Early Fusion, Late Fusion and C3Det, on Faster R-CNN or RetinaNet.
 
-    model = build_model(kind, num_classes, params)   # kind: plain | early_fusion | late_fusion | c3det
+    model = build_model(kind, num_classes, params)
+    # kind: plain | passthrough | early_fusion | late_fusion | c3det
 
 Train (model.train()):
     losses = model(images, clicks, targets)          # dict of scalar losses; sum them
@@ -21,6 +22,8 @@ Architecture (torchvision's detectors, with the CFINet porting notes for tiny ob
 ResNet-18 or -50 FPN giving P2..P5 only (no max-pool level), one square anchor size per level
 (params.anchor_sizes, 8/16/32/64 px, x aspect_ratios), RoIAlign with aligned=True. Kinds:
 - plain          the detector alone.
+- passthrough    the plain detector, then a relabel stage: every box a click falls in takes
+                 the clicked class (the C3Det paper's simplest baseline; c3det.baselines).
 - early_fusion   the class heatmaps concatenated to the normalised image: a 3 + C channel backbone.
 - late_fusion    + LF branch (c3det.late_fusion) fused into every FPN level (c3det.fusion).
 - c3det          + LF + C3 correlation maps (c3det.c3) + UEL loss on the RoI head (c3det.uel).
@@ -31,12 +34,14 @@ gradient in that step.
 
 The forward pass is split into stages so an interactive session can cache the image part:
 `prepare` (normalise, pad, scale clicks) -> `image_features` (backbone + FPN; depends on clicks
-only for early_fusion) -> `fuse` (click branch) -> `heads` (RPN + RoI head, or RetinaNet head).
+only for early_fusion) -> `fuse` (click branch) -> `heads` (RPN + RoI head, or RetinaNet head;
+at eval it ends with `relabel`, the passthrough kind's click stage, a no-op for the others).
+Every kind is a ClickDetector with these stages: callers never need to know which kind runs.
 """
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -50,13 +55,14 @@ from torchvision.ops import MultiScaleRoIAlign, clip_boxes_to_image, roi_align
 from torchvision.ops.poolers import _setup_scales
 
 from c3det.backbone import LEVELS, image_fpn
+from c3det.click_to_box import relabel_by_clicks
 from c3det.config import C3DetParams
 from c3det.fusion import ClickFusion
 from c3det.heatmaps import class_heatmaps
 from c3det.uel import ClickRoIHeads
 
-Kind = Literal["plain", "early_fusion", "late_fusion", "c3det"]
-KINDS: tuple[str, ...] = ("plain", "early_fusion", "late_fusion", "c3det")
+Kind = Literal["plain", "passthrough", "early_fusion", "late_fusion", "c3det"]
+KINDS: tuple[str, ...] = ("plain", "early_fusion", "late_fusion", "c3det")  # architectures
 
 
 class AlignedRoIAlign(MultiScaleRoIAlign):
@@ -110,6 +116,7 @@ class Batch:
     clicks: list[Tensor]                     # (K, 3) per image, in network-input px
     targets: list[dict[str, Tensor]] | None  # boxes in network-input px
     original_sizes: list[tuple[int, int]]    # (H, W) of the input images
+    input_clicks: list[Tensor] = field(default_factory=list)  # (K, 3) in input-image px
 
     @property
     def padded_size(self) -> tuple[int, int]:
@@ -129,6 +136,12 @@ class ClickDetector(nn.Module):
     @property
     def uses_clicks(self) -> bool:
         return self.kind != "plain"
+
+    @property
+    def clicks_change_detections(self) -> bool:
+        """False when the detections before `relabel` do not depend on the clicks (plain,
+        passthrough): one forward pass serves every click set."""
+        return self.kind not in ("plain", "passthrough")
 
     @property
     def caches_image_features(self) -> bool:
@@ -154,11 +167,12 @@ class ClickDetector(nn.Module):
     def with_clicks(self, batch: Batch, clicks: list[Tensor]) -> Batch:
         """The same prepared images with other clicks (given in input-image px)."""
         device = batch.images.tensors.device
-        scaled = []
+        given, scaled = [], []
         for c, (h, w), (nh, nw) in zip(clicks, batch.original_sizes, batch.images.image_sizes):
             c = torch.as_tensor(c, dtype=torch.float32, device=device).reshape(-1, 3)
+            given.append(c)
             scaled.append(c * c.new_tensor([nw / w, nh / h, 1.0]))
-        return Batch(batch.images, scaled, batch.targets, batch.original_sizes)
+        return Batch(batch.images, scaled, batch.targets, batch.original_sizes, given)
 
     def image_features(self, batch: Batch) -> "OrderedDict[str, Tensor]":
         x = batch.images.tensors
@@ -175,10 +189,11 @@ class ClickDetector(nn.Module):
 
     def heads(self, features: "OrderedDict[str, Tensor]", batch: Batch,
               candidates: bool = False):
-        """Losses (training) or detections in input-image px (eval). With `candidates`, each
-        detection dict also holds "candidate_boxes" (M, C, 4) / "candidate_objectness" (M,):
-        every proposal's (anchor's) per-class boxes and objectness before NMS (Faster R-CNN:
-        1 - P(background); RetinaNet: the highest class probability)."""
+        """Losses (training) or detections in input-image px, relabelled (eval). With
+        `candidates`, each detection dict also holds "candidate_boxes" (M, C, 4) /
+        "candidate_objectness" (M,): every proposal's (anchor's) per-class boxes and
+        objectness before NMS (Faster R-CNN: 1 - P(background); RetinaNet: the highest class
+        probability)."""
         if isinstance(self.detector, RetinaNet):
             out = self._retina_heads(features, batch, candidates)
         else:
@@ -190,7 +205,15 @@ class ClickDetector(nn.Module):
                 return {**rpn_losses, **roi_losses}
         if self.training:
             return out
-        return self._to_input_pixels(out, batch)
+        return [self.relabel(d, c)
+                for d, c in zip(self._to_input_pixels(out, batch), batch.input_clicks)]
+
+    def relabel(self, detection: dict[str, Tensor], clicks: Tensor) -> dict[str, Tensor]:
+        """The click stage after detection: passthrough gives every box a click (x, y, class
+        0..C-1, input-image px) falls in the clicked class; other kinds return `detection`."""
+        if self.kind != "passthrough":
+            return detection
+        return relabel_by_clicks(detection, clicks)
 
     def forward(self, images: list[Tensor], clicks: list[Tensor] | None = None,
                 targets: list[dict[str, Tensor]] | None = None):
@@ -236,14 +259,12 @@ class ClickDetector(nn.Module):
         return detections
 
 
-def build_model(kind: str, num_classes: int, params: C3DetParams | None = None) -> nn.Module:
-    """A fresh detector of `kind` (plain | early_fusion | late_fusion | c3det | passthrough)
-    for `num_classes` object classes; a ClickDetector (Passthrough for passthrough)."""
+def build_model(kind: str, num_classes: int, params: C3DetParams | None = None
+                ) -> ClickDetector:
+    """A fresh ClickDetector of `kind` (plain | passthrough | early_fusion | late_fusion |
+    c3det) for `num_classes` object classes; passthrough's network is plain's."""
     p = params or C3DetParams()
-    if kind == "passthrough":  # a plain model + click relabelling (c3det.baselines)
-        from c3det.baselines import Passthrough
-        return Passthrough(build_model("plain", num_classes, p))
-    if kind not in KINDS:
+    if kind not in KINDS + ("passthrough",):
         raise ValueError(f"unknown model kind {kind!r}; choose one of {', '.join(KINDS)} "
                          "or passthrough")
     if num_classes < 1:

@@ -28,7 +28,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from c3det.baselines import Passthrough, relabel_by_clicks
 from c3det.click_heads import LinearClickHeads, supports
 from c3det.checkpoint import best_device
 from c3det.click_to_box import explain_clicks
@@ -93,16 +92,14 @@ class Predictor:
         if len(self.classes) != model.num_classes:
             raise ValueError(f"{len(self.classes)} class names for a {model.num_classes}-class model")
         self.device = torch.device(device) if device else best_device()
-        self.model = model.to(self.device).eval()
-        self.core: ClickDetector = model.plain if isinstance(model, Passthrough) else model
+        self.model: ClickDetector = model.to(self.device).eval()
         self.tiling = tiling or TilingParams()
         self.model_version = model_version or "unversioned"
         self.min_score = min_score
         self.guarantee_clicks = guarantee_clicks
-        self.class_sizes = getattr(model, "class_box_sizes", None) or \
-            getattr(self.core, "class_box_sizes", None)
+        self.class_sizes = getattr(model, "class_box_sizes", None)
         # sessions re-run a click through c3det.click_heads (same results, less work)
-        self.fast_clicks = fast_clicks and not isinstance(model, Passthrough) and supports(self.core)
+        self.fast_clicks = fast_clicks and supports(model)
 
     # --- public API ---
     def predict(self, image, clicks: Sequence[Click] = ()) -> list[Annotation]:
@@ -128,7 +125,7 @@ class Predictor:
     @torch.no_grad()
     def run_tile(self, tile: _Tile, clicks: Tensor, cache: bool) -> dict[str, Tensor]:
         """Detections of one tile (tile px) for `clicks` (K, 3) in tile px."""
-        core = self.core
+        core = self.model
         if tile.batch is None or not cache:
             tile.batch = core.prepare([tile.image])
         batch = core.with_clicks(tile.batch, [clicks])
@@ -144,8 +141,6 @@ class Predictor:
             det = tile.fast.detect(clicks)
         else:
             det = core.heads(core.fuse(features, batch), batch, candidates=True)[0]
-        if isinstance(self.model, Passthrough):
-            det = relabel_by_clicks(det, clicks)
         if self.guarantee_clicks and len(clicks):
             p = core.params
             det = explain_clicks(det, clicks, tuple(tile.image.shape[-2:]), p.click_box_sigma,

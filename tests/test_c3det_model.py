@@ -275,3 +275,39 @@ def test_inference_runs_on_cuda_when_present_and_on_the_cpu_otherwise(monkeypatc
     assert checkpoint.best_device() == torch.device("cpu")
     model = build_model("c3det", len(CLASSES), C3DetParams())
     assert Predictor(model, CLASSES).device == torch.device("cpu")
+
+
+def test_passthrough_is_a_click_detector_kind_with_a_relabel_stage(tmp_path):
+    """Passthrough = the plain network + relabelling by clicks, with every kind's API: the
+    Predictor and checkpoints need no special case for it."""
+    from c3det.baselines import Passthrough
+    from c3det.model import ClickDetector
+    torch.manual_seed(0)
+    plain = build_model("plain", 3, P(score_thresh=0.0)).eval()
+    wrapped = Passthrough(plain)
+    built = build_model("passthrough", 3, P())
+    assert isinstance(wrapped, ClickDetector) and wrapped.kind == built.kind == "passthrough"
+    assert list(built.state_dict()) == list(plain.state_dict())       # plain's network
+    assert not wrapped.clicks_change_detections and wrapped.caches_image_features
+    image = np.random.default_rng(0).random((3, 64, 80), dtype=np.float32)
+    base = Predictor(plain, CLASSES, guarantee_clicks=False).predict(image)
+    assert base
+    cx, cy = (float(np.float32(v)) for v in base[0].box.center)
+    other = next(c for c in CLASSES if c != base[0].category)
+    got = Predictor(wrapped, CLASSES, guarantee_clicks=False).predict(image,
+                                                                      [Click(cx, cy, other)])
+    assert [a.box for a in got] == [a.box for a in base]
+    assert [a.category for a in got] == [other if a.box.contains(cx, cy) else a.category
+                                         for a in base]
+    assert got[0].category == other
+
+    class OldPassthrough(torch.nn.Module):  # how Passthrough checkpoints were saved before
+        def __init__(self, plain):
+            super().__init__()
+            self.plain = plain
+    for name, model in (("new", wrapped), ("old", OldPassthrough(plain))):
+        path = checkpoint.save(tmp_path / name / "model.pt", model,
+                               {"kind": "passthrough", "classes": CLASSES,
+                                "params": plain.params})
+        again = Predictor(path, guarantee_clicks=False).predict(image, [Click(cx, cy, other)])
+        assert _same(again, got)

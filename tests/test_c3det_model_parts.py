@@ -6,9 +6,8 @@ import pytest
 import torch
 from torchvision.ops import roi_align
 
-from c3det.baselines import relabel_by_clicks
 from c3det.c3 import c3_maps
-from c3det.click_to_box import centre_score, explain_clicks, size_score
+from c3det.click_to_box import centre_score, explain_clicks, relabel_by_clicks, size_score
 from c3det.heatmaps import class_heatmaps, pooled_click_maps
 from c3det.model import AlignedRoIAlign
 from c3det.uel import uel_selection
