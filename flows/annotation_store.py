@@ -1,29 +1,42 @@
 """The one interface through which human (or simulated) edits arrive: `AnnotationStore`.
 
 A person correcting boxes in the FiftyOne App (`flows.fiftyone_store.FiftyOneStore`) and the
-simulated annotator (`flows.simulator`, writing to a `FileStore`) both go through these five
+simulated annotator (`flows.simulator`, writing to a `FileStore`) both go through these
 methods, so the diff and workload code downstream cannot tell one from the other:
 
+    open_batch(batch, preannotations)       give a batch to the annotators (again: edits stay)
+                                            -> its image ids in order
+    restart_batch(batch)                    discard the batch's edits and clicks, back to its
+                                            pre-annotations (simulated batches only)
     get_labels(image_id) -> ImageLabels     the image's current working labels and clicks
     add_click(image_id, click)              one class-labelled point (with its round)
     set_annotations(image_id, annotations)  the image's whole box list after an edit
                                             (add / move / relabel / delete boxes)
+    refresh_predictions(image_id, preds)    a model re-run after clicks replaces the boxes
+                                            nobody touched (`refreshed_annotations`)
+    record_predictions(image_id, preds)     remember the model's latest output (refined.json)
     mark_done(batch)                        the annotators say the batch is finished
     pull(batch) -> LabelSet                 write the batch's labels.json + clicks.json
                                             atomically and return the labels
+
+This module owns the rules both stores share: which boxes a person owns (`is_human_owned`),
+how a model refresh merges into them (`refreshed_annotations`, with `clip_to_image`), the
+clicks.json format (`read_clicks`, `write_clicks`) and the retry of an edit that met a newer
+one (`retry_stale`).
 
 Rules every store keeps:
 - Every edit is persisted before the call returns (FileStore: one atomic file per image),
   so killing the process never loses an edit that was acknowledged.
 - An annotation gets a stable `id` the first time a store sees it; a box that keeps its id
   but changes box or class was *edited*: a model-made box then gets `Provenance.edited=True`
-  and is never replaced by a later model refresh (`refresh_predictions`).
+  and is never replaced by a later model refresh (`is_human_owned`).
 - Bad boxes (unknown class, zero size, outside the image) are refused with an
   `AnnotationError` naming the image, the box and the fix: never silently dropped or kept.
 - Pulling twice gives the same file.
 - A concurrent edit is never silently overwritten: FileStore serialises writers with a file
-  lock and, given `expected_version`, refuses a stale edit with `StaleEditError` (FiftyOne
-  answers such a write with HTTP 412).
+  lock and, given `expected_version`, refuses a stale edit with `StaleEditError`; FiftyOne
+  refuses a save over a newer one (HTTP 412 in the App), and FiftyOneStore re-reads and
+  re-applies its change (`retry_stale`).
 
 Stores here:
 - `FileStore` keeps a batch's working state under ``data/batches/NNN/work/`` (one JSON file
@@ -40,14 +53,16 @@ reaches any store without touching human-made or human-edited boxes.
 from __future__ import annotations
 
 import json
+import shutil
 import uuid
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Callable, Protocol, runtime_checkable
 from urllib.parse import quote
 
 from flows.layout import ProjectLayout
+from flows.process_log import ImageLog, log_from_history
 from tinyloop.annotations import (Annotation, AnnotationError, Box, Click, ImageLabels,
                                   LabelSet, Provenance)
 from tinyloop.atomic import write_json_atomic, write_text_atomic
@@ -60,15 +75,28 @@ class StaleEditError(AnnotationError):
     """An edit based on an outdated view of the image (HTTP 412 in FiftyOne's terms)."""
 
 
+class EditConflict(RuntimeError):
+    """Another writer kept saving the same image; the edit was not applied."""
+
+
 @runtime_checkable
 class AnnotationStore(Protocol):
     """Where annotators' edits go; see the module docstring for the rules."""
+
+    def open_batch(self, batch: int, preannotations: LabelSet | None = None) -> list[str]: ...
+
+    def restart_batch(self, batch: int) -> None: ...
 
     def get_labels(self, image_id: str) -> ImageLabels: ...
 
     def add_click(self, image_id: str, click: Click) -> None: ...
 
     def set_annotations(self, image_id: str, annotations: list[Annotation]) -> None: ...
+
+    def refresh_predictions(self, image_id: str,
+                            predictions: list[Annotation]) -> list[Annotation]: ...
+
+    def record_predictions(self, image_id: str, predictions: list[Annotation]) -> None: ...
 
     def mark_done(self, batch: int) -> None: ...
 
@@ -132,33 +160,103 @@ def check_annotations(item: ImageLabels, annotations: list[Annotation],
                               + ". Fix or delete these boxes, then save again.")
 
 
+# --- which boxes a person owns, and how a model refresh merges into them ----------------------
+
 def is_human_owned(a: Annotation) -> bool:
     """A box the annotator made or touched: model refreshes must leave it alone."""
     return a.provenance.source not in MODEL_SOURCES or a.provenance.edited
 
 
+def model_boxes(annotations: list[Annotation]) -> list[Annotation]:
+    """The model-made boxes (edited or not): what the model showed."""
+    return [a for a in annotations if a.provenance.source in MODEL_SOURCES]
+
+
+def clip_to_image(predictions: list[Annotation], width: float,
+                  height: float) -> list[Annotation]:
+    """Model boxes clipped to the image, those left under 1 px wide or high dropped: a
+    model's overhang is not the annotator's problem to fix."""
+    clipped = [replace(p, box=p.box.clip(width, height)) for p in predictions]
+    return [p for p in clipped if p.box.width >= 1 and p.box.height >= 1]
+
+
+def predictions_to_add(predictions: list[Annotation], kept: list[Annotation],
+                       width: float, height: float) -> list[Annotation]:
+    """The predictions a refresh adds next to the `kept` (human-owned) boxes: clipped to the
+    image, without those on one of them (IoU >= 0.5: the annotator already fixed that
+    object), each without an id (the store gives it a new one)."""
+    return [replace(p, id=None) for p in clip_to_image(predictions, width, height)
+            if not any(p.box.iou(k.box) >= 0.5 for k in kept)]
+
+
+def refreshed_annotations(current: list[Annotation], predictions: list[Annotation],
+                          width: float, height: float) -> list[Annotation]:
+    """An image's boxes after a model refresh: the human-owned ones of `current` exactly as
+    they are, then the new `predictions` (`predictions_to_add`) instead of the rest."""
+    kept = [a for a in current if is_human_owned(a)]
+    return kept + predictions_to_add(predictions, kept, width, height)
+
+
 def refresh_predictions(store: AnnotationStore, image_id: str,
                         predictions: list[Annotation]) -> list[Annotation]:
-    """Replace the image's untouched model boxes by new `predictions` (e.g. after clicks).
+    """Replace the image's untouched model boxes by new `predictions` (e.g. after clicks);
+    returns the image's boxes after it.
 
-    Human-made and human-edited boxes stay exactly as they are, and a prediction that
-    overlaps one of them (IoU >= 0.5) is dropped, so a refresh never duplicates a box the
-    annotator already fixed. Model boxes are clipped to the image (those left under 1 px
-    dropped): a model's overhang is not the annotator's problem to fix. Stores that can remember the model's latest output
-    (`record_predictions`, FileStore does) get it, so the workload can charge edits against
-    what the annotator actually saw last.
+    Human-made and human-edited boxes stay exactly as they are (`refreshed_annotations`),
+    and the store remembers the model's latest output, so the workload can charge edits
+    against what the annotator actually saw last. Each store does it in one write, so an
+    edit saved meanwhile is never overwritten by a refresh computed from an older view.
     """
-    item = store.get_labels(image_id)
-    kept = [a for a in item.annotations if is_human_owned(a)]
-    fresh = [replace(p, id=None, box=p.box.clip(item.image.width, item.image.height))
-             for p in predictions]       # a model box overhanging the border is clipped
-    fresh = [p for p in fresh if p.box.width >= 1 and p.box.height >= 1
-             and not any(p.box.iou(k.box) >= 0.5 for k in kept)]
-    store.set_annotations(image_id, kept + fresh)
-    record = getattr(store, "record_predictions", None)
-    if record is not None:
-        record(image_id, predictions)
-    return store.get_labels(image_id).annotations
+    return store.refresh_predictions(image_id, predictions)
+
+
+# --- clicks.json ----------------------------------------------------------------------------
+
+def click_json(c: Click) -> dict:
+    return {"x": c.x, "y": c.y, "category": c.category, "round": c.round, "source": c.source}
+
+
+def click_from_json(d: dict) -> Click:
+    return Click(d["x"], d["y"], d["category"], int(d.get("round", 1)),
+                 d.get("source", "human"))
+
+
+def write_clicks(path: Path, labels: LabelSet, batch: int) -> Path:
+    """A batch's clicks.json: {"batch", "categories", "clicks": {image_id: [{x, y,
+    category, round, source}]}}, every image of `labels` listed (also without clicks)."""
+    return write_json_atomic(path, {
+        "batch": batch, "categories": list(labels.categories),
+        "clicks": {im.id: [click_json(c) for c in im.clicks] for im in labels}})
+
+
+def read_clicks(path: Path) -> dict[str, list[Click]]:
+    """clicks.json (`write_clicks`) by image id; {} when the batch has none yet."""
+    if not path.exists():
+        return {}
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    return {image_id: [click_from_json(c) for c in clicks]
+            for image_id, clicks in doc.get("clicks", {}).items()}
+
+
+# --- an edit that met a newer one -----------------------------------------------------------
+
+def retry_stale(edit: Callable[[], None], retries: int, what: str) -> None:
+    """Run `edit` until it is not refused as stale, at most `retries` + 1 times.
+
+    `edit` must read the current state, apply its change to it and save conditionally,
+    raising `StaleEditError` when someone saved in between (FiftyOne's HTTP 412): the next
+    try starts again from that newer state, so neither edit is lost. Raises `EditConflict`
+    naming `what` when every try was refused. (FileStore needs no retry: its writers wait
+    for the batch lock instead.)
+    """
+    for _ in range(retries + 1):
+        try:
+            edit()
+            return
+        except StaleEditError:
+            continue  # someone saved in between: re-read and apply again
+    raise EditConflict(f"{what} kept changing under this edit ({retries + 1} tries); "
+                       "reload it and edit again")
 
 
 # --- MemoryStore -------------------------------------------------------------------------------
@@ -172,15 +270,35 @@ class MemoryStore:
 
     def __init__(self, preannotations: LabelSet):
         self.categories = list(preannotations.categories)
-        self.items = {im.id: ImageLabels(im.image, list(with_ids(LabelSet(
-            self.categories, [im])).images[0].annotations), list(im.ignore), list(im.clicks))
-            for im in preannotations}
+        self.start: dict[str, ImageLabels] = {}   # image id -> its pre-annotations, with ids
+        self.items: dict[str, ImageLabels] = {}   # image id -> its working labels
         self.predictions: dict[str, list[Annotation]] = {}
         self.done: set[int] = set()
+        self._add(preannotations)
+
+    def open_batch(self, batch: int, preannotations: LabelSet | None = None) -> list[str]:
+        """Add the images of `preannotations` the store does not hold yet (edits stay);
+        returns their ids. Without pre-annotations: every image held (the store does not
+        tell batches apart: one store, one simulated batch)."""
+        if preannotations is None:
+            return list(self.items)
+        self._add(preannotations)
+        return [im.id for im in preannotations]
+
+    def _add(self, preannotations: LabelSet) -> None:
+        for im in with_ids(LabelSet(self.categories, list(preannotations))):
+            if im.id not in self.items:
+                self.start[im.id] = im
+                self.items[im.id] = _copy(im)
+
+    def restart_batch(self, batch: int) -> None:
+        """Every image back to its pre-annotations (the store holds one batch)."""
+        self.items = {image_id: _copy(im) for image_id, im in self.start.items()}
+        self.predictions.clear()
+        self.done.discard(batch)
 
     def get_labels(self, image_id: str) -> ImageLabels:
-        it = self.items[image_id]
-        return ImageLabels(it.image, list(it.annotations), list(it.ignore), list(it.clicks))
+        return _copy(self.items[image_id])
 
     def add_click(self, image_id: str, click: Click) -> None:
         if click.category not in self.categories:
@@ -193,6 +311,14 @@ class MemoryStore:
         check_annotations(item, annotations, self.categories)
         item.annotations = stamp_edits(item.annotations, list(annotations))
 
+    def refresh_predictions(self, image_id: str,
+                            predictions: list[Annotation]) -> list[Annotation]:
+        item = self.items[image_id]
+        self.set_annotations(image_id, refreshed_annotations(
+            item.annotations, predictions, item.image.width, item.image.height))
+        self.record_predictions(image_id, predictions)
+        return list(item.annotations)
+
     def record_predictions(self, image_id: str, predictions: list[Annotation]) -> None:
         self.predictions[image_id] = list(predictions)
 
@@ -202,6 +328,11 @@ class MemoryStore:
     def pull(self, batch: int) -> LabelSet:
         return LabelSet(self.categories, [self.get_labels(i) for i in self.items],
                         info={"batch": batch})
+
+
+def _copy(item: ImageLabels) -> ImageLabels:
+    """A copy whose lists can change without changing `item`'s."""
+    return ImageLabels(item.image, list(item.annotations), list(item.ignore), list(item.clicks))
 
 
 # --- FileStore --------------------------------------------------------------------------------
@@ -249,12 +380,18 @@ class FileStore:
         for item in preannotations:
             path = self._image_path(batch, item.id)
             if not path.exists():
-                start = ImageLabels(item.image, list(item.annotations), list(item.ignore), list(item.clicks))
-                self._write(batch, start, model_output=item.annotations, version=0,
+                self._write(batch, _copy(item), model_output=item.annotations, version=0,
                             history=[_history_entry(0, item.annotations)],
                             categories=preannotations.categories)
         self._index(batch)
         return [im.id for im in preannotations]
+
+    def restart_batch(self, batch: int) -> None:
+        """Delete the batch's working files: the next `open_batch` starts every image again
+        from preannotations.json. Simulated batches only: a person's edits would be lost."""
+        shutil.rmtree(self.work_dir(batch), ignore_errors=True)
+        self._where = {i: b for i, b in self._where.items() if b != batch}
+        self._categories.pop(batch, None)
 
     def batch_images(self, batch: int) -> list[str]:
         return self._meta(batch)["images"]
@@ -307,6 +444,29 @@ class FileStore:
             item.annotations = stamp_edits(item.annotations, list(annotations))
             self._write(batch, item, model_output, version + 1, history)
 
+    def refresh_predictions(self, image_id: str,
+                            predictions: list[Annotation]) -> list[Annotation]:
+        """New boxes (`refreshed_annotations`) and the model's latest output in one write,
+        under the batch lock: an edit saved meanwhile is never overwritten."""
+        batch = self.batch_of(image_id)
+        with self._locked(batch):
+            item, _, version, history = self._read(image_id)
+            boxes = refreshed_annotations(item.annotations, predictions,
+                                          item.image.width, item.image.height)
+            check_annotations(item, boxes, self.categories(batch))
+            item.annotations = stamp_edits(item.annotations, boxes)
+            history.append(_history_entry(_last_round(item), predictions))
+            self._write(batch, item, list(predictions), version + 1, history)
+        return self.get_labels(image_id).annotations  # as stored (boxes round-trip as xywh)
+
+    def record_predictions(self, image_id: str, predictions: list[Annotation]) -> None:
+        """Remember the model's latest output for an image (refined.json, process_log)."""
+        batch = self.batch_of(image_id)
+        with self._locked(batch):
+            item, _, version, history = self._read(image_id)
+            history.append(_history_entry(_last_round(item), predictions))
+            self._write(batch, item, list(predictions), version + 1, history)
+
     def mark_done(self, batch: int) -> None:
         self._meta(batch)  # fails clearly for a batch that was never opened
         write_text_atomic(self.layout.done_marker(batch), "done\n")
@@ -324,31 +484,19 @@ class FileStore:
             refined.append(ImageLabels(item.image, model_output, list(item.ignore)))
         labels = LabelSet(cats, items, info={"batch": batch})
         write_labels(labels, self.layout.labels(batch))
-        write_json_atomic(self.layout.clicks(batch), {
-            "batch": batch, "categories": cats,
-            "clicks": {it.id: [_click_json(c) for c in it.clicks] for it in items}})
+        write_clicks(self.layout.clicks(batch), labels, batch)
         write_labels(LabelSet(cats, refined, info={"batch": batch}),
                      self.refined_path(batch))
         return labels
 
     # -- beyond the protocol ------------------------------------------------------------------
-    def record_predictions(self, image_id: str, predictions: list[Annotation]) -> None:
-        """Remember the model's latest output for an image (see `refresh_predictions`)."""
-        batch = self.batch_of(image_id)
-        with self._locked(batch):
-            item, _, version, history = self._read(image_id)
-            last_round = max((c.round for c in item.clicks), default=0)
-            history.append(_history_entry(last_round, predictions))
-            self._write(batch, item, list(predictions), version + 1, history)
-
     def version(self, image_id: str) -> int:
         """How many edits the image has had: lets a caller detect a stale view."""
         return self._read(image_id)[2]
 
-    def process_log(self, image_id: str):
-        """The image's click/prediction process as a `flows.simulator.ImageLog` (ranker
-        input), from its clicks and every model output recorded for it."""
-        from flows.simulator import log_from_history
+    def process_log(self, image_id: str) -> ImageLog:
+        """The image's click/prediction process (ranker input), from its clicks and every
+        model output recorded for it."""
         item, _, _, history = self._read(image_id)
         hist = [(h["round"], [Annotation("?", Box(*b[:4]),
                                          provenance=Provenance("model", score=b[4]))
@@ -414,9 +562,10 @@ class FileStore:
 def _history_entry(round_no: int, predictions: list[Annotation]) -> dict:
     """A model output as the process log needs it: round and [x1, y1, x2, y2, score]."""
     return {"round": round_no,
-            "boxes": [[*a.box.xyxy(), a.score] for a in predictions
-                      if a.provenance.source in MODEL_SOURCES]}
+            "boxes": [[*a.box.xyxy(), a.score] for a in model_boxes(predictions)]}
 
 
-def _click_json(c: Click) -> dict:
-    return {"x": c.x, "y": c.y, "category": c.category, "round": c.round, "source": c.source}
+def _last_round(item: ImageLabels) -> int:
+    """The image's latest click round (0 before any click): a model output recorded now
+    answers that round's clicks."""
+    return max((c.round for c in item.clicks), default=0)

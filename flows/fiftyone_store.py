@@ -6,10 +6,10 @@ clicks") land in the same sample fields, so `pull` cannot tell them apart.
 
 Concurrent edits: the App saves a sample with `If-Match: <etag of last_modified_at>` and the
 server answers 412 when someone saved the sample in between (fiftyone.server.routes.sample).
-This class writes under the same rule (`save_sample(sample, if_last_modified_at)` of that
-module: a conditional replace on `last_modified_at`); on a conflict it re-reads the sample
-and applies its change again on top of the newer state, `retries` times, then raises
-`EditConflict`. An edit is never written over someone else's newer one.
+This class writes under the same rule (`fiftyone_sync.edit_sample`: a save conditional on
+`last_modified_at`); on a conflict it re-reads the sample and applies its change again on top
+of the newer state, `retries` times, then raises `EditConflict`. An edit is never written
+over someone else's newer one.
 
 Call `flows.mongo.ensure_mongo(project_root)` before using it (FiftyOne reads its database
 URI when first imported).
@@ -20,13 +20,12 @@ from pathlib import Path
 from typing import Callable
 
 from flows import fiftyone_sync as fsync
-from flows.annotation_store import check_annotations, stamp_edits
+from flows.annotation_store import check_annotations, clip_to_image, stamp_edits, with_ids
+# what this store's edits raise when they keep meeting newer ones; importable from here too
+from flows.annotation_store import EditConflict  # noqa: F401
 from flows.layout import ProjectLayout
 from tinyloop.annotations import Annotation, AnnotationError, Click, ImageLabels, LabelSet
-
-
-class EditConflict(RuntimeError):
-    """Another writer kept saving the same sample; the edit was not applied."""
+from tinyloop.cocofile import read_labels, write_labels
 
 
 class FiftyOneStore:
@@ -47,13 +46,9 @@ class FiftyOneStore:
         database_uri(self.root)
 
     def open_batch(self, batch: int, preannotations: LabelSet | None = None,
-                   priorities: dict[str, float] | None = None,
-                   refill: bool = False) -> list[str]:
+                   priorities: dict[str, float] | None = None) -> list[str]:
         """Publish a batch to the App (FileStore's `open_batch`): writes preannotations.json
-        (with box ids) when missing, then syncs; annotators' corrections are kept unless
-        `refill` (restart a *simulated* batch from its pre-annotations)."""
-        from flows.annotation_store import with_ids
-        from tinyloop.cocofile import read_labels, write_labels
+        (with box ids) when missing, then syncs; annotators' corrections are kept."""
         path = self.layout.preannotations(batch)
         if preannotations is not None and not path.exists():
             write_labels(with_ids(preannotations), path)
@@ -61,10 +56,15 @@ class FiftyOneStore:
             raise ValueError("FiftyOneStore needs the project's Params (data.source) to "
                              "publish a batch: FiftyOneStore(root, params)")
         images = fsync.image_root(self.root, self.source)
-        self._ds = fsync.sync_batch(self.root, batch, self.dataset_name, images, priorities,
-                                    refill=refill)
+        self._ds = fsync.sync_batch(self.root, batch, self.dataset_name, images, priorities)
         self.__dict__.pop("_pre", None)
         return [im.id for im in read_labels(path)]
+
+    def restart_batch(self, batch: int) -> None:
+        """Reset the batch's samples to its pre-annotations (`fiftyone_sync.restart_batch`):
+        every correction and click on them is lost, so only for simulated batches. Samples
+        not synced yet are left to `open_batch`."""
+        fsync.restart_batch(self.root, batch, self.dataset_name)
 
     @property
     def dataset(self):
@@ -93,7 +93,6 @@ class FiftyOneStore:
     def _preannotations(self, batch: int) -> LabelSet:
         cache = self.__dict__.setdefault("_pre", {})
         if batch not in cache:
-            from tinyloop.cocofile import read_labels
             cache[batch] = read_labels(self.layout.preannotations(batch))
         return cache[batch]
 
@@ -135,6 +134,18 @@ class FiftyOneStore:
 
         self._edit(image_id, change)
 
+    def refresh_predictions(self, image_id: str,
+                            predictions: list[Annotation]) -> list[Annotation]:
+        """`fiftyone_sync.refresh_sample` (the same as "Refine with clicks" in the App) in
+        one conditional save: an edit saved meanwhile is kept."""
+        def change(sample, template):
+            w, h = template.image.width, template.image.height
+            check_annotations(template, clip_to_image(predictions, w, h), self.categories)
+            fsync.refresh_sample(sample, predictions, w, h)
+
+        self._edit(image_id, change)
+        return self.get_labels(image_id).annotations
+
     def record_predictions(self, image_id: str, predictions: list[Annotation]) -> None:
         """Show the model's latest output for the image in `predictions`."""
         def change(sample, template):
@@ -153,20 +164,10 @@ class FiftyOneStore:
 
     # --- optimistic concurrency ------------------------------------------------------------
     def _edit(self, image_id: str, change: Callable) -> None:
-        from fiftyone.server.exceptions import DbVersionMismatchError
-        from fiftyone.server.routes.sample import save_sample
-        for _ in range(self.retries + 1):
-            sample = self._sample(image_id)
-            sample.reload(hard=True)  # FiftyOne caches Sample objects: start from the DB
-            seen = sample.last_modified_at
-            change(sample, self._template(sample))
-            try:
-                save_sample(sample, seen)  # conditional on last_modified_at, like the App
-                return
-            except DbVersionMismatchError:
-                continue  # someone saved in between: re-read and apply again
-        raise EditConflict(f"image {image_id}: the sample kept changing under this edit "
-                           f"({self.retries + 1} tries); reload it and edit again")
+        """`change(sample, template)` saved like the App saves (`fiftyone_sync.edit_sample`)."""
+        fsync.edit_sample(lambda: self._sample(image_id),
+                          lambda sample: change(sample, self._template(sample)),
+                          self.retries, f"image {image_id}")
 
 
 def _by_id(image_id: str):

@@ -23,8 +23,13 @@ How edits are recognised: every detection tinyloop writes remembers what it wrot
 (`wlabel`, `wbox` - the relative box - and `px`, the exact pixel box). A detection whose label
 and box still equal what was written is unchanged: it is pulled with its exact pixel box and
 provenance. Anything else was edited in the App: it is pulled with `edited=True` (or as a
-human box when tinyloop never wrote it). "Refine with clicks" replaces only unchanged,
-model-made boxes, so an annotator's edit is never overwritten.
+human box when tinyloop never wrote it). "Refine with clicks" replaces only the boxes no
+person owns (`flows.annotation_store.is_human_owned`), so an annotator's edit is never
+overwritten.
+
+Saves of code that edits samples (`edit_sample`) are conditional on `last_modified_at`, like
+the App's (which answers HTTP 412 to a save over a newer one): a conflict re-reads the
+sample and applies the change again (`flows.annotation_store.retry_stale`).
 
 Bad boxes (unknown class, zero size, outside the image) are never dropped or kept silently:
 `pull_batch` lists them, tags the samples the annotator sees, and writes no labels file until
@@ -33,14 +38,16 @@ they are fixed.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Callable, Iterable
 
 from tinyloop.annotations import (Annotation, Box, Click, ImageLabels, LabelSet, OrientedBox,
                                   Provenance)
-from tinyloop.atomic import write_json_atomic
 from tinyloop.cocofile import read_labels, write_labels
+from flows.annotation_store import (MODEL_SOURCES, StaleEditError, is_human_owned,
+                                    new_annotation_id, predictions_to_add, read_clicks,
+                                    retry_stale, write_clicks)
 from flows.layout import ProjectLayout, batch_name
 
 CORRECTIONS = "corrections"
@@ -161,7 +168,7 @@ def from_detection(det, w: int, h: int) -> Annotation:
     if source is None:  # drawn in the App
         prov = Provenance("human")
     else:
-        score = det.confidence if source in ("model", "click_refined") else None
+        score = det.confidence if source in MODEL_SOURCES else None
         prov = Provenance(source, _attr(det, "model_version"), score,
                           edited if source != "human" else False)
     return Annotation(det.label or "", box, obox, prov, bool(_attr(det, "difficult", False)),
@@ -221,23 +228,6 @@ def image_root(project_root: Path, source: str) -> Path:
 
 def _read_optional(path: Path) -> LabelSet | None:
     return read_labels(path) if path.exists() else None
-
-
-def read_clicks(path: Path) -> dict[str, list[Click]]:
-    """clicks.json as FileStore writes it: {"clicks": {image_id: [{x, y, category, round,
-    source}]}}; {} when the batch has none yet."""
-    if not path.exists():
-        return {}
-    doc = json.loads(path.read_text(encoding="utf-8"))
-    return {image_id: [Click(c["x"], c["y"], c["category"], int(c.get("round", 1)),
-                             c.get("source", "human")) for c in clicks]
-            for image_id, clicks in doc.get("clicks", {}).items()}
-
-
-def clicks_doc(labels: LabelSet, batch: int) -> dict[str, Any]:
-    return {"batch": batch, "categories": list(labels.categories),
-            "clicks": {im.id: [{"x": c.x, "y": c.y, "category": c.category, "round": c.round,
-                                "source": c.source} for c in im.clicks] for im in labels}}
 
 
 def sync_batch(project_root: str | Path, batch: int, dataset_name: str, images_dir: Path,
@@ -316,6 +306,32 @@ def sync_batch(project_root: str | Path, batch: int, dataset_name: str, images_d
 
 def view_name(batch: int) -> str:
     return f"batch-{batch_name(batch)}"
+
+
+def restart_batch(project_root: str | Path, batch: int, dataset_name: str) -> int:
+    """Put the batch's samples back as `sync_batch` first filled them: pre-annotations in
+    `predictions` and `corrections`, the batch's first clicks, nothing drawn in
+    `new_clicks`, review_status todo. Returns how many samples it reset (0 before the first
+    sync). Every edit of the batch is lost: for simulated batches only."""
+    import fiftyone as fo
+    if not fo.dataset_exists(dataset_name):
+        return 0
+    layout = ProjectLayout(project_root)
+    items = read_labels(layout.preannotations(batch)).by_id()
+    clicks_by_id = read_clicks(layout.clicks(batch))
+    ds = get_dataset(dataset_name, create=False)
+    reset = 0
+    for sample in ds.select_by("image_id", list(items)).iter_samples(
+            autosave=True, batch_size=200, progress=False):
+        item = items[sample["image_id"]]
+        w, h = item.image.width, item.image.height
+        sample[PREDICTIONS] = _detections(item.annotations, w, h)
+        sample[CORRECTIONS] = _detections(item.annotations, w, h)
+        sample[CLICKS] = _keypoints(clicks_by_id.get(item.id, item.clicks), w, h)
+        sample[NEW_CLICKS] = fo.Detections()
+        sample["review_status"] = "todo"
+        reset += 1
+    return reset
 
 
 # --- pull: dataset -> files ---------------------------------------------------------------
@@ -400,7 +416,7 @@ def pull_batch(project_root: str | Path, batch: int, dataset_name: str,
     if write:
         path = layout.labels(batch)
         write_labels(labels, path)
-        write_json_atomic(layout.clicks(batch), clicks_doc(labels, batch))
+        write_clicks(layout.clicks(batch), labels, batch)
         write_labels(LabelSet(list(pre.categories), refined, {"batch": batch}),
                      refined_path(layout, batch))
     return PullResult(labels, path, problems)
@@ -473,54 +489,70 @@ def latest_model(project_root: str | Path) -> Path:
 
 def refine_samples(ds, sample_ids: Iterable[str], predict, retries: int = 5) -> dict[str, int]:
     """Re-run the detector with each sample's clicks; refresh `predictions` and the boxes of
-    `corrections` that nobody edited. `predict(image_path, clicks) -> list[Annotation]`.
+    `corrections` no person owns (`refresh_sample`). `predict(image_path, clicks) ->
+    list[Annotation]`.
 
-    Boxes the annotator drew, moved, relabelled (or that a store marked edited) stay exactly
-    as they are, and a new prediction overlapping one of them (IoU >= 0.5) is not added.
     Saves are conditional on `last_modified_at` (as the App's), so an edit the annotator
-    saves meanwhile is kept: the sample is re-read and refined again.
+    saves meanwhile is kept: the sample is re-read and refined again (`edit_sample`).
     """
-    from fiftyone.server.exceptions import DbVersionMismatchError
-    from fiftyone.server.routes.sample import save_sample
-    from flows.annotation_store import new_annotation_id
     counts = {"samples": 0, "replaced": 0, "kept": 0}
     for sid in sample_ids:
-        for _ in range(retries + 1):
-            sample = ds[sid]
-            sample.reload(hard=True)
-            seen = sample.last_modified_at
+        saved = {}  # the counts of the try that was saved (a refused try starts over)
+
+        def refine(sample) -> None:
             w, h = sample.metadata.width, sample.metadata.height
             absorb_new_clicks(sample, w, h)
             clicks = [from_keypoint(k, w, h) for k in
                       (sample[CLICKS].keypoints if sample[CLICKS] else [])]
-            preds = predict(sample.filepath, clicks)
-            dets = sample[CORRECTIONS].detections if sample[CORRECTIONS] else []
-            kept = [d for d in dets if not replaceable(d)]
-            kept_boxes = [from_detection(d, w, h).box for d in kept]
-            fresh = [p for p in preds if not any(p.box.iou(b) >= 0.5 for b in kept_boxes)]
-            fresh = [Annotation(p.category, p.box, p.obox, p.provenance, p.difficult,
-                                new_annotation_id()) for p in fresh]
-            import fiftyone as fo
-            sample[PREDICTIONS] = _detections(preds, w, h)
-            sample[CORRECTIONS] = fo.Detections(
-                detections=kept + [to_detection(a, w, h) for a in fresh])
-            try:
-                save_sample(sample, seen)
-            except DbVersionMismatchError:
-                continue
-            counts["samples"] += 1
-            counts["replaced"] += len(dets) - len(kept)
-            counts["kept"] += len(kept)
-            break
-        else:
-            raise RuntimeError(f"sample {sid} kept changing while refining; try again")
+            saved["replaced"], saved["kept"] = refresh_sample(
+                sample, predict(sample.filepath, clicks), w, h)
+
+        edit_sample(lambda: ds[sid], refine, retries, f"sample {sid}")
+        counts["samples"] += 1
+        counts["replaced"] += saved["replaced"]
+        counts["kept"] += saved["kept"]
     return counts
 
 
-def replaceable(det) -> bool:
-    """A model-made box nobody touched since tinyloop wrote it."""
-    return (unchanged(det) and _attr(det, "source") in ("model", "click_refined")
-            and not _attr(det, "edited", False))
+def refresh_sample(sample, predictions: list[Annotation], w: int, h: int) -> tuple[int, int]:
+    """Show `predictions` in `predictions`; in `corrections`, keep every box a person owns
+    (`is_human_owned`) exactly as it is and put the predictions a refresh adds
+    (`predictions_to_add`: clipped to the image, none on a kept box) instead of the others.
+    Returns (boxes replaced, boxes kept). The sample is not saved."""
+    import fiftyone as fo
+    dets = sample[CORRECTIONS].detections if sample[CORRECTIONS] else []
+    kept = [d for d in dets if is_human_owned(from_detection(d, w, h))]
+    added = predictions_to_add(predictions, [from_detection(d, w, h) for d in kept], w, h)
+    added = [replace(a, id=new_annotation_id()) for a in added]
+    sample[PREDICTIONS] = _detections(predictions, w, h)
+    sample[CORRECTIONS] = fo.Detections(
+        detections=kept + [to_detection(a, w, h) for a in added])
+    return len(dets) - len(kept), len(kept)
+
+
+def edit_sample(load: Callable, change: Callable, retries: int, what: str) -> None:
+    """Apply `change(sample)` to the sample `load()` returns and save it only if nobody
+    saved it since it was read (the App's rule); on a conflict read it again and re-apply
+    (`retry_stale`), at most `retries` times, then `EditConflict`."""
+    def attempt() -> None:
+        sample = load()
+        sample.reload(hard=True)  # FiftyOne caches Sample objects: start from the DB
+        seen = sample.last_modified_at
+        change(sample)
+        save_if_unchanged(sample, seen, what)
+
+    retry_stale(attempt, retries, what)
+
+
+def save_if_unchanged(sample, seen, what: str) -> None:
+    """Save `sample` if its `last_modified_at` is still `seen`, as the App's save route
+    does; `StaleEditError` (the App's HTTP 412) when someone saved it in between."""
+    from fiftyone.server.exceptions import DbVersionMismatchError
+    from fiftyone.server.routes.sample import save_sample
+    try:
+        save_sample(sample, seen)
+    except DbVersionMismatchError:
+        raise StaleEditError(f"{what}: saved by someone else since it was read") from None
 
 
 def mark_batch_done(ds, project_root: str | Path, batch: int) -> bool:

@@ -180,3 +180,21 @@ def test_refresh_clips_model_boxes_to_the_image(tmp_path):
             Annotation("Car", Box(100.5, 5, 120, 15), provenance=MODEL)]  # fully outside
     anns = refresh_predictions(store, "im0", over)
     assert [a.box for a in anns] == [Box(90, 70, 100, 80)]
+
+
+@pytest.mark.parametrize("kind", ["file", "memory"])
+def test_restart_batch_goes_back_to_the_preannotations(tmp_path, kind):
+    """What `steps.publish(fresh=True)` does before a simulated batch starts again."""
+    from flows.annotation_store import MemoryStore
+    pre = preannotations()
+    store = FileStore(tmp_path) if kind == "file" else MemoryStore(pre)
+    store.open_batch(1, pre)
+    start = {i: store.get_labels(i) for i in ("im0", "im1")}
+    car, _ = start["im0"].annotations
+    store.set_annotations("im0", [replace(car, category="Person")])
+    store.add_click("im1", Click(15, 15, "Car", 1))
+    refresh_predictions(store, "im1", [Annotation("Car", Box(30, 30, 40, 40),
+                                                  provenance=MODEL)])
+    store.restart_batch(1)
+    assert store.open_batch(1, pre) == ["im0", "im1"]
+    assert {i: store.get_labels(i) for i in ("im0", "im1")} == start
