@@ -4,6 +4,9 @@
                        "version": "iter-003", "epoch": 12}, extra={"optimizer": opt.state_dict()})
     model, meta = load(path)          # model in eval mode, on CPU unless map_location says else
 
+`meta["min_score"]`: the score threshold chosen for the model after training, read from the
+threshold.json beside the file (c3det.threshold), when there is one.
+
 The file is a plain dict of tensors, numbers, strings and lists, so `torch.load(...,
 weights_only=True)` reads it (no pickled code runs). Writes are atomic (temp file + rename):
 a crash mid-save leaves the previous checkpoint intact.
@@ -19,6 +22,7 @@ import torch
 from torch import nn
 
 from c3det.config import C3DetParams
+from c3det.threshold import read_min_score
 from tinyloop.atomic import write_bytes_atomic
 from tinyloop.params import ParamsError, build
 
@@ -98,4 +102,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn
     model.to(map_location).eval()
     # per-class median box size of the training labels (click-to-box size prior)
     model.class_box_sizes = meta.get("class_box_sizes")
+    chosen = read_min_score(path)   # the threshold chosen after training (c3det.threshold)
+    if chosen is not None:
+        meta["min_score"] = chosen
     return model, meta

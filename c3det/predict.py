@@ -7,6 +7,10 @@
 
 - Every click ends with a box of its class covering it (c3det.click_to_box); such boxes have
   provenance `click_refined`, the rest `model`; all carry the model version and score.
+- Model boxes scoring below `min_score` are not shown (click-refined ones always are). By
+  default a checkpoint's chosen threshold applies (threshold.json beside it, see
+  c3det.threshold; 0 when none was chosen, and for a model object); an explicit
+  `min_score` wins.
 - A click outside the image or of a class the model does not know is refused (ClickError).
 - Images larger than the tile size (tinyloop TilingParams, default 1024) are predicted tile by
   tile (tinyloop.tiling) and merged by class-wise NMS; each tile sees only its own clicks, so
@@ -74,7 +78,7 @@ class Predictor:
     def __init__(self, checkpoint_or_model: str | Path | nn.Module,
                  classes: Sequence[str] | None = None, device: str | torch.device | None = None,
                  tiling: TilingParams | None = None, model_version: str | None = None,
-                 min_score: float = 0.0, guarantee_clicks: bool = True,
+                 min_score: float | None = None, guarantee_clicks: bool = True,
                  fast_clicks: bool = True):
         if isinstance(checkpoint_or_model, (str, Path)):
             from c3det.checkpoint import load
@@ -84,6 +88,8 @@ class Predictor:
                 raise ValueError(f"{checkpoint_or_model}: the model was trained on classes "
                                  f"{meta['classes']}, not {classes}")
             model_version = model_version or str(meta.get("version"))
+            if min_score is None:
+                min_score = meta.get("min_score")
         else:
             model = checkpoint_or_model
             if classes is None:
@@ -95,7 +101,7 @@ class Predictor:
         self.model: ClickDetector = model.to(self.device).eval()
         self.tiling = tiling or TilingParams()
         self.model_version = model_version or "unversioned"
-        self.min_score = min_score
+        self.min_score = min_score or 0.0
         self.guarantee_clicks = guarantee_clicks
         self.class_sizes = getattr(model, "class_box_sizes", None)
         # sessions re-run a click through c3det.click_heads (same results, less work)

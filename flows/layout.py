@@ -25,8 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-
-THRESHOLD_FILE = "threshold.json"  # beside each model.pt (flows.min_score auto)
+from c3det.threshold import threshold_path
 
 
 def batch_name(n: int) -> str:
@@ -148,7 +147,7 @@ class ProjectLayout:
 
     def threshold(self, n: int) -> Path:
         """flows.min_score auto: the score from which model n's boxes are shown."""
-        return self.model_dir(n) / THRESHOLD_FILE
+        return threshold_path(self.model(n))
 
     @property
     def reports(self) -> Path:

@@ -28,7 +28,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows import steps
+from flows import model_policy, steps
 from flows.runtime import prefect_env  # noqa: F401 - re-exported for callers
 from flows.layout import ProjectLayout, tag_name
 from flows.steps import Project
@@ -52,7 +52,7 @@ def _chunk_key(context, parameters) -> str:
     parts = [_file_hash(Path(model)) if model else "no-model",
              ",".join(parameters["ids"]), json.dumps(p.params.tiling.__dict__, sort_keys=True),
              p.params.flows.preannotator,
-             str(steps.min_score_for(p, Path(model)) if model else None)]
+             str(model_policy.min_score_for(p, Path(model)) if model else None)]
     return "preannotate-" + hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
@@ -210,7 +210,7 @@ def _fan_out_preannotate(root: str, n: int) -> None:
     p = Project.open(root)
     if p.layout.preannotations(n).exists():
         return
-    model = steps.model_for_batch(p, n)
+    model = model_policy.model_for_batch(p, n)
     ids = steps.batch_ids(p, n)
     futures = [preannotate_chunk_task.submit(root, str(model) if model else None, chunk)
                for chunk in steps.chunks(ids, p.params.flows.preannotate_chunk)]

@@ -17,6 +17,7 @@ import io
 import json
 from pathlib import Path
 
+from c3det.threshold import read_min_score
 from flows.layout import ProjectLayout
 from flows.workload import cumulative
 from tinyloop.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
@@ -73,9 +74,7 @@ def batch_rows(layout: ProjectLayout) -> list[dict]:
 def _shown_from(layout: ProjectLayout, n: int) -> float | None:
     """The score from which batch n's model boxes were shown, when flows.min_score auto
     chose it for model n-1 (models/iter-NNN/threshold.json)."""
-    if n < 2 or not layout.threshold(n - 1).exists():
-        return None
-    return json.loads(layout.threshold(n - 1).read_text(encoding="utf-8"))["min_score"]
+    return read_min_score(layout.model(n - 1)) if n >= 2 else None
 
 
 def format_table(rows: list[dict], markdown: bool = False) -> str:

@@ -6,7 +6,7 @@ import json
 
 import torch
 
-from flows import steps
+from flows import model_policy, steps
 from flows.commands.demo import SAMPLE
 from flows.workload import NONE_SHOWN
 from flows.project import init_project
@@ -31,13 +31,13 @@ def test_auto_min_score_is_chosen_per_model_and_filters_its_boxes(tmp_path):
     chosen_file = p.layout.threshold(1)
     chosen = json.loads(chosen_file.read_text())
     curve = {r["min_score"]: r["wt_reduction_pct"] for r in chosen["wt_by_min_score"]}
-    assert list(curve) == steps.THRESHOLDS and chosen["images"] == 4
+    assert list(curve) == model_policy.THRESHOLDS and chosen["images"] == 4
     if chosen["min_score"] == NONE_SHOWN:  # no score saved auto_min_gain_pct: none shown
         assert max(curve.values()) < p.params.flows.auto_min_gain_pct
     else:
         assert curve[chosen["min_score"]] == max(curve.values())
     assert metrics["min_score"] == chosen["min_score"]
-    assert steps.min_score_for(p, p.layout.model(1)) == chosen["min_score"]
+    assert model_policy.min_score_for(p, p.layout.model(1)) == chosen["min_score"]
 
     items = steps.batch_records(p, 2).images
     shown = {}

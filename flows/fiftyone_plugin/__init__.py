@@ -1,8 +1,11 @@
 """tinyloop's FiftyOne plugin (installed into the App's plugins dir by `tinyloop app start`).
 
-- "Refine with clicks": runs the current detector (the newest models/iter-NNN/model.pt) on
-  the selected samples (or the open one) with their clicks, refreshes `predictions` and the
-  untouched boxes of `corrections`; boxes the annotator edited are never changed.
+- "Refine with clicks": runs the current detector (the newest finished
+  models/iter-NNN/model.pt) on the selected samples (or the open one) with their clicks,
+  refreshes `predictions` and the untouched boxes of `corrections`; boxes the annotator
+  edited are never changed. The predictor is the model policy's (flows.model_policy): the
+  project's tiling and the model's score threshold, so the App shows the boxes
+  pre-annotation showed.
 - "Mark batch done": review_status=done for the batch, writes data/batches/NNN/done and
   resumes the Prefect flow run waiting for it (flows.human_wait.signal_done).
 
@@ -37,9 +40,10 @@ class RefineWithClicks(foo.Operator):
 
     def execute(self, ctx):
         from flows import fiftyone_sync as fsync
-        from c3det.predict import Predictor
-        root = ctx.dataset.info["project_root"]
-        predictor = Predictor(fsync.latest_model(root), ctx.dataset.info["classes"])
+        from flows import model_policy
+        from flows.steps import Project
+        project = Project.open(ctx.dataset.info["project_root"])
+        predictor = model_policy.predictor(project, model_policy.current_model(project.layout))
         counts = fsync.refine_samples(ctx.dataset, _targets(ctx),
                                       lambda path, clicks: predictor.predict(path, clicks))
         ctx.trigger("reload_samples")

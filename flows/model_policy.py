@@ -1,0 +1,144 @@
+"""The loop's model policy, in one place: which model serves which batch, which one is
+current, what a new model starts from, and from which score its boxes are shown.
+
+- Model n (models/iter-NNN/model.pt) is trained on batches 1..n and counts once its
+  train.json marks it finished. It pre-annotates batch n+1 and re-predicts that batch's
+  clicks (`model_for_batch`); batch 1 has no model.
+- The current model is the newest finished one (`current_model`): the App's "Refine with
+  clicks" runs it; `publish_current` copies it to models/current/model.pt, the output of
+  dvc.yaml's train stage.
+- With flows.warm_start, model n starts from model n-1's weights (`warm_start`).
+- Its boxes are shown from flows.min_score, or with "auto" from the score the evaluate step
+  chose for it on the held-out images (`choose_min_score`), kept in threshold.json beside
+  the checkpoint (c3det.threshold: the file is the source of truth, and
+  c3det.predict.Predictor applies it by default). `min_score_for` says which applies.
+- `predictor(p, model)` is the Predictor every caller predicts with (pre-annotation, the
+  simulated annotator, the App plugin): the same checkpoint, tiling and threshold, so all
+  of them show the same boxes.
+
+Nothing here imports torch until a Predictor is built.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from c3det.threshold import read_min_score
+from flows.layout import ProjectLayout
+from flows.workload import NONE_SHOWN, best_threshold, wt_by_threshold
+from tinyloop.annotations import ImageLabels, LabelSet
+from tinyloop.atomic import copy_file_atomic, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+AUTO_FALLBACK = 0.5  # flows.min_score auto, before the model's threshold is known
+THRESHOLDS = [round(0.05 * k, 2) for k in range(1, 20)]  # min_score candidates for "auto"
+FINISHED = "train.json"  # written last by training: the model is finished
+
+
+# --- which model ----------------------------------------------------------------------------
+
+def is_finished(layout: ProjectLayout, n: int) -> bool:
+    return (layout.model_dir(n) / FINISHED).exists()
+
+
+def model_for_batch(p, n: int) -> Path | None:
+    """The checkpoint that pre-annotates batch n and refines its clicks: model n-1 (none
+    for batch 1)."""
+    if n <= 1:
+        return None
+    path = p.layout.model(n - 1)
+    if not is_finished(p.layout, n - 1):
+        raise FileNotFoundError(f"batch {n} needs model {n - 1} ({path}), which has not "
+                                f"finished training; run the iteration of batch {n - 1} first")
+    return path
+
+
+def current_model(layout: ProjectLayout) -> Path:
+    """The newest finished model (models/iter-NNN/model.pt with the largest NNN)."""
+    numbers = [int(d.parent.name.removeprefix("iter-"))
+               for d in layout.models.glob(f"iter-*/{FINISHED}")
+               if d.parent.name.removeprefix("iter-").isdigit()]
+    if not numbers:
+        raise FileNotFoundError(f"no trained model under {layout.models}; clicks can refine "
+                                "boxes once the first iteration trained")
+    return layout.model(max(numbers))
+
+
+def publish_current(p, n: int) -> None:
+    """Copy model n to models/current (the dvc.yaml stage output), once."""
+    cur = p.layout.models / "current"
+    src, dst, stamp = p.layout.model(n), cur / "model.pt", cur / "source.json"
+    if dst.exists() and stamp.exists() and json.loads(stamp.read_text()).get("batch") == n:
+        return
+    copy_file_atomic(src, dst)
+    write_json_atomic(stamp, {"batch": n, "model": str(src.relative_to(p.layout.root))})
+
+
+def warm_start(p, n: int, previous: Path | None = None) -> Path | None:
+    """Model n-1's weights (or `previous`, when it exists), when flows.warm_start and they
+    exist (a fresh run only)."""
+    if not p.params.flows.warm_start or n <= 1:
+        return None
+    for path in (previous, p.layout.model(n - 1)):
+        if path is not None and path.exists():
+            return path
+    return None
+
+
+# --- from which score -------------------------------------------------------------------------
+
+def min_score_for(p, model_path: Path) -> float:
+    """flows.min_score, or with "auto" the score chosen for this model by `evaluate`."""
+    if p.params.flows.min_score != "auto":
+        return p.params.flows.min_score
+    chosen = read_min_score(model_path)  # a model's path is all a chunk has
+    if chosen is None:
+        log.warning("%s has no threshold (model not evaluated: no held-out split?); showing "
+                    "boxes from score %.2f", model_path, AUTO_FALLBACK)
+        return AUTO_FALLBACK
+    return chosen
+
+
+def boxes_hidden(p, n: int) -> bool:
+    """True when batch n's model exists but flows.min_score auto chose to show none of it."""
+    model = model_for_batch(p, n)
+    return model is not None and min_score_for(p, model) >= NONE_SHOWN
+
+
+def choose_min_score(p, n: int, test: LabelSet) -> dict | None:
+    """With flows.min_score auto: the score from which model n's boxes are shown, the one
+    that would have saved the most WT on the held-out images `test` (written beside the
+    model, once)."""
+    if p.params.flows.min_score != "auto":
+        return None
+    path = p.layout.threshold(n)
+    if path.exists():
+        return json.loads(path.read_text())
+    if not test.images:
+        return None
+    # Through Predictor, not map_vs_clicks' 0-click forward: the threshold must be chosen on
+    # exactly the boxes pre-annotation shows (tiles of large images, NMS across tiles); the
+    # price is one more forward per held-out image.
+    every_box = predictor(p, p.layout.model(n), min_score=0.0)
+    predictions = LabelSet(test.categories, [
+        ImageLabels(i.image, every_box.predict(str(p.source / i.image.path), []))
+        for i in test.images])
+    curve = wt_by_threshold(predictions, test, p.params.workload, THRESHOLDS)
+    chosen = {"min_score": best_threshold(curve, p.params.flows.auto_min_gain_pct),
+              "wt_by_min_score": curve,
+              "images": len(test.images)}
+    write_json_atomic(path, chosen)
+    return chosen
+
+
+# --- the predictor ------------------------------------------------------------------------------
+
+def predictor(p, model_path: Path, min_score: float | None = None):
+    """The Predictor of `model_path` with the project's classes and tiling, showing boxes
+    from `min_score` (default: `min_score_for` the model)."""
+    from c3det.predict import Predictor
+    if min_score is None:
+        min_score = min_score_for(p, model_path)
+    return Predictor(model_path, p.classes, tiling=p.params.tiling, min_score=min_score)
