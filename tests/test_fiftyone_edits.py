@@ -158,21 +158,25 @@ def test_plugin_operators_are_discovered(tmp_path, mongo_uri):
 
 
 def test_plugin_refine_operator_runs_the_current_model_on_the_selection(project, monkeypatch):
-    """The plugin's adapter code: newest checkpoint, dataset classes, selected samples."""
+    """The plugin's adapter code: the newest finished checkpoint with the model policy's
+    classes, tiling and threshold, on the selected samples."""
     import importlib.util
     import types
     import c3det.predict
     from flows.app import PLUGIN_SRC
     root, pre, ds, name = project
-    (root / "models/iter-001").mkdir(parents=True)
-    (root / "models/iter-002").mkdir(parents=True)
-    for d in ("iter-001", "iter-002"):
+    (root / "params.yaml").write_text("flows:\n  min_score: auto\n")
+    for d in ("iter-001", "iter-002", "iter-003"):     # iter-003 is still training
+        (root / "models" / d).mkdir(parents=True)
         (root / "models" / d / "model.pt").write_bytes(b"")
+    for d in ("iter-001", "iter-002"):
+        (root / "models" / d / "train.json").write_text("{}")
+    (root / "models/iter-002/threshold.json").write_text('{"min_score": 0.4}')
     built = {}
 
     class FakePredictor:
-        def __init__(self, checkpoint, classes):
-            built.update(checkpoint=checkpoint, classes=classes)
+        def __init__(self, checkpoint, classes, tiling=None, min_score=None):
+            built.update(checkpoint=checkpoint, classes=classes, min_score=min_score)
 
         def predict(self, image, clicks):
             return [Annotation("Bicycle", Box(10, 10, 20, 20), provenance=Provenance(
@@ -189,7 +193,7 @@ def test_plugin_refine_operator_runs_the_current_model_on_the_selection(project,
                                 trigger=lambda name, params=None: triggered.append(name))
     counts = plugin.RefineWithClicks().execute(ctx)
     assert built["checkpoint"].parent.name == "iter-002"
-    assert built["classes"] == pre.categories
+    assert built["classes"] == pre.categories and built["min_score"] == 0.4
     assert counts == {"samples": 1, "replaced": 3, "kept": 0}
     assert triggered == ["reload_samples"]
     target.reload()
