@@ -23,6 +23,7 @@ import numpy as np
 
 from tinyloop.annotations import Annotation, Click
 from tinyloop.atomic import write_json_atomic
+from tinyloop.boxes import iou_matrix
 
 
 @dataclass
@@ -63,8 +64,8 @@ def prediction_change(before: list[Annotation], after: list[Annotation]) -> floa
     """1 - mean over all boxes (both sides) of their best IoU on the other side."""
     if not before and not after:
         return 0.0
-    best = [max((a.box.iou(b.box) for b in after), default=0.0) for a in before]
-    best += [max((b.box.iou(a.box) for a in before), default=0.0) for b in after]
+    ious = iou_matrix([a.box.xyxy() for a in before], [b.box.xyxy() for b in after])
+    best = np.concatenate([ious.max(axis=1, initial=0.0), ious.max(axis=0, initial=0.0)])
     return 1.0 - float(np.mean(best))
 
 
