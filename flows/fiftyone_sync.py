@@ -478,15 +478,6 @@ class RawSample:
 
 
 # --- "Refine with clicks" and "Mark batch done" (the plugin's operators call these) -------
-def latest_model(project_root: str | Path) -> Path:
-    """The newest trained checkpoint, models/iter-NNN/model.pt with the largest NNN."""
-    models = sorted(ProjectLayout(project_root).models.glob("iter-*/model.pt"))
-    if not models:
-        raise FileNotFoundError(f"no trained model under {ProjectLayout(project_root).models}"
-                                "; clicks can refine boxes once the first iteration trained")
-    return models[-1]
-
-
 def refine_samples(ds, sample_ids: Iterable[str], predict, retries: int = 5) -> dict[str, int]:
     """Re-run the detector with each sample's clicks; refresh `predictions` and the boxes of
     `corrections` no person owns (`refresh_sample`). `predict(image_path, clicks) ->

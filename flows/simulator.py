@@ -1,6 +1,7 @@
 """A simulated annotator that corrects a batch through the same `AnnotationStore` as a person.
 
-For each image, in rounds (seed 004: 3 rounds x 3 clicks beat 9 clicks at once):
+For each image, in rounds (the defaults, flows.config.SimulatorParams, click 3 rounds x 3
+clicks: the model sees the effect of earlier clicks before the next ones are placed):
 
 1. compare the current boxes with the ground truth and list the *errors* a person would click:
    ground-truth objects with no same-class box at IoU >= `error_iou` - missed objects and
@@ -13,60 +14,38 @@ For each image, in rounds (seed 004: 3 rounds x 3 clicks beat 9 clicks at once):
    store's untouched model boxes with its output (`refresh_predictions`).
 
 A round with nothing left to click ends the image early; with `stop_unpaid_clicks` so does
-a round whose clicks cost more (seed 004's click times) than the box edits they saved, and
-after `give_up_after_unpaid` such images in a row the rest of the batch gets no clicks.
+a round whose clicks cost more (the workload model's click seconds) than the box edits they
+saved, and after `give_up_after_unpaid` such images in a row the rest of the batch gets no
+clicks.
 Finally (`correct=True`) the labels are edited to equal the ground truth exactly: overlapping
 boxes are matched one-to-one (Hungarian on IoU, as in flows.workload) and moved/relabeled to
 the true box, unmatched boxes deleted and missing objects drawn, all with one
 `store.set_annotations`.
 
-Every round is logged (`ImageLog`) with the process signals the quality ranker
-(flows/ranker.py) learns from, plus the true remaining error after the last round
+Every round is logged (`flows.process_log.ImageLog`) with the process signals the quality
+ranker (flows/ranker.py) learns from, plus the true remaining error after the last round
 (ground-truth side, never a ranker input).
 """
 from __future__ import annotations
 
-import json
-import math
 import zlib
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import Callable
 
 import numpy as np
 
-from flows.annotation_store import AnnotationStore, refresh_predictions
+from flows.annotation_store import AnnotationStore, model_boxes, refresh_predictions
 from flows.config import WorkloadParams
-from flows.workload import click_seconds, diff_image, edit_seconds, in_ignore, match
+# the process log has its own module (the FileStore builds it too); these names stay
+# importable from here for the simulator's callers
+from flows.process_log import (ImageLog, RoundLog, load_logs,  # noqa: F401
+                               log_from_history, save_logs)
+from flows.workload import (click_seconds, diff_image, edit_seconds, iou_matrix, match,
+                            outside_ignore)
 from tinyloop.annotations import Annotation, Click, ImageLabels, LabelSet, Provenance
-from tinyloop.atomic import write_json_atomic
 
 Predict = Callable[[str, list[Click]], list[Annotation]]
 SIMULATED = Provenance("simulated")
-
-
-@dataclass
-class RoundLog:
-    round: int
-    clicks: int                 # clicks made in this round
-    boxes: int                  # model boxes after the round's re-prediction
-    mean_score: float           # their mean score (0 when none or unscored)
-    change: float               # 1 - mean best IoU between the boxes before and after
-    click_dist_mean: float      # px from each click to the nearest box shown before it
-    click_dist_max: float
-    errors_seen: int            # errors the annotator saw at the start of the round
-
-
-@dataclass
-class ImageLog:
-    image_id: str
-    rounds: list[RoundLog] = field(default_factory=list)
-    gt_objects: int = 0
-    remaining_error: int = 0    # edits still needed after the last round (ground truth side)
-    start_error: int = 0        # edits needed on the first pre-annotation
-    start_boxes: int = 0        # model boxes shown before any click
-    start_mean_score: float = 0.0
-    unpaid: bool = False        # a round's clicks saved less time than they cost
 
 
 # --- errors ---------------------------------------------------------------------------------
@@ -74,17 +53,18 @@ class ImageLog:
 def find_errors(boxes: list[Annotation], truth: ImageLabels, error_iou: float,
                 min_size: float = 0.0) -> list[Annotation]:
     """Ground-truth objects with no same-class box at IoU >= error_iou, largest first."""
-    objects = [g for g in truth.annotations if not in_ignore(g, truth.ignore)]
-    wrong = [g for g in objects
-             if not any(b.category == g.category and b.box.iou(g.box) >= error_iou
-                        for b in boxes) and g.box.size >= min_size]
+    objects = outside_ignore(truth.annotations, truth.ignore)
+    same = np.array([[b.category == g.category for b in boxes] for g in objects], dtype=bool)
+    hit = (iou_matrix(objects, boxes) >= error_iou) & same.reshape(len(objects), len(boxes))
+    wrong = [g for g, found in zip(objects, hit.any(axis=1))
+             if not found and g.box.size >= min_size]
     return sorted(wrong, key=lambda g: -g.box.area)
 
 
 def edits_needed(boxes: list[Annotation], truth: ImageLabels, iou: float = 0.5) -> int:
     """How many box edits turn `boxes` into the ground truth (diff categories but accepted)."""
-    objects = [g for g in truth.annotations if not in_ignore(g, truth.ignore)]
-    shown = [b for b in boxes if not in_ignore(b, truth.ignore)]
+    objects = outside_ignore(truth.annotations, truth.ignore)
+    shown = outside_ignore(boxes, truth.ignore)
     pairs = match(shown, objects)
     ok = sum(1 for i, j, o in pairs
              if shown[i].category == objects[j].category and o >= iou)
@@ -105,34 +85,6 @@ def noisy_click(target: Annotation, round_no: int, params, rng: np.random.Genera
         cx, cy = cx + dx, cy + dy
     return Click(float(min(max(cx, 0.0), width)), float(min(max(cy, 0.0), height)),
                  target.category, round_no, "simulated")
-
-
-def distance_to_boxes(x: float, y: float, boxes: list[Annotation], diagonal: float) -> float:
-    """Distance from a point to the nearest box (0 inside one); the image diagonal if none."""
-    best = diagonal
-    for b in boxes:
-        dx = max(b.box.x1 - x, 0.0, x - b.box.x2)
-        dy = max(b.box.y1 - y, 0.0, y - b.box.y2)
-        best = min(best, math.hypot(dx, dy))
-    return best
-
-
-def prediction_change(before: list[Annotation], after: list[Annotation]) -> float:
-    """1 - mean over all boxes (both sides) of their best IoU on the other side."""
-    if not before and not after:
-        return 0.0
-    best = [max((a.box.iou(b.box) for b in after), default=0.0) for a in before]
-    best += [max((b.box.iou(a.box) for a in before), default=0.0) for b in after]
-    return 1.0 - float(np.mean(best))
-
-
-def mean_score(boxes: list[Annotation]) -> float:
-    scores = [a.score for a in boxes if a.score is not None]
-    return float(np.mean(scores)) if scores else 0.0
-
-
-def model_boxes(anns: list[Annotation]) -> list[Annotation]:
-    return [a for a in anns if a.provenance.source in ("model", "click_refined")]
 
 
 def edits_seconds(boxes: list[Annotation], truth: ImageLabels, cost) -> float:
@@ -182,34 +134,11 @@ def simulate_image(store: AnnotationStore, truth: ImageLabels, predict: Predict,
     log.unpaid = unpaid
     for round_log, n in zip(log.rounds, seen):
         round_log.errors_seen = n
-    log.gt_objects = sum(not in_ignore(g, truth.ignore) for g in truth.annotations)
+    log.gt_objects = len(outside_ignore(truth.annotations, truth.ignore))
     log.start_error = edits_needed(history[0][1], truth)
     log.remaining_error = edits_needed(current, truth)
     if params.correct:
         store.set_annotations(truth.id, corrected(current, truth))
-    return log
-
-
-def log_from_history(image_id: str, width: int, height: int, clicks: list[Click],
-                     history: list[tuple[int, list[Annotation]]]) -> ImageLog:
-    """The process log of one image from its clicks and the model outputs it showed.
-
-    `history`: (round, model boxes) in time order, round 0 = the first pre-annotation; an
-    output made after round r's clicks carries r. The simulator and a FileStore batch
-    corrected by people (`FileStore.process_log`) both go through here, so the ranker sees
-    the same features either way. Ground-truth fields stay 0.
-    """
-    diagonal = math.hypot(width, height)
-    first = history[0][1] if history else []
-    log = ImageLog(image_id, start_boxes=len(first), start_mean_score=mean_score(first))
-    for r in sorted({c.round for c in clicks}):
-        new = [c for c in clicks if c.round == r]
-        shown = ([boxes for rr, boxes in history if rr < r] or [first])[-1]
-        after = ([boxes for rr, boxes in history if rr == r] or [shown])[-1]
-        dists = [distance_to_boxes(c.x, c.y, shown, diagonal) for c in new]
-        log.rounds.append(RoundLog(r, len(new), len(after), mean_score(after),
-                                   prediction_change(shown, after), float(np.mean(dists)),
-                                   float(np.max(dists)), 0))
     return log
 
 
@@ -263,15 +192,3 @@ def simulate_batch(store: AnnotationStore, batch: int, truth: LabelSet, predict:
                            + "\n".join(problems))
     store.mark_done(batch)
     return logs
-
-
-def save_logs(logs: list[ImageLog], path: str | Path) -> Path:
-    return write_json_atomic(path, [asdict(log) for log in logs])
-
-
-def load_logs(path: str | Path) -> list[ImageLog]:
-    out = []
-    for d in json.loads(Path(path).read_text(encoding="utf-8")):
-        rounds = [RoundLog(**r) for r in d.pop("rounds")]
-        out.append(ImageLog(rounds=rounds, **d))
-    return out

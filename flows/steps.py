@@ -18,18 +18,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from flows.annotation_store import AnnotationStore
+from flows import model_policy
 from flows.faults import fault_point
-from flows.layout import THRESHOLD_FILE, ProjectLayout
+from flows.layout import ProjectLayout
 from flows.params import Params, load_params
-from flows.workload import (NONE_SHOWN, batch_workload, best_threshold, confident,
-                            wt_by_threshold)
+from flows.workload import batch_workload
 from tinyloop.annotations import ImageLabels, LabelSet
 from tinyloop.atomic import write_json_atomic
 from tinyloop.cocofile import read_labels, write_labels
@@ -239,43 +238,15 @@ def batch_records(p: Project, n: int) -> LabelSet:
     return LabelSet(p.classes, [ImageLabels(by_id[i].image) for i in ids], {"batch": n})
 
 
-def model_for_batch(p: Project, n: int) -> Path | None:
-    """The checkpoint that pre-annotates batch n: model n-1 (none for batch 1)."""
-    if n <= 1:
-        return None
-    path = p.layout.model(n - 1)
-    if not (p.layout.model_dir(n - 1) / "train.json").exists():
-        raise FileNotFoundError(f"batch {n} needs model {n - 1} ({path}), which has not "
-                                f"finished training; run the iteration of batch {n - 1} first")
-    return path
-
-
 def predict_images(p: Project, model_path: Path | None,
                    items: list[ImageLabels]) -> list[ImageLabels]:
-    """Pre-annotate images (the fan-out unit); no model = nothing predicted (batch 1)."""
+    """Pre-annotate images (the fan-out unit) with `model_path` as the model policy says
+    (flows.model_policy.predictor); no model = nothing predicted (batch 1)."""
     if model_path is None:
         return [ImageLabels(i.image) for i in items]
-    from c3det.predict import Predictor
-    predictor = Predictor(model_path, p.classes, tiling=p.params.tiling)
-    t = min_score_for(p, model_path)
-    return [ImageLabels(i.image, confident(predictor.predict(str(p.source / i.image.path), []),
-                                           t))
+    predictor = model_policy.predictor(p, model_path)
+    return [ImageLabels(i.image, predictor.predict(str(p.source / i.image.path), []))
             for i in items]
-
-
-AUTO_FALLBACK = 0.5  # flows.min_score auto, before the model's threshold is known
-
-
-def min_score_for(p: Project, model_path: Path) -> float:
-    """flows.min_score, or with "auto" the score chosen for this model by `evaluate`."""
-    if p.params.flows.min_score != "auto":
-        return p.params.flows.min_score
-    chosen = Path(model_path).parent / THRESHOLD_FILE  # a model's path is all a chunk has
-    if not chosen.exists():
-        log.warning("%s is missing (model not evaluated: no held-out split?); showing boxes "
-                    "from score %.2f", chosen, AUTO_FALLBACK)
-        return AUTO_FALLBACK
-    return json.loads(chosen.read_text())["min_score"]
 
 
 def chunks(items: list, size: int) -> list[list]:
@@ -287,7 +258,7 @@ def write_preannotations(p: Project, n: int, items: list[ImageLabels]) -> LabelS
     path = p.layout.preannotations(n)
     if path.exists():
         return read_labels(path)
-    model = model_for_batch(p, n)
+    model = model_policy.model_for_batch(p, n)
     model_rel = str(model.relative_to(p.layout.root)) if model else None
     labels = LabelSet(p.classes, items, {"batch": n, "model": model_rel})
     write_labels(labels, path)
@@ -298,11 +269,11 @@ def preannotate(p: Project, n: int) -> LabelSet:
     """Batch n's pre-annotations, computed in one process (the flow fans out instead)."""
     if p.layout.preannotations(n).exists():
         return read_labels(p.layout.preannotations(n))
-    return write_preannotations(p, n, predict_images(p, model_for_batch(p, n),
+    return write_preannotations(p, n, predict_images(p, model_policy.model_for_batch(p, n),
                                                      batch_records(p, n).images))
 
 
-def open_store(p: Project):
+def open_store(p: Project) -> AnnotationStore:
     """The annotation store named by flows.store."""
     if p.params.flows.store == "fiftyone":
         from flows.fiftyone_store import FiftyOneStore
@@ -311,17 +282,16 @@ def open_store(p: Project):
     return FileStore(p.layout.root)
 
 
-def publish(p: Project, store, n: int, *, fresh: bool = False) -> list[str]:
+def publish(p: Project, store: AnnotationStore, n: int, *, fresh: bool = False) -> list[str]:
     """Give batch n to the annotators. `fresh` (simulation only) restarts the batch's
     working copy from the pre-annotations; people's edits are never discarded."""
     pre = read_labels(p.layout.preannotations(n))
-    if fresh and hasattr(store, "work_dir"):
-        shutil.rmtree(store.work_dir(n), ignore_errors=True)
-    opener = getattr(store, "open_batch", None) or getattr(store, "publish")
-    return opener(n, pre)
+    if fresh:
+        store.restart_batch(n)
+    return store.open_batch(n, pre)
 
 
-def simulate_annotation(p: Project, store, n: int) -> dict:
+def simulate_annotation(p: Project, store: AnnotationStore, n: int) -> dict:
     """The simulated annotator corrects batch n through the store and marks it done.
 
     A batch not marked done is restarted from its pre-annotations (simulated work only), so
@@ -336,7 +306,7 @@ def simulate_annotation(p: Project, store, n: int) -> dict:
     wanted = set(ids)
     truth = LabelSet(gt.categories, [i for i in gt if i.id in wanted], gt.info)
     sim = p.params.simulator
-    if p.params.flows.preannotator == "plain" or n == 1 or _boxes_hidden(p, n):
+    if p.params.flows.preannotator == "plain" or n == 1 or model_policy.boxes_hidden(p, n):
         # a plain detector cannot use clicks, batch 1 has no model yet, and a model whose
         # boxes are hidden (no score paid on the held-out images) shows nothing for a click:
         # clicks there would cost annotator time for nothing
@@ -348,25 +318,17 @@ def simulate_annotation(p: Project, store, n: int) -> dict:
     return {"images": len(logs), "clicks": sum(r.clicks for lg in logs for r in lg.rounds)}
 
 
-def _boxes_hidden(p: Project, n: int) -> bool:
-    """True when batch n's model exists but flows.min_score auto chose to show none of it."""
-    model = model_for_batch(p, n)
-    return model is not None and min_score_for(p, model) >= NONE_SHOWN
-
-
 def _predictor_fn(p: Project, n: int):
-    """`predict(image_id, clicks) -> list[Annotation]` with model n-1 (nothing for batch 1)."""
-    model = model_for_batch(p, n)
+    """`predict(image_id, clicks) -> list[Annotation]` with model n-1 (nothing for batch 1),
+    showing what the App would (flows.model_policy.predictor)."""
+    model = model_policy.model_for_batch(p, n)
     if model is None:
         return lambda image_id, clicks: []
-    from c3det.predict import Predictor
-    predictor = Predictor(model, p.classes, tiling=p.params.tiling)
+    predictor = model_policy.predictor(p, model)
     images = {i.id: i.image for i in read_labels(p.layout.preannotations(n))}
-    t = min_score_for(p, model)
 
     def predict(image_id, clicks):
-        return confident(predictor.predict(str(p.source / images[image_id].path),
-                                           list(clicks)), t)
+        return predictor.predict(str(p.source / images[image_id].path), list(clicks))
     return predict
 
 
@@ -374,7 +336,7 @@ def is_done(p: Project, n: int) -> bool:
     return p.layout.done_marker(n).exists()
 
 
-def pull(p: Project, store, n: int) -> LabelSet:
+def pull(p: Project, store: AnnotationStore, n: int) -> LabelSet:
     """Write batch n's labels.json (+ clicks.json) from the store; needs the done marker."""
     if not is_done(p, n):
         raise RuntimeError(f"batch {n} is not marked done ({p.layout.done_marker(n)} is "
@@ -419,7 +381,7 @@ def train(p: Project, n: int, batch_size: int | None = None) -> dict:
     """
     done = p.layout.model_dir(n) / "train.json"
     if done.exists():
-        _publish_current(p, n)
+        model_policy.publish_current(p, n)
         return json.loads(done.read_text())
     c3 = _schedule(p, n)
     size = batch_size or c3.train.batch_size
@@ -445,7 +407,7 @@ def train(p: Project, n: int, batch_size: int | None = None) -> dict:
     # it would make every iteration hash, cache and push it
     for d in (p.layout.model_dir(n), p.layout.detector_dir(n)):
         (d / "last.pt").unlink(missing_ok=True)
-    _publish_current(p, n)
+    model_policy.publish_current(p, n)
     return summary
 
 
@@ -453,7 +415,7 @@ def _schedule(p: Project, n: int):
     """c3det params for model n: a warm-started model trains flows.warm_start_epochs epochs,
     its lr steps scaled by the same factor (the schedule's shape, compressed)."""
     c3, epochs = p.params.c3det, p.params.flows.warm_start_epochs
-    if epochs is None or _warm_start(p, n) is None:
+    if epochs is None or model_policy.warm_start(p, n) is None:
         return c3
     scale = epochs / c3.train.epochs
     steps = sorted({max(1, round(s * scale)) for s in c3.train.lr_steps if s < c3.train.epochs})
@@ -467,26 +429,15 @@ def _fit(p: Project, n: int, params) -> dict:
     kind, out, labels = model_kind(p), p.layout.model_dir(n), labeled(p, n)
     if p.params.flows.train_recipe == "end_to_end" or kind == "plain":
         return train_model(labels, p.source, params, out, resume=True, kind=kind,
-                           progress=False, init_from=_warm_start(p, n))
+                           progress=False, init_from=model_policy.warm_start(p, n))
     previous = p.layout.detector(n - 1) if n > 1 else None
     train_model(labels, p.source, params, p.layout.detector_dir(n), resume=True, kind="plain",
-                progress=False, init_from=_warm_start(p, n, previous))
+                progress=False, init_from=model_policy.warm_start(p, n, previous))
     # the click branch warm-starts from model n-1; the detector is the one just trained
     frozen = replace(params, train=replace(params.train, freeze_detector=True))
-    init = [w for w in (_warm_start(p, n), p.layout.detector(n)) if w is not None]
+    init = [w for w in (model_policy.warm_start(p, n), p.layout.detector(n)) if w is not None]
     return train_model(labels, p.source, frozen, out, resume=True, kind=kind, progress=False,
                        init_from=init)
-
-
-def _warm_start(p: Project, n: int, previous: Path | None = None) -> Path | None:
-    """Model n-1's weights (or `previous`, when it exists), when flows.warm_start and they
-    exist (a fresh run only)."""
-    if not p.params.flows.warm_start or n <= 1:
-        return None
-    for path in (previous, p.layout.model(n - 1)):
-        if path is not None and path.exists():
-            return path
-    return None
 
 
 def _empty_cuda_cache() -> None:
@@ -495,58 +446,14 @@ def _empty_cuda_cache() -> None:
         torch.cuda.empty_cache()
 
 
-def _publish_current(p: Project, n: int) -> None:
-    """Copy model n to models/current (the dvc.yaml stage output), once."""
-    cur = p.layout.models / "current"
-    cur.mkdir(parents=True, exist_ok=True)
-    src, dst, stamp = p.layout.model(n), cur / "model.pt", cur / "source.json"
-    if dst.exists() and stamp.exists() and json.loads(stamp.read_text()).get("batch") == n:
-        return
-    tmp = dst.with_suffix(".tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
-    write_json_atomic(stamp, {"batch": n, "model": str(src.relative_to(p.layout.root))})
-
-
-THRESHOLDS = [round(0.05 * k, 2) for k in range(1, 20)]  # min_score candidates for "auto"
-
-
-def choose_min_score(p: Project, n: int) -> dict | None:
-    """With flows.min_score auto: the score from which model n's boxes are shown, the one
-    that would have saved the most WT on the held-out split (written beside the model)."""
-    if p.params.flows.min_score != "auto":
-        return None
-    path = p.layout.threshold(n)
-    if path.exists():
-        return json.loads(path.read_text())
-    test = eval_set(p)
-    if not test.images:
-        return None
-    from c3det.predict import Predictor
-    # Through Predictor, not map_vs_clicks' 0-click forward: the threshold must be chosen on
-    # exactly the boxes pre-annotation shows (tiles of large images, NMS across tiles); the
-    # price is one more forward per held-out image.
-    predictor = Predictor(p.layout.model(n), p.classes, tiling=p.params.tiling)
-    predictions = LabelSet(test.categories, [
-        ImageLabels(i.image, predictor.predict(str(p.source / i.image.path), []))
-        for i in test.images])
-    curve = wt_by_threshold(predictions, test, p.params.workload, THRESHOLDS)
-    chosen = {"min_score": best_threshold(curve, p.params.flows.auto_min_gain_pct),
-              "wt_by_min_score": curve,
-              "images": len(test.images)}
-    write_json_atomic(path, chosen)
-    return chosen
-
-
 def evaluate(p: Project, n: int) -> dict:
     """mAP of model n on the held-out split, with and without clicks -> metrics.json
     (and, with flows.min_score auto, the score threshold of its pre-annotations)."""
-    path = p.layout.metrics(n)
-    chosen = choose_min_score(p, n)
+    path, test = p.layout.metrics(n), eval_set(p)
+    chosen = model_policy.choose_min_score(p, n, test)
     if path.exists():
         metrics = json.loads(path.read_text())
     else:
-        test = eval_set(p)
         metrics = {"batch": n, "images_labeled": len(labeled(p, n).images),
                    "eval_images": len(test.images)}
         if test.images:
