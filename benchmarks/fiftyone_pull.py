@@ -3,12 +3,12 @@
     .venv/bin/python benchmarks/fiftyone_pull.py [--images 500]
 
 The same batch as benchmarks/workload_diff.py (HIT-UAV train, first N images by id),
-pre-annotated by the degraded-ground-truth stand-in (flows.degraded_predictor; NOT a trained
-detector), published into a FiftyOne dataset (`FiftyOneStore.open_batch` = sync), corrected
+pre-annotated by the degraded-ground-truth stand-in (flows.accounting.degraded_predictor; NOT a
+trained detector), published into a FiftyOne dataset (`FiftyOneStore.open_batch` = sync), corrected
 by the simulated annotator through `FiftyOneStore` (every edit a conditional MongoDB write,
 as the App's), then pulled three times (files must be identical; fastest and slowest kept,
-the dev box being shared) and diffed at IoU 0.5 / 0.7 with flows.workload. Measured: seconds
-per step, peak Python memory of pull + diff (tracemalloc, separate pass), max RSS of this
+the dev box being shared) and diffed at IoU 0.5 / 0.7 with flows.accounting.workload. Measured:
+seconds per step, peak Python memory of pull + diff (tracemalloc, separate pass), max RSS of this
 process and of mongod. Starts its own mongod in a temporary project.
 Writes benchmarks/results/fiftyone_pull.json.
 """
@@ -28,10 +28,10 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.ranker_spearman import BASE_RATES, DEFAULT_DATA, load_hituav, split  # noqa
 from flows import mongo  # noqa: E402
-from flows.config import SimulatorParams, WorkloadParams  # noqa: E402
-from flows.degraded_predictor import DegradedTruthPredictor  # noqa: E402
-from flows.params import Params  # noqa: E402
-from flows.workload import batch_workload  # noqa: E402
+from flows.project.config import SimulatorParams, WorkloadParams  # noqa: E402
+from flows.accounting.degraded_predictor import DegradedTruthPredictor  # noqa: E402
+from flows.project.params import Params  # noqa: E402
+from flows.accounting.workload import batch_workload  # noqa: E402
 from tinyloop.annotations import ImageLabels, LabelSet  # noqa: E402
 from tinyloop.atomic import write_json_atomic  # noqa: E402
 from tinyloop.cocofile import read_labels  # noqa: E402
@@ -49,9 +49,9 @@ def _rss_mib(pid: int) -> float | None:
 
 def run(truth: LabelSet, data: Path, root: Path) -> dict:
     mongo.ensure_mongo(root, port=mongo.free_port())
-    from flows import fiftyone_sync as fsync
-    from flows.fiftyone_store import FiftyOneStore
-    from flows.simulator import simulate_batch
+    from flows.annotate import fiftyone_sync as fsync
+    from flows.annotate.fiftyone_store import FiftyOneStore
+    from flows.accounting.simulator import simulate_batch
     params = Params()
     params.data.source = str(data)
     params.annotate.dataset_name = "bench-pull"

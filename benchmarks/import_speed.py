@@ -4,7 +4,7 @@ What `tinyloop ingest` costs on the two datasets people start from, measured end
 (import_dataset with the default params, i.e. VOC + roLabelImg merge and every image fully
 decoded, then write_pool writing manifest + ground truth atomically):
 - the full HIT-UAV subset (1490 images) at ../shared/datasets/hit-uav (or $TINYLOOP_HITUAV)
-- the bundled sample (60 images) at sample/hit-uav
+- the bundled sample (60 images) at data/sample/hit-uav
 plus the two other foundation pieces that sit on hot paths:
 - synthetic data: make_synthetic, 256x256, in memory and written to PNG + labels.json
 - tiling: tile_label_set over the full HIT-UAV labels (512 px tiles every 384 px) and
@@ -217,7 +217,7 @@ def figure_tiling() -> Path:
     from tinyloop.images import load_image
     from tinyloop.ingest import import_dataset
     from tinyloop.tiling import tile_labels, tile_windows
-    root = ROOT / "sample" / "hit-uav"
+    root = ROOT / "data" / "sample" / "hit-uav"
     labels, _ = import_dataset(root, DataParams(verify_images="header"), progress=False)
     item = max(labels, key=lambda im: len(im.annotations))
     windows = tile_windows(item.image.width, item.image.height, 256, 192)
@@ -269,7 +269,7 @@ def main() -> None:
             rows.append(bench_import(full, "HIT-UAV subset (1490)", args.repeat, work))
         else:
             print(f"full HIT-UAV not found at {full}; skipped", flush=True)
-        rows.append(bench_import(ROOT / "sample" / "hit-uav", "bundled sample (60)",
+        rows.append(bench_import(ROOT / "data" / "sample" / "hit-uav", "bundled sample (60)",
                                  args.repeat, work))
         rows += bench_synthetic(args.repeat, work)
         if (full / "images").is_dir():

@@ -50,8 +50,8 @@ def parse_sets(items: list[str]) -> dict:
 def run_ordering(method: str, setting: dict, shared: Path | None) -> dict:
     from flows.loop import simulate
     from flows.runtime import prefect_env
-    from flows.project import init_project
-    from flows.report import batch_rows
+    from flows.project.init import init_project
+    from flows.accounting.report import batch_rows
     root = WORK / f"loop-{method}"
     if shared is None:  # embeddings of the 1200-image pool from an earlier run: keep them
         cache = WORK / "loop-shared"

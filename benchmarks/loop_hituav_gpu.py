@@ -75,7 +75,7 @@ def make_slice(dest: Path, pool: int, val: int, seed: int = 0) -> None:
 
 def prepare(args) -> int:
     from flows import steps
-    from flows.project import init_project
+    from flows.project.init import init_project
     make_slice(GPU_DIR / f"{args.prefix}-data", args.pool, args.val)
     from benchmarks.loop_hituav import parse_sets
     setting = {**SETTING, "data.format": "voc", "order.first_batch_size": args.batch,
@@ -108,7 +108,7 @@ def iterate(args) -> int:
     import torch
     import yaml
     from flows import steps
-    from flows.report import batch_rows
+    from flows.accounting.report import batch_rows
     torch.set_num_threads(args.threads)
     p = steps.Project.open(args.root)
     store = steps.open_store(p)

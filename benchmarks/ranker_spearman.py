@@ -2,16 +2,16 @@
 
     .venv/bin/python benchmarks/ranker_spearman.py [--checkpoint models/iter-003/model.pt]
 
-The simulated annotator (flows/simulator.py, 3 rounds x 3 clicks, Gaussian click noise)
+The simulated annotator (flows/accounting/simulator.py, 3 rounds x 3 clicks, Gaussian click noise)
 corrects every HIT-UAV image through a MemoryStore; each image's process log (clicks per
 round, prediction change, click distances, box count, mean score) is a ranker input and its
 remaining error after the last round (box edits still needed) the target. The ranker is
 trained on the train split (1200 images) and tested on the val split (290 images), and - as
-seed 004 asks - also tested under a click-noise model and an error rate it was not trained
-with.
+Benenson et al. 2019 asks - also tested under a click-noise model and an error rate it was not
+trained with.
 
 The detector: with --checkpoint, c3det's Predictor on that model; otherwise
-flows.degraded_predictor.DegradedTruthPredictor, the ground truth degraded at known rates
+flows.accounting.degraded_predictor.DegradedTruthPredictor, the ground truth degraded at known rates
 (NOT a trained detector; the numbers then describe the ranker on that error process).
 Writes benchmarks/results/ranker_spearman.json and docs/img/workload_ranker_review.png
 (with --checkpoint: ranker_spearman_model.json and workload_ranker_review_model.png).
@@ -32,11 +32,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from flows.annotation_store import MemoryStore  # noqa: E402
-from flows.config import SimulatorParams  # noqa: E402
-from flows.degraded_predictor import DegradedTruthPredictor  # noqa: E402
-from flows.ranker import FEATURES, QualityRanker, feature_matrix, spearman, targets  # noqa
-from flows.simulator import simulate_batch  # noqa: E402
+from flows.annotate.annotation_store import MemoryStore  # noqa: E402
+from flows.project.config import SimulatorParams  # noqa: E402
+from flows.accounting.degraded_predictor import DegradedTruthPredictor  # noqa: E402
+from flows.accounting.ranker import (FEATURES, QualityRanker, feature_matrix,  # noqa
+                                     spearman, targets)
+from flows.accounting.simulator import simulate_batch  # noqa: E402
 from tinyloop.annotations import ImageLabels, LabelSet  # noqa: E402
 from tinyloop.atomic import write_json_atomic  # noqa: E402
 

@@ -1,9 +1,9 @@
-"""The seed paper's Table 1 on the bundled HIT-UAV sample: orderings x pre-annotators x features.
+"""The loop paper's Table 1 on the bundled HIT-UAV sample: orderings x pre-annotators x features.
 
     .venv/bin/python benchmarks/table1_sample.py [--orderings ...] [--preannotators ...]
                                                  [--features ...] [--add]
 
-Makes a project on `sample/hit-uav` (60 real images) with the demo's small CPU schedule
+Makes a project on `data/sample/hit-uav` (60 real images) with the demo's small CPU schedule
 (flows/commands/demo.py) and runs `tinyloop sweep` over the grid: every cell is a full
 `simulate` run (batches of 8, 3 iterations, simulated annotator with clicks). Writes
 benchmarks/results/table1_sample.json and docs/benchmarks/table1.md. The recorded grid
@@ -29,9 +29,9 @@ ORDERINGS = ["random", "dissimilar", "similar", "temporal"]  # the grid's row or
 
 def main() -> int:
     from flows.commands.demo import DEMO_PARAMS, SAMPLE
-    from flows.project import init_project
+    from flows.project.init import init_project
     from flows.runtime import prefect_env
-    from flows.sweep import format_table1, sweep
+    from flows.accounting.sweep import format_table1, sweep
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--orderings", nargs="+", default=ORDERINGS)
@@ -58,7 +58,7 @@ def main() -> int:
              "wall_s": time.perf_counter() - t0}]
     if a.add and out.exists():
         rows, runs = _merged(json.loads(out.read_text()), rows, runs)
-    doc = {"benchmark": "table1_sample", "machine": MACHINE, "dataset": "sample/hit-uav "
+    doc = {"benchmark": "table1_sample", "machine": MACHINE, "dataset": "data/sample/hit-uav "
            "(60 HIT-UAV images, CC BY 4.0)", "setting": settings,
            "wall_s": sum(r["wall_s"] for r in runs), "runs": runs, "rows": rows}
     out.write_text(json.dumps(doc, indent=1))
@@ -69,7 +69,7 @@ def main() -> int:
 
 def write_page(doc: dict) -> None:
     """docs/benchmarks/table1.md from a results document."""
-    from flows.sweep import format_table1
+    from flows.accounting.sweep import format_table1
     runs = doc["runs"]
     (REPO / "docs/benchmarks/table1.md").write_text(
         "# Table 1 on the bundled sample: workload reduction % vs fully manual labeling\n\n"
@@ -78,11 +78,12 @@ def write_page(doc: dict) -> None:
         f"{doc['wall_s'] / 60:.0f} min for the grid ("
         + "; ".join(f"{', '.join(r['orderings'])} on {r['date'] or 'an earlier day'}, "
                     f"{r['wall_s'] / 60:.0f} min" for r in runs) + ").\n\n"
-        "Columns as in the seed paper's Table 1: cumulative WT (time, seed 002) and WB (box "
+        "Columns as in the loop paper's Table 1: cumulative WT (time, the loop paper) and WB (box "
         "corrections) reduction against labeling every object by hand, at IoU 0.5 and 0.7, "
         "over every batch including the manual first one; `time@0.5` also charges clicks, "
-        "image reviews and box edits (seed 004's time model). Setting (dotted params.yaml "
-        f"keys): `{json.dumps(doc['setting'])}`.\n\n" + format_table1(doc["rows"]) + "\n")
+        "image reviews and box edits (Benenson et al. 2019's time model). Setting (dotted "
+        f"params.yaml keys): `{json.dumps(doc['setting'])}`.\n\n"
+        + format_table1(doc["rows"]) + "\n")
 
 
 def _merged(old: dict, new_rows: list[dict], runs: list[dict]) -> tuple[list[dict], list[dict]]:

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/workload_diff.py [--images 500]
 
 A batch of HIT-UAV train images is pre-annotated by the degraded-ground-truth stand-in
-(flows.degraded_predictor; NOT a trained detector), corrected by the simulated annotator
+(flows.accounting.degraded_predictor; NOT a trained detector), corrected by the simulated annotator
 through a FileStore (one atomic, fsynced file per image and edit, as for people), pulled
 three times (the files must be identical; fastest and slowest
 kept, the dev box being shared) and diffed at IoU 0.5 and 0.7. Measured: seconds per
@@ -27,11 +27,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.ranker_spearman import BASE_RATES, DEFAULT_DATA, load_hituav, split  # noqa
-from flows.annotation_store import FileStore  # noqa: E402
-from flows.config import SimulatorParams, WorkloadParams  # noqa: E402
-from flows.degraded_predictor import DegradedTruthPredictor  # noqa: E402
-from flows.simulator import simulate_batch  # noqa: E402
-from flows.workload import batch_workload  # noqa: E402
+from flows.annotate.annotation_store import FileStore  # noqa: E402
+from flows.project.config import SimulatorParams, WorkloadParams  # noqa: E402
+from flows.accounting.degraded_predictor import DegradedTruthPredictor  # noqa: E402
+from flows.accounting.simulator import simulate_batch  # noqa: E402
+from flows.accounting.workload import batch_workload  # noqa: E402
 from tinyloop.annotations import ImageLabels, LabelSet  # noqa: E402
 from tinyloop.atomic import write_json_atomic  # noqa: E402
 from tinyloop.cocofile import read_labels  # noqa: E402

@@ -107,8 +107,8 @@ class C3DetParams:
     default_box_size: float = 12.0  # px, box drawn around a click no candidate explains
     # (used for a class the training labels have no box of; else that class's median size)
     click_box_size_sigma: float = 0.5  # std of log(candidate area / class median area)
-    train: TrainParams = field(default_factory=TrainParams)  # owner H3b
-    eval: EvalParams = field(default_factory=EvalParams)     # owner H3b
+    train: TrainParams = field(default_factory=TrainParams)
+    eval: EvalParams = field(default_factory=EvalParams)
 
     def check(self) -> str | None:
         if len(self.anchor_sizes) != 4:

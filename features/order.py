@@ -1,6 +1,6 @@
 """Order the whole pool and cut the order into batches: data/order.json.
 
-Orderings (seed 002, section 3.2), all deterministic for `order.seed`:
+Orderings (the active-learning loop paper, section 3.2), all deterministic for `order.seed`:
 
 - ``dissimilar``  farthest-first: start from `starts` seeded random images, then repeatedly
                   append the image whose distance to the chosen list (its nearest chosen image)
@@ -229,8 +229,9 @@ def two_level(x: np.ndarray, similar: bool, seed: int, starts: int, exact_max: i
 
     k-means (faiss) into ceil(sqrt(N)) clusters; the centroids are ordered exactly from
     `starts` random centroids; each cluster's members are ordered exactly from the member
-    nearest its centroid (recursing when a cluster exceeds exact_max); dissimilar interleaves the clusters round-robin
-    in centroid order (one image per cluster per round), similar concatenates them.
+    nearest its centroid (recursing when a cluster exceeds exact_max); dissimilar interleaves the
+    clusters round-robin in centroid order (one image per cluster per round), similar concatenates
+    them.
     """
     import faiss
     n, d = x.shape

@@ -1,9 +1,9 @@
 """SimNet: a CNN (EfficientNet-Lite or ResNet) trained on the unlabeled pool itself to embed
 similar images nearby.
 
-As in the paper (seed 002, section 3.1): every image is split horizontally into its top and
-bottom halves; the two halves of one image are a positive pair, halves of other images are
-negatives; the loss is the structured lifted loss of Oh Song et al. (CVPR 2016):
+As in the paper (the active-learning loop paper, section 3.1): every image is split horizontally
+into its top and bottom halves; the two halves of one image are a positive pair, halves of other
+images are negatives; the loss is the structured lifted loss of Oh Song et al. (CVPR 2016):
 
     J_ij = log( sum_{k in N(i)} exp(m - D_ik) + sum_{l in N(j)} exp(m - D_jl) ) + D_ij
     L    = 1 / (2 |P|) * sum_{(i,j) in P} max(0, J_ij)^2

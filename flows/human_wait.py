@@ -5,7 +5,7 @@ about it without polling:
 
 - the `iteration` flow publishes the batch, then `wait_for_batch` records its flow run id in
   `.tinyloop/waiting-NNN.json` and calls `pause_flow_run(wait_for_input=BatchDone)`;
-- "Mark batch done" in the FiftyOne App (H5a's operator) or `tinyloop resume` call
+- "Mark batch done" in the FiftyOne App (the plugin's operator) or `tinyloop resume` call
   `signal_done(project_root, batch)`: it writes the marker atomically, then resumes the waiting
   run (if any) with a `BatchDone` input, from any process;
 - a flow that finds the marker already there does not pause at all.
@@ -23,7 +23,7 @@ import logging
 from pydantic import Field
 from prefect.input import RunInput
 
-from flows.layout import ProjectLayout, batch_name
+from flows.project.layout import ProjectLayout, batch_name
 from tinyloop.atomic import write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,8 @@
-"""The loop as Prefect flows: `prepare`, `iteration`, `simulate` (and `sweep`, flows/sweep.py).
+"""The loop as Prefect flows: `prepare`, `iteration`, `simulate` (and `sweep`,
+flows/accounting/sweep.py).
 
     prepare    ingest -> [train SimNet] -> features (fan-out) -> order -> version the pool
-               (a params.yaml `data` edit re-imports and rebuilds: flows/pool_import.py)
+               (a params.yaml `data` edit re-imports and rebuilds: flows/project/pool_import.py)
     iteration  pre-annotate batch N with model N-1 (fan-out) -> publish -> wait for people
                -> pull corrections -> workload -> retrain on batches 1..N -> evaluate
                -> pre-annotate batch N+1 -> report -> dvc commit + git tag iter-NNN + push
@@ -28,9 +29,10 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows import model_policy, steps
+from flows import model_policy
+from flows import steps
 from flows.runtime import prefect_env  # noqa: F401 - re-exported for callers
-from flows.layout import ProjectLayout, tag_name
+from flows.project.layout import ProjectLayout, tag_name
 from flows.steps import Project
 
 PROJECT_STAGES = ["ingest", "features", "order"]
@@ -62,7 +64,7 @@ def _chunk_key(context, parameters) -> str:
 def ingest_task(root: str, keep_going: bool = False) -> dict:
     """Import the pool (again when params.yaml `data` changed) and print the summary; an
     import with problems fails the flow, naming the report file, unless keep_going."""
-    from flows.pool_import import PoolError, import_pool
+    from flows.project.pool_import import PoolError, import_pool
     try:
         result = import_pool(Project.open(root), keep_going)
     except PoolError as e:
@@ -168,7 +170,7 @@ def evaluate_task(root: str, n: int) -> dict:
 
 @task(name="report", cache_policy=NO_CACHE)
 def report_task(root: str) -> list[dict]:
-    from flows.report import build_report, prefect_artifacts
+    from flows.accounting.report import build_report, prefect_artifacts
     layout = ProjectLayout(root)
     out = build_report(layout, title=f"tinyloop: {layout.root.name}")
     try:
@@ -181,7 +183,7 @@ def report_task(root: str) -> list[dict]:
 @task(name="version", retries=2, retry_delay_seconds=[2, 8], cache_policy=NO_CACHE)
 def version_task(root: str, n: int) -> dict:
     """Commit and tag iteration n (the push is its own task, so a retry pushes only)."""
-    from flows.versioning import commit_iteration
+    from flows.project.versioning import commit_iteration
     p = Project.open(root)
     steps.fault_point("version")
     r = commit_iteration(p.layout, n, ITERATION_STAGES + (["preannotate"] if (
@@ -191,7 +193,7 @@ def version_task(root: str, n: int) -> dict:
 
 @task(name="push", cache_policy=NO_CACHE)
 def push_task(root: str) -> bool:
-    from flows.versioning import push_to_remote
+    from flows.project.versioning import push_to_remote
     return push_to_remote(Project.open(root).layout)
 
 
@@ -274,11 +276,11 @@ def prepare(root: str = ".", keep_going: bool = False) -> dict:
     _fan_out_features(root)
     order = order_task(root)
     # the marker holds the pool record it committed: a re-imported pool is committed again
-    from flows.pool_import import stamp_digest
+    from flows.project.pool_import import stamp_digest
     marker, pool_version = p.layout.state / "prepared.done", f"{stamp_digest(p.layout)}\n"
     if p.params.flows.versioning and (
             not marker.exists() or marker.read_text() != pool_version):
-        from flows.versioning import commit_prepared
+        from flows.project.versioning import commit_prepared
         commit_prepared(p.layout, PROJECT_STAGES, "prepare: pool ingested, embedded, ordered")
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(pool_version)
@@ -375,7 +377,7 @@ def simulate(root: str = ".", iterations: int | None = None,
     for n in range(1, last + 1):
         if not iteration_complete(p, n):
             results.append(with_runner(iteration, root)(root, n, simulated=True))
-    from flows.report import batch_rows
+    from flows.accounting.report import batch_rows
     return batch_rows(p.layout)
 
 

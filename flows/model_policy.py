@@ -25,8 +25,8 @@ import logging
 from pathlib import Path
 
 from c3det.threshold import read_min_score
-from flows.layout import ProjectLayout
-from flows.workload import NONE_SHOWN, best_threshold, wt_by_threshold
+from flows.project.layout import ProjectLayout
+from flows.accounting.workload import NONE_SHOWN, best_threshold, wt_by_threshold
 from tinyloop.annotations import ImageLabels, LabelSet
 from tinyloop.atomic import copy_file_atomic, write_json_atomic
 

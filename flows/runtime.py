@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from flows.layout import ProjectLayout
+from flows.project.layout import ProjectLayout
 
 
 def prefect_env(root: str | Path) -> None:

@@ -37,7 +37,7 @@ def retrain(root: str = ".") -> dict:
     metrics = steps.evaluate(p, n)
     report_task(root)
     if p.params.flows.versioning:
-        from flows.versioning import git_add_versioned, record_stages, run
+        from flows.project.versioning import git_add_versioned, record_stages, run
         record_stages(p.layout, ["train", "evaluate", "report"])
         git_add_versioned(p.layout)
         if run(p.layout, "git", "diff", "--cached", "--quiet", check=False).returncode:

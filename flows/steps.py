@@ -1,6 +1,6 @@
 """The loop's steps as plain functions on a project directory: what the Prefect flows run.
 
-Each step reads and writes the files of `flows.layout.ProjectLayout` and nothing else, so
+Each step reads and writes the files of `flows.project.layout.ProjectLayout` and nothing else, so
 the files are the loop's state: a step that finds its output complete returns it without
 recomputing, and a step killed half-way leaves no half-written file behind (every write is
 atomic). That is what makes the loop resumable after a kill -9 at any point: run it again
@@ -23,12 +23,12 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from flows.annotation_store import AnnotationStore
+from flows.annotate.annotation_store import AnnotationStore
 from flows import model_policy
 from flows.faults import fault_point
-from flows.layout import ProjectLayout
-from flows.params import Params, load_params
-from flows.workload import batch_workload
+from flows.project.layout import ProjectLayout
+from flows.project.params import Params, load_params
+from flows.accounting.workload import batch_workload
 from tinyloop.annotations import ImageLabels, LabelSet
 from tinyloop.atomic import write_json_atomic
 from tinyloop.cocofile import read_labels, write_labels
@@ -70,9 +70,9 @@ def ingest(p: Project, keep_going: bool = False) -> dict:
 
     Imports again whenever params.yaml `data` or the source changed since: features and
     order are rebuilt before annotation starts; after, only new images are accepted
-    (appended) and any other change is refused (flows/pool_import.py). Problems stop the
+    (appended) and any other change is refused (flows/project/pool_import.py). Problems stop the
     import unless keep_going. Returns import_report.json."""
-    from flows.pool_import import import_pool
+    from flows.project.pool_import import import_pool
     return import_pool(p, keep_going).report
 
 
@@ -144,7 +144,7 @@ def mark_simulated(p: Project) -> None:
     marker = p.layout.state / SIMULATED_MARKER
     if not marker.exists():
         marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text("annotated by the simulated annotator (flows/simulator.py)\n")
+        marker.write_text("annotated by the simulated annotator (flows/accounting/simulator.py)\n")
 
 
 def features_params(p: Project, *, train: bool = False):
@@ -276,9 +276,9 @@ def preannotate(p: Project, n: int) -> LabelSet:
 def open_store(p: Project) -> AnnotationStore:
     """The annotation store named by flows.store."""
     if p.params.flows.store == "fiftyone":
-        from flows.fiftyone_store import FiftyOneStore
+        from flows.annotate.fiftyone_store import FiftyOneStore
         return FiftyOneStore(p.layout.root, p.params)
-    from flows.annotation_store import FileStore
+    from flows.annotate.annotation_store import FileStore
     return FileStore(p.layout.root)
 
 
@@ -300,7 +300,7 @@ def simulate_annotation(p: Project, store: AnnotationStore, n: int) -> dict:
     if p.layout.done_marker(n).exists():
         return {"skipped": True}
     publish(p, store, n, fresh=True)
-    from flows.simulator import save_logs, simulate_batch
+    from flows.accounting.simulator import save_logs, simulate_batch
     gt = read_labels(p.layout.ground_truth)
     ids = batch_ids(p, n)
     wanted = set(ids)

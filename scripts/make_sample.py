@@ -1,7 +1,7 @@
-"""Cut the bundled HIT-UAV sample (sample/hit-uav/) out of the full dataset, deterministically.
+"""Cut the bundled HIT-UAV sample (data/sample/hit-uav/) out of the full dataset, deterministically.
 
     .venv/bin/python scripts/make_sample.py [--source ../shared/datasets/hit-uav]
-                                            [--out sample/hit-uav] [--train 48] [--val 12]
+                                            [--out data/sample/hit-uav] [--train 48] [--val 12]
 
 The slice keeps the source layout (images/, labels/, labels_rotated/, ImageSets/Main/) so the
 same importer reads both. How images are picked (no random generator: the same source always
@@ -30,7 +30,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SOURCE = REPO.parent / "shared" / "datasets" / "hit-uav"
-DEFAULT_OUT = REPO / "sample" / "hit-uav"
+DEFAULT_OUT = REPO / "data" / "sample" / "hit-uav"
 
 # The attribution as the source README gives it; the sample's README must keep it verbatim.
 ATTRIBUTION = (
@@ -188,7 +188,7 @@ Day images {nights[0]}, night images {nights[1]}; altitudes
 {sorted({c.altitude for c in every})} m; camera angles {sorted({c.angle for c in every})} degrees.
 File names carry capture metadata: `<night>_<altitude m>_<camera angle deg>_<?>_<frame>`.
 
-It is tinyloop's default data (`data.source: sample/hit-uav` in params.yaml): big enough to
+It is tinyloop's default data (`data.source: data/sample/hit-uav` in params.yaml): big enough to
 exercise import, ordering, training and the annotation loop end to end, small enough for git.
 
 ## How it was picked

@@ -20,7 +20,7 @@ def mongo_uri(tmp_path_factory):
     loopback port; FiftyOne's env vars point at it. Tests use unique dataset names.
     A mongod some earlier test already pointed FiftyOne at is reused (one connection)."""
     import os
-    from flows import mongo
+    from flows.annotate import mongo
     if os.environ.get("FIFTYONE_DATABASE_URI"):
         mongo.configure_env(os.environ["FIFTYONE_DATABASE_URI"])
         yield os.environ["FIFTYONE_DATABASE_URI"]

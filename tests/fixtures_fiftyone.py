@@ -2,16 +2,17 @@
 with model pre-annotations, ground truth, clicks and an order. Import explicitly."""
 from __future__ import annotations
 
+import contextlib
 import uuid
 from pathlib import Path
 
-from flows.layout import ProjectLayout
+from flows.project.layout import ProjectLayout
 from tinyloop.annotations import (Annotation, Box, ImageLabels, ImageRecord, LabelSet,
                                   OrientedBox, Provenance)
 from tinyloop.atomic import write_json_atomic
 from tinyloop.cocofile import write_labels
 
-SAMPLE = Path(__file__).resolve().parents[1] / "sample" / "hit-uav"
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample" / "hit-uav"
 CLASSES = ["Person", "Car", "Bicycle", "OtherVehicle"]
 
 
@@ -53,3 +54,17 @@ def unique_name(prefix: str = "t") -> str:
 def priorities(pre: LabelSet) -> dict[str, float]:
     return {im.id: float(k) for k, im in enumerate(pre)}  # last image first
 
+
+
+@contextlib.contextmanager
+def synced_batch(root: Path, prefix: str):
+    """Batch 1 of a `make_project` project synced into a fresh FiftyOne dataset:
+    (root, pre-annotations, dataset, dataset name); the dataset is deleted afterwards."""
+    from flows.annotate import fiftyone_sync as fsync
+    images_dir, pre = make_project(root)
+    name = unique_name(prefix)
+    ds = fsync.sync_batch(root, 1, name, images_dir)
+    try:
+        yield root, pre, ds, name
+    finally:
+        ds.delete()

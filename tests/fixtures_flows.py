@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from flows.project import init_project, set_params
+from flows.project.init import init_project, set_params
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {  # seconds-scale settings: 12 images of 96x96, batches of 4, one epoch of 96px crops

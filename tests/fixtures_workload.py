@@ -1,4 +1,4 @@
-"""Shared test data for the workload, simulator and ranker tests (H5b's area)."""
+"""Shared test data for the workload, simulator and ranker tests."""
 from __future__ import annotations
 
 from tinyloop.annotations import Annotation, Box, ImageLabels, ImageRecord

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.params import Params, load_params
+from flows.project.params import Params, load_params
 from tinyloop.params import ParamsError, to_dict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,7 +22,7 @@ def write(tmp_path, doc) -> Path:
 
 def test_repository_params_file_is_valid():
     params = load_params(ROOT / "params.yaml")
-    assert params.data.source == "sample/hit-uav"
+    assert params.data.source == "data/sample/hit-uav"
 
 
 def test_defaults_equal_the_shipped_params_file():
@@ -98,7 +98,7 @@ def test_validated_params_are_the_plain_dataclasses(tmp_path):
     """The rest of the code uses attribute access and dataclasses.replace on them."""
     import dataclasses
     from c3det.config import TrainParams
-    from flows.config import FlowParams
+    from flows.project.config import FlowParams
     params = load_params(write(tmp_path, {"flows": {"min_score": 0.25},
                                           "c3det": {"train": {"epochs": 2}}}))
     assert type(params) is Params and type(params.flows) is FlowParams

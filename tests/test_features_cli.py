@@ -13,7 +13,7 @@ from flows.cli import main
 from tinyloop.annotations import ImageLabels, ImageRecord, LabelSet
 from tinyloop.cocofile import write_labels
 
-SAMPLE = Path(__file__).resolve().parents[1] / "sample" / "hit-uav"
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample" / "hit-uav"
 HITUAV = Path(os.environ.get("TINYLOOP_HITUAV",
                              Path(__file__).resolve().parents[2] / "shared/datasets/hit-uav"))
 SOURCE = SAMPLE if (SAMPLE / "images").is_dir() else HITUAV

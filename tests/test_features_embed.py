@@ -15,7 +15,7 @@ from features.embed import EmbedError, embed_images, load_store, update_store
 from features.extractors import WeightsError, build_extractor, resnet_trunk
 from tinyloop.annotations import ImageRecord
 
-SAMPLE = Path(__file__).resolve().parents[1] / "sample" / "hit-uav"
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample" / "hit-uav"
 HITUAV = Path(os.environ.get("TINYLOOP_HITUAV",
                              Path(__file__).resolve().parents[2] / "shared/datasets/hit-uav"))
 SOURCE = SAMPLE if (SAMPLE / "images").is_dir() else HITUAV

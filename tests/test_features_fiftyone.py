@@ -15,14 +15,14 @@ import pytest
 
 pytestmark = pytest.mark.mongo
 
-SAMPLE = Path(__file__).resolve().parents[1] / "sample" / "hit-uav" / "images"
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample" / "hit-uav" / "images"
 
 
 @pytest.fixture(scope="module")
 def fo(tmp_path_factory):
     """FiftyOne on a mongod: the one already configured in this session, else our own."""
     if "fiftyone" not in sys.modules and not os.environ.get("FIFTYONE_DATABASE_URI"):
-        from flows.mongo import ensure_mongo, free_port, stop_mongo
+        from flows.annotate.mongo import ensure_mongo, free_port, stop_mongo
         root = tmp_path_factory.mktemp("mongo")
         ensure_mongo(root, port=free_port())
         atexit.register(stop_mongo, root)     # after every module that may share it
@@ -50,7 +50,7 @@ def _brute(vectors, q):
 
 
 def test_sort_by_similarity_matches_brute_force(dataset):
-    from flows.fiftyone_similarity import FaissSimilarityIndex, index_embeddings
+    from flows.annotate.fiftyone_similarity import FaissSimilarityIndex, index_embeddings
     ds, vectors, ids = dataset
     results = index_embeddings(ds, vectors, ids, brain_key="sim")
     assert isinstance(results, FaissSimilarityIndex) and results.total_index_size == 12
@@ -69,7 +69,7 @@ def test_sort_by_similarity_matches_brute_force(dataset):
 
 
 def test_index_survives_reload_and_answers_neighbour_queries(dataset, fo):
-    from flows.fiftyone_similarity import FaissSimilarityIndex, index_embeddings
+    from flows.annotate.fiftyone_similarity import FaissSimilarityIndex, index_embeddings
     ds, vectors, ids = dataset
     index_embeddings(ds, vectors, ids, brain_key="sim")
     fresh = fo.load_dataset(ds.name).load_brain_results("sim")   # as the App loads it
@@ -94,7 +94,7 @@ def test_index_survives_reload_and_answers_neighbour_queries(dataset, fo):
 
 
 def test_no_matching_ids_is_a_clear_error(dataset):
-    from flows.fiftyone_similarity import index_embeddings
+    from flows.annotate.fiftyone_similarity import index_embeddings
     ds, vectors, _ = dataset
     with pytest.raises(ValueError, match="has an embedding"):
         index_embeddings(ds, vectors, [f"other{i}" for i in range(len(vectors))],

@@ -16,7 +16,7 @@ from features.extractors import build_extractor
 from features.simnet import HalfPairs, lifted_structured_loss, train_simnet
 from tinyloop.annotations import ImageRecord
 
-SAMPLE = Path(__file__).resolve().parents[1] / "sample" / "hit-uav"
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample" / "hit-uav"
 HITUAV = Path(os.environ.get("TINYLOOP_HITUAV",
                              Path(__file__).resolve().parents[2] / "shared/datasets/hit-uav"))
 SOURCE = SAMPLE if (SAMPLE / "images").is_dir() else HITUAV

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_project_mongod_is_reused_and_stopped_by_pid(tmp_path, mongo_uri):
-    from flows import mongo
+    from flows.annotate import mongo
     env_before = os.environ["FIFTYONE_DATABASE_URI"]
     try:
         uri = mongo.ensure_mongo(tmp_path, port=mongo.free_port(), configure=False)

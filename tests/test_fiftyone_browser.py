@@ -35,9 +35,9 @@ def _label_option(page, label: str) -> None:
 
 def test_draw_and_relabel_in_the_annotate_tab_then_pull(tmp_path, mongo_uri):
     sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
-    from flows import app as fapp
-    from flows import fiftyone_sync as fsync
-    from flows.mongo import free_port
+    from flows.annotate import app as fapp
+    from flows.annotate import fiftyone_sync as fsync
+    from flows.annotate.mongo import free_port
     shutil.rmtree(SHOTS, ignore_errors=True)
     SHOTS.mkdir(parents=True)
     images_dir, pre = make_project(tmp_path, n_images=1)

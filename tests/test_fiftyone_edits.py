@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from tests.fixtures_fiftyone import make_project, unique_name
+from tests.fixtures_fiftyone import synced_batch
 from tinyloop.annotations import Annotation, Box, Provenance
 from tinyloop.cocofile import read_labels
 
@@ -15,12 +15,8 @@ pytestmark = pytest.mark.mongo
 
 @pytest.fixture
 def project(tmp_path, mongo_uri):
-    from flows import fiftyone_sync as fsync
-    images_dir, pre = make_project(tmp_path)
-    name = unique_name("edits")
-    ds = fsync.sync_batch(tmp_path, 1, name, images_dir)
-    yield tmp_path, pre, ds, name
-    ds.delete()
+    with synced_batch(tmp_path, "edits") as synced:
+        yield synced
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +38,7 @@ def _patch(server, ds, sample, ops, etag):
 
 
 def test_stale_app_edit_gets_412_and_the_retry_keeps_both_edits(project, server):
-    from flows.fiftyone_store import FiftyOneStore
+    from flows.annotate.fiftyone_store import FiftyOneStore
     root, pre, ds, name = project
     image = pre.images[0].id
     sample = [s for s in ds if s["image_id"] == image][0]
@@ -68,8 +64,8 @@ def test_stale_app_edit_gets_412_and_the_retry_keeps_both_edits(project, server)
 
 
 def test_store_edit_racing_another_writer_is_retried_not_lost(project, monkeypatch):
-    from flows import fiftyone_store
-    from flows.fiftyone_store import EditConflict, FiftyOneStore
+    from flows.annotate import fiftyone_store
+    from flows.annotate.fiftyone_store import EditConflict, FiftyOneStore
     root, pre, ds, name = project
     image = pre.images[1].id
     store, other = FiftyOneStore(root, name), FiftyOneStore(root, name)
@@ -101,7 +97,7 @@ def test_store_edit_racing_another_writer_is_retried_not_lost(project, monkeypat
 
 def test_refine_with_clicks_never_touches_edited_boxes(project):
     import fiftyone as fo
-    from flows import fiftyone_sync as fsync
+    from flows.annotate import fiftyone_sync as fsync
     root, pre, ds, name = project
     sample = [s for s in ds if s["image_id"] == pre.images[0].id][0]
     dets = sample["corrections"].detections
@@ -136,7 +132,7 @@ def test_refine_with_clicks_never_touches_edited_boxes(project):
 
 
 def test_mark_batch_done_signals_the_flow(project):
-    from flows import fiftyone_sync as fsync
+    from flows.annotate import fiftyone_sync as fsync
     root, pre, ds, name = project
     fsync.mark_batch_done(ds, root, 1)
     assert (root / "data" / "batches" / "001" / "done").exists()
@@ -145,7 +141,7 @@ def test_mark_batch_done_signals_the_flow(project):
 
 def test_plugin_operators_are_discovered(tmp_path, mongo_uri):
     import fiftyone.plugins as fop
-    from flows.app import install_plugin, plugins_dir
+    from flows.annotate.app import install_plugin, plugins_dir
     install_plugin(tmp_path)
     import fiftyone as fo
     old = fo.config.plugins_dir
@@ -163,7 +159,7 @@ def test_plugin_refine_operator_runs_the_current_model_on_the_selection(project,
     import importlib.util
     import types
     import c3det.predict
-    from flows.app import PLUGIN_SRC
+    from flows.annotate.app import PLUGIN_SRC
     root, pre, ds, name = project
     (root / "params.yaml").write_text("flows:\n  min_score: auto\n")
     for d in ("iter-001", "iter-002", "iter-003"):     # iter-003 is still training

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fixtures_fiftyone import make_project, unique_name
+from tests.fixtures_fiftyone import synced_batch
 from tinyloop.annotations import Annotation, Box, Provenance
 
 pytestmark = pytest.mark.mongo
@@ -12,19 +12,15 @@ pytestmark = pytest.mark.mongo
 
 @pytest.fixture
 def project(tmp_path, mongo_uri):
-    from flows import fiftyone_sync as fsync
-    images_dir, pre = make_project(tmp_path)
-    name = unique_name("store")
-    ds = fsync.sync_batch(tmp_path, 1, name, images_dir)
-    yield tmp_path, pre, ds, name
-    ds.delete()
+    with synced_batch(tmp_path, "store") as synced:
+        yield synced
 
 
 def test_refresh_clips_overhanging_model_boxes_the_same_way_in_every_store(project):
     """Refine with clicks (App), FiftyOneStore and FileStore refreshes share one clipping."""
-    from flows import fiftyone_sync as fsync
-    from flows.annotation_store import FileStore, refresh_predictions
-    from flows.fiftyone_store import FiftyOneStore
+    from flows.annotate import fiftyone_sync as fsync
+    from flows.annotate.annotation_store import FileStore, refresh_predictions
+    from flows.annotate.fiftyone_store import FiftyOneStore
     root, pre, ds, name = project
     refined = Provenance("click_refined", "iter-001", 0.9)
     over = [Annotation("Car", Box(620, 490, 660, 530), provenance=refined),   # 640x512 image
@@ -49,8 +45,8 @@ def test_fresh_publish_restarts_a_simulated_batch_from_its_preannotations(projec
     drawn clicks and review status go back to how the batch was first published."""
     import types
     import fiftyone as fo
-    from flows.fiftyone_store import FiftyOneStore
-    from flows.layout import ProjectLayout
+    from flows.annotate.fiftyone_store import FiftyOneStore
+    from flows.project.layout import ProjectLayout
     from flows.steps import publish
     from tests.fixtures_fiftyone import SAMPLE
     from tinyloop.annotations import Click

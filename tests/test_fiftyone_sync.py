@@ -12,7 +12,7 @@ pytestmark = pytest.mark.mongo
 
 @pytest.fixture
 def project(tmp_path, mongo_uri):
-    from flows import fiftyone_sync as fsync
+    from flows.annotate import fiftyone_sync as fsync
     images_dir, pre = make_project(tmp_path)
     name = unique_name("sync")
     ds = fsync.sync_batch(tmp_path, 1, name, images_dir, priorities=priorities(pre))
@@ -21,7 +21,7 @@ def project(tmp_path, mongo_uri):
 
 
 def test_sync_builds_the_annotators_view(project):
-    from flows import fiftyone_sync as fsync
+    from flows.annotate import fiftyone_sync as fsync
     root, pre, ds, name = project
     assert len(ds) == 3
     first = \
@@ -49,7 +49,7 @@ def test_sync_builds_the_annotators_view(project):
 
 
 def test_pull_untouched_batch_reproduces_preannotations_and_is_idempotent(project):
-    from flows import fiftyone_sync as fsync
+    from flows.annotate import fiftyone_sync as fsync
     root, pre, ds, name = project
     res = fsync.pull_batch(root, 1, name)
     first_bytes = res.path.read_bytes()
@@ -66,7 +66,7 @@ def test_pull_untouched_batch_reproduces_preannotations_and_is_idempotent(projec
 def test_pull_reads_app_style_edits(project):
     """Edits made the way the App makes them: on the detections, in relative coords."""
     import fiftyone as fo
-    from flows import fiftyone_sync as fsync
+    from flows.annotate import fiftyone_sync as fsync
     root, pre, ds, name = project
     sample = [s for s in ds if s["image_id"] == pre.images[1].id][0]
     dets = sample["corrections"].detections
@@ -90,7 +90,7 @@ def test_pull_reads_app_style_edits(project):
 
 def test_bad_boxes_are_reported_to_the_annotator_not_dropped(project):
     import fiftyone as fo
-    from flows import fiftyone_sync as fsync
+    from flows.annotate import fiftyone_sync as fsync
     root, pre, ds, name = project
     sample = [s for s in ds if s["image_id"] == pre.images[2].id][0]
     sample["corrections"].detections += [
@@ -116,7 +116,7 @@ def test_bad_boxes_are_reported_to_the_annotator_not_dropped(project):
 
 
 def test_resync_keeps_the_annotators_corrections(project):
-    from flows import fiftyone_sync as fsync
+    from flows.annotate import fiftyone_sync as fsync
     root, pre, ds, name = project
     sample = [s for s in ds if s["image_id"] == pre.images[0].id][0]
     sample["corrections"].detections[0].label = "Person"
@@ -135,8 +135,8 @@ def test_resync_keeps_the_annotators_corrections(project):
 
 
 def test_fiftyone_store_protocol(project):
-    from flows.annotation_store import AnnotationStore
-    from flows.fiftyone_store import FiftyOneStore
+    from flows.annotate.annotation_store import AnnotationStore
+    from flows.annotate.fiftyone_store import FiftyOneStore
     root, pre, ds, name = project
     store = FiftyOneStore(root, name)
     assert isinstance(store, AnnotationStore)

@@ -6,10 +6,11 @@ import json
 
 import torch
 
-from flows import model_policy, steps
+from flows import model_policy
+from flows import steps
 from flows.commands.demo import SAMPLE
-from flows.workload import NONE_SHOWN
-from flows.project import init_project
+from flows.accounting.workload import NONE_SHOWN
+from flows.project.init import init_project
 from tests.fixtures_flows import light_demo_params
 
 

@@ -39,8 +39,8 @@ def test_sweep_runs_a_feature_free_ordering_once_per_preannotator(
     """Random ordering ignores the embeddings: its SimNet row repeats the random-init run."""
     import json
     import flows.loop
-    from flows.layout import ProjectLayout
-    from flows.sweep import sweep
+    from flows.project.layout import ProjectLayout
+    from flows.accounting.sweep import sweep
     base = make_project(tmp_path, 4, **{"flows.versioning": False})
     ran = []
 

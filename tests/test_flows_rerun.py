@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from flows.project import init_project, set_params
+from flows.project.init import init_project, set_params
 from tests.fixtures_flows import light_demo_params
 
-SAMPLE = Path(__file__).resolve().parents[1] / "sample" / "hit-uav"
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample" / "hit-uav"
 FAST = {"features.image_size": 32, "features.batch_size": 8,
         "order.first_batch_size": 4, "order.batch_size": 4}
 
@@ -78,8 +78,8 @@ def test_stats_only_then_prepare_versions_the_pool_with_dvc_not_git(
 
 def test_versioning_untracks_a_pool_that_an_older_init_committed_to_git(tmp_path):
     """Projects broken by the old `git add -A` are repaired before DVC records the pool."""
-    from flows.layout import ProjectLayout
-    from flows.versioning import commit_prepared, run
+    from flows.project.layout import ProjectLayout
+    from flows.project.versioning import commit_prepared, run
     lay = ProjectLayout(new_project(tmp_path, copy_sample(tmp_path / "data", 2, 1)))
     lay.pool.mkdir(parents=True)
     lay.manifest.write_text("{}")
@@ -94,7 +94,7 @@ def test_versioning_untracks_a_pool_that_an_older_init_committed_to_git(tmp_path
 # --- 2. params.yaml `data` edits ------------------------------------------------------------
 
 def test_data_edit_before_annotation_rebuilds_pool_features_and_order(tmp_path):
-    from flows.pool_import import import_pool
+    from flows.project.pool_import import import_pool
     from tinyloop.cocofile import read_labels
     root = new_project(tmp_path, copy_sample(tmp_path / "data"))
     p = prepare_steps(root)
@@ -136,7 +136,7 @@ def steps_open(root):
 
 
 def test_data_edit_after_annotation_started_is_refused_and_changes_nothing(tmp_path):
-    from flows.pool_import import PoolChanged, import_pool
+    from flows.project.pool_import import PoolChanged, import_pool
     source = copy_sample(tmp_path / "data", 4, 2)
     root = new_project(tmp_path, source)
     p = prepare_steps(root)
@@ -203,7 +203,7 @@ def test_prepare_cli_prints_the_summary_and_stops_on_problems(tmp_path, capsys):
 @pytest.mark.prefect
 def test_prepare_flow_fails_naming_the_report_unless_keep_going(tmp_path, prefect_harness):
     from flows.loop import prepare, with_runner
-    from flows.pool_import import ImportProblems
+    from flows.project.pool_import import ImportProblems
     from tinyloop.cocofile import read_labels
     source = copy_sample(tmp_path / "data", 4, 2)
     bad = corrupt_one_image(source)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures_flows import REPO, cli_env, make_project, tinyloop
-from flows.layout import ProjectLayout
+from flows.project.layout import ProjectLayout
 
 pytestmark = pytest.mark.prefect
 

@@ -1,7 +1,7 @@
 """`tinyloop serve`: deployments with the cron schedules of params.yaml."""
 from __future__ import annotations
 
-from flows.project import init_project, set_params
+from flows.project.init import init_project, set_params
 from flows.serve import deployments
 
 

@@ -12,7 +12,7 @@ from c3det import checkpoint
 from c3det.predict import Predictor
 from flows import steps
 from flows.commands.demo import SAMPLE
-from flows.project import init_project
+from flows.project.init import init_project
 from tests.fixtures_flows import light_demo_params
 
 

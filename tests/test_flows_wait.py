@@ -11,7 +11,7 @@ import pytest
 from prefect import flow
 
 from flows.human_wait import signal_done, wait_for_batch, waiting_file
-from flows.layout import ProjectLayout
+from flows.project.layout import ProjectLayout
 
 pytestmark = pytest.mark.prefect
 

@@ -9,7 +9,7 @@ from flows.cli import main
 from tinyloop.cocofile import read_labels
 from tests.fixtures_formats import voc_object, write_image, write_voc
 
-SAMPLE = Path(__file__).resolve().parents[1] / "sample" / "hit-uav"
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample" / "hit-uav"
 
 
 @pytest.fixture(scope="module")

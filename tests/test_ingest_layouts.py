@@ -75,7 +75,7 @@ def test_a_source_without_labels_marks_nothing_unlabeled(tmp_path):
 
 def _project(tmp_path, **overrides):
     """A VOC project of 20 images, 'u0'/'u1' without label files, no split lists."""
-    from flows.project import init_project
+    from flows.project.init import init_project
     from flows.steps import Project
     src = tmp_path / "data"
     for i in range(20):
@@ -118,7 +118,7 @@ def test_no_held_out_split_says_so_and_a_fraction_holds_out_labelled_images(tmp_
 
 def test_eval_fraction_is_validated(tmp_path):
     import pytest
-    from flows.params import load_params
+    from flows.project.params import load_params
     from tinyloop.params import ParamsError
     path = tmp_path / "params.yaml"
     path.write_text(json.dumps({"flows": {"eval_fraction": 1.5}}))

@@ -17,8 +17,9 @@ from c3det import checkpoint
 from c3det.config import C3DetParams
 from c3det.model import build_model
 from c3det.predict import Predictor
-from flows import model_policy, steps
-from flows.layout import ProjectLayout
+from flows import model_policy
+from flows import steps
+from flows.project.layout import ProjectLayout
 from tinyloop.annotations import Click, ImageLabels, ImageRecord, LabelSet
 from tinyloop.cocofile import write_labels
 
@@ -77,7 +78,7 @@ def test_a_checkpoint_brings_its_threshold_and_an_explicit_min_score_wins(projec
 
 
 def _load_plugin():
-    from flows.app import PLUGIN_SRC
+    from flows.annotate.app import PLUGIN_SRC
     spec = importlib.util.spec_from_file_location("tinyloop_plugin", PLUGIN_SRC / "__init__.py")
     plugin = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(plugin)
@@ -85,7 +86,7 @@ def _load_plugin():
 
 
 def test_app_plugin_preannotation_and_simulator_show_the_same_boxes(project, monkeypatch):
-    from flows import fiftyone_sync as fsync
+    from flows.annotate import fiftyone_sync as fsync
     t, every = _choose_threshold(project)
     image = str(project.source / RECORD.path)
     click = Click(40, 30, "Car")

@@ -125,7 +125,7 @@ def test_bad_backbone_choices_are_named():
         lite_fpn(weights="/some/file.pth")
 
 
-SAMPLE = Path(__file__).resolve().parents[1] / "sample" / "hit-uav"
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample" / "hit-uav"
 TINY_EPOCHS = 16   # x 4 steps of 4 crops: 64 SGD steps, about a minute per run on 2 cores
 
 

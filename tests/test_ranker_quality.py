@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flows.annotation_store import MemoryStore
-from flows.config import SimulatorParams
-from flows.degraded_predictor import DegradedTruthPredictor
-from flows.ranker import FEATURES, QualityRanker, feature_matrix, spearman, targets
-from flows.simulator import ImageLog, RoundLog, load_logs, save_logs, simulate_batch
+from flows.annotate.annotation_store import MemoryStore
+from flows.project.config import SimulatorParams
+from flows.accounting.degraded_predictor import DegradedTruthPredictor
+from flows.accounting.ranker import FEATURES, QualityRanker, feature_matrix, spearman, targets
+from flows.accounting.simulator import ImageLog, RoundLog, load_logs, save_logs, simulate_batch
 from tinyloop.annotations import Click, ImageLabels, LabelSet
 
 from tests.fixtures_workload import CLASSES, grid_truth
@@ -99,8 +99,8 @@ def test_degraded_predictor_is_deterministic_and_clicks_fix_objects(simulated):
 
 def test_filestore_process_log_gives_the_simulator_features(tmp_path, simulated):
     """People's batches (FileStore history) and simulations feed the ranker identically."""
-    from flows.annotation_store import FileStore
-    from flows.ranker import review_queue
+    from flows.annotate.annotation_store import FileStore
+    from flows.accounting.ranker import review_queue
     truth, predict, logs = simulated
     sub = LabelSet(truth.categories, truth.images[:8])
     pre = LabelSet(sub.categories, [ImageLabels(im.image, predict(im.id, [])) for im in sub])

@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from flows.annotation_store import FileStore
+from flows.annotate.annotation_store import FileStore
 from flows.cli import main
-from flows.config import SimulatorParams
-from flows.degraded_predictor import DegradedTruthPredictor
-from flows.layout import ProjectLayout
-from flows.ranker import batch_training_logs, feature_matrix, order_batch_for_review
-from flows.simulator import simulate_batch
+from flows.project.config import SimulatorParams
+from flows.accounting.degraded_predictor import DegradedTruthPredictor
+from flows.project.layout import ProjectLayout
+from flows.accounting.ranker import batch_training_logs, feature_matrix, order_batch_for_review
+from flows.accounting.simulator import simulate_batch
 from tinyloop.annotations import ImageLabels, LabelSet
 
 from tests.fixtures_workload import CLASSES, grid_truth

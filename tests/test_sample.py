@@ -1,4 +1,4 @@
-"""The bundled HIT-UAV sample (sample/hit-uav): imports cleanly, is what it claims, keeps its
+"""The bundled HIT-UAV sample (data/sample/hit-uav): imports cleanly, is what it claims, keeps its
 attribution, and is what scripts/make_sample.py makes from the full dataset."""
 import os
 import re
@@ -14,7 +14,7 @@ from tinyloop.config import DataParams
 from tinyloop.ingest import import_dataset
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "sample" / "hit-uav"
+SAMPLE = REPO / "data" / "sample" / "hit-uav"
 HITUAV = Path(os.environ.get("TINYLOOP_HITUAV", REPO.parent / "shared" / "datasets" / "hit-uav"))
 CLASSES = ["Person", "Car", "Bicycle", "OtherVehicle"]
 

@@ -6,10 +6,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from flows.annotation_store import FileStore
-from flows.config import SimulatorParams, WorkloadParams
-from flows.simulator import edits_needed, find_errors, simulate_batch
-from flows.workload import diff_batch, workload
+from flows.annotate.annotation_store import FileStore
+from flows.project.config import SimulatorParams, WorkloadParams
+from flows.accounting.simulator import edits_needed, find_errors, simulate_batch
+from flows.accounting.workload import diff_batch, workload
 from tinyloop.annotations import (Annotation, Box, Click, IgnoreRegion, ImageLabels,
                                   ImageRecord, LabelSet, Provenance)
 from tinyloop.cocofile import read_labels
@@ -152,7 +152,7 @@ def test_a_failing_image_is_reported_after_the_others_are_done(tmp_path):
 
 
 def test_a_rational_annotator_stops_clicking_when_clicks_do_not_pay(tmp_path):
-    """A detector that ignores clicks: seed 004's annotator clicks all 3 rounds, the one
+    """A detector that ignores clicks: Benenson et al. 2019's annotator clicks all 3 rounds, the one
     with stop_unpaid_clicks gives up after the first; a helpful one is clicked to the end."""
     truth = LabelSet(CLASSES, [grid_truth(12)])
     pre = LabelSet(CLASSES, [ImageLabels(truth.images[0].image)])

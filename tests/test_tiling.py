@@ -205,7 +205,7 @@ def test_tile_and_merge_back_real_hituav_sample(oriented):
 
     from tinyloop.config import DataParams
     from tinyloop.ingest import import_dataset
-    root = Path(__file__).resolve().parents[1] / "sample" / "hit-uav"
+    root = Path(__file__).resolve().parents[1] / "data" / "sample" / "hit-uav"
     labels, report = import_dataset(root, DataParams(verify_images="header"), progress=False)
     assert report.problems == []
 

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from flows.layout import ProjectLayout
-from flows.project import init_project, set_params
-from flows.versioning import (VersioningError, commit_iteration, format_history, history,
+from flows.project.layout import ProjectLayout
+from flows.project.init import init_project, set_params
+from flows.project.versioning import (VersioningError, commit_iteration, format_history, history,
                               run)
 
 
@@ -85,10 +85,10 @@ def test_a_failed_push_names_the_failure_and_keeps_the_iteration(project):
 @pytest.mark.prefect
 def test_prefect_retries_the_push_push_attempts_times_in_all(tmp_path, monkeypatch,
                                                                prefect_harness):
-    import flows.versioning
+    import flows.project.versioning
     from prefect import flow
     from flows.loop import push
-    from flows.project import init_project
+    from flows.project.init import init_project
     root = init_project(tmp_path / "p", params_overrides={
         "flows.push_attempts": 3, "flows.push_delay_s": 0.01}).root
     calls = []
@@ -96,7 +96,7 @@ def test_prefect_retries_the_push_push_attempts_times_in_all(tmp_path, monkeypat
     def unreachable(layout):
         calls.append(layout.root)
         raise VersioningError("`dvc push` failed: remote unreachable")
-    monkeypatch.setattr(flows.versioning, "push_to_remote", unreachable)
+    monkeypatch.setattr(flows.project.versioning, "push_to_remote", unreachable)
     with pytest.raises(VersioningError, match="remote unreachable"):
         flow(name="push-test")(push)(str(root))
     assert len(calls) == 3  # one push per attempt: no retry loop nested inside it
@@ -110,7 +110,7 @@ def test_init_is_idempotent_and_offline(tmp_path):
     assert run(lay, "git", "rev-parse", "HEAD").stdout == head
     cfg = (lay.root / ".dvc" / "config").read_text()
     assert "analytics = false" in cfg and "storage" in cfg
-    from flows.params import load_params
+    from flows.project.params import load_params
     assert load_params(lay.params).data.source == str(tmp_path / "data")
     out = subprocess.run([sys.executable, "-m", "dvc", "dag"], cwd=lay.root,
                          capture_output=True, text=True)

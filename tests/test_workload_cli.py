@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from flows.cli import main
-from flows.layout import ProjectLayout
+from flows.project.layout import ProjectLayout
 from tinyloop.cocofile import write_labels
 
 from tests.test_workload_diff import hand_made

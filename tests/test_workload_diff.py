@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from flows.config import WorkloadParams
-from flows.workload import batch_workload, cumulative, diff_batch, match, workload
+from flows.project.config import WorkloadParams
+from flows.accounting.workload import batch_workload, cumulative, diff_batch, match, workload
 from tinyloop.annotations import (Annotation, Box, Click, IgnoreRegion, ImageLabels,
                                   ImageRecord, LabelSet, Provenance)
 
@@ -140,7 +140,7 @@ def test_min_score_is_chosen_where_the_wt_saving_is_largest():
     """Three right boxes at 0.8-0.9 and two wrong ones at 0.3: showing only the right ones
     saves 3 boxes of 5 (60 %); showing all costs two deletions (3 - 2/2 = 2 of 5: 40 %);
     showing none saves nothing."""
-    from flows.workload import NONE_SHOWN, best_threshold, wt_by_threshold
+    from flows.accounting.workload import NONE_SHOWN, best_threshold, wt_by_threshold
     rec = ImageRecord("img", "img.jpg", 200, 60)
     truth = [ann("Car", 10 * k, 0, 10 * k + 8, 8) for k in range(5)]
     scored = [(0.9, truth[0]), (0.85, truth[1]), (0.8, truth[2]),
@@ -163,7 +163,7 @@ def test_the_diff_and_map_leave_out_the_same_boxes_in_ignore_regions():
     import torch
 
     from c3det.evaluate import drop_ignored
-    from flows.workload import outside_ignore
+    from flows.accounting.workload import outside_ignore
     region = IgnoreRegion(Box(50, 50, 100, 100))
     boxes = [ann("Car", 60, 60, 70, 70),    # all inside
              ann("Car", 40, 60, 60, 70),    # exactly half inside: ignored

@@ -9,7 +9,8 @@ has `tinyloop.annotations.Box.iou`, which gives the same number.
 
 The ignore rule (`in_ignore_regions`): a box counts as inside the ignore regions when at
 least `min_share` (default 0.5) of its area lies inside one region. Box-level diffs
-(flows.workload, flows.simulator) and mAP (c3det.evaluate) both leave such boxes out.
+(flows.accounting.workload, flows.accounting.simulator) and mAP (c3det.evaluate) both leave such
+boxes out.
 """
 from __future__ import annotations
 

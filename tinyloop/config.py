@@ -7,7 +7,7 @@ from typing import Literal
 
 @dataclass
 class DataParams:
-    source: str = "sample/hit-uav"        # raw dataset root (images/ + labels)
+    source: str = "data/sample/hit-uav"        # raw dataset root (images/ + labels)
     format: Literal["voc", "rolabelimg", "coco", "yolo", "dota"] = "voc"
     images_dir: str = "images"
     labels: str = "labels"                   # labels dir (VOC/roLabelImg/YOLO/DOTA) or COCO file

@@ -1,6 +1,6 @@
 """Import a raw dataset (images + labels in any supported format) into one checked LabelSet.
 
-    labels, report = import_dataset("sample/hit-uav", params.data)
+    labels, report = import_dataset("data/sample/hit-uav", params.data)
     print(report.summary())
     write_pool(labels, report, layout.manifest, layout.ground_truth, layout.import_report)
 

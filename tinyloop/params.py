@@ -1,7 +1,7 @@
 """Validate `params.yaml` against plain dataclasses, with messages that name the bad key.
 
 Each package declares its knobs as a stdlib `@dataclass` with defaults (c3det/config.py,
-features/config.py, ...); `flows/params.py` composes them into the whole file. This module
+features/config.py, ...); `flows/project/params.py` composes them into the whole file. This module
 checks a YAML mapping against such a dataclass with pydantic: from each dataclass it derives
 a strict TypedDict (so the packages themselves stay free of pydantic), pydantic checks every
 key and value, each section's `check()` runs as an after-validator, and the result is the

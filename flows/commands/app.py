@@ -88,8 +88,8 @@ def _root(project: CliProject) -> Path:
 
 @_one_line_errors
 def cmd_app_start(args: argparse.Namespace, project: CliProject) -> int:
-    from flows import app as fapp
-    from flows.mongo import database_uri
+    from flows.annotate import app as fapp
+    from flows.annotate.mongo import database_uri
     root, ann = _root(project), project.params.annotate
     info = fapp.start_app(root, args.port or ann.app_port, args.address or ann.app_address,
                           ann.dataset_name, uri=database_uri(root))
@@ -102,7 +102,7 @@ def cmd_app_start(args: argparse.Namespace, project: CliProject) -> int:
 
 @_one_line_errors
 def cmd_app_stop(args: argparse.Namespace, project: CliProject) -> int:
-    from flows import app as fapp
+    from flows.annotate import app as fapp
     stopped = fapp.stop_app(_root(project), stop_mongo=not args.keep_mongo)
     print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
     return 0
@@ -110,8 +110,8 @@ def cmd_app_stop(args: argparse.Namespace, project: CliProject) -> int:
 
 @_one_line_errors
 def cmd_app_status(args: argparse.Namespace, project: CliProject) -> int:
-    from flows import app as fapp
-    from flows import mongo
+    from flows.annotate import app as fapp
+    from flows.annotate import mongo
     root = _root(project)
     info, m = fapp.app_status(root), mongo.running(root)
     app_line = f"running at {info['url']} (pid {info['pid']})" if info else "not running"
@@ -122,8 +122,8 @@ def cmd_app_status(args: argparse.Namespace, project: CliProject) -> int:
 
 @_one_line_errors
 def cmd_app_sync(args: argparse.Namespace, project: CliProject) -> int:
-    from flows import fiftyone_sync as fsync
-    from flows.mongo import database_uri
+    from flows.annotate import fiftyone_sync as fsync
+    from flows.annotate.mongo import database_uri
     root, params = _root(project), project.params
     database_uri(root)
     name = params.annotate.dataset_name
@@ -135,8 +135,8 @@ def cmd_app_sync(args: argparse.Namespace, project: CliProject) -> int:
 
 @_one_line_errors
 def cmd_app_pull(args: argparse.Namespace, project: CliProject) -> int:
-    from flows import fiftyone_sync as fsync
-    from flows.mongo import database_uri
+    from flows.annotate import fiftyone_sync as fsync
+    from flows.annotate.mongo import database_uri
     root = _root(project)
     database_uri(root)
     try:

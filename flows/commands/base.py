@@ -40,19 +40,19 @@ class CliProject:
 
     @property
     def layout(self):
-        from flows.layout import ProjectLayout
+        from flows.project.layout import ProjectLayout
         return ProjectLayout(self.root)
 
     @cached_property
     def params(self):
         """The validated params; the defaults when there is no params file (ParamsError when
         the file is wrong)."""
-        from flows.params import Params
+        from flows.project.params import Params
         return self.require_params() if self.params_path.exists() else Params()
 
     def require_params(self):
         """The validated params; ParamsError saying how to make one when the file is missing."""
-        from flows.params import load_params
+        from flows.project.params import load_params
         return load_params(self.params_path)
 
     @property

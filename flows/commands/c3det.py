@@ -26,7 +26,8 @@ def verbs() -> list[Verb]:
                          "writes OUT/model.pt, OUT/last.pt (for resuming) and a line of "
                          "OUT/metrics.jsonl; running the same command again resumes after the "
                          "last finished epoch.\n\nexample:\n  tinyloop train --labels "
-                         "data/pool/ground_truth.json --images sample/hit-uav --out models/try1"),
+                         "data/pool/ground_truth.json --images data/sample/hit-uav "
+                         "--out models/try1"),
         Verb("model", "evaluate", cmd_model_evaluate, _evaluate_arguments, alias="evaluate",
              raw_description=True,
              help="mAP@0.5 against the number of clicks (0..20) of trained models",
@@ -38,7 +39,7 @@ def verbs() -> list[Verb]:
                          "Also reports AP per class and by object size (sqrt(w*h) < 12, 12-20, "
                          "20-32, > 32 px). Writes OUT.json and a PNG plot of all models' curves."
                          "\n\nexample:\n  tinyloop evaluate --labels data/pool/ground_truth.json "
-                         "--images sample/hit-uav --split val --model models/c3det/model.pt "
+                         "--images data/sample/hit-uav --split val --model models/c3det/model.pt "
                          "--model models/plain/model.pt --passthrough models/plain/model.pt "
                          "--out reports/map_vs_clicks"),
     ]

@@ -1,6 +1,6 @@
 """`tinyloop demo`: the README's main command: the whole loop on the bundled HIT-UAV sample.
 
-Makes a project (default `runs/demo`), imports the bundled real sample (sample/hit-uav:
+Makes a project (default `runs/demo`), imports the bundled real sample (data/sample/hit-uav:
 HIT-UAV infrared drone images, CC BY 4.0, Suo et al. 2023) and runs the `simulate` flow:
 batches ordered by dissimilarity, each pre-annotated by the model of the previous batches,
 corrected by the simulated annotator (clicks, then exact correction) through the annotation
@@ -39,7 +39,7 @@ from pathlib import Path
 from flows.commands.base import CliProject, Verb, project_option
 
 REPO = Path(__file__).resolve().parents[2]
-SAMPLE = REPO / "sample" / "hit-uav"
+SAMPLE = REPO / "data" / "sample" / "hit-uav"
 
 # The small CPU schedule (dotted params.yaml keys); every other knob keeps its default.
 DEMO_PARAMS = {
@@ -136,7 +136,7 @@ def cmd_demo(args: argparse.Namespace, project: CliProject) -> int:
     new_project = not (directory / "params.yaml").exists()
     if not new_project and args.source and not _same_source(directory, source):
         return 1
-    from flows.project import init_project, set_params
+    from flows.project.init import init_project, set_params
     start = time.perf_counter()
     layout = init_project(directory, source=str(source),
                           params_overrides=DEMO_PARAMS if new_project else None)
@@ -158,12 +158,12 @@ def cmd_demo(args: argparse.Namespace, project: CliProject) -> int:
     data_source = steps.Project.open(root).source
     print(f"\nproject {layout.root}: simulating the loop on {data_source} ...", flush=True)
     from flows.loop import simulate
-    from flows.report import format_table
+    from flows.accounting.report import format_table
     rows = simulate(root, keep_going=args.keep_going)
     print()
     print(format_table(rows))
     last = rows[-1] if rows else {}
-    print(f"\ncumulative: WT reduction {last.get('wt_reduction_cum')}% (seed 002's measure), "
+    print(f"\ncumulative: WT reduction {last.get('wt_reduction_cum')}% (the loop paper's measure), "
           f"time incl. clicks {last.get('seconds_reduction_cum')}% vs labeling every box by hand")
     print(f"report: {layout.report_html}\nhistory: tinyloop history -C {directory}"
           f"\nfinished in {time.perf_counter() - start:.0f} s")
@@ -188,7 +188,7 @@ def _fit_pending(layout) -> Path:
 def _fit_schedule_to_images(layout) -> None:
     """Scale the demo project's schedule to the imported images, once; print what was done
     (the user's later params.yaml edits win)."""
-    from flows.project import set_params
+    from flows.project.init import set_params
     width, height = median_image_size(layout.manifest)
     if _fit_pending(layout).exists():
         set_params(layout.params, scale_for_images(width, height))

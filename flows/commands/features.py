@@ -1,7 +1,7 @@
 """`tinyloop data embed` and `tinyloop data order`: the DVC stages `features` and `order`.
 
 Both read params.yaml (features / order sections) and the pool manifest that import wrote,
-and write their outputs under data/ (see flows/layout.py); both are incremental.
+and write their outputs under data/ (see flows/project/layout.py); both are incremental.
 """
 from __future__ import annotations
 

@@ -34,7 +34,7 @@ SERVE = ("Register `retrain` and `check-batches` as Prefect deployments with the
          "in the UI.")
 SWEEP = ("Run `simulate` once per cell of the grid, each in its own project under "
          "PROJECT/sweep/<ordering>-<preannotator>-<features> with the project's params plus "
-         "the cell's, and write the seed paper's Table 1 (WT and WB reduction % at IoU 0.5 "
+         "the cell's, and write the loop paper's Table 1 (WT and WB reduction % at IoU 0.5 "
          "and 0.7) to PROJECT/sweep/table1.md and table1.json. Cells resume like any "
          "project; a failing cell (e.g. imagenet without cached weights) is reported and the "
          "sweep goes on. Random and temporal orderings ignore the features: they run once "
@@ -146,7 +146,7 @@ def import_pool_or_explain(root: str, keep_going: bool):
     """The flows' ingest step, run before a flow so the import summary is printed and a
     problem ends the command with its message, not a flow-run traceback. Returns the
     PoolImport, or None after printing why the pool cannot be imported (exit 1)."""
-    from flows.pool_import import PoolError, import_pool
+    from flows.project.pool_import import PoolError, import_pool
     from flows.steps import Project
     from tinyloop.ingest import DatasetError
     from tinyloop.params import ParamsError
@@ -167,7 +167,7 @@ def import_pool_or_explain(root: str, keep_going: bool):
 def _flow_root(project: CliProject) -> str:
     """The project at or above -C (the flows read its params.yaml), with the Prefect
     settings of that project in the environment."""
-    from flows.project import find_root
+    from flows.project.init import find_root
     from flows.runtime import prefect_env
     root = str(find_root(project.root))
     prefect_env(root)
@@ -175,7 +175,7 @@ def _flow_root(project: CliProject) -> str:
 
 
 def cmd_loop_init(args: argparse.Namespace, project: CliProject) -> int:
-    from flows.project import init_project
+    from flows.project.init import init_project
     directory = args.dir or str(project.root)
     layout = init_project(directory, source=args.source, remote=args.remote)
     print(f"project ready in {layout.root}; next: tinyloop simulate -C {directory}  (or "
@@ -197,7 +197,7 @@ def cmd_loop_simulate(args: argparse.Namespace, project: CliProject) -> int:
     if import_pool_or_explain(root, args.keep_going) is None:
         return 1
     from flows.loop import simulate
-    from flows.report import format_table
+    from flows.accounting.report import format_table
     rows = simulate(root, args.iterations, args.keep_going)
     print(format_table(rows))
     print(f"report: {Path(root) / 'reports' / 'index.html'}")
@@ -231,15 +231,15 @@ def cmd_loop_resume(args: argparse.Namespace, project: CliProject) -> int:
 
 
 def cmd_loop_history(args: argparse.Namespace, project: CliProject) -> int:
-    from flows.versioning import format_history, history
-    from flows.layout import ProjectLayout
+    from flows.project.versioning import format_history, history
+    from flows.project.layout import ProjectLayout
     print(format_history(history(ProjectLayout(_flow_root(project)))))
     return 0
 
 
 def cmd_report_build(args: argparse.Namespace, project: CliProject) -> int:
-    from flows.layout import ProjectLayout
-    from flows.report import build_report, format_table
+    from flows.project.layout import ProjectLayout
+    from flows.accounting.report import build_report, format_table
     out = build_report(ProjectLayout(_flow_root(project)))
     print(format_table(out["rows"]))
     print(f"report: {out['html']}")
@@ -254,7 +254,7 @@ def cmd_loop_serve(args: argparse.Namespace, project: CliProject) -> int:
 
 def cmd_loop_sweep(args: argparse.Namespace, project: CliProject) -> int:
     root = _flow_root(project)
-    from flows.sweep import format_table1, sweep
+    from flows.accounting.sweep import format_table1, sweep
     rows = sweep(root, args.orderings, args.preannotators, args.features)
     print(format_table1(rows))
     print(f"table: {Path(root) / 'sweep' / 'table1.md'}")
@@ -263,7 +263,7 @@ def cmd_loop_sweep(args: argparse.Namespace, project: CliProject) -> int:
 
 def cmd_loop_step(args: argparse.Namespace, project: CliProject) -> int:
     from flows import steps
-    from flows.layout import ProjectLayout
+    from flows.project.layout import ProjectLayout
     root = _flow_root(project)
     p = steps.Project.open(root)
     last = max(p.layout.labeled_batches(), default=0)
@@ -293,6 +293,6 @@ def cmd_loop_step(args: argparse.Namespace, project: CliProject) -> int:
             write_labels(LabelSet(p.classes, items, {"batch": last + 1}),
                          p.layout.data / "next" / "preannotations.json")
     elif name == "report":
-        from flows.report import build_report
+        from flows.accounting.report import build_report
         build_report(ProjectLayout(root))
     return 0

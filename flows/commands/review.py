@@ -8,7 +8,7 @@ from flows.commands.base import CliProject, Verb, project_option
 
 DESCRIPTION = """\
 Rank the images of a batch by how many box errors they probably still have, from the
-annotation process alone (seed 004's quality ranker): clicks in the last round, rounds,
+annotation process alone (Benenson et al. 2019's quality ranker): clicks in the last round, rounds,
 change of the predictions in the last round, distance of clicks to the nearest box shown,
 box count, mean score. A random forest is trained on finished batches (simulated batches'
 simulation.json, or people's batches: their click history against the corrected labels)
@@ -32,7 +32,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_loop_review(args: argparse.Namespace, project: CliProject) -> int:
-    from flows.ranker import order_batch_for_review
+    from flows.accounting.ranker import order_batch_for_review
     layout = project.layout
     try:
         train = [int(x) for x in args.train_on.split(",")] if args.train_on else None

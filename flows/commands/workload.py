@@ -17,7 +17,7 @@ class-agnostic Hungarian matching on IoU, pairs need IoU > 0):
   relabeled  class changed                          deleted    pre-annotated box removed
   added      box drawn by the annotator             clicks     counted by round
 
-Workload (seed 002): WB = additions + removals (+ every object in batch 1, labeled from
+Workload (the loop paper): WB = additions + removals (+ every object in batch 1, labeled from
 scratch), WT = An*T + Rn*T/2 (+ B1n*T); a moved or relabeled box counts as one removal plus
 one addition there. `seconds` adds what people really do, with the cost model of the
 `workload` section of params.yaml: 4 s to look at an image, 8 s for a round's first click,
@@ -71,7 +71,7 @@ def cmd_report_workload(args: argparse.Namespace, project: CliProject) -> int:
 
 
 def compute(layout, n: int, cost) -> dict:
-    from flows.workload import batch_workload
+    from flows.accounting.workload import batch_workload
     from tinyloop.annotations import AnnotationError
     from tinyloop.cocofile import read_labels
     if not layout.labels(n).exists():
@@ -92,7 +92,7 @@ def compute(layout, n: int, cost) -> dict:
 
 
 def format_workload(w: dict, cost, per_batch: list[dict], show_images: bool) -> str:
-    from flows.workload import cumulative
+    from flows.accounting.workload import cumulative
     lines = [f"batch {w['batch']:03d}: {w['images']} images, {w['objects']} objects"
              + (" (first batch: labeled from scratch)" if w["first_batch"] else "")]
     thresholds = [k for k in w if k.startswith("iou_")]

@@ -1,6 +1,6 @@
 """A simulated annotator that corrects a batch through the same `AnnotationStore` as a person.
 
-For each image, in rounds (the defaults, flows.config.SimulatorParams, click 3 rounds x 3
+For each image, in rounds (the defaults, flows.project.config.SimulatorParams, click 3 rounds x 3
 clicks: the model sees the effect of earlier clicks before the next ones are placed):
 
 1. compare the current boxes with the ground truth and list the *errors* a person would click:
@@ -18,12 +18,12 @@ a round whose clicks cost more (the workload model's click seconds) than the box
 saved, and after `give_up_after_unpaid` such images in a row the rest of the batch gets no
 clicks.
 Finally (`correct=True`) the labels are edited to equal the ground truth exactly: overlapping
-boxes are matched one-to-one (Hungarian on IoU, as in flows.workload) and moved/relabeled to
-the true box, unmatched boxes deleted and missing objects drawn, all with one
+boxes are matched one-to-one (Hungarian on IoU, as in flows.accounting.workload) and
+moved/relabeled to the true box, unmatched boxes deleted and missing objects drawn, all with one
 `store.set_annotations`.
 
-Every round is logged (`flows.process_log.ImageLog`) with the process signals the quality
-ranker (flows/ranker.py) learns from, plus the true remaining error after the last round
+Every round is logged (`flows.accounting.process_log.ImageLog`) with the process signals the quality
+ranker (flows/accounting/ranker.py) learns from, plus the true remaining error after the last round
 (ground-truth side, never a ranker input).
 """
 from __future__ import annotations
@@ -34,13 +34,13 @@ from typing import Callable
 
 import numpy as np
 
-from flows.annotation_store import AnnotationStore, model_boxes, refresh_predictions
-from flows.config import WorkloadParams
+from flows.annotate.annotation_store import AnnotationStore, model_boxes, refresh_predictions
+from flows.project.config import WorkloadParams
 # the process log has its own module (the FileStore builds it too); these names stay
 # importable from here for the simulator's callers
-from flows.process_log import (ImageLog, RoundLog, load_logs,  # noqa: F401
+from flows.accounting.process_log import (ImageLog, RoundLog, load_logs,  # noqa: F401
                                log_from_history, save_logs)
-from flows.workload import (click_seconds, diff_image, edit_seconds, iou_matrix, match,
+from flows.accounting.workload import (click_seconds, diff_image, edit_seconds, iou_matrix, match,
                             outside_ignore)
 from tinyloop.annotations import Annotation, Click, ImageLabels, LabelSet, Provenance
 
@@ -102,7 +102,8 @@ def clicks_paid(before: list[Annotation], after: list[Annotation], n_clicks: int
 def simulate_image(store: AnnotationStore, truth: ImageLabels, predict: Predict,
                    params, cost=None) -> ImageLog:
     """Click, re-predict and (optionally) correct one image; see the module docstring.
-    `cost` (flows.config.WorkloadParams) prices clicks and edits for `stop_unpaid_clicks`."""
+    `cost` (flows.project.config.WorkloadParams) prices clicks and edits for
+    `stop_unpaid_clicks`."""
     rng = image_rng(params.seed, truth.id)
     item = store.get_labels(truth.id)
     w, h = item.image.width, item.image.height

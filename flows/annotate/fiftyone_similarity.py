@@ -2,21 +2,21 @@
 tinyloop's own embeddings (data/features/), with no model zoo download.
 
 FiftyOne Brain finds a backend by name in `fiftyone.brain.brain_config.similarity_backends`
-({"faiss": {"config_cls": "flows.fiftyone_similarity.FaissSimilarityConfig"}}); the config
+({"faiss": {"config_cls": "flows.annotate.fiftyone_similarity.FaissSimilarityConfig"}}); the config
 class `XConfig` builds the method `X` in the same module, which creates the index `XIndex`.
 Saved runs store these class paths, so every process that loads the run (the App server
-included) must be able to import `flows.fiftyone_similarity`, which holds when tinyloop is
+included) must be able to import `flows.annotate.fiftyone_similarity`, which holds when tinyloop is
 installed in the environment that runs FiftyOne.
 
 The index keeps embeddings in memory like Brain's sklearn backend (which it extends: add /
 remove / views / serialization are the same), but answers k-nearest, radius and
 sort-by-similarity queries with faiss (IndexFlatL2, exact; IndexFlatIP for metric "cosine").
 
-    from flows.fiftyone_similarity import index_embeddings
+    from flows.annotate.fiftyone_similarity import index_embeddings
     index_embeddings(dataset, vectors, ids, brain_key="tinyloop_similarity")
     view = dataset.sort_by_similarity(sample_id, brain_key="tinyloop_similarity", k=20)
 
-Like every FiftyOne module of tinyloop, call flows.mongo.configure_env/ensure_mongo before
+Like every FiftyOne module of tinyloop, call flows.annotate.mongo.configure_env/ensure_mongo before
 this module imports fiftyone.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ from fiftyone.brain.internal.core.sklearn import (SklearnSimilarity, SklearnSimi
                                                    SklearnSimilarityIndex)
 
 BACKEND = "faiss"
-CONFIG_CLS = "flows.fiftyone_similarity.FaissSimilarityConfig"
+CONFIG_CLS = "flows.annotate.fiftyone_similarity.FaissSimilarityConfig"
 DEFAULT_BRAIN_KEY = "tinyloop_similarity"
 
 

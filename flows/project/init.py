@@ -1,6 +1,6 @@
 """`tinyloop init`: make a directory a tinyloop project (git + DVC + params + pipeline).
 
-    tinyloop init runs/demo --source sample/hit-uav
+    tinyloop init runs/demo --source data/sample/hit-uav
 
 does, idempotently (running it again repairs what is missing and changes nothing else):
 git init; dvc init; `dvc config core.analytics false`; a default DVC remote (a local
@@ -18,10 +18,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from flows.layout import ProjectLayout
-from flows.versioning import VersioningError, run
+from flows.project.layout import ProjectLayout
+from flows.project.versioning import VersioningError, run
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 # The loop's private state, plus every file DVC owns, so that not even a `git add -A` by hand
 # puts data into git: the dvc.yaml stage outputs (hashes in dvc.lock) and the `dvc add`ed
 # batch and model directories. Their .dvc pointers must stay visible: a trailing slash

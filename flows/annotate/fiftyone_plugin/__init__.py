@@ -9,8 +9,8 @@
 - "Mark batch done": review_status=done for the batch, writes data/batches/NNN/done and
   resumes the Prefect flow run waiting for it (flows.human_wait.signal_done).
 
-The work is done by flows.fiftyone_sync (tested without the App); this file only adapts it to
-the operator API. The App server must be able to import `flows` (tinyloop app start sets
+The work is done by flows.annotate.fiftyone_sync (tested without the App); this file only adapts
+it to the operator API. The App server must be able to import `flows` (tinyloop app start sets
 PYTHONPATH) and finds the project through the dataset's info["project_root"].
 """
 import fiftyone.operators as foo
@@ -39,7 +39,7 @@ class RefineWithClicks(foo.Operator):
         return types.Property(inputs)
 
     def execute(self, ctx):
-        from flows import fiftyone_sync as fsync
+        from flows.annotate import fiftyone_sync as fsync
         from flows import model_policy
         from flows.steps import Project
         project = Project.open(ctx.dataset.info["project_root"])
@@ -70,7 +70,7 @@ class MarkBatchDone(foo.Operator):
         return types.Property(inputs)
 
     def execute(self, ctx):
-        from flows import fiftyone_sync as fsync
+        from flows.annotate import fiftyone_sync as fsync
         batch = int(ctx.params["batch"])
         resumed = fsync.mark_batch_done(ctx.dataset, ctx.dataset.info["project_root"], batch)
         return {"batch": batch, "flow_resumed": resumed}

@@ -1,10 +1,11 @@
-"""The click/prediction process of one image, as the quality ranker (flows/ranker.py) sees it.
+"""The click/prediction process of one image, as the quality ranker (accounting/ranker.py)
+sees it.
 
 An `ImageLog` holds, per click round, how many clicks were made, what the model showed
 before and after them and how far the clicks were from the boxes shown. Two producers build
 it through `log_from_history`, so the ranker gets the same features from either:
 
-- the simulated annotator (`flows.simulator.simulate_image`), which also fills the
+- the simulated annotator (`flows.accounting.simulator.simulate_image`), which also fills the
   ground-truth fields (`remaining_error`, ...);
 - a FileStore batch that people corrected (`FileStore.process_log`), from the clicks and
   model outputs the store recorded.

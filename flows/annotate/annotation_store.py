@@ -1,8 +1,8 @@
 """The one interface through which human (or simulated) edits arrive: `AnnotationStore`.
 
-A person correcting boxes in the FiftyOne App (`flows.fiftyone_store.FiftyOneStore`) and the
-simulated annotator (`flows.simulator`, writing to a `FileStore`) both go through these
-methods, so the diff and workload code downstream cannot tell one from the other:
+A person correcting boxes in the FiftyOne App (`flows.annotate.fiftyone_store.FiftyOneStore`) and
+the simulated annotator (`flows.accounting.simulator`, writing to a `FileStore`) both go through
+these methods, so the diff and workload code downstream cannot tell one from the other:
 
     open_batch(batch, preannotations)       give a batch to the annotators (again: edits stay)
                                             -> its image ids in order
@@ -45,7 +45,7 @@ Stores here:
   model's last output per image, what the edits started from) and each image file keeps the
   history of model outputs by click round (`process_log`, the quality ranker's input).
 - `MemoryStore`: the same rules in memory, for simulations whose labels nobody keeps.
-- `flows.fiftyone_store.FiftyOneStore` (FiftyOne App, people).
+- `flows.annotate.fiftyone_store.FiftyOneStore` (FiftyOne App, people).
 
 `refresh_predictions(store, image_id, predictions)` is how a model re-run after clicks
 reaches any store without touching human-made or human-edited boxes.
@@ -61,8 +61,8 @@ from pathlib import Path
 from typing import Callable, Protocol, runtime_checkable
 from urllib.parse import quote
 
-from flows.layout import ProjectLayout
-from flows.process_log import ImageLog, log_from_history
+from flows.project.layout import ProjectLayout
+from flows.accounting.process_log import ImageLog, log_from_history
 from tinyloop.annotations import (Annotation, AnnotationError, Box, Click, ImageLabels,
                                   LabelSet, Provenance)
 from tinyloop.atomic import write_json_atomic, write_text_atomic

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from c3det.config import C3DetParams
 from features.config import FeaturesParams, OrderParams
-from flows.config import AnnotateParams, FlowParams, SimulatorParams, WorkloadParams
+from flows.project.config import AnnotateParams, FlowParams, SimulatorParams, WorkloadParams
 from tinyloop.config import DataParams, TilingParams
 from tinyloop.params import build, load_yaml
 

@@ -24,12 +24,12 @@ How edits are recognised: every detection tinyloop writes remembers what it wrot
 and box still equal what was written is unchanged: it is pulled with its exact pixel box and
 provenance. Anything else was edited in the App: it is pulled with `edited=True` (or as a
 human box when tinyloop never wrote it). "Refine with clicks" replaces only the boxes no
-person owns (`flows.annotation_store.is_human_owned`), so an annotator's edit is never
+person owns (`flows.annotate.annotation_store.is_human_owned`), so an annotator's edit is never
 overwritten.
 
 Saves of code that edits samples (`edit_sample`) are conditional on `last_modified_at`, like
 the App's (which answers HTTP 412 to a save over a newer one): a conflict re-reads the
-sample and applies the change again (`flows.annotation_store.retry_stale`).
+sample and applies the change again (`flows.annotate.annotation_store.retry_stale`).
 
 Bad boxes (unknown class, zero size, outside the image) are never dropped or kept silently:
 `pull_batch` lists them, tags the samples the annotator sees, and writes no labels file until
@@ -45,10 +45,10 @@ from typing import Callable, Iterable
 from tinyloop.annotations import (Annotation, Box, Click, ImageLabels, LabelSet, OrientedBox,
                                   Provenance)
 from tinyloop.cocofile import read_labels, write_labels
-from flows.annotation_store import (MODEL_SOURCES, StaleEditError, is_human_owned,
+from flows.annotate.annotation_store import (MODEL_SOURCES, StaleEditError, is_human_owned,
                                     new_annotation_id, predictions_to_add, read_clicks,
                                     retry_stale, write_clicks)
-from flows.layout import ProjectLayout, batch_name
+from flows.project.layout import ProjectLayout, batch_name
 
 CORRECTIONS = "corrections"
 PREDICTIONS = "predictions"
@@ -90,7 +90,7 @@ class PullResult:
 
 # --- the dataset ------------------------------------------------------------------------
 def get_dataset(name: str, create: bool = True):
-    """The persistent dataset `name` (FiftyOne must be configured: flows.mongo.ensure_mongo)."""
+    """The persistent dataset `name` (FiftyOne must be configured: mongo.ensure_mongo)."""
     import fiftyone as fo
     if fo.dataset_exists(name):
         return fo.load_dataset(name)

@@ -3,8 +3,8 @@
 Seed 004 §4.2 ranks finished annotations with a random forest over process signals (clicks
 in the last round, round number, change between rounds, click distances) and shows people
 the worst first. Here the same idea works per image on a detection batch. Features (one row
-per image, from a `flows.simulator.ImageLog`; nothing from the ground truth, no pixels, no
-class names):
+per image, from a `flows.accounting.simulator.ImageLog`; nothing from the ground truth, no pixels,
+no class names):
 
     clicks_last_round   clicks in the image's last round (0: accepted without a click)
     rounds              rounds with at least one click
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flows.simulator import ImageLog
+from flows.accounting.simulator import ImageLog
 from tinyloop.atomic import write_bytes_atomic
 
 FEATURES = ("clicks_last_round", "rounds", "total_clicks", "change_last", "click_dist_mean",
@@ -139,8 +139,8 @@ def batch_training_logs(layout, batch: int) -> list[ImageLog]:
     error is the number of box edits between the model's last output (``refined.json``) and
     the corrected labels: exactly what the simulator measures against the ground truth.
     """
-    from flows.annotation_store import FileStore
-    from flows.simulator import edits_needed, load_logs
+    from flows.annotate.annotation_store import FileStore
+    from flows.accounting.simulator import edits_needed, load_logs
     from tinyloop.cocofile import read_labels
     sim = layout.batch_dir(batch) / "simulation.json"
     if sim.exists():
@@ -165,7 +165,7 @@ def order_batch_for_review(layout, batch: int, train_batches: list[int] | None =
     training images the order falls back to a rule (most clicks, then lowest mean score
     first) and says so in ``method``.
     """
-    from flows.annotation_store import FileStore
+    from flows.annotate.annotation_store import FileStore
     from tinyloop.atomic import write_json_atomic
     store = FileStore(layout.root)
     ids = store.batch_images(batch)

@@ -11,7 +11,7 @@ This class writes under the same rule (`fiftyone_sync.edit_sample`: a save condi
 of the newer state, `retries` times, then raises `EditConflict`. An edit is never written
 over someone else's newer one.
 
-Call `flows.mongo.ensure_mongo(project_root)` before using it (FiftyOne reads its database
+Call `flows.annotate.mongo.ensure_mongo(project_root)` before using it (FiftyOne reads its database
 URI when first imported).
 """
 from __future__ import annotations
@@ -19,11 +19,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from flows import fiftyone_sync as fsync
-from flows.annotation_store import check_annotations, clip_to_image, stamp_edits, with_ids
+from flows.annotate import fiftyone_sync as fsync
+from flows.annotate.annotation_store import check_annotations, clip_to_image, stamp_edits, with_ids
 # what this store's edits raise when they keep meeting newer ones; importable from here too
-from flows.annotation_store import EditConflict  # noqa: F401
-from flows.layout import ProjectLayout
+from flows.annotate.annotation_store import EditConflict  # noqa: F401
+from flows.project.layout import ProjectLayout
 from tinyloop.annotations import Annotation, AnnotationError, Click, ImageLabels, LabelSet
 from tinyloop.cocofile import read_labels, write_labels
 
@@ -42,7 +42,7 @@ class FiftyOneStore:
             self.dataset_name, self.source = params.annotate.dataset_name, params.data.source
         self.retries = retries
         self._ds = None
-        from flows.mongo import database_uri
+        from flows.annotate.mongo import database_uri
         database_uri(self.root)
 
     def open_batch(self, batch: int, preannotations: LabelSet | None = None,

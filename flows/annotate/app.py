@@ -1,6 +1,6 @@
 """Start, stop and inspect the FiftyOne App for a project: mongod + App server, by PID.
 
-`start_app` starts the project's mongod (flows.mongo), installs tinyloop's plugin into the
+`start_app` starts the project's mongod (flows.annotate.mongo), installs tinyloop's plugin into the
 project's plugins dir (.tinyloop/fiftyone/plugins), and runs the App server
 (`python -m fiftyone.server.main`) bound to 127.0.0.1:5151 by default - loopback only, so
 annotators on other machines reach it through an SSH tunnel:
@@ -21,11 +21,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-from flows import mongo
+from flows.annotate import mongo
 from tinyloop.atomic import write_json_atomic
 
 PLUGIN_SRC = Path(__file__).with_name("fiftyone_plugin")
-REPO = Path(__file__).resolve().parents[1]  # where `flows`, `c3det`, `tinyloop` import from
+REPO = Path(__file__).resolve().parents[2]  # where `flows`, `c3det`, `tinyloop` import from
 
 
 class AppError(RuntimeError):
@@ -41,7 +41,7 @@ def plugins_dir(root: str | Path) -> Path:
 
 
 def install_plugin(root: str | Path) -> Path:
-    """Copy flows/fiftyone_plugin into the project's plugins dir (replacing an old copy)."""
+    """Copy annotate/fiftyone_plugin into the project's plugins dir (replacing an old copy)."""
     dest = plugins_dir(root) / "tinyloop"
     if dest.exists():
         shutil.rmtree(dest)

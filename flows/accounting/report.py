@@ -7,7 +7,7 @@
 
 Plots: WT/WB reduction per batch and cumulative, mAP@0.5 per iteration, the latest model's
 mAP against the number of clicks. Reductions are against labeling every object by hand
-(seed 002's WT and WB; `seconds` adds the click and edit costs of the workload model).
+(the loop paper's WT and WB; `seconds` adds the click and edit costs of the workload model).
 """
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ import json
 from pathlib import Path
 
 from c3det.threshold import read_min_score
-from flows.layout import ProjectLayout
-from flows.workload import cumulative
+from flows.project.layout import ProjectLayout
+from flows.accounting.workload import cumulative
 from tinyloop.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
 
 COLUMNS = [  # (key, header, format)
@@ -207,7 +207,7 @@ def _html(title: str, notes: str, rows: list[dict], plots: dict[str, bytes]) -> 
 table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;padding:3px 6px;
 text-align:right}}th{{background:#f0f0f0}}figure{{display:inline-block;margin:8px}}</style>
 </head><body><h1>{html.escape(title)}</h1><p>{html.escape(notes)}</p>
-<p>Reductions are against labeling every object by hand. WT and WB follow the seed paper
+<p>Reductions are against labeling every object by hand. WT and WB follow the loop paper
 (additions cost T, removals T/2); "time" adds the click and box-edit costs.</p>
 <table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
 {imgs}</body></html>

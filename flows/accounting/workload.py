@@ -14,7 +14,8 @@ therefore means "overlapping and assigned to each other". Each matched pair is e
 
 and every unmatched pre-annotation is `deleted`, every unmatched final box `added`.
 
-Workload (`workload`), following seed 002 (§1 of BRIEF.md):
+Workload (`workload`), following the active-learning loop paper (train-annotate loop with ordered
+batches):
 
     WB = #corrections + #objects in B1        corrections = additions An + removals Rn
     WT = B1n * T + An * T + Rn * T/2
@@ -24,8 +25,8 @@ relabeled box is one removal plus one addition there: An = added + moved + relab
 Rn = deleted + moved + relabeled. Batch 1 is labeled from scratch (B1n = its object count).
 
 `seconds` extends WT to what an annotator with clicks and box edits does, with the cost model
-of `WorkloadParams` (seed 004's time model): every image with model boxes or clicks costs
-`accept_image_seconds` to check (one the model showed nothing on is drawn as by hand, with
+of `WorkloadParams` (Benenson et al. 2019's time model): every image with model boxes or clicks
+costs `accept_image_seconds` to check (one the model showed nothing on is drawn as by hand, with
 nothing to check; until 2026-12-02 every image was charged); each click round with k > 0
 clicks costs first_click + (k - 1) * click; then edits are charged against the model output
 the annotator saw last (after the clicks: `refined`; without clicks that is the
@@ -62,12 +63,12 @@ class ImageDiff:
 
     @property
     def additions(self) -> int:
-        """An of seed 002: every final box without a same-class match at the threshold."""
+        """An of the loop paper: every final box without a same-class match at the threshold."""
         return self.added + self.moved + self.relabeled
 
     @property
     def removals(self) -> int:
-        """Rn of seed 002: every pre-annotated box without such a match."""
+        """Rn of the loop paper: every pre-annotated box without such a match."""
         return self.deleted + self.moved + self.relabeled
 
     @property
@@ -179,9 +180,9 @@ def edit_seconds(d: ImageDiff, cost) -> float:
 
 def workload(diff: BatchDiff, cost, first_batch: bool,
              refined: BatchDiff | None = None) -> dict[str, Any]:
-    """WB, WT (seed 002), `seconds` (with clicks and edits) and % reductions vs manual.
+    """WB, WT (the loop paper), `seconds` (with clicks and edits) and % reductions vs manual.
 
-    `cost` is a `flows.config.WorkloadParams`. `refined` is the diff of the final labels
+    `cost` is a `flows.project.config.WorkloadParams`. `refined` is the diff of the final labels
     against the model's last output after clicks; without it edits are charged against
     the first pre-annotation.
     """

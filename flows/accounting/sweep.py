@@ -1,4 +1,4 @@
-"""Experiments: orderings x pre-annotators x features, and the seed paper's Table 1.
+"""Experiments: orderings x pre-annotators x features, and the loop paper's Table 1.
 
     tinyloop sweep -C base --orderings random dissimilar --preannotators c3det plain \
         --features random-init simnet
@@ -9,7 +9,7 @@ versioned, resumable and reportable like any project. Cells with the same featur
 the ingested pool and the embeddings (copied, computed once). Random and temporal orderings
 do not look at the features, so they run once per pre-annotator and their row is repeated
 for the other features (`same_as` names the cell that ran). The result is Table 1 of the
-seed paper: cumulative WT and WB reduction % against fully manual labeling at IoU 0.5 and
+loop paper: cumulative WT and WB reduction % against fully manual labeling at IoU 0.5 and
 0.7, one row per cell, written as sweep/table1.md and sweep/table1.json.
 """
 from __future__ import annotations
@@ -21,8 +21,8 @@ from pathlib import Path
 
 from prefect import flow
 
-from flows.layout import ProjectLayout
-from flows.workload import cumulative
+from flows.project.layout import ProjectLayout
+from flows.accounting.workload import cumulative
 from tinyloop.atomic import write_json_atomic, write_text_atomic
 
 FEATURES = {  # name -> params overrides
@@ -92,7 +92,7 @@ def sweep(base: str, orderings: list[str], preannotators: list[str],
     """Run every cell's `simulate` flow; write Table 1 (markdown + JSON) into base/sweep."""
     import yaml
     from flows.loop import prefect_env, simulate
-    from flows.project import init_project
+    from flows.project.init import init_project
     base_layout = ProjectLayout(Path(base).resolve())
     params = yaml.safe_load(base_layout.params.read_text())
     source = params["data"]["source"]
@@ -112,7 +112,7 @@ def sweep(base: str, orderings: list[str], preannotators: list[str],
         layout = init_project(root, source=str(src))
         if fresh:
             shutil.copyfile(base_layout.params, layout.params)
-            from flows.project import set_params
+            from flows.project.init import set_params
             set_params(layout.params, {"data.source": str(src),
                                        **cell_overrides(ordering, pre, feat)})
             if shared_pool is not None and not layout.pool.exists():

@@ -14,18 +14,19 @@ class AnnotateParams:
 
 @dataclass
 class SimulatorParams:
-    """The simulated annotator (flows/simulator.py); defaults follow seed 004 (corrective clicks)."""
-    click_sigma: float = 3.0     # px, std of isotropic Gaussian click noise (seed 004: 3 px)
+    """The simulated annotator (flows/accounting/simulator.py); defaults follow Benenson et al.
+    2019 (corrective clicks at scale)."""
+    click_sigma: float = 3.0     # px, std of isotropic Gaussian click noise (Benenson: 3 px)
     noise: Literal["gaussian", "none"] = "gaussian"  # click noise model
-    rounds: int = 3              # click rounds per image (seed 004: 3 rounds x 3 clicks
+    rounds: int = 3              # click rounds per image (Benenson et al. 2019: 3 rounds x 3 clicks
     clicks_per_round: int = 3    # beat 9 clicks at once; returns diminish after ~15 clicks)
     min_error_size: float = 0.0  # px (sqrt of box area): smaller errors get no click
     error_iou: float = 0.5       # a GT object counts as found when a same-class box has IoU >= this
     seed: int = 0                # click-noise random seed
     correct: bool = True         # after the rounds, edit the labels to equal the ground truth
     # stop clicking on an image once a round's clicks cost more seconds than the edits they
-    # saved (workload cost model): a person who sees clicks not helping; false = seed 004's
-    # fixed rounds
+    # saved (workload cost model): a person who sees clicks not helping; false = Benenson et
+    # al. 2019's fixed rounds
     stop_unpaid_clicks: bool = False
     # with stop_unpaid_clicks: after this many images in a row whose clicks did not pay, stop
     # clicking for the rest of the batch (a person gives up a tool that costs time; the next
@@ -46,19 +47,19 @@ class SimulatorParams:
 
 @dataclass
 class WorkloadParams:
-    """The annotation cost model (flows/workload.py). WT of seed 002 uses box_seconds (T) and
-    removal_fraction (T/2); the rest extends it to clicks and box edits."""
+    """The annotation cost model (flows/accounting/workload.py). WT of the loop paper uses
+    box_seconds (T) and removal_fraction (T/2); the rest extends it to clicks and box edits."""
     box_seconds: float = 7.0        # T: draw one box from scratch (7.0 s: extreme clicking,
-                                    # Papadopoulos et al., ICCV 2017; seed 002 leaves T open)
-    removal_fraction: float = 0.5   # a removal costs removal_fraction * T (seed 002: T/2)
+                                    # Papadopoulos et al., ICCV 2017; the loop paper leaves T open)
+    removal_fraction: float = 0.5   # a removal costs removal_fraction * T (the loop paper: T/2)
     move_seconds: float = 3.5       # adjust a roughly right box (assumption: T/2, no source)
-    relabel_seconds: float = 3.0    # change a box's class (assumption: one further click, seed 004)
-    accept_image_seconds: float = 4.0  # decide an image is fine as it is (seed 004: ~4 s)
-    first_click_seconds: float = 8.0   # first corrective click on an image (seed 004: ~8 s)
-    click_seconds: float = 3.0         # each further click (seed 004: ~3 s)
+    relabel_seconds: float = 3.0    # change a box's class (assumption: one further click)
+    accept_image_seconds: float = 4.0  # decide an image is fine as it is (Benenson: ~4 s)
+    first_click_seconds: float = 8.0   # first corrective click on an image (Benenson: ~8 s)
+    click_seconds: float = 3.0         # each further click (Benenson et al. 2019: ~3 s)
     iou: float = 0.5                # match threshold: same class and IoU >= iou is accepted
     report_ious: list[float] = field(default_factory=lambda: [0.5, 0.7])  # also reported
-                                    # (seed 002 reports 0.5 and 0.7)
+                                    # (the loop paper reports 0.5 and 0.7)
 
     def check(self) -> str | None:
         if not all(0 < t <= 1 for t in [self.iou, *self.report_ious]):

@@ -31,7 +31,7 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from flows.layout import ProjectLayout, batch_name
+from flows.project.layout import ProjectLayout, batch_name
 from tinyloop.atomic import write_json_atomic
 
 STAMP = "imported_from.json"   # beside manifest.json: versioned with the pool it describes

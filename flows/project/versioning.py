@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Iterator
 
 from flows.faults import fault_point
-from flows.layout import ProjectLayout, batch_name, tag_name
+from flows.project.layout import ProjectLayout, batch_name, tag_name
 
 log = logging.getLogger(__name__)
 

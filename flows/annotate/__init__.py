@@ -1,0 +1,2 @@
+"""Annotators' side: annotation stores, FiftyOne sync and store, the App, MongoDB, the App
+plugin."""

@@ -1,0 +1,1 @@
+"""A project's files: layout, params, config, versioning, init, pool import."""
