@@ -52,9 +52,13 @@ def drop_ignored(boxes: torch.Tensor, ignore: torch.Tensor, overlap: float) -> t
     return torch.from_numpy(~inside)
 
 
+COCO_IOUS = np.linspace(0.5, 0.95, 10)  # COCO's AP averages over these IoU thresholds
+
+
 def coco_map(gts: list[dict], preds: Predictions, categories: list[str],
              params: EvalParams | None = None) -> dict:
-    """mAP, per-class AP and AP by size of `preds` against `gts` (both per image).
+    """mAP, per-class AP and AP by size of `preds` against `gts` (both per image), at IoU
+    params.iou; "ap" and "ap_by_size" are the same at COCO's IoU 0.50:0.05:0.95 (averaged).
 
     gts[i] = {"boxes": (N,4), "labels": (N,) 1..C, "ignore": (M,4)}. Values in percent.
     Classes without ground truth are left out of the mean (and reported as None).
@@ -82,14 +86,15 @@ def coco_map(gts: list[dict], preds: Predictions, categories: list[str],
                          "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]]})
     ncls = len(categories)
     empty = {"map": 0.0, "per_class": {c: None for c in categories},
-             "by_size": {b: None for b in buckets}}
+             "by_size": {b: None for b in buckets}, "ap": 0.0,
+             "ap_by_size": {b: None for b in buckets}}
     present = sorted({a["category_id"] for a in anns})
     for c in present:
         empty["per_class"][categories[c - 1]] = 0.0
     if not anns:
         return empty
     if not dets:
-        empty["by_size"] = {b: 0.0 for b in buckets}
+        empty["by_size"] = empty["ap_by_size"] = {b: 0.0 for b in buckets}
         return empty
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO()
@@ -98,28 +103,30 @@ def coco_map(gts: list[dict], preds: Predictions, categories: list[str],
         coco.createIndex()
         res = coco.loadRes(dets)
         ev = COCOeval(coco, res, "bbox")
-        ev.params.iouThrs = np.array([p.iou])
+        ev.params.iouThrs = np.array([p.iou, *COCO_IOUS])
         ev.params.maxDets = [p.max_detections]
         ev.params.areaRng = [[0.0, 1e10]] + [[a, b] for a, b in zip(edges, edges[1:])]
         ev.params.areaRngLbl = ["all"] + buckets
         ev.evaluate()
         ev.accumulate()
-    prec = ev.eval["precision"]  # (T=1, R=101, K=ncls, A=1+buckets, M=1)
+    prec = ev.eval["precision"]  # (T=1+10, R=101, K=ncls, A=1+buckets, M=1)
 
-    def ap(k: int | slice, a: int) -> float | None:
-        x = prec[0, :, k, a, 0]
+    def ap(t: int | slice, k: int, a: int) -> float | None:
+        """AP of class k in area range a, at IoU threshold(s) t (mean over thresholds)."""
+        x = prec[t, :, k, a, 0]
         x = x[x > -1]
         return float(x.mean() * 100) if x.size else None
 
-    per_class = {categories[k]: ap(k, 0) for k in range(ncls)}
-    valid = [v for v in per_class.values() if v is not None]
-    by_size = {}
-    for j, b in enumerate(buckets):
-        vals = [ap(k, j + 1) for k in range(ncls)]
-        vals = [v for v in vals if v is not None]
-        by_size[b] = float(np.mean(vals)) if vals else None
-    return {"map": float(np.mean(valid)) if valid else 0.0, "per_class": per_class,
-            "by_size": by_size}
+    def class_mean(t: int | slice, a: int) -> float | None:
+        vals = [v for v in (ap(t, k, a) for k in range(ncls)) if v is not None]
+        return float(np.mean(vals)) if vals else None
+
+    coco = slice(1, None)
+    per_class = {categories[k]: ap(0, k, 0) for k in range(ncls)}
+    return {"map": class_mean(0, 0) or 0.0, "per_class": per_class,
+            "by_size": {b: class_mean(0, j + 1) for j, b in enumerate(buckets)},
+            "ap": class_mean(coco, 0) or 0.0,
+            "ap_by_size": {b: class_mean(coco, j + 1) for j, b in enumerate(buckets)}}
 
 
 @torch.no_grad()
@@ -161,7 +168,8 @@ def map_vs_clicks(model: Callable, labels: LabelSet, image_root: str | Path,
 
     Returns {"name", "steps", "map_mean", "map_std", "map_sessions" (sessions x steps),
     "per_class" {class: mean AP per step}, "by_size" {bucket: mean AP per step},
-    "images", "objects", "forward_passes"}.
+    "ap_mean" and "ap_by_size" (the same at COCO's IoU 0.50:0.95), "images", "objects",
+    "forward_passes"}.
     """
     p = params or EvalParams()
     steps = list(p.click_steps) if p.click_steps is not None else list(range(p.max_clicks + 1))
@@ -215,6 +223,9 @@ def map_vs_clicks(model: Callable, labels: LabelSet, image_root: str | Path,
                       for c in labels.categories},
         "by_size": {b: mean_over_sessions(lambda r, b=b: r["by_size"][b])
                     for b in size_labels(p.size_buckets)},
+        "ap_mean": mean_over_sessions(lambda r: r["ap"]),
+        "ap_by_size": {b: mean_over_sessions(lambda r, b=b: r["ap_by_size"][b])
+                       for b in size_labels(p.size_buckets)},
         "images": len(gts), "objects": int(sum(len(g["boxes"]) for g in gts)),
         "forward_passes": len(needed), "sessions": p.sessions, "iou": p.iou,
         "ignore_overlap": p.ignore_overlap,

@@ -79,6 +79,17 @@ def test_ap_by_object_size_buckets():
     assert r["by_size"]["12-20"] is None and r["by_size"][">32"] is None
 
 
+def test_coco_ap_averages_iou_thresholds_from_050_to_095():
+    # a 20 px box shifted by 2 px: IoU 18*20 / (2*400 - 360) = 0.818, so it counts at the 7
+    # thresholds 0.50 .. 0.80 of the 10 and AP@[.5:.95] is 70, while AP@0.5 is 100
+    gts = [_gt([[0, 0, 20, 20]], [1])]
+    preds = [_pred([[2, 0, 22, 20]], [1], [0.9])]
+    r = coco_map(gts, preds, CLASSES)
+    assert math.isclose(r["map"], 100.0)
+    assert math.isclose(r["ap"], 70.0, abs_tol=1e-6)
+    assert math.isclose(r["ap_by_size"]["20-32"], 70.0, abs_tol=1e-6)
+
+
 def test_no_detections_scores_zero():
     r = coco_map(GTS, [_pred([], [], []), _pred([], [], [])], CLASSES)
     assert r["map"] == 0.0
