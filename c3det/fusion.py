@@ -13,6 +13,13 @@ image without clicks never enters the click branch, so at 0 clicks the model IS 
 detector (same backbone, FPN, RPN and heads). Those shared weights stay good at 0 clicks only
 if training keeps showing zero-click samples (TrainParams.zero_click_share); the reference had
 neither the gate nor the share, and lost 2.8 mAP at 0 clicks.
+
+External templates (sliced inference, c3det.predict): `forward(..., external=...)` gives an
+image the C3 templates of clicks outside it, per level {level: (T (K, D), classes (K,))}
+(`ClickFusion.templates` takes them on the tile holding the click). They are correlated with
+the image's features alongside its own clicks' templates (C3 only: LF stays local, a click
+outside an image has no heatmap in it), and an image with external templates but no click
+of its own enters the click branch. Without `external` nothing changes.
 """
 from __future__ import annotations
 
@@ -21,7 +28,7 @@ from collections import OrderedDict
 import torch
 from torch import Tensor, nn
 
-from c3det.c3 import c3_maps
+from c3det.c3 import c3_correlate, c3_maps, c3_templates, click_images
 from c3det.heatmaps import class_heatmaps
 from c3det.late_fusion import LateFusionBackbone
 
@@ -44,16 +51,22 @@ class ClickFusion(nn.Module):
             nn.init.zeros_(conv.bias)
 
     def forward(self, features: "OrderedDict[str, Tensor]", clicks: list[Tensor],
-                padded_size: tuple[int, int]) -> "OrderedDict[str, Tensor]":
+                padded_size: tuple[int, int], external: list[dict | None] | None = None
+                ) -> "OrderedDict[str, Tensor]":
         """features: image FPN levels (B, 256, h_l, w_l); clicks[b] (K_b, 3) in network-input px;
-        padded_size (H, W) of the batch tensor. Returns the fused levels, same shapes."""
-        clicked = [i for i, c in enumerate(clicks) if len(c)]
+        padded_size (H, W) of the batch tensor; external[b]: templates of clicks outside image
+        b, {level: (T (K, D), classes (K,))} or None. Returns the fused levels, same shapes."""
+        if external is not None and not self.use_c3:
+            external = None                      # only C3 reads templates
+        clicked = [i for i, c in enumerate(clicks)
+                   if len(c) or (external is not None and template_count(external[i]))]
         if not clicked:
             return features
         first = next(iter(features.values()))
         idx = torch.tensor(clicked, device=first.device)
         own = OrderedDict((k, f.index_select(0, idx)) for k, f in features.items())
-        c3, lf = self.click_parts(own, [clicks[i] for i in clicked], padded_size)
+        c3, lf = self.click_parts(own, [clicks[i] for i in clicked], padded_size,
+                                  None if external is None else [external[i] for i in clicked])
         out = OrderedDict()
         for level, (name, f) in enumerate(own.items()):
             parts = [f] + ([c3[name]] if c3 else []) + ([lf[name]] if lf else [])
@@ -62,9 +75,9 @@ class ClickFusion(nn.Module):
         return out
 
     def click_parts(self, features: "OrderedDict[str, Tensor]", clicks: list[Tensor],
-                    padded_size: tuple[int, int]):
+                    padded_size: tuple[int, int], external: list[dict | None] | None = None):
         """(C3 maps, LF features), each {level: (B, C or lf_channels, h, w)} or None, for
-        images that all have clicks."""
+        images that all have clicks (their own, or external templates: see `forward`)."""
         first = next(iter(features.values()))
         clicks = [c.to(first.device) for c in clicks]
         lf = c3 = None
@@ -72,12 +85,41 @@ class ClickFusion(nn.Module):
             heat = torch.stack([class_heatmaps(c, self.num_classes, *padded_size,
                                                self.heatmap_sigma) for c in clicks])
             lf = self.lf(heat.to(first.dtype))
-        if self.use_c3:
+        if self.use_c3 and external is None:
             c3 = OrderedDict((name, c3_maps(f, clicks, self.num_classes,
                                             padded_size[0] / f.shape[-2], self.c3_sigma,
                                             self.c3_normalize))
                              for name, f in features.items())
+        elif self.use_c3:
+            c3 = OrderedDict((name, self._c3_with_external(name, f, clicks, external,
+                                                           padded_size))
+                             for name, f in features.items())
         return c3, lf
+
+    def templates(self, features: "OrderedDict[str, Tensor]", clicks: Tensor,
+                  padded_size: tuple[int, int]) -> dict:
+        """C3 templates (eq. 1) of the clicks (K, 3) (network-input px) of ONE image,
+        {level: (T (K, D), classes (K,))}: the `external` entries for other images."""
+        clicks = clicks.reshape(-1, 3)
+        return OrderedDict(
+            (name, (c3_templates(f, [clicks.to(f.device)], padded_size[0] / f.shape[-2],
+                                 self.c3_sigma), clicks[:, 2].long().to(f.device)))
+            for name, f in features.items())
+
+    def _c3_with_external(self, name: str, f: Tensor, clicks: list[Tensor],
+                          external: list[dict | None], padded_size: tuple[int, int]) -> Tensor:
+        """C3 maps of one level from each image's own clicks plus its external templates."""
+        t = [c3_templates(f, clicks, padded_size[0] / f.shape[-2], self.c3_sigma)]
+        classes = [torch.cat([c.reshape(-1, 3) for c in clicks])[:, 2].long()]
+        images = [click_images(clicks, f.device)]
+        for i, e in enumerate(external):
+            if template_count(e):
+                t.append(e[name][0].to(f))
+                classes.append(e[name][1].to(f.device).long())
+                images.append(torch.full((len(e[name][0]),), i, dtype=torch.long,
+                                         device=f.device))
+        return c3_correlate(f, torch.cat(t), torch.cat(classes), self.num_classes,
+                            self.c3_normalize, torch.cat(images))
 
     @staticmethod
     def _add_to(f: Tensor, clicked: list[int], delta: Tensor) -> Tensor:
@@ -88,3 +130,10 @@ class ClickFusion(nn.Module):
         for j, i in enumerate(clicked):
             rows[i] = rows[i] + delta[j]
         return torch.stack(rows)
+
+
+def template_count(external: dict | None) -> int:
+    """How many templates an image's external entry holds (0 for None / empty)."""
+    if not external:
+        return 0
+    return len(next(iter(external.values()))[0])

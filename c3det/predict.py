@@ -13,8 +13,15 @@
   `min_score` wins.
 - A click outside the image or of a class the model does not know is refused (ClickError).
 - Images larger than the tile size (tinyloop TilingParams, default 1024) are predicted tile by
-  tile (tinyloop.tiling) and merged by class-wise NMS; each tile sees only its own clicks, so
-  the C3 global context reaches across one tile, not the whole image.
+  tile (tinyloop.tiling) and merged by tinyloop.tiling.merge_predictions (truncated-copy rule,
+  class-wise NMS). Sliced interactive inference: the local click inputs (Late-Fusion
+  heatmaps, the tile's own C3 templates, the click-to-box guarantee) take every click inside
+  the tile, so a click in an overlap reaches both tiles; C3's global context crosses tiles:
+  every click outside a tile still lends it its C3 template (eq. 1, taken on the click's
+  "home" tile, see `home_tile`), correlated with the tile's features beside the tile's own
+  clicks (c3det.fusion, `external`). So one click can raise far-away objects of its class in
+  other tiles, and with a C3 model a new click re-runs every tile. An image that fits in one
+  tile is predicted exactly as before.
 - `InteractiveSession` caches each tile's backbone + FPN features once; a new click re-runs
   only heatmaps, Late Fusion, C3, fusion and the heads, and only for tiles whose clicks changed
   (Early Fusion feeds clicks into the backbone, so there the whole tile is re-run). For Faster
@@ -35,6 +42,7 @@ from torch import Tensor, nn
 from c3det.click_heads import LinearClickHeads, supports
 from c3det.checkpoint import best_device
 from c3det.click_to_box import explain_clicks
+from c3det.fusion import template_count
 from c3det.model import Batch, ClickDetector
 from tinyloop.annotations import Annotation, Box, Click, Provenance
 from tinyloop.config import TilingParams
@@ -72,6 +80,35 @@ class _Tile:
     fast: LinearClickHeads | None = None  # cached image terms of fusion + heads
     clicks_key: tuple | None = None      # the clicks the cached predictions were made with
     predictions: list[Annotation] = field(default_factory=list)
+
+
+@dataclass
+class TileInputs:
+    """What one tile's prediction reads from the image's clicks."""
+    clicks: list[Click]       # the clicks inside the tile (border included), tile px: local
+    external: dict | None     # C3 templates of the clicks outside it, {level: (T (K, D),
+    #                           classes (K,))}; None for non-C3 models or when there are none
+    key: tuple                # what the tile's predictions depend on (re-run when it changes)
+
+
+def home_tile(x: float, y: float, windows: Sequence[Box], width: float, height: float) -> int:
+    """The window a click at (x, y) (image px) takes its C3 template from: of the windows
+    holding it, the one where it lies farthest from a window border inside the image (image
+    borders do not count: the unsliced image has them too); ties go to the first window.
+
+    One tile rather than the average over the tiles holding it: near a cut, the features of
+    the click's surroundings lose the context beyond the cut (zero padding instead; P5's
+    receptive field spans hundreds of px), so that template is the less reliable one and
+    averaging would only dilute the better one. The home template is eq. (1) on real
+    features, the one an unsliced view of that neighbourhood gives.
+    """
+    def margin(w: Box) -> float:
+        return min(x - w.x1 if w.x1 > 0 else np.inf, w.x2 - x if w.x2 < width else np.inf,
+                   y - w.y1 if w.y1 > 0 else np.inf, w.y2 - y if w.y2 < height else np.inf)
+    holding = [i for i, w in enumerate(windows) if w.x1 <= x <= w.x2 and w.y1 <= y <= w.y2]
+    if not holding:
+        raise ValueError(f"no window holds the click at ({x:g}, {y:g})")
+    return max(holding, key=lambda i: margin(windows[i]))
 
 
 class Predictor:
@@ -128,25 +165,52 @@ class Predictor:
         rows = [[c.x, c.y, self.classes.index(c.category)] for c in clicks]
         return torch.tensor(rows, dtype=torch.float32, device=self.device).reshape(-1, 3)
 
+    @property
+    def global_c3(self) -> bool:
+        """Does the model correlate click templates (C3), so clicks reach other tiles?"""
+        return self.model.fusion is not None and self.model.fusion.use_c3
+
     @torch.no_grad()
-    def run_tile(self, tile: _Tile, clicks: Tensor, cache: bool) -> dict[str, Tensor]:
-        """Detections of one tile (tile px) for `clicks` (K, 3) in tile px."""
+    def tile_features(self, tile: _Tile) -> tuple[Batch, dict]:
+        """A tile's prepared batch and backbone + FPN features, computed once and kept on the
+        tile (kinds whose features do not depend on the clicks)."""
+        if tile.batch is None:
+            tile.batch = self.model.prepare([tile.image])
+        if tile.features is None:
+            tile.features = self.model.image_features(tile.batch)
+        return tile.batch, tile.features
+
+    @torch.no_grad()
+    def tile_templates(self, tile: _Tile, click: Click) -> dict:
+        """C3 templates (eq. 1) of one click (tile px) on that tile's features, per level."""
+        batch, features = self.tile_features(tile)
+        scaled = self.model.with_clicks(batch, [self.click_tensor([click])]).clicks[0]
+        return self.model.fusion.templates(features, scaled, batch.padded_size)
+
+    @torch.no_grad()
+    def run_tile(self, tile: _Tile, clicks: Tensor, cache: bool,
+                 external: dict | None = None) -> dict[str, Tensor]:
+        """Detections of one tile (tile px) for `clicks` (K, 3) in tile px and the C3
+        templates `external` of clicks outside the tile ({level: (T, classes)} or None)."""
         core = self.model
-        if tile.batch is None or not cache:
+        if tile.batch is None:
             tile.batch = core.prepare([tile.image])
         batch = core.with_clicks(tile.batch, [clicks])
-        if cache and core.caches_image_features:
+        if core.caches_image_features and (cache or tile.features is not None):
             if tile.features is None:
                 tile.features = core.image_features(batch)
             features = tile.features
         else:
             features = core.image_features(batch)
+        if not template_count(external):
+            external = None
         if cache and self.fast_clicks:
             if tile.fast is None:
                 tile.fast = LinearClickHeads(core, tile.batch, features)
-            det = tile.fast.detect(clicks)
+            det = tile.fast.detect(clicks, True, external)
         else:
-            det = core.heads(core.fuse(features, batch), batch, candidates=True)[0]
+            fused = core.fuse(features, batch, None if external is None else [external])
+            det = core.heads(fused, batch, candidates=True)[0]
         if self.guarantee_clicks and len(clicks):
             p = core.params
             det = explain_clicks(det, clicks, tuple(tile.image.shape[-2:]), p.click_box_sigma,
@@ -181,6 +245,7 @@ class InteractiveSession:
         self.tiles = [_Tile(w, torch.from_numpy(np.ascontiguousarray(crop(image, w)))
                             .to(predictor.device)) for w in windows]
         self.clicks: list[Click] = []
+        self._templates: dict[tuple, dict] = {}   # click -> its C3 templates (cached sessions)
 
     def add_click(self, click: Click) -> list[Annotation]:
         self.predictor.check_clicks([click], self.width, self.height)
@@ -191,18 +256,58 @@ class InteractiveSession:
 
     def set_clicks(self, clicks: Sequence[Click]) -> list[Annotation]:
         """Predictions for exactly these clicks (checked first; nothing changes on error)."""
-        from tinyloop.tiling import merge_predictions, shift_clicks
+        from tinyloop.tiling import merge_predictions
         self.predictor.check_clicks(clicks, self.width, self.height)
         self.clicks = list(clicks)
-        for tile in self.tiles:
-            mine = shift_clicks(self.clicks, tile.window) if len(self.tiles) > 1 else self.clicks
-            key = tuple((c.x, c.y, c.category) for c in mine)
-            if self.cache and key == tile.clicks_key:
+        for tile, inputs in zip(self.tiles, self.tile_inputs(self.clicks)):
+            if self.cache and inputs.key == tile.clicks_key:
                 continue  # nothing new in this tile
-            det = self.predictor.run_tile(tile, self.predictor.click_tensor(mine), self.cache)
-            tile.predictions, tile.clicks_key = self.predictor.annotations(det), key
+            det = self.predictor.run_tile(tile, self.predictor.click_tensor(inputs.clicks),
+                                          self.cache, inputs.external)
+            tile.predictions, tile.clicks_key = self.predictor.annotations(det), inputs.key
+        if not self.cache:   # features kept only while the clicks' templates were taken
+            for tile in self.tiles:
+                tile.batch = tile.features = None
         if len(self.tiles) == 1:
             return list(self.tiles[0].predictions)
         return merge_predictions([(t.window, t.predictions) for t in self.tiles],
                                  self.predictor.tiling.nms_iou,
                                  cut_inside=self.predictor.tiling.cut_inside)
+
+    def tile_inputs(self, clicks: Sequence[Click]) -> list[TileInputs]:
+        """Per tile: its own clicks (every click inside it, border included) and, for C3
+        models, the templates of every other click, each taken on its home tile."""
+        from tinyloop.tiling import shift_clicks
+        if len(self.tiles) == 1:
+            mine = list(clicks)
+            return [TileInputs(mine, None, tuple((c.x, c.y, c.category) for c in mine))]
+        out, store = [], self._templates if self.cache else {}
+        for tile in self.tiles:
+            mine = shift_clicks(clicks, tile.window)
+            key = tuple((c.x, c.y, c.category) for c in mine)
+            if not self.predictor.global_c3:
+                out.append(TileInputs(mine, None, key))
+                continue
+            w = tile.window
+            others = [c for c in clicks if not (w.x1 <= c.x <= w.x2 and w.y1 <= c.y <= w.y2)]
+            external = None
+            if others:
+                parts = [self.templates(c, store) for c in others]
+                external = {name: (torch.cat([p[name][0] for p in parts]),
+                                   torch.cat([p[name][1] for p in parts])) for name in parts[0]}
+            out.append(TileInputs(mine, external,
+                                  (key, tuple((c.x, c.y, c.category) for c in others))))
+        return out
+
+    def templates(self, click: Click, store: dict | None = None) -> dict:
+        """One click's C3 templates {level: (T (1, D), classes (1,))}, taken on its home tile
+        (remembered in `store` by click)."""
+        from tinyloop.tiling import shift_clicks
+        store = {} if store is None else store
+        key = (click.x, click.y, click.category)
+        if key not in store:
+            windows = [t.window for t in self.tiles]
+            tile = self.tiles[home_tile(click.x, click.y, windows, self.width, self.height)]
+            store[key] = self.predictor.tile_templates(tile,
+                                                       shift_clicks([click], tile.window)[0])
+        return store[key]
