@@ -12,7 +12,8 @@ and everything a click changes enters only through C3 and LF. Two consumers read
   The image term is pooled from a cached map; only the 300 RoIs' small click channels are new.
 
 Same results as `model.heads(model.fuse(...))` up to float rounding (tests/test_c3det_model.py
-compares them); Faster R-CNN kinds late_fusion and c3det only, in eval mode.
+compares them); Faster R-CNN kinds late_fusion and c3det only, in eval mode. `detect` takes
+the external C3 templates of sliced inference too (clicks in other tiles, c3det.fusion).
 """
 from __future__ import annotations
 
@@ -21,13 +22,17 @@ from collections import OrderedDict
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.models.detection.rpn import concat_box_prediction_layers
+from torchvision.models.detection.rpn import (RegionProposalNetwork,
+                                              concat_box_prediction_layers)
 
+from c3det.fusion import template_count
 from c3det.model import Batch, ClickDetector
 
 
 def supports(model: ClickDetector) -> bool:
-    return (model.fusion is not None and hasattr(model.detector, "rpn")
+    # torchvision's RPN only: its 3x3 conv is what the cache composes (not c3det.crpn)
+    return (model.fusion is not None
+            and isinstance(getattr(model.detector, "rpn", None), RegionProposalNetwork)
             and model.caches_image_features)
 
 
@@ -57,13 +62,18 @@ class LinearClickHeads:
         self.c3_channels = c
 
     @torch.no_grad()
-    def detect(self, clicks: Tensor, candidates: bool = True) -> dict[str, Tensor]:
-        """clicks (K, 3) in input-image px -> the detections of model.heads(model.fuse(...))."""
+    def detect(self, clicks: Tensor, candidates: bool = True,
+               external: dict | None = None) -> dict[str, Tensor]:
+        """clicks (K, 3) in input-image px (external: C3 templates of clicks outside the image,
+        {level: (T, classes)}) -> the detections of model.heads(model.fuse(...))."""
         model, det = self.model, self.model.detector
         batch = model.with_clicks(self.batch, [clicks])
-        if len(batch.clicks[0]) == 0:
+        if not (model.fusion.use_c3 and template_count(external)):
+            external = None
+        if len(batch.clicks[0]) == 0 and external is None:
             return model.heads(self.features, batch, candidates)[0]
-        c3, lf = model.fusion.click_parts(self.features, batch.clicks, batch.padded_size)
+        c3, lf = model.fusion.click_parts(self.features, batch.clicks, batch.padded_size,
+                                          None if external is None else [external])
         click_maps = OrderedDict(
             (name, torch.cat(([c3[name]] if c3 else []) + ([lf[name]] if lf else []), 1))
             for name in self.features)

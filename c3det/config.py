@@ -64,6 +64,61 @@ class EvalParams:
 
 
 @dataclass
+class CRPNParams:
+    """Coarse-to-fine RPN of CFINet (c3det/crpn.py), replacing torchvision's RPN when enabled.
+    Defaults: the CFINet paper (section 3.2, eq. 1-2) and its reference config."""
+    enabled: bool = False            # false: torchvision's RPN, the model is unchanged
+    stage1_dilation: int = 3         # dilation of the stage-1 3x3 conv (reference: 3)
+    # stage-1 positive IoU: T = min(0.70, max(0.20, 0.25 + gamma * log2(sqrt(w*h) / base_size)))
+    base_size: float = 12.0          # px where T = 0.25 (SODA's smallest objects; tune per data)
+    gamma: float = 0.15
+    stage1_neg_iou: float = 0.15     # stage 1: negative below this IoU, ignored between
+    stage2_pos_iou: float = 0.7      # stage 2 (MaxIoU on the stage-1 boxes): positive >= this
+    stage2_neg_iou: float = 0.3      # negative below this (the reference code uses 0.7)
+    stage2_samples: int = 256        # anchors sampled per image for stage 2 (half positive at most)
+    iou_loss_weight: float = 9.0     # alpha_1, both stages' IoU losses (eq. 2)
+    cls_loss_weight: float = 0.9     # alpha_2, stage-2 objectness (eq. 2)
+    nms_iou: float = 0.7             # proposal NMS per level (torchvision's RPN default)
+
+    def check(self) -> str | None:
+        if self.stage1_dilation < 1 or self.stage2_samples < 1:
+            return "crpn.stage1_dilation and crpn.stage2_samples must be >= 1"
+        if not 0 <= self.stage1_neg_iou <= 0.20:
+            return f"crpn.stage1_neg_iou ({self.stage1_neg_iou}) must be in [0, 0.20] " \
+                   "(the lowest stage-1 positive threshold)"
+        if not 0 <= self.stage2_neg_iou <= self.stage2_pos_iou <= 1:
+            return "crpn: need 0 <= stage2_neg_iou <= stage2_pos_iou <= 1"
+        if self.base_size <= 0 or self.gamma < 0 or min(self.iou_loss_weight,
+                                                         self.cls_loss_weight) < 0:
+            return "crpn: base_size must be > 0; gamma and the loss weights >= 0"
+        if not 0 < self.nms_iou <= 1:
+            return f"crpn.nms_iou ({self.nms_iou}) must be in (0, 1]"
+        return None
+
+
+@dataclass
+class FIParams:
+    """Feature Imitation head of CFINet (c3det/feature_imitation.py), Faster R-CNN RoI head
+    only. Defaults: the CFINet paper (section 3.2, eq. 3-6)."""
+    enabled: bool = False            # false: the RoI head is unchanged (no re-weighting convs)
+    embedding_dim: int = 128         # Feat2Embed output (L2-normalised)
+    queue_size: int = 256            # exemplar embeddings kept per class (in-memory ring buffer)
+    temperature: float = 0.6         # tau of the supervised-contrastive loss (eq. 5)
+    weight: float = 0.5              # alpha_3: loss_fi = weight * eq. 5 (eq. 6)
+    quality_threshold: float = 0.65  # T_hq: an object is an exemplar when IQ (eq. 3) >= this ...
+    min_proposals: int = 8           # ... and this many proposals predict its class
+
+    def check(self) -> str | None:
+        if min(self.embedding_dim, self.queue_size, self.min_proposals) < 1:
+            return "fi.embedding_dim, fi.queue_size and fi.min_proposals must be >= 1"
+        if self.temperature <= 0 or self.weight < 0:
+            return "fi.temperature must be > 0 and fi.weight >= 0"
+        if not 0 <= self.quality_threshold <= 1:
+            return f"fi.quality_threshold ({self.quality_threshold}) must be in [0, 1]"
+        return None
+
+
+@dataclass
 class C3DetParams:
     # --- network ---
     detector: Literal["faster_rcnn", "retinanet"] = "faster_rcnn"
@@ -109,6 +164,8 @@ class C3DetParams:
     click_box_size_sigma: float = 0.5  # std of log(candidate area / class median area)
     train: TrainParams = field(default_factory=TrainParams)
     eval: EvalParams = field(default_factory=EvalParams)
+    crpn: CRPNParams = field(default_factory=CRPNParams)
+    fi: FIParams = field(default_factory=FIParams)
 
     def check(self) -> str | None:
         if len(self.anchor_sizes) != 4:
@@ -119,4 +176,8 @@ class C3DetParams:
         if min(self.heatmap_sigma, self.c3_sigma, self.click_box_sigma,
                self.click_box_size_sigma) <= 0:
             return "heatmap_sigma, c3_sigma, click_box_sigma and click_box_size_sigma must be > 0"
+        if self.crpn.enabled and self.detector != "faster_rcnn":
+            return "crpn.enabled needs detector: faster_rcnn (the CRPN replaces its RPN)"
+        if self.fi.enabled and self.detector != "faster_rcnn":
+            return "fi.enabled needs detector: faster_rcnn (FI lives in its RoI head)"
         return None

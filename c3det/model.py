@@ -57,6 +57,8 @@ from torchvision.ops.poolers import _setup_scales
 from c3det.backbone import LEVELS, image_fpn
 from c3det.click_to_box import relabel_by_clicks
 from c3det.config import C3DetParams
+from c3det.crpn import CascadeRPN
+from c3det.feature_imitation import with_feature_imitation
 from c3det.fusion import ClickFusion
 from c3det.heatmaps import class_heatmaps
 from c3det.uel import ClickRoIHeads
@@ -182,10 +184,13 @@ class ClickDetector(nn.Module):
             x = torch.cat([x, heat.to(x)], 1)
         return self.detector.backbone(x)
 
-    def fuse(self, features: "OrderedDict[str, Tensor]", batch: Batch) -> "OrderedDict[str, Tensor]":
+    def fuse(self, features: "OrderedDict[str, Tensor]", batch: Batch,
+             external: list[dict | None] | None = None) -> "OrderedDict[str, Tensor]":
+        """The click branch. `external[b]`: C3 templates of clicks outside image b (sliced
+        inference, c3det.predict), {level: (T (K, D), classes (K,))}; see c3det.fusion."""
         if self.fusion is None:
             return features
-        return self.fusion(features, batch.clicks, batch.padded_size)
+        return self.fusion(features, batch.clicks, batch.padded_size, external)
 
     def heads(self, features: "OrderedDict[str, Tensor]", batch: Batch,
               candidates: bool = False):
@@ -285,7 +290,15 @@ def build_model(kind: str, num_classes: int, params: C3DetParams | None = None
                          box_batch_size_per_image=p.roi_batch_size)
         det.roi_heads = ClickRoIHeads.like(det.roi_heads,
                                            p.uel_weight if kind == "c3det" else 0.0)
+        # CFINet's Feature Imitation head (c3det.feature_imitation); unchanged when p.fi is off
+        det.roi_heads = with_feature_imitation(det.roi_heads, backbone.out_channels,
+                                               num_classes, p.fi)
+        if p.crpn.enabled:  # CFINet's Coarse-to-fine RPN (c3det.crpn) replaces torchvision's
+            det.rpn = CascadeRPN(backbone.out_channels, p)
     elif p.detector == "retinanet":
+        if p.crpn.enabled:
+            raise ValueError("crpn.enabled needs detector faster_rcnn: the Coarse-to-fine RPN "
+                             "replaces Faster R-CNN's RPN, RetinaNet has none")
         # three octave scales per level as in RetinaNet, starting at the CFINet size
         sizes = tuple(tuple(s * 2 ** (i / 3) for i in range(3)) for s in p.anchor_sizes)
         det = RetinaNet(backbone, num_classes + 1, anchor_generator=AnchorGenerator(sizes, ratios),
