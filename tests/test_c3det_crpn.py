@@ -13,32 +13,13 @@ from c3det.crpn import (CascadeRPN, adaptive_offsets, adaptive_threshold, assign
                         level_anchors)
 from c3det.model import build_model
 from tinyloop.params import ParamsError, build
+from tests.fixtures_c3det import FAST, tiny_inputs, two_threads  # noqa: F401
 
-FAST = dict(rpn_proposals_train=200, rpn_proposals_test=100, roi_batch_size=64)
 CRPN_LOSSES = {"loss_crpn_stage1", "loss_crpn_objectness", "loss_crpn_box"}
 
 
 def P(crpn: bool = True, **kw) -> C3DetParams:
     return C3DetParams(**{**FAST, "crpn": CRPNParams(enabled=crpn), **kw})
-
-
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(min(2, old))
-    yield
-    torch.set_num_threads(old)
-
-
-def _inputs():
-    g = torch.Generator().manual_seed(0)
-    images = [torch.rand(3, 64, 64, generator=g), torch.rand(3, 48, 64, generator=g)]
-    clicks = [torch.tensor([[20., 22., 0], [40., 40., 2]]), torch.zeros(0, 3)]
-    targets = [{"boxes": torch.tensor([[15., 17., 25., 27.], [35., 35., 46., 46.]]),
-                "labels": torch.tensor([1, 3]), "clicked": torch.tensor([True, True])},
-               {"boxes": torch.tensor([[5., 5., 14., 14.]]), "labels": torch.tensor([2]),
-                "clicked": torch.tensor([False])}]
-    return images, clicks, targets
 
 
 # --- eq. 1: the area-based positive threshold ---
@@ -150,7 +131,7 @@ def test_training_step_eval_and_gradients_with_crpn(kind):
     torch.manual_seed(0)
     model = build_model(kind, 3, P())
     assert isinstance(model.detector.rpn, CascadeRPN)
-    images, clicks, targets = _inputs()
+    images, clicks, targets = tiny_inputs()
     model.train()
     losses = model(images, clicks, targets)
     assert CRPN_LOSSES <= set(losses)
@@ -175,7 +156,7 @@ def test_training_step_eval_and_gradients_with_crpn(kind):
 def test_proposals_are_clipped_nms_filtered_and_at_most_rpn_proposals_test():
     torch.manual_seed(0)
     model = build_model("plain", 3, P(rpn_proposals_test=50)).eval()
-    images, _, _ = _inputs()
+    images, _, _ = tiny_inputs()
     with torch.no_grad():
         batch = model.prepare(images)
         proposals, losses = model.detector.rpn(batch.images, model.image_features(batch))
@@ -195,7 +176,7 @@ def test_the_crpn_reads_the_fused_features():
     with torch.no_grad():
         for conv in model.fusion.mix:
             conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * 0.05)
-        images, clicks, _ = _inputs()
+        images, clicks, _ = tiny_inputs()
         batch = model.prepare(images[:1], clicks[:1])
         feats = model.image_features(batch)
         with_clicks, _ = model.detector.rpn(batch.images, model.fuse(feats, batch))
@@ -251,7 +232,7 @@ def test_checkpoint_round_trip_keeps_the_crpn(tmp_path):
                                                           "classes": ["a", "b", "c"]})
     loaded, meta = checkpoint.load(path)
     assert isinstance(loaded.detector.rpn, CascadeRPN) and meta["params"]["crpn"]["enabled"]
-    images, clicks, _ = _inputs()
+    images, clicks, _ = tiny_inputs()
     with torch.no_grad():
         a, b = model(images, clicks), loaded(images, clicks)
     for x, y in zip(a, b):
@@ -273,7 +254,7 @@ def test_autocast_and_an_image_without_objects():
     """The deformable conv runs in float32 under autocast (no bfloat16 CPU kernel)."""
     torch.manual_seed(0)
     model = build_model("plain", 3, P()).train()
-    images, _, _ = _inputs()
+    images, _, _ = tiny_inputs()
     targets = [{"boxes": torch.tensor([[15., 17., 25., 27.]]), "labels": torch.tensor([1])},
                {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}]
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -14,23 +14,16 @@ from c3det.feature_imitation import (ExemplarQueue, FIRoIHeads, ReweightedBoxHea
                                      instance_quality, supervised_contrastive)
 from c3det.model import build_model
 from c3det.uel import ClickRoIHeads
-from tests.test_c3det_model import CLASSES, FAST, _inputs
+from tests.test_c3det_model import CLASSES
 from tests.test_c3det_train import _params as _train_params
 from tests.test_c3det_train import synthetic  # noqa: F401 (fixture)
+from tests.fixtures_c3det import FAST, tiny_inputs, two_threads  # noqa: F401
 
 FI_ON = FIParams(enabled=True)
 
 
 def P(**kw) -> C3DetParams:
     return C3DetParams(**{**FAST, **kw})
-
-
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(min(2, old))
-    yield
-    torch.set_num_threads(old)
 
 
 # --- exemplar queue ---------------------------------------------------------------------------
@@ -148,7 +141,7 @@ def test_fi_trains_with_a_finite_loss_and_leaves_inference_to_the_reweighting(ki
     heads = model.detector.roi_heads
     assert isinstance(heads, FIRoIHeads) and isinstance(heads.box_head, ReweightedBoxHead)
     _fill_queue(model)
-    images, clicks, targets = _inputs()
+    images, clicks, targets = tiny_inputs()
     model.train()
     losses = model(images, clicks, targets)
     assert "loss_fi" in losses and all(torch.isfinite(v) for v in losses.values())
@@ -176,7 +169,7 @@ def test_fi_handles_an_image_without_objects():
     torch.manual_seed(0)
     model = build_model("c3det", len(CLASSES), P(fi=FI_ON)).train()
     _fill_queue(model)
-    images, clicks, targets = _inputs()
+    images, clicks, targets = tiny_inputs()
     targets[1] = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long),
                   "clicked": torch.zeros(0, dtype=torch.bool)}
     losses = model(images, [clicks[0], torch.zeros(0, 3)], targets)
@@ -200,7 +193,7 @@ def test_high_quality_objects_push_their_embeddings_into_the_queue(min_proposals
     with torch.no_grad():   # every RoI predicts class 1 with probability ~1
         heads.box_predictor.cls_score.weight.zero_()
         heads.box_predictor.cls_score.bias.copy_(torch.tensor([0.0, 10.0, 0.0, 0.0]))
-    images, clicks, targets = _inputs()
+    images, clicks, targets = tiny_inputs()
     batch = model.prepare(images, clicks, targets)
     features = model.fuse(model.image_features(batch), batch)
     # 8 proposals on the class-1 object of image 0, 8 on the class-2 object of image 1 (which
@@ -236,7 +229,7 @@ def test_fi_disabled_is_exactly_the_old_model_and_checkpoints_keep_the_queue(tmp
     assert meta["params"]["fi"]["enabled"] and isinstance(loaded.detector.roi_heads, FIRoIHeads)
     assert torch.equal(loaded.detector.roi_heads.fi.queue.get(1),
                        on.detector.roi_heads.fi.queue.get(1))
-    images, clicks, _ = _inputs()
+    images, clicks, _ = tiny_inputs()
     with torch.no_grad():
         a, b = on(images, clicks), loaded(images, clicks)
     assert all(torch.allclose(x["scores"], y["scores"]) for x, y in zip(a, b))

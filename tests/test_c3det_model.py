@@ -13,33 +13,13 @@ from c3det.model import KINDS, build_model
 from c3det.predict import ClickError, Predictor
 from tinyloop.annotations import Click
 from tinyloop.config import TilingParams
+from tests.fixtures_c3det import FAST, tiny_inputs, two_threads  # noqa: F401
 
 CLASSES = ["a", "b", "c"]
-# few proposals and RoIs keep these CPU tests fast; the architecture is the default one
-FAST = dict(rpn_proposals_train=200, rpn_proposals_test=100, roi_batch_size=64)
 
 
 def P(**kw) -> C3DetParams:
     return C3DetParams(**{**FAST, **kw})
-
-
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(min(2, old))
-    yield
-    torch.set_num_threads(old)
-
-
-def _inputs():
-    g = torch.Generator().manual_seed(0)
-    images = [torch.rand(3, 64, 64, generator=g), torch.rand(3, 48, 64, generator=g)]
-    clicks = [torch.tensor([[20., 22., 0], [40., 40., 2]]), torch.zeros(0, 3)]
-    targets = [{"boxes": torch.tensor([[15., 17., 25., 27.], [35., 35., 46., 46.]]),
-                "labels": torch.tensor([1, 3]), "clicked": torch.tensor([True, True])},
-               {"boxes": torch.tensor([[5., 5., 14., 14.]]), "labels": torch.tensor([2]),
-                "clicked": torch.tensor([False])}]
-    return images, clicks, targets
 
 
 def _randomise_fusion(model, seed=1):
@@ -67,7 +47,7 @@ def _same(a, b):
 def test_every_kind_trains_and_predicts_with_and_without_clicks(kind, detector):
     torch.manual_seed(0)
     model = build_model(kind, len(CLASSES), P(detector=detector))
-    images, clicks, targets = _inputs()
+    images, clicks, targets = tiny_inputs()
     model.train()
     losses = model(images, clicks, targets)
     total = sum(losses.values())
@@ -121,7 +101,7 @@ def test_zero_clicks_is_exactly_the_plain_detector(detector):
     torch.manual_seed(0)
     model = _randomise_fusion(build_model("c3det", 3, P(detector=detector, score_thresh=0.0)))
     model.eval()
-    images, clicks, _ = _inputs()
+    images, clicks, _ = tiny_inputs()
     with torch.no_grad():
         batch = model.prepare(images)
         plain = model.heads(model.image_features(batch), batch)       # no fusion at all
@@ -141,7 +121,7 @@ def test_zero_clicks_is_exactly_the_plain_detector(detector):
 def test_fresh_fusion_starts_as_the_plain_detector():
     torch.manual_seed(0)
     model = build_model("c3det", 3, P()).eval()
-    images, clicks, _ = _inputs()
+    images, clicks, _ = tiny_inputs()
     with torch.no_grad():
         a, b = model(images, clicks), model(images)
     assert all(torch.equal(x["boxes"], y["boxes"]) for x, y in zip(a, b))
@@ -239,7 +219,7 @@ def test_checkpoint_round_trip(tmp_path):
     assert meta["version"] == "iter-001" and meta["epoch"] == 3 and meta["classes"] == CLASSES
     assert meta["params"]["lf_channels"] == 32
     assert checkpoint.read(path)["extra"]["optimizer"]["lr"] == 0.01
-    images, clicks, _ = _inputs()
+    images, clicks, _ = tiny_inputs()
     with torch.no_grad():
         a, b = model(images, clicks), loaded(images, clicks)
     assert all(torch.equal(x["boxes"], y["boxes"]) for x, y in zip(a, b))

@@ -12,20 +12,13 @@ from c3det.model import build_model
 from c3det.predict import Predictor, home_tile
 from tinyloop.annotations import Box, Click
 from tinyloop.config import TilingParams
+from tests.fixtures_c3det import two_threads  # noqa: F401
 
 CLASSES = ["a", "b", "c"]
 FAST = dict(rpn_proposals_train=200, rpn_proposals_test=100, roi_batch_size=64,
             lf_backbone="light", lf_channels=16, weights="none")
 # a 64 x 160 image in 64 px tiles every 48 px: windows x 0-64, 48-112, 96-160
 TILES = TilingParams(size=64, stride=48)
-
-
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(min(2, old))
-    yield
-    torch.set_num_threads(old)
 
 
 def _model(kind="c3det", seed=0):

@@ -1,0 +1,29 @@
+"""Shared pieces of the c3det model tests: a fast architecture, tiny inputs, two threads."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+# few proposals and RoIs keep these CPU tests fast; the architecture is the default one
+FAST = dict(rpn_proposals_train=200, rpn_proposals_test=100, roi_batch_size=64)
+
+
+@pytest.fixture(autouse=True)
+def two_threads():
+    """At most two torch threads (tiny inputs: more only fight the machine's other jobs)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(min(2, old))
+    yield
+    torch.set_num_threads(old)
+
+
+def tiny_inputs():
+    """Two small images, clicks on the first, targets with 'clicked' flags (3 classes)."""
+    g = torch.Generator().manual_seed(0)
+    images = [torch.rand(3, 64, 64, generator=g), torch.rand(3, 48, 64, generator=g)]
+    clicks = [torch.tensor([[20., 22., 0], [40., 40., 2]]), torch.zeros(0, 3)]
+    targets = [{"boxes": torch.tensor([[15., 17., 25., 27.], [35., 35., 46., 46.]]),
+                "labels": torch.tensor([1, 3]), "clicked": torch.tensor([True, True])},
+               {"boxes": torch.tensor([[5., 5., 14., 14.]]), "labels": torch.tensor([2]),
+                "clicked": torch.tensor([False])}]
+    return images, clicks, targets
