@@ -27,3 +27,18 @@ def tiny_inputs():
                {"boxes": torch.tensor([[5., 5., 14., 14.]]), "labels": torch.tensor([2]),
                 "clicked": torch.tensor([False])}]
     return images, clicks, targets
+
+
+def assert_detections_valid(model, images, clicks, num_classes: int) -> None:
+    """In eval mode, with and without clicks: one result per image, well-formed boxes inside
+    the image, labels in 1..num_classes."""
+    model.eval()
+    with torch.no_grad():
+        for c in (clicks, None):
+            out = model(images, c)
+            assert len(out) == len(images)
+            for d, im in zip(out, images):
+                assert d["boxes"].shape[1] == 4 and len(d["boxes"]) == len(d["scores"])
+                if len(d["labels"]):
+                    assert 1 <= d["labels"].min() and d["labels"].max() <= num_classes
+                    assert d["boxes"][:, 2].max() <= im.shape[-1] + 1e-3

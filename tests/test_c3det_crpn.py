@@ -13,7 +13,8 @@ from c3det.crpn import (CascadeRPN, adaptive_offsets, adaptive_threshold, assign
                         level_anchors)
 from c3det.model import build_model
 from tinyloop.params import ParamsError, build
-from tests.fixtures_c3det import FAST, tiny_inputs, two_threads  # noqa: F401
+from tests.fixtures_c3det import (FAST, assert_detections_valid, tiny_inputs,  # noqa: F401
+                                  two_threads)
 
 CRPN_LOSSES = {"loss_crpn_stage1", "loss_crpn_objectness", "loss_crpn_box"}
 
@@ -142,15 +143,7 @@ def test_training_step_eval_and_gradients_with_crpn(kind):
     rpn = model.detector.rpn
     for conv in (rpn.stage2_conv, rpn.stage1_conv, rpn.stage2_cls):
         assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
-    model.eval()
-    with torch.no_grad():
-        for c in (clicks, None):
-            out = model(images, c)
-            assert len(out) == 2
-            for d, im in zip(out, images):
-                assert d["boxes"].shape[1] == 4 and len(d["boxes"]) == len(d["scores"])
-                if len(d["boxes"]):
-                    assert d["boxes"][:, 2].max() <= im.shape[-1] + 1e-3
+    assert_detections_valid(model, images, clicks, 3)
 
 
 def test_proposals_are_clipped_nms_filtered_and_at_most_rpn_proposals_test():

@@ -13,7 +13,8 @@ from c3det.model import KINDS, build_model
 from c3det.predict import ClickError, Predictor
 from tinyloop.annotations import Click
 from tinyloop.config import TilingParams
-from tests.fixtures_c3det import FAST, tiny_inputs, two_threads  # noqa: F401
+from tests.fixtures_c3det import (FAST, assert_detections_valid, tiny_inputs,  # noqa: F401
+                                  two_threads)
 
 CLASSES = ["a", "b", "c"]
 
@@ -57,16 +58,7 @@ def test_every_kind_trains_and_predicts_with_and_without_clicks(kind, detector):
         assert "loss_uel" in losses and losses["loss_uel"] > 0
     else:
         assert "loss_uel" not in losses
-    model.eval()
-    with torch.no_grad():
-        for c in (clicks, None):
-            out = model(images, c)
-            assert len(out) == 2
-            for d, im in zip(out, images):
-                assert d["boxes"].shape[1] == 4 and len(d["boxes"]) == len(d["scores"])
-                if len(d["labels"]):
-                    assert 1 <= d["labels"].min() and d["labels"].max() <= len(CLASSES)
-                    assert d["boxes"][:, 2].max() <= im.shape[-1] + 1e-3
+    assert_detections_valid(model, images, clicks, len(CLASSES))
 
 
 def test_architecture_follows_the_small_object_porting_notes():
