@@ -1,7 +1,7 @@
 """The loop's steps as plain functions on a project directory: what the Prefect flows run.
 
-Each step reads and writes the files of `flows.project.layout.ProjectLayout` and nothing else, so
-the files are the loop's state: a step that finds its output complete returns it without
+Each step reads and writes the files of `flows.project.layout.ProjectLayout` and nothing
+else, so the files are the loop's state: a step that finds its output complete returns it without
 recomputing, and a step killed half-way leaves no half-written file behind (every write is
 atomic). That is what makes the loop resumable after a kill -9 at any point: run it again
 and every finished step is skipped, every unfinished one starts over (training continues
@@ -85,9 +85,9 @@ def pool(p: Project) -> LabelSet:
     simulated project also minus the images the source left unlabeled (the simulated
     annotator has no truth for them)."""
     manifest = read_labels(p.layout.manifest)
-    held_out = held_out_ids(p, manifest)
+    held_out, simulated = held_out_ids(p, manifest), is_simulated(p)
     keep = [i for i in manifest if i.id not in held_out and
-            (is_labelled(i) or not is_simulated(p))]
+            (is_labelled(i) or not simulated)]
     return LabelSet(manifest.categories, keep, manifest.info)
 
 
