@@ -121,8 +121,8 @@ def is_current(layout: ProjectLayout, inputs: dict) -> bool:
 
 def stamp_digest(layout: ProjectLayout) -> str | None:
     """A short hash of the pool's record: it changes whenever the pool is (re)imported."""
-    path = stamp_path(layout)
-    return hashlib.sha1(path.read_bytes()).hexdigest()[:16] if path.exists() else None
+    digest = _sha1(stamp_path(layout))
+    return digest[:16] if digest else None
 
 
 # --- replacing the pool -----------------------------------------------------------------------
