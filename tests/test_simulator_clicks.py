@@ -184,3 +184,19 @@ def test_after_unpaid_images_in_a_row_the_rest_of_the_batch_gets_no_clicks(tmp_p
     assert [log.unpaid for log in logs] == [True, True, False, False, False]
     _, logs, _ = run(tmp_path / "oracle", truth, pre, params)
     assert all(len(log.rounds) >= 1 and not log.unpaid for log in logs)
+
+
+def test_once_the_batch_clicks_are_behind_the_rest_of_the_batch_gets_no_clicks(tmp_path):
+    """give_up_when_behind: a click-blind detector costs one unpaid round on the first image
+    (3 clicks: 8 + 2 x 3 = 14 s), then nothing more; a helpful detector keeps its clicks."""
+    truth = LabelSet(CLASSES, [grid_truth(6, image=f"im{i}") for i in range(5)])
+    pre = LabelSet(CLASSES, [ImageLabels(im.image) for im in truth])
+    params = SimulatorParams(rounds=3, clicks_per_round=3, click_sigma=0.0, correct=False,
+                             stop_unpaid_clicks=True, give_up_when_behind=True)
+    store = FileStore(tmp_path / "useless")
+    store.open_batch(2, pre)
+    logs = simulate_batch(store, 2, truth, lambda image_id, clicks: [], params, progress=False)
+    assert [len(log.rounds) for log in logs] == [1, 0, 0, 0, 0]
+    assert logs[0].click_balance_s == -14.0
+    _, logs, _ = run(tmp_path / "oracle", truth, pre, params)
+    assert all(len(log.rounds) >= 1 and log.click_balance_s > 0 for log in logs)

@@ -49,6 +49,7 @@ class ImageLog:
     start_boxes: int = 0        # model boxes shown before any click
     start_mean_score: float = 0.0
     unpaid: bool = False        # a round's clicks saved less time than they cost
+    click_balance_s: float = 0.0  # seconds the clicks saved minus what they cost (all rounds)
 
 
 def distance_to_boxes(x: float, y: float, boxes: list[Annotation], diagonal: float) -> float:

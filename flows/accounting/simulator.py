@@ -16,7 +16,9 @@ clicks: the model sees the effect of earlier clicks before the next ones are pla
 A round with nothing left to click ends the image early; with `stop_unpaid_clicks` so does
 a round whose clicks cost more (the workload model's click seconds) than the box edits they
 saved, and after `give_up_after_unpaid` such images in a row the rest of the batch gets no
-clicks.
+clicks; nor does it with `give_up_when_behind` once the batch's clicks so far have cost more
+seconds than they saved (so clicks can make a batch slower by at most what one image's
+unpaid round costs, ~14 s for 3 clicks).
 Finally (`correct=True`) the labels are edited to equal the ground truth exactly: overlapping
 boxes are matched one-to-one (Hungarian on IoU, as in flows.accounting.workload) and
 moved/relabeled to the true box, unmatched boxes deleted and missing objects drawn, all with one
@@ -92,11 +94,11 @@ def edits_seconds(boxes: list[Annotation], truth: ImageLabels, cost) -> float:
     return edit_seconds(diff_image(boxes, truth, cost.iou), cost)
 
 
-def clicks_paid(before: list[Annotation], after: list[Annotation], n_clicks: int,
-                truth: ImageLabels, cost) -> bool:
-    """Did a round of `n_clicks` save at least the seconds it cost?"""
+def click_gain(before: list[Annotation], after: list[Annotation], n_clicks: int,
+               truth: ImageLabels, cost) -> float:
+    """Seconds a round of `n_clicks` saved minus what it cost (< 0: it did not pay)."""
     saved = edits_seconds(before, truth, cost) - edits_seconds(after, truth, cost)
-    return saved >= click_seconds({0: n_clicks}, cost)
+    return saved - click_seconds({0: n_clicks}, cost)
 
 
 def simulate_image(store: AnnotationStore, truth: ImageLabels, predict: Predict,
@@ -111,7 +113,7 @@ def simulate_image(store: AnnotationStore, truth: ImageLabels, predict: Predict,
     history = [(0, model_boxes(current))]
     clicked: list[Annotation] = []
     clicks = list(item.clicks)
-    seen, unpaid = [], False
+    seen, unpaid, balance = [], False, 0.0
     for r in range(1, params.rounds + 1):
         errors = [g for g in find_errors(current, truth, params.error_iou,
                                          params.min_error_size) if g not in clicked]
@@ -127,12 +129,13 @@ def simulate_image(store: AnnotationStore, truth: ImageLabels, predict: Predict,
         current = refresh_predictions(store, truth.id, predict(truth.id, list(clicks)))
         history.append((r, model_boxes(current)))
         seen.append(len(errors))
-        unpaid = params.stop_unpaid_clicks and not clicks_paid(before, current, len(new),
-                                                               truth, cost or WorkloadParams())
+        gain = click_gain(before, current, len(new), truth, cost or WorkloadParams())
+        balance += gain
+        unpaid = params.stop_unpaid_clicks and gain < 0
         if unpaid:
             break
     log = log_from_history(truth.id, w, h, clicks, history)
-    log.unpaid = unpaid
+    log.unpaid, log.click_balance_s = unpaid, balance
     for round_log, n in zip(log.rounds, seen):
         round_log.errors_seen = n
     log.gt_objects = len(outside_ignore(truth.annotations, truth.ignore))
@@ -174,12 +177,14 @@ def simulate_batch(store: AnnotationStore, batch: int, truth: LabelSet, predict:
     from tqdm import tqdm
     gt = truth.by_id()
     ids = image_ids if image_ids is not None else [im.id for im in truth]
-    logs, problems, unpaid_run = [], [], 0
+    logs, problems, unpaid_run, balance = [], [], 0, 0.0
     for image_id in tqdm(ids, desc=f"simulating batch {batch:03d}", disable=not progress):
         if image_id not in gt:
             problems.append(f"{image_id}: no ground truth for this image")
             continue
-        gave_up = params.stop_unpaid_clicks and 0 < params.give_up_after_unpaid <= unpaid_run
+        gave_up = params.stop_unpaid_clicks and (
+            0 < params.give_up_after_unpaid <= unpaid_run
+            or (params.give_up_when_behind and balance < 0))
         try:
             logs.append(simulate_image(store, gt[image_id], predict,
                                        replace(params, rounds=0) if gave_up else params, cost))
@@ -188,6 +193,7 @@ def simulate_batch(store: AnnotationStore, batch: int, truth: LabelSet, predict:
             continue
         if not gave_up:  # once given up, the rest of the batch gets no clicks
             unpaid_run = unpaid_run + 1 if logs[-1].unpaid else 0
+            balance += logs[-1].click_balance_s
     if problems:
         raise RuntimeError(f"simulating batch {batch}: {len(problems)} image(s) failed:\n"
                            + "\n".join(problems))

@@ -57,6 +57,7 @@ DEMO_PARAMS = {
     "flows.iterations": 3, "flows.eval_max_images": 0, "flows.min_score": "auto",
     # a rational annotator: no more clicks on an image, then in the batch, once they don't pay
     "simulator.stop_unpaid_clicks": True, "simulator.give_up_after_unpaid": 2,
+    "simulator.give_up_when_behind": True,
 }
 
 

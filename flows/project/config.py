@@ -32,6 +32,9 @@ class SimulatorParams:
     # clicking for the rest of the batch (a person gives up a tool that costs time; the next
     # batch, with a retrained model, is tried afresh). 0 = never give up
     give_up_after_unpaid: int = 0
+    # with stop_unpaid_clicks: stop clicking for the rest of the batch once its clicks so far
+    # cost more seconds than they saved (bounds what clicks can lose on a batch)
+    give_up_when_behind: bool = False
 
     def check(self) -> str | None:
         if self.give_up_after_unpaid < 0:
