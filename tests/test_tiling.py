@@ -1,5 +1,6 @@
 """Tiling: the window grid, labels cut by tile borders, merging tile predictions back."""
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -140,6 +141,35 @@ def test_polygon_nms_on_rotated_boxes():
     assert a.bounding_box().iou(c.bounding_box()) > 0.5
     assert a.polygon().intersection(c.polygon()).area / a.polygon().union(c.polygon()).area \
         < 0.5
+
+
+def test_oriented_duplicates_across_two_tiles_merge_by_polygon_nms():
+    """Two thin diagonal objects side by side (2 px apart) in the overlap of two tiles, each
+    seen by both tiles (angles and scores differ a little): one copy of each comes back.
+    Their axis-aligned outlines overlap by half, so box NMS would have lost one object."""
+    import tinyloop.boxes
+    import tinyloop.tiling
+    assert tinyloop.tiling.nms_polygons is tinyloop.boxes.nms_polygons   # one implementation
+    windows = tile_windows(300, 100, 200, 100)       # x in [0, 200) and [100, 300)
+    d = 8 / math.sqrt(2)                             # 8 px across the 45 degree axis
+    first = OrientedBox(150, 50, 40, 6, math.pi / 4)
+    second = OrientedBox(150 - d, 50 + d, 40, 6, math.pi / 4)
+    assert first.bounding_box().iou(second.bounding_box()) > 0.5
+    assert first.polygon().intersection(second.polygon()).area == 0
+
+    def seen(obox, window, score, turn=0.0):         # a tile's prediction, tile coordinates
+        local = OrientedBox(obox.cx - window.x1, obox.cy - window.y1, obox.w, obox.h,
+                            obox.angle + turn)
+        return _pred("Car", local.bounding_box(), score, local)
+
+    per_tile = [(windows[0], [seen(first, windows[0], 0.9), seen(second, windows[0], 0.6)]),
+                (windows[1], [seen(first, windows[1], 0.8, 0.03),
+                              seen(second, windows[1], 0.7, -0.03)])]
+    merged = merge_predictions(per_tile, iou=0.5)
+    assert [(m.score, m.obox) for m in merged] == [
+        (0.9, first), (0.7, replace(second, angle=second.angle - 0.03))]
+    box_only = [(w, [replace(a, obox=None) for a in preds]) for w, preds in per_tile]
+    assert len(merge_predictions(box_only, iou=0.5)) == 1   # what axis-aligned NMS does
 
 
 def test_merge_shifts_oriented_boxes():

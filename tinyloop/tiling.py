@@ -18,7 +18,8 @@ shrinking them erases tiny objects. So training and inference run on tiles (Tiny
                      (touching a tile edge inside the image, lying inside an uncut
                      prediction) dropped, then duplicates from overlapping tiles removed by
                      class-wise NMS (axis-aligned IoU: tinyloop.boxes.nms, torchvision's)
-                     or, when the predictions carry oriented boxes, polygon NMS.
+                     or, when the predictions carry oriented boxes, polygon NMS
+                     (tinyloop.boxes.nms_polygons).
 
 A tile's ImageRecord keeps the source image's path; its `metadata["tile"]` holds
 {"image_id", "window": [x1, y1, x2, y2]} so tile results can be traced back.
@@ -36,7 +37,7 @@ import numpy as np
 
 from tinyloop.annotations import (Annotation, Box, Click, IgnoreRegion, ImageLabels,
                                   ImageRecord, LabelSet, OrientedBox)
-from tinyloop.boxes import nms, share_inside
+from tinyloop.boxes import boxes_touch, nms, nms_polygons, polygon_share_inside, share_inside
 
 _EPS = 1e-9        # float slack in "share inside >= min_visible"
 _HAIRLINE = 1e-3   # an oriented box this little outside the window is not cut
@@ -185,7 +186,7 @@ def tile_label_set(labels: LabelSet, size: int, stride: int, min_visible: float,
         outlines = np.array([(a.obox.bounding_box() if a.obox is not None else a.box).xyxy()
                              for a in item.annotations], dtype=np.float64).reshape(-1, 4)
         for window in tile_windows(item.image.width, item.image.height, size, stride):
-            near = np.nonzero(_boxes_touch(outlines, np.array(window.xyxy())))[0]
+            near = np.nonzero(boxes_touch(outlines, np.array(window.xyxy())))[0]
             nearby = replace(item, annotations=[item.annotations[i] for i in near])
             tile = tile_labels(nearby, window, min_visible)
             if keep_empty or tile.annotations:
@@ -205,42 +206,6 @@ def _score(ann: Annotation) -> float:
     return 1.0 if ann.score is None else float(ann.score)
 
 
-def _iou_with(inter: np.ndarray, area: float, areas: np.ndarray) -> np.ndarray:
-    union = area + areas - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-
-
-def nms_polygons(polygons: Sequence, scores: np.ndarray, iou: float) -> np.ndarray:
-    """Greedy NMS on shapely polygons (oriented boxes) -> kept indices, best score first
-    (equal scores: the larger polygon goes first)."""
-    import shapely
-    polys = _object_array(polygons)
-    areas = shapely.area(polys)
-    bounds = shapely.bounds(polys).reshape(-1, 4)   # (N, 4) xyxy: skip pairs far apart
-    order = np.lexsort((-areas, -scores))
-    keep = []
-    while order.size:
-        i, rest = order[0], order[1:]
-        keep.append(i)
-        near = rest[_boxes_touch(bounds[i], bounds[rest])]
-        inter = shapely.area(shapely.intersection(polys[i], polys[near]))
-        too_close = near[_iou_with(inter, areas[i], areas[near]) > iou]
-        order = rest[~np.isin(rest, too_close)]
-    return np.asarray(keep, dtype=np.int64)
-
-
-def _boxes_touch(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Do xyxy boxes a (..., 4) and b (..., 4) overlap with positive area (broadcast)?"""
-    return ((np.minimum(a[..., 2], b[..., 2]) > np.maximum(a[..., 0], b[..., 0])) &
-            (np.minimum(a[..., 3], b[..., 3]) > np.maximum(a[..., 1], b[..., 1])))
-
-
-def _object_array(items: Sequence) -> np.ndarray:
-    out = np.empty(len(items), dtype=object)
-    out[:] = list(items)
-    return out
-
-
 def _touches_inner_border(outline: Box, window: Box, extent: Box, tol: float) -> bool:
     """Does the box reach a window edge that lies inside the image (where a tile cut it)?"""
     return ((window.x1 > extent.x1 and outline.x1 <= window.x1 + tol) or
@@ -253,16 +218,7 @@ def _inside_shares(cut: Sequence[Annotation], whole: Sequence[Annotation],
                    oriented: bool) -> np.ndarray:
     """(len(cut), len(whole)): share of each cut prediction's area inside each whole one."""
     if oriented:
-        import shapely
-        cut_polys = _object_array([a.obox.polygon() for a in cut])
-        whole_polys = _object_array([a.obox.polygon() for a in whole])
-        # only pairs whose outlines overlap go to shapely
-        ci, wi = np.nonzero(_boxes_touch(shapely.bounds(cut_polys)[:, None],
-                                         shapely.bounds(whole_polys)[None]))
-        shares = np.zeros((len(cut), len(whole)))
-        inter = shapely.area(shapely.intersection(cut_polys[ci], whole_polys[wi]))
-        shares[ci, wi] = inter / np.maximum(shapely.area(cut_polys[ci]), 1e-12)
-        return shares
+        return polygon_share_inside([a.obox for a in cut], [a.obox for a in whole])
     return share_inside([a.box.xyxy() for a in cut], [a.box.xyxy() for a in whole])
 
 
@@ -309,7 +265,7 @@ def merge_predictions(per_tile: Sequence[tuple[Box, Sequence[Annotation]]],
         anns += cut
         scores = np.array([_score(a) for a in anns], dtype=np.float64)
         if oriented:
-            keep = nms_polygons([a.obox.polygon() for a in anns], scores, iou)
+            keep = nms_polygons([a.obox for a in anns], scores, iou)
         else:
             keep = nms([a.box.xyxy() for a in anns], scores, iou)
         merged.extend(anns[i] for i in keep)

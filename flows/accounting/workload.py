@@ -4,9 +4,14 @@ Diff (`diff_batch`): per image, the final labels are matched against the model's
 pre-annotation. Boxes that lie mostly (>= 50 % of their area) inside an ignore region are left
 out on both sides. Matching is one-to-one and class-agnostic: the Hungarian algorithm
 (scipy.optimize.linear_sum_assignment) maximises the summed IoU over all pairs with IoU > 0
-(a tiny bonus breaks ties in favour of same-class pairs) of the axis-aligned boxes (an
-oriented box is matched by its `box`, which every Annotation carries). "Same object"
-therefore means "overlapping and assigned to each other". Each matched pair is exactly one of
+(a tiny bonus breaks ties in favour of same-class pairs). Which IoU is `geometry`'s
+(WorkloadParams.geometry): "box" that of the axis-aligned boxes (every Annotation carries
+one), "oriented" that of the oriented boxes' polygons (an annotation without an oriented box
+counts as its axis-aligned box; the ignore rule then also measures polygon areas), "auto"
+oriented on an image where every annotation of both sides has an oriented box, else box. An
+annotator who turns an oriented box has moved it, though its axis-aligned outline may hardly
+change (a square turned by 90 degrees keeps it exactly). "Same object" therefore means
+"overlapping and assigned to each other". Each matched pair is exactly one of
 
     accepted   same class, IoU >= iou          (the annotator left it alone, or barely nudged it)
     moved      same class, 0 < IoU < iou       (the box was adjusted)
@@ -43,9 +48,11 @@ from typing import Any
 import numpy as np
 
 from tinyloop.annotations import Annotation, IgnoreRegion, ImageLabels, LabelSet
-from tinyloop.boxes import in_ignore_regions, iou_matrix as box_iou_matrix
+from tinyloop.boxes import (in_ignore_regions, iou_matrix as box_iou_matrix, polygon_iou_matrix,
+                            polygons_in_ignore_regions)
 
 CATEGORIES = ("accepted", "moved", "relabeled", "deleted", "added")
+GEOMETRIES = ("auto", "box", "oriented")  # WorkloadParams.geometry
 
 
 @dataclass
@@ -59,6 +66,7 @@ class ImageDiff:
     added: int = 0
     ignored: int = 0           # boxes (either side) left out because they lie in ignore regions
     objects: int = 0           # final boxes outside ignore regions
+    geometry: str = "box"      # the IoU it was matched by: "box" or "oriented"
     clicks_by_round: dict[int, int] = field(default_factory=dict)
 
     @property
@@ -90,6 +98,7 @@ class BatchDiff:
         out: dict[str, Any] = {k: sum(getattr(d, k) for d in self.images)
                                for k in (*CATEGORIES, "relabeled_moved", "ignored", "objects")}
         out["images"] = len(self.images)
+        out["oriented_images"] = sum(d.geometry == "oriented" for d in self.images)
         rounds: Counter[int] = Counter()
         for d in self.images:
             rounds.update(d.clicks_by_round)
@@ -104,24 +113,52 @@ class BatchDiff:
 
 # --- diff ----------------------------------------------------------------------------------
 
-def outside_ignore(anns: list[Annotation], regions: list[IgnoreRegion]) -> list[Annotation]:
+def _shape(x: Annotation | IgnoreRegion):
+    """What oriented geometry measures: the oriented box, else the axis-aligned one."""
+    return x.obox if x.obox is not None else x.box
+
+
+def outside_ignore(anns: list[Annotation], regions: list[IgnoreRegion],
+                   oriented: bool = False) -> list[Annotation]:
     """The annotations that do not lie in an ignore region (tinyloop.boxes' rule: half
-    their area or more inside one region)."""
+    their area or more inside one region; `oriented`: areas of the oriented boxes)."""
     if not anns or not regions:
         return list(anns)
-    inside = in_ignore_regions([a.box.xyxy() for a in anns], [r.box.xyxy() for r in regions])
+    if oriented:
+        inside = polygons_in_ignore_regions([_shape(a) for a in anns],
+                                            [_shape(r) for r in regions])
+    else:
+        inside = in_ignore_regions([a.box.xyxy() for a in anns],
+                                   [r.box.xyxy() for r in regions])
     return [a for a, ignored in zip(anns, inside) if not ignored]
 
 
-def iou_matrix(a: list[Annotation], b: list[Annotation]) -> np.ndarray:
-    """(len(a), len(b)) IoU of the axis-aligned boxes."""
+def iou_matrix(a: list[Annotation], b: list[Annotation], oriented: bool = False) -> np.ndarray:
+    """(len(a), len(b)) IoU of the axis-aligned boxes (`oriented`: of the oriented boxes'
+    polygons)."""
+    if oriented:
+        return polygon_iou_matrix([_shape(x) for x in a], [_shape(x) for x in b])
     return box_iou_matrix([x.box.xyxy() for x in a], [x.box.xyxy() for x in b])
 
 
-def match(pre: list[Annotation], final: list[Annotation]) -> list[tuple[int, int, float]]:
-    """One-to-one class-agnostic matching maximising IoU; pairs (i_pre, j_final, iou > 0)."""
+def uses_oriented(pre: list[Annotation], final: list[Annotation], geometry: str) -> bool:
+    """Does `geometry` ("auto" | "box" | "oriented") match this image by oriented boxes?
+    auto: only when every annotation of both sides has one (a detector without oriented
+    boxes is judged by the boxes it drew)."""
+    if geometry not in GEOMETRIES:
+        raise ValueError(f"unknown workload geometry {geometry!r}; expected one of "
+                         f"{', '.join(GEOMETRIES)} (fix workload.geometry in params.yaml)")
+    if geometry == "auto":
+        return all(a.obox is not None for a in [*pre, *final])
+    return geometry == "oriented"
+
+
+def match(pre: list[Annotation], final: list[Annotation],
+          oriented: bool = False) -> list[tuple[int, int, float]]:
+    """One-to-one class-agnostic matching maximising IoU (`oriented`: polygon IoU); pairs
+    (i_pre, j_final, iou > 0)."""
     from scipy.optimize import linear_sum_assignment
-    ious = iou_matrix(pre, final)
+    ious = iou_matrix(pre, final, oriented)
     if ious.size == 0:
         return []
     same = np.array([[p.category == f.category for f in final] for p in pre], dtype=float)
@@ -131,13 +168,16 @@ def match(pre: list[Annotation], final: list[Annotation]) -> list[tuple[int, int
 
 
 def diff_image(pre: list[Annotation], final: ImageLabels, iou: float,
-               ignore: list[IgnoreRegion] | None = None) -> ImageDiff:
+               ignore: list[IgnoreRegion] | None = None, geometry: str = "auto") -> ImageDiff:
+    """One image's diff; `geometry` as WorkloadParams.geometry (module doc)."""
     regions = list(final.ignore) + list(ignore or [])
-    pre_kept = outside_ignore(pre, regions)
-    fin_kept = outside_ignore(final.annotations, regions)
+    oriented = uses_oriented(pre, final.annotations, geometry)
+    pre_kept = outside_ignore(pre, regions, oriented)
+    fin_kept = outside_ignore(final.annotations, regions, oriented)
     d = ImageDiff(final.id, objects=len(fin_kept),
-                  ignored=len(pre) - len(pre_kept) + len(final.annotations) - len(fin_kept))
-    pairs = match(pre_kept, fin_kept)
+                  ignored=len(pre) - len(pre_kept) + len(final.annotations) - len(fin_kept),
+                  geometry="oriented" if oriented else "box")
+    pairs = match(pre_kept, fin_kept, oriented)
     for i, j, overlap in pairs:
         if pre_kept[i].category != fin_kept[j].category:
             d.relabeled += 1
@@ -153,14 +193,16 @@ def diff_image(pre: list[Annotation], final: ImageLabels, iou: float,
     return d
 
 
-def diff_batch(preannotations: LabelSet, final: LabelSet, iou: float = 0.5) -> BatchDiff:
-    """Diff every image of `final` against its pre-annotation (none: everything is added)."""
+def diff_batch(preannotations: LabelSet, final: LabelSet, iou: float = 0.5,
+               geometry: str = "auto") -> BatchDiff:
+    """Diff every image of `final` against its pre-annotation (none: everything is added),
+    matched by `geometry`'s IoU (WorkloadParams.geometry: auto | box | oriented)."""
     pre = preannotations.by_id()
     out = []
     for item in final:
         before = pre.get(item.id)
         out.append(diff_image(before.annotations if before else [], item, iou,
-                              before.ignore if before else None))
+                              before.ignore if before else None, geometry))
     return BatchDiff(iou, out)
 
 
@@ -205,6 +247,7 @@ def workload(diff: BatchDiff, cost, first_batch: bool,
                    + sum(edit_seconds(d, cost) for d in edits_from))
     return {
         "iou": diff.iou, "first_batch": first_batch, "images": t["images"],
+        "oriented_images": t["oriented_images"],   # matched by polygon IoU (geometry)
         "objects": objects, "diff": {k: t[k] for k in (*CATEGORIES, "relabeled_moved",
                                                           "ignored")},
         "clicks": t["clicks"], "clicks_by_round": _str_keys(t["clicks_by_round"]),
@@ -253,8 +296,8 @@ def batch_workload(preannotations: LabelSet | None, final: LabelSet, cost,
     pre = preannotations if preannotations is not None else LabelSet(final.categories)
     out: dict[str, Any] = {"iou": cost.iou}
     for thr in dict.fromkeys([cost.iou, *cost.report_ious]):
-        d = diff_batch(pre, final, thr)
-        r = diff_batch(refined, final, thr) if refined is not None else None
+        d = diff_batch(pre, final, thr, cost.geometry)
+        r = diff_batch(refined, final, thr, cost.geometry) if refined is not None else None
         entry = workload(d, cost, first_batch, r)
         entry["per_image"] = d.to_json()["images"]
         out[f"iou_{thr:g}"] = entry
@@ -279,7 +322,8 @@ def wt_by_threshold(predictions: LabelSet, truth: LabelSet, cost,
         shown = LabelSet(predictions.categories, [
             replace(im, annotations=confident(im.annotations, t))
             for im in predictions.images], predictions.info)
-        w = workload(diff_batch(shown, truth, cost.iou), cost, first_batch=False)
+        w = workload(diff_batch(shown, truth, cost.iou, cost.geometry), cost,
+                     first_batch=False)
         rows.append({"min_score": t, "wt_reduction_pct": w["reduction_WT_pct"]})
     return rows
 

@@ -63,6 +63,12 @@ class WorkloadParams:
     iou: float = 0.5                # match threshold: same class and IoU >= iou is accepted
     report_ious: list[float] = field(default_factory=lambda: [0.5, 0.7])  # also reported
                                     # (the loop paper reports 0.5 and 0.7)
+    # the IoU that matches pre-annotations to final labels: "box" of the axis-aligned boxes,
+    # "oriented" of the oriented boxes' polygons (an annotation without one counts as its
+    # box), "auto" oriented on images where every annotation of both sides has an oriented
+    # box (an annotator who only turns a box has moved it; the axis-aligned outline of a
+    # turned box may barely change)
+    geometry: Literal["auto", "box", "oriented"] = "auto"
 
     def check(self) -> str | None:
         if not all(0 < t <= 1 for t in [self.iou, *self.report_ious]):
