@@ -1,5 +1,5 @@
 """flows.min_score auto: after training, each model gets the score threshold that would have
-saved the most WT on the held-out split, and its pre-annotations use it (real sample data)."""
+saved the most annotation time on the held-out split, and its pre-annotations use it (real sample data)."""
 from __future__ import annotations
 
 import json
