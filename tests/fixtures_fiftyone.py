@@ -47,6 +47,31 @@ def make_project(root: Path, n_images: int = 3) -> tuple[Path, LabelSet]:
     return SAMPLE, pre
 
 
+# real HIT-UAV images whose roLabelImg labels (labels_rotated/) hold turned objects
+ORIENTED_IMAGES = ("0_120_40_0_05359", "0_70_70_0_02011", "0_130_80_0_05688")
+
+
+def make_oriented_project(root: Path) -> tuple[Path, LabelSet]:
+    """Like `make_project`, on ORIENTED_IMAGES with their real HIT-UAV labels (every object
+    with its oriented box from labels_rotated/): the labels as ground truth and, with model
+    provenance and ids, as batch 1's pre-annotations. Returns (images_dir, preannotations)."""
+    from dataclasses import replace
+    from tinyloop.config import DataParams
+    from tinyloop.ingest import import_dataset
+    labels, report = import_dataset(SAMPLE, DataParams(), progress=False)
+    assert report.ok, report.summary()
+    truth = labels.subset(ORIENTED_IMAGES)
+    pre = replace(truth, images=[ImageLabels(im.image, [
+        replace(a, provenance=model(0.8), id=f"o{i}{k}") for k, a in enumerate(im.annotations)],
+        list(im.ignore)) for i, im in enumerate(truth)], info={"batch": 1})
+    layout = ProjectLayout(root)
+    write_labels(pre, layout.preannotations(1))
+    write_labels(truth, layout.ground_truth)
+    write_json_atomic(layout.order, {im.id: {"position": k, "batch": 1}
+                                     for k, im in enumerate(pre)})
+    return SAMPLE, pre
+
+
 def unique_name(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 

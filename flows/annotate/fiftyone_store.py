@@ -1,8 +1,9 @@
 """`FiftyOneStore`: the AnnotationStore whose edits live in the project's FiftyOne dataset.
 
-What a person does in the App (draw, move, relabel, delete boxes in `corrections`, draw
-clicks in `new_clicks`) and what code does through this class (the simulator, "Refine with
-clicks") land in the same sample fields, so `pull` cannot tell them apart.
+What a person does in the App (draw, move, relabel, delete boxes in `corrections` and
+oriented boxes as polylines in `corrections_oriented`, draw clicks in `new_clicks`) and what
+code does through this class (the simulator, "Refine with clicks") land in the same sample
+fields, so `pull` cannot tell them apart.
 
 Concurrent edits: the App saves a sample with `If-Match: <etag of last_modified_at>` and the
 server answers 412 when someone saved the sample in between (fiftyone.server.routes.sample).
@@ -127,10 +128,10 @@ class FiftyOneStore:
         def change(sample, template):
             w, h = template.image.width, template.image.height
             check_annotations(template, annotations, self.categories)
-            old = [fsync.from_detection(d, w, h) for d in
-                   (sample[fsync.CORRECTIONS].detections if sample[fsync.CORRECTIONS] else [])]
+            # what the sample holds now, oriented boxes edited as polylines included
+            old = [o.ann for o in fsync.read_objects(sample, fsync.CORRECTIONS, w, h) if o.ann]
             new = stamp_edits(old, list(annotations))
-            sample[fsync.CORRECTIONS] = fsync._detections(new, w, h)
+            fsync.set_objects(sample, fsync.CORRECTIONS, new, w, h)
 
         self._edit(image_id, change)
 
@@ -149,8 +150,8 @@ class FiftyOneStore:
     def record_predictions(self, image_id: str, predictions: list[Annotation]) -> None:
         """Show the model's latest output for the image in `predictions`."""
         def change(sample, template):
-            sample[fsync.PREDICTIONS] = fsync._detections(
-                predictions, template.image.width, template.image.height)
+            fsync.set_objects(sample, fsync.PREDICTIONS, predictions,
+                              template.image.width, template.image.height)
 
         self._edit(image_id, change)
 

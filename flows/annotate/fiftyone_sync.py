@@ -11,6 +11,11 @@ One sample per image (matched by `image_id`), with fields
                   click_refined), `model_version`, `confidence`
 - `corrections`   Detections the annotators edit in the App's Annotate tab (label schema set
                   and activated); pre-filled from `predictions`
+- `<field>_oriented` for `ground_truth`, `predictions` and `corrections`: each oriented box
+                  (Annotation.obox) also as a closed 4-point Polyline, linked to its detection
+                  (same `uid` and `instance`): the App edits axis-aligned boxes and polylines,
+                  so a rotated box is seen and corrected as a polyline (`corrections_oriented`
+                  is editable too)
 - `clicks`        Keypoints, one per click: `label` (class), `round`, `source`
 - `new_clicks`    Detections the annotators draw as small boxes where they want to click (the
                   Annotate tab draws boxes, not points); pull counts each as a click (box
@@ -23,7 +28,10 @@ How edits are recognised: every detection tinyloop writes remembers what it wrot
 (`wlabel`, `wbox` - the relative box - and `px`, the exact pixel box). A detection whose label
 and box still equal what was written is unchanged: it is pulled with its exact pixel box and
 provenance. Anything else was edited in the App: it is pulled with `edited=True` (or as a
-human box when tinyloop never wrote it). "Refine with clicks" replaces only the boxes no
+human box when tinyloop never wrote it). Polylines likewise remember `wlabel`, `wpoints` and
+the exact pixel `obox`; how a detection and its polyline combine into one Annotation (an
+edited polyline is the object's new oriented box, a deleted one removes it) is
+`read_objects`. "Refine with clicks" replaces only the boxes no
 person owns (`flows.annotate.annotation_store.is_human_owned`), so an annotator's edit is never
 overwritten.
 
@@ -56,7 +64,16 @@ GROUND_TRUTH = "ground_truth"
 CLICKS = "clicks"
 NEW_CLICKS = "new_clicks"
 NEEDS_FIX = "needs-fix"
+ORIENTED_SUFFIX = "_oriented"
 _EPS = 1e-9
+
+
+def oriented(field: str) -> str:
+    """The Polylines field that shows the oriented boxes of the Detections field `field`."""
+    return field + ORIENTED_SUFFIX
+
+
+OBJECT_FIELDS = (GROUND_TRUTH, PREDICTIONS, CORRECTIONS)  # detections + oriented polylines
 
 
 @dataclass(frozen=True)
@@ -93,7 +110,9 @@ def get_dataset(name: str, create: bool = True):
     """The persistent dataset `name` (FiftyOne must be configured: mongo.ensure_mongo)."""
     import fiftyone as fo
     if fo.dataset_exists(name):
-        return fo.load_dataset(name)
+        ds = fo.load_dataset(name)
+        _add_oriented_fields(ds)
+        return ds
     if not create:
         raise KeyError(f"no FiftyOne dataset {name!r}; run `tinyloop app sync` first")
     ds = fo.Dataset(name, persistent=True)
@@ -106,20 +125,32 @@ def get_dataset(name: str, create: bool = True):
     for name_ in (GROUND_TRUTH, PREDICTIONS, CORRECTIONS, NEW_CLICKS):
         ds.add_sample_field(name_, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
     ds.add_sample_field(CLICKS, fo.EmbeddedDocumentField, embedded_doc_type=fo.Keypoints)
+    _add_oriented_fields(ds)
     ds.create_index("image_id", unique=True)
     return ds
 
 
+def _add_oriented_fields(ds) -> None:
+    """The Polylines fields; also on datasets created before oriented boxes were shown."""
+    import fiftyone as fo
+    for name in OBJECT_FIELDS:
+        if not ds.has_sample_field(oriented(name)):
+            ds.add_sample_field(oriented(name), fo.EmbeddedDocumentField,
+                                embedded_doc_type=fo.Polylines)
+
+
 def set_annotation_schemas(ds, classes: list[str]) -> None:
-    """Label schemas that make `corrections` and `new_clicks` editable in the Annotate tab."""
+    """Label schemas that make `corrections`, its oriented polylines and `new_clicks`
+    editable in the Annotate tab."""
     schemas = {}
-    for name in (CORRECTIONS, NEW_CLICKS):
+    editable = [CORRECTIONS, oriented(CORRECTIONS), NEW_CLICKS]
+    for name in editable:
         schema = ds.generate_label_schemas(name, scan_samples=False)
         schema["classes"] = list(classes)
         schema["component"] = "dropdown"
         schemas[name] = schema
     ds.set_label_schemas(schemas)
-    ds.activate_label_schemas([CORRECTIONS, NEW_CLICKS])
+    ds.activate_label_schemas(editable)
 
 
 # --- conversions ------------------------------------------------------------------------
@@ -142,9 +173,13 @@ def to_detection(ann: Annotation, w: int, h: int):
 
 def unchanged(det) -> bool:
     """True when the detection still is what tinyloop wrote (no one edited it)."""
-    wbox, wlabel = det.get_field("wbox") if det.has_field("wbox") else None, \
-        det.get_field("wlabel") if det.has_field("wlabel") else None
-    if wbox is None or det.bounding_box is None or wlabel != det.label:
+    return box_unchanged(det) and _attr(det, "wlabel") == det.label
+
+
+def box_unchanged(det) -> bool:
+    """True when the detection's box still is where tinyloop wrote it (maybe relabelled)."""
+    wbox = _attr(det, "wbox")
+    if wbox is None or det.bounding_box is None or _attr(det, "px") is None:
         return False
     return all(abs(a - b) <= _EPS for a, b in zip(det.bounding_box, wbox))
 
@@ -155,15 +190,14 @@ def _attr(det, name, default=None):
 
 def from_detection(det, w: int, h: int) -> Annotation:
     """The Annotation a correction detection stands for (before validity checks)."""
-    if unchanged(det):
+    if box_unchanged(det):  # exact pixels back, not relative coordinates times the size
         box = Box(*_attr(det, "px"))
         obox = OrientedBox(*_attr(det, "obox")) if _attr(det, "obox") else None
-        edited = bool(_attr(det, "edited", False))
     else:
         x, y, bw, bh = det.bounding_box or [0.0, 0.0, 0.0, 0.0]
         box = Box(x * w, y * h, (x + bw) * w, (y + bh) * h)
-        obox = None  # the App edits axis-aligned boxes: an old oriented box no longer fits
-        edited = True
+        obox = None  # an oriented box written with the old box no longer fits the new one
+    edited = bool(_attr(det, "edited", False)) if unchanged(det) else True
     source = _attr(det, "source")
     if source is None:  # drawn in the App
         prov = Provenance("human")
@@ -173,6 +207,198 @@ def from_detection(det, w: int, h: int) -> Annotation:
                           edited if source != "human" else False)
     return Annotation(det.label or "", box, obox, prov, bool(_attr(det, "difficult", False)),
                       _attr(det, "uid") or det.id)
+
+
+# --- oriented boxes as polylines ----------------------------------------------------------
+def to_polyline(ann: Annotation, w: int, h: int):
+    """The oriented box of `ann` as a closed 4-point Polyline (relative coordinates) that
+    remembers what was written (`wlabel`, `wpoints`, the exact pixel `obox`); None without
+    an oriented box. Carries the detection's `uid` and provenance: the pair is one object,
+    and a polyline whose detection is deleted still knows where it came from."""
+    import fiftyone as fo
+    if ann.obox is None:
+        return None
+    pts = [[x / w, y / h] for x, y in ann.obox.corners()]
+    p = ann.provenance
+    return fo.Polyline(label=ann.category, points=[pts], closed=True, filled=False,
+                       confidence=p.score, uid=ann.id, source=p.source,
+                       model_version=p.model_version, edited=p.edited,
+                       difficult=ann.difficult, wpoints=[list(pt) for pt in pts],
+                       wlabel=ann.category, obox=ann.obox.as_list())
+
+
+def polyline_unchanged(poly) -> bool:
+    """True when the polyline still is what tinyloop wrote (no one moved or relabelled it)."""
+    wpoints, points = _attr(poly, "wpoints"), poly.points
+    if wpoints is None or _attr(poly, "wlabel") != poly.label or not points \
+            or len(points) != 1 or len(points[0]) != len(wpoints):
+        return False
+    return all(abs(a - b) <= _EPS for p, q in zip(points[0], wpoints) for a, b in zip(p, q))
+
+
+class PolylineError(ValueError):
+    """A polyline that is no oriented box: (message, fix) for the annotator."""
+
+
+def polyline_shape(poly, w: int, h: int) -> tuple[OrientedBox, Box, tuple]:
+    """(oriented box, its polygon's bounding box, the pixel corners) of an edited polyline:
+    the minimum-area rectangle around its 4 points. PolylineError when it has another
+    number of points, crossing edges or no area."""
+    from shapely.geometry import MultiPoint, Polygon
+    shapes = poly.points or []
+    pts = [tuple(p) for p in (shapes[0] if len(shapes) == 1 else [])]
+    if len(pts) == 5 and _same_point(pts[0], pts[-1]):
+        pts = pts[:4]  # a ring written closed repeats its first point
+    corners = tuple((x * w, y * h) for x, y in pts)
+    what = f"oriented box (polyline {poly.label!r}"
+    if len(shapes) != 1 or len(corners) != 4:
+        n = sum(len(s) for s in shapes)
+        raise PolylineError(f"{what}, {len(shapes)} shape(s)) has {n} points, not 4",
+                            "drag its corners so one shape has exactly 4 points, or delete "
+                            "the polyline (the box stays axis-aligned)")
+    where = f"{what} at {_fmt(_bounds(corners))})"
+    if MultiPoint(corners).convex_hull.area <= _EPS:  # on one line or one point
+        raise PolylineError(f"{where} encloses no area",
+                            "spread its 4 corners around the object, or delete the polyline")
+    if not Polygon(corners).is_valid:  # a bow tie: two corners swapped
+        raise PolylineError(f"{where} has crossing edges",
+                            "move the corners so they go around the object in order")
+    return OrientedBox.from_corners(list(corners)), _bounds(corners), corners
+
+
+def _same_point(a, b) -> bool:
+    return all(abs(u - v) <= _EPS for u, v in zip(a, b))
+
+
+def _bounds(corners) -> Box:
+    xs, ys = zip(*corners)
+    return Box(min(xs), min(ys), max(xs), max(ys))
+
+
+def _label_key(label) -> str:
+    """What links a detection to its polyline: tinyloop's `uid`, else the FiftyOne
+    instance both share, else the label's own id (an unlinked label is its own object)."""
+    return _attr(label, "uid") or getattr(label, "instance_id", None) or label.id
+
+
+def _as_edited(ann: Annotation) -> Annotation:
+    """`ann` after a person changed it (a human-made box stays plain human)."""
+    if ann.provenance.source == "human":
+        return ann
+    return replace(ann, provenance=replace(ann.provenance, edited=True))
+
+
+@dataclass
+class LabelObject:
+    """One object of a sample: its detection and polyline (either may be missing) and the
+    Annotation they stand for, or `problem` = (message, fix) when they are no label.
+    `owned`: a person made or touched it, so a model refresh keeps it as it is."""
+    det: object | None
+    poly: object | None
+    ann: Annotation | None = None
+    problem: tuple[str, str] | None = None
+
+    @property
+    def owned(self) -> bool:
+        return self.problem is not None or is_human_owned(self.ann)
+
+
+def read_objects(sample, field: str, w: int, h: int) -> list[LabelObject]:
+    """The objects of the Detections field `field` and its oriented Polylines, detections'
+    order first, then polylines without a detection.
+
+    - detection only: `from_detection`; if tinyloop wrote it with an oriented box and the
+      sample has polylines, the annotator deleted the polyline: the box stays, axis-aligned;
+    - both unchanged: `from_detection` (exact pixels and oriented box);
+    - polyline edited: its minimum-area rectangle is the oriented box and its bounding box
+      the box (a polyline that is no rectangle is a `problem`);
+    - polyline without detection: a new oriented object when drawn or edited in the App;
+      dropped when unchanged (the annotator deleted the object's detection).
+    Samples synced before polylines existed (field unset) read as detections only.
+    """
+    polys_field = _field(sample, oriented(field))
+    polys = {}
+    for poly in (polys_field.polylines if polys_field else []):
+        key = _label_key(poly)  # a second polyline of one object is an object of its own
+        polys[key if key not in polys else poly.id] = poly
+    dets = _field(sample, field)
+    objects = [_object(det, polys.pop(_label_key(det), None), polys_field is None, w, h)
+               for det in (dets.detections if dets else [])]
+    objects += [_object(None, poly, False, w, h) for poly in polys.values()]
+    return [o for o in objects if o.ann is not None or o.problem is not None]
+
+
+def _object(det, poly, legacy: bool, w: int, h: int) -> LabelObject:
+    obj = LabelObject(det, poly)
+    if poly is None:
+        obj.ann = from_detection(det, w, h)
+        if obj.ann.obox is not None and not legacy:  # the annotator deleted the polyline
+            obj.ann = _as_edited(replace(obj.ann, obox=None))
+        return obj
+    if polyline_unchanged(poly):
+        # with its detection: as the detection says (an edited detection has dropped the
+        # oriented box, which no longer fits it); alone: deleted with its detection
+        obj.ann = from_detection(det, w, h) if det is not None else None
+        return obj
+    try:
+        obox, box, corners = polyline_shape(poly, w, h)
+    except PolylineError as e:
+        obj.problem = (str(e.args[0]), str(e.args[1]))
+        return obj
+    # provenance, id and class as the detection says; a lone polyline carries the same
+    # attributes (its box is replaced by the polyline's below)
+    base = from_detection(det if det is not None else poly, w, h)
+    label = poly.label if poly.label != _attr(poly, "wlabel") else base.category
+    obj.ann = _as_edited(replace(base, category=label or "", box=box, obox=obox,
+                                 polygon=corners))
+    return obj
+
+
+def _field(sample, name: str):
+    """`sample[name]`, or None where the dataset has no such field (older datasets)."""
+    try:
+        return sample[name]
+    except (KeyError, AttributeError):
+        return None
+
+
+def set_objects(sample, field: str, anns: list[Annotation], w: int, h: int) -> None:
+    """Write `anns` as the Detections of `field` and their oriented boxes as the Polylines
+    of `oriented(field)`."""
+    dets = _detections(anns, w, h).detections
+    put_objects(sample, field, dets, _linked_polylines(anns, dets, w, h))
+
+
+def put_objects(sample, field: str, dets: list, polys: list) -> None:
+    """Set the Detections of `field` and the Polylines of `oriented(field)` (FiftyOne
+    labels, linked already)."""
+    import fiftyone as fo
+    sample[field] = fo.Detections(detections=list(dets))
+    sample[oriented(field)] = fo.Polylines(polylines=list(polys))
+
+
+def _linked_polylines(anns: list[Annotation], dets: list, w: int, h: int) -> list:
+    """The polylines of the oriented `anns`; each shares one fo.Instance with its detection
+    (`dets[i]` is `anns[i]`'s), so the App knows the pair as one object."""
+    import fiftyone as fo
+    polys = []
+    for ann, det in zip(anns, dets):
+        poly = to_polyline(ann, w, h)
+        if poly is not None:
+            det.instance = poly.instance = fo.Instance()
+            polys.append(poly)
+    return polys
+
+
+def _backfill_polylines(sample, field: str, w: int, h: int) -> None:
+    """Give a sample synced before polylines existed the polylines of its oriented
+    detections (edited boxes have no oriented box left), so the annotator sees them."""
+    import fiftyone as fo
+    if _field(sample, oriented(field)) is not None or sample[field] is None:
+        return
+    dets = sample[field].detections
+    polys = _linked_polylines([from_detection(d, w, h) for d in dets], dets, w, h)
+    sample[oriented(field)] = fo.Polylines(polylines=polys)
 
 
 def to_keypoint(click: Click, w: int, h: int):
@@ -268,12 +494,13 @@ def sync_batch(project_root: str | Path, batch: int, dataset_name: str, images_d
         if is_new or sample["review_status"] is None:
             sample["review_status"] = "todo"
         if rec.id in gt_by_id:
-            sample[GROUND_TRUTH] = _detections(gt_by_id[rec.id].annotations, w, h)
+            set_objects(sample, GROUND_TRUTH, gt_by_id[rec.id].annotations, w, h)
         # what annotators and "Refine with clicks" changed stays, unless `refill`
-        if refill or is_new or sample[PREDICTIONS] is None:
-            sample[PREDICTIONS] = _detections(item.annotations, w, h)
-        if refill or is_new or sample[CORRECTIONS] is None:
-            sample[CORRECTIONS] = _detections(item.annotations, w, h)
+        for name in (PREDICTIONS, CORRECTIONS):
+            if refill or is_new or sample[name] is None:
+                set_objects(sample, name, item.annotations, w, h)
+            else:
+                _backfill_polylines(sample, name, w, h)
         if refill or is_new or sample[CLICKS] is None:
             sample[CLICKS] = _keypoints(clicks_by_id.get(rec.id, item.clicks), w, h)
         if is_new:
@@ -325,8 +552,8 @@ def restart_batch(project_root: str | Path, batch: int, dataset_name: str) -> in
             autosave=True, batch_size=200, progress=False):
         item = items[sample["image_id"]]
         w, h = item.image.width, item.image.height
-        sample[PREDICTIONS] = _detections(item.annotations, w, h)
-        sample[CORRECTIONS] = _detections(item.annotations, w, h)
+        set_objects(sample, PREDICTIONS, item.annotations, w, h)
+        set_objects(sample, CORRECTIONS, item.annotations, w, h)
         sample[CLICKS] = _keypoints(clicks_by_id.get(item.id, item.clicks), w, h)
         sample[NEW_CLICKS] = fo.Detections()
         sample["review_status"] = "todo"
@@ -341,21 +568,12 @@ def sample_labels(sample, template: ImageLabels, classes: list[str]
     rec = template.image
     w, h = rec.width, rec.height
     anns, problems = [], []
-    dets = sample[CORRECTIONS].detections if sample[CORRECTIONS] else []
-    for det in dets:
-        ann = from_detection(det, w, h)
-        why = None
-        if ann.category not in classes:
-            why = (f"box {_fmt(ann.box)} has unknown class {ann.category!r}",
-                   f"pick one of {', '.join(classes)} in the Annotate tab")
-        else:
-            bad = ann.box.problem(w, h)
-            if bad:
-                why = (bad, "redraw the box inside the image or delete it")
+    for obj in read_objects(sample, CORRECTIONS, w, h):
+        why = obj.problem or _label_problem(obj.ann, classes, w, h)
         if why:
             problems.append(Problem(rec.id, *why))
         else:
-            anns.append(ann)
+            anns.append(obj.ann)
     clicks = [from_keypoint(kp, w, h) for kp in
               (sample[CLICKS].keypoints if sample[CLICKS] else [])]
     for c in clicks:
@@ -370,6 +588,16 @@ def sample_labels(sample, template: ImageLabels, classes: list[str]
         clicks.append(c)
     clicks = [c for c in clicks if c.category in classes]
     return ImageLabels(rec, anns, list(template.ignore), clicks), problems
+
+
+def _label_problem(ann: Annotation, classes: list[str], w: int, h: int
+                   ) -> tuple[str, str] | None:
+    """(message, fix) when `ann` cannot be a label: unknown class, bad box."""
+    if ann.category not in classes:
+        return (f"box {_fmt(ann.box)} has unknown class {ann.category!r}",
+                f"pick one of {', '.join(classes)} in the Annotate tab")
+    bad = ann.box.problem(w, h)
+    return (bad, "redraw the box inside the image or delete it") if bad else None
 
 
 def _fmt(box: Box) -> str:
@@ -391,8 +619,8 @@ def pull_batch(project_root: str | Path, batch: int, dataset_name: str,
     # raw documents: building FiftyOne Sample objects costs ~20 ms per image, this ~1 ms
     docs = ds._sample_collection.find(
         {"image_id": {"$in": [im.id for im in pre]}},
-        {"image_id": 1, "tags": 1, "problems": 1, CORRECTIONS: 1, CLICKS: 1, NEW_CLICKS: 1,
-         PREDICTIONS: 1})
+        {"image_id": 1, "tags": 1, "problems": 1, CORRECTIONS: 1, oriented(CORRECTIONS): 1,
+         CLICKS: 1, NEW_CLICKS: 1, PREDICTIONS: 1})
     samples = {d["image_id"]: RawSample(d) for d in docs}
     images, refined, problems = [], [], []
     for item in pre:
@@ -451,6 +679,8 @@ class RawLabel:
         return self.d.get(name)
 
     id = property(lambda self: str(self.d["_id"]))
+    instance_id = property(lambda self: str((self.d.get("instance") or {}).get("_id") or "")
+                           or None)
     label = property(lambda self: self.d.get("label"))
     bounding_box = property(lambda self: self.d.get("bounding_box"))
     confidence = property(lambda self: self.d.get("confidence"))
@@ -459,7 +689,7 @@ class RawLabel:
 
 class _RawList:
     def __init__(self, items: list[dict]):
-        self.detections = self.keypoints = [RawLabel(i) for i in items]
+        self.detections = self.keypoints = self.polylines = [RawLabel(i) for i in items]
 
 
 class RawSample:
@@ -474,7 +704,10 @@ class RawSample:
         value = self.doc.get(field)
         if not value:
             return None
-        return _RawList(value.get("detections", value.get("keypoints", [])) or [])
+        for key in ("detections", "keypoints", "polylines"):
+            if key in value:
+                return _RawList(value[key] or [])
+        return _RawList([])
 
 
 # --- "Refine with clicks" and "Mark batch done" (the plugin's operators call these) -------
@@ -506,19 +739,21 @@ def refine_samples(ds, sample_ids: Iterable[str], predict, retries: int = 5) -> 
 
 
 def refresh_sample(sample, predictions: list[Annotation], w: int, h: int) -> tuple[int, int]:
-    """Show `predictions` in `predictions`; in `corrections`, keep every box a person owns
-    (`is_human_owned`) exactly as it is and put the predictions a refresh adds
+    """Show `predictions` in `predictions`; in `corrections`, keep every object a person
+    owns (`LabelObject.owned`: drawn, or its box or polyline edited, or still to be fixed)
+    exactly as it is, detection and polyline, and put the predictions a refresh adds
     (`predictions_to_add`: clipped to the image, none on a kept box) instead of the others.
-    Returns (boxes replaced, boxes kept). The sample is not saved."""
-    import fiftyone as fo
-    dets = sample[CORRECTIONS].detections if sample[CORRECTIONS] else []
-    kept = [d for d in dets if is_human_owned(from_detection(d, w, h))]
-    added = predictions_to_add(predictions, [from_detection(d, w, h) for d in kept], w, h)
+    Returns (objects replaced, objects kept). The sample is not saved."""
+    _backfill_polylines(sample, CORRECTIONS, w, h)
+    objects = read_objects(sample, CORRECTIONS, w, h)
+    kept = [o for o in objects if o.owned]
+    added = predictions_to_add(predictions, [o.ann for o in kept if o.ann], w, h)
     added = [replace(a, id=new_annotation_id()) for a in added]
-    sample[PREDICTIONS] = _detections(predictions, w, h)
-    sample[CORRECTIONS] = fo.Detections(
-        detections=kept + [to_detection(a, w, h) for a in added])
-    return len(dets) - len(kept), len(kept)
+    set_objects(sample, PREDICTIONS, predictions, w, h)
+    new_dets = _detections(added, w, h).detections
+    put_objects(sample, CORRECTIONS, [o.det for o in kept if o.det] + new_dets,
+                [o.poly for o in kept if o.poly] + _linked_polylines(added, new_dets, w, h))
+    return len(objects) - len(kept), len(kept)
 
 
 def edit_sample(load: Callable, change: Callable, retries: int, what: str) -> None:
