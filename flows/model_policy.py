@@ -139,6 +139,11 @@ def predictor(p, model_path: Path, min_score: float | None = None):
     """The Predictor of `model_path` with the project's classes and tiling, showing boxes
     from `min_score` (default: `min_score_for` the model)."""
     from c3det.predict import Predictor
+    from c3det.yolo.models import is_yolo_checkpoint
     if min_score is None:
         min_score = min_score_for(p, model_path)
+    if is_yolo_checkpoint(model_path):   # c3det.detector: yolo (the file says, not params:
+        # a project may switch detectors, its older models keep theirs)
+        from c3det.yolo.predict import YoloPredictor
+        return YoloPredictor(model_path, p.classes, tiling=p.params.tiling, min_score=min_score)
     return Predictor(model_path, p.classes, tiling=p.params.tiling, min_score=min_score)

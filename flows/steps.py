@@ -384,9 +384,10 @@ def train(p: Project, n: int, batch_size: int | None = None) -> dict:
         model_policy.publish_current(p, n)
         return json.loads(done.read_text())
     c3 = _schedule(p, n)
-    size = batch_size or c3.train.batch_size
+    size = batch_size or (c3.yolo.batch if c3.detector == "yolo" else c3.train.batch_size)
     for attempt in range(p.params.flows.oom_retries + 1):
-        params = replace(c3, train=replace(c3.train, batch_size=size))
+        params = replace(c3, train=replace(c3.train, batch_size=size),
+                         yolo=replace(c3.yolo, batch=size))
         try:
             fault_point("train")
             t0 = time.perf_counter()
@@ -400,7 +401,8 @@ def train(p: Project, n: int, batch_size: int | None = None) -> dict:
             log.warning("CUDA out of memory: retrying training with batch_size %d", size)
             _empty_cuda_cache()
     summary = {"batch": n, "images": len(labeled(p, n).images), "batch_size": size,
-               "kind": model_kind(p), "seconds": time.perf_counter() - t0,
+               "kind": model_kind(p), "detector": c3.detector,
+               "seconds": time.perf_counter() - t0,
                "epochs": len(result.get("epochs", []))}
     write_json_atomic(done, summary)
     # the resume state (weights + optimizer) is only needed by an unfinished run: keeping
@@ -417,6 +419,8 @@ def _schedule(p: Project, n: int):
     c3, epochs = p.params.c3det, p.params.flows.warm_start_epochs
     if epochs is None or model_policy.warm_start(p, n) is None:
         return c3
+    if c3.detector == "yolo":   # a linear lr decay: nothing to scale but the epochs
+        return replace(c3, yolo=replace(c3.yolo, epochs=epochs))
     scale = epochs / c3.train.epochs
     steps = sorted({max(1, round(s * scale)) for s in c3.train.lr_steps if s < c3.train.epochs})
     return replace(c3, train=replace(c3.train, epochs=epochs,
@@ -425,6 +429,8 @@ def _schedule(p: Project, n: int):
 
 def _fit(p: Project, n: int, params) -> dict:
     """Train model n by flows.train_recipe; each stage resumes from its last finished epoch."""
+    if params.detector == "yolo":
+        return _fit_yolo(p, n, params)
     from c3det.train import train as train_model
     kind, out, labels = model_kind(p), p.layout.model_dir(n), labeled(p, n)
     if p.params.flows.train_recipe == "end_to_end" or kind == "plain":
@@ -438,6 +444,39 @@ def _fit(p: Project, n: int, params) -> dict:
     init = [w for w in (model_policy.warm_start(p, n), p.layout.detector(n)) if w is not None]
     return train_model(labels, p.source, frozen, out, resume=True, kind=kind, progress=False,
                        init_from=init)
+
+
+def _fit_yolo(p: Project, n: int, params) -> dict:
+    """Model n as an ultralytics YOLO (c3det.yolo.train; one stage, so flows.train_recipe
+    does not apply): models/iter-NNN/model.pt (written once finished) + yolo/ (its run,
+    resumed after a kill). The exported training set goes to .tinyloop/yolo-data/, outside
+    what DVC versions, and is removed once the model is finished."""
+    import shutil
+    from c3det.yolo.models import is_yolo_checkpoint
+    from c3det.yolo.train import train as train_yolo
+    init = model_policy.warm_start(p, n)
+    if init is not None and not is_yolo_checkpoint(init):
+        log.warning("%s is not a YOLO model (c3det.detector changed?): model %d trains from "
+                    "its yaml", init, n)
+        init = None
+    data = p.layout.state / "yolo-data" / f"iter-{n:03d}"
+    result = train_yolo(labeled(p, n), p.source, params, p.layout.model_dir(n),
+                        init_from=init, tiling=p.params.tiling, data_dir=data,
+                        model_base=p.layout.root, version=f"iter-{n:03d}", progress=False)
+    shutil.rmtree(data, ignore_errors=True)
+    return result
+
+
+def _eval_model(p: Project, n: int):
+    """Model n as c3det.evaluate.map_vs_clicks scores it (a YOLO model through its
+    adapter)."""
+    from c3det.checkpoint import best_device, load
+    from c3det.yolo.models import is_yolo_checkpoint
+    path = p.layout.model(n)
+    if is_yolo_checkpoint(path):
+        from c3det.yolo.predict import YoloEvalModel, YoloPredictor
+        return YoloEvalModel(YoloPredictor(path, p.classes, tiling=p.params.tiling))
+    return load(path, map_location=best_device())[0]
 
 
 def _empty_cuda_cache() -> None:
@@ -457,9 +496,8 @@ def evaluate(p: Project, n: int) -> dict:
         metrics = {"batch": n, "images_labeled": len(labeled(p, n).images),
                    "eval_images": len(test.images)}
         if test.images:
-            from c3det.checkpoint import best_device, load
             from c3det.evaluate import map_vs_clicks
-            model, _ = load(p.layout.model(n), map_location=best_device())
+            model = _eval_model(p, n)
             ev = p.params.c3det.eval
             if model_kind(p) == "plain":
                 ev = replace(ev, click_steps=[0])
