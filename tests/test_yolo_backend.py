@@ -343,3 +343,41 @@ def test_two_loop_iterations_with_detector_yolo(tmp_path, monkeypatch, network_c
     assert not (p.layout.state / "yolo-data").exists() or \
         not any((p.layout.state / "yolo-data").iterdir())
     assert network_calls == []
+
+
+def test_ultralytics_rotation_is_orientedbox_rotation():
+    """YoloPredictor copies ultralytics' xywhr into OrientedBox as is: same corners."""
+    import torch
+    from c3det.yolo.offline import ultralytics
+    from tinyloop.annotations import OrientedBox
+    ultralytics()
+    from ultralytics.utils.ops import xywhr2xyxyxyxy
+    theirs = xywhr2xyxyxyxy(torch.tensor([[50.0, 40.0, 30.0, 10.0, 0.5]]))[0].tolist()
+    ours = OrientedBox(50, 40, 30, 10, 0.5).corners()
+    assert sorted(map(tuple, np.round(theirs, 3))) == sorted(map(tuple, np.round(ours, 3)))
+
+
+def test_model_cli_trains_and_evaluates_a_yolo_model(data, tmp_path, network_calls):
+    from flows.commands.base import CliProject
+    from flows.commands.c3det import cmd_model_evaluate, cmd_model_train
+    from flows.project.init import set_params
+    from tinyloop.cocofile import write_labels
+    params = tmp_path / "params.yaml"
+    params.write_text("c3det:\n  detector: yolo\n")
+    set_params(params, {"c3det.yolo.imgsz": 96, "c3det.yolo.batch": 2,
+                        "c3det.yolo.workers": 0, "c3det.eval.click_steps": [0],
+                        "c3det.eval.sessions": 1})
+    write_labels(data["labels"], tmp_path / "labels.json")
+    project = CliProject(tmp_path, params)
+    common = dict(labels=str(tmp_path / "labels.json"), images=str(data["root"] / "axis"),
+                  split=None)
+    train = dict(common, out=str(tmp_path / "m"), kind="c3det", epochs=1, init=None,
+                 no_resume=False)
+    assert cmd_model_train(type("Args", (), train), project) == 0
+    assert (tmp_path / "m/model.pt").exists()
+    ev = dict(common, model=[str(tmp_path / "m/model.pt")], passthrough=[], max_images=2,
+              out=str(tmp_path / "ev"))
+    assert cmd_model_evaluate(type("Args", (), ev), project) == 0
+    got = json.loads((tmp_path / "ev.json").read_text())["models"][0]
+    assert got["name"] == "yolo (m)" and got["steps"] == [0]
+    assert network_calls == []

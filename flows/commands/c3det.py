@@ -99,12 +99,40 @@ def cmd_model_train(args: argparse.Namespace, project: CliProject) -> int:
         params = dataclasses.replace(params, train=dataclasses.replace(params.train,
                                                                        epochs=args.epochs))
     labels = _labels(args, params)
+    if params.detector == "yolo":
+        return _train_yolo(args, params, labels, project.params.tiling)
     r = train(labels, args.images, params, args.out, resume=not args.no_resume,
               kind=args.kind, init_from=args.init)
     last = r["epochs"][-1] if r["epochs"] else {}
     print(f"trained {args.kind} for {len(r['epochs'])} epochs on {len(labels)} images; "
           f"last loss {last.get('loss', float('nan')):.4f}; model: {r['model']}")
     return 0
+
+
+def _train_yolo(args: argparse.Namespace, params, labels, tiling) -> int:
+    """c3det.detector: yolo: the ultralytics model of c3det.yolo (c3det/yolo/train.py);
+    --kind does not apply (clicks only relabel its boxes), --no-resume starts over."""
+    import shutil
+    from c3det.yolo.train import train as train_yolo
+    if args.no_resume:
+        shutil.rmtree(Path(args.out) / "yolo", ignore_errors=True)
+        (Path(args.out) / "model.pt").unlink(missing_ok=True)
+    r = train_yolo(labels, args.images, params, args.out, init_from=args.init,
+                   epochs=args.epochs, tiling=tiling)
+    print(f"trained {params.yolo.model} for {len(r['epochs'])} epochs on {len(labels)} "
+          f"images; model: {r['model']}")
+    return 0
+
+
+def _evaluated(path: str):
+    """(model for map_vs_clicks, meta): a c3det checkpoint, or a YOLO one (c3det/yolo/)."""
+    from c3det import checkpoint
+    from c3det.yolo.models import is_yolo_checkpoint
+    if is_yolo_checkpoint(path):
+        from c3det.yolo.predict import YoloEvalModel, YoloPredictor
+        predictor = YoloPredictor(path)
+        return YoloEvalModel(predictor), {"kind": "yolo", "classes": predictor.classes}
+    return checkpoint.load(path, map_location=checkpoint.best_device())
 
 
 def cmd_model_evaluate(args: argparse.Namespace, project: CliProject) -> int:
@@ -122,7 +150,7 @@ def cmd_model_evaluate(args: argparse.Namespace, project: CliProject) -> int:
     results = []
     for path, wrap in [(m, False) for m in args.model] + [(m, True) for m in args.passthrough]:
         try:
-            model, meta = checkpoint.load(path, map_location=checkpoint.best_device())
+            model, meta = _evaluated(path)
         except checkpoint.CheckpointError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
@@ -132,8 +160,11 @@ def cmd_model_evaluate(args: argparse.Namespace, project: CliProject) -> int:
             return 1
         name = f"passthrough ({Path(path).parent.name})" if wrap else \
             f"{meta['kind']} ({Path(path).parent.name})"
-        model = Passthrough(model) if wrap else model
-        r = map_vs_clicks(model.eval(), labels, args.images, params.eval, name=name)
+        if wrap and meta["kind"] != "yolo":   # a YOLO model is a passthrough already
+            model = Passthrough(model)
+        if hasattr(model, "eval"):
+            model.eval()
+        r = map_vs_clicks(model, labels, args.images, params.eval, name=name)
         results.append(r)
         print(f"{name}: mAP@{params.eval.iou:g} at clicks {r['steps']}: "
               + " ".join(f"{m:.1f}" for m in r["map_mean"]))
