@@ -381,3 +381,16 @@ def test_model_cli_trains_and_evaluates_a_yolo_model(data, tmp_path, network_cal
     got = json.loads((tmp_path / "ev.json").read_text())["models"][0]
     assert got["name"] == "yolo (m)" and got["steps"] == [0]
     assert network_calls == []
+
+
+def test_ultralytics_leaves_the_torch_thread_count_alone(models, data):
+    import torch
+    from c3det.yolo.predict import YoloPredictor
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)   # ultralytics' select_device would set min(8, CPUs - 1)
+    try:
+        pred = YoloPredictor(models["detect"]["model"])
+        pred.predict(str(data["root"] / "axis" / data["labels"].images[0].image.path), [])
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)

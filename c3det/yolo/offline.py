@@ -13,6 +13,10 @@ Two checks ignore YOLO_OFFLINE and are replaced here (`_no_network_checks`):
 - the trainer's `check_amp` compares fp32 and AMP outputs of a downloaded yolo26n.pt; here
   AMP is decided by the caller (c3det.yolo.train: params `amp` and a CUDA device), so the
   check just confirms a CUDA device.
+
+One more side effect is undone: ultralytics' `select_device` (run by every trainer,
+validator and predictor) sets torch's thread count to min(8, CPUs - 1), overriding the
+process's choice (TINYLOOP_TORCH_THREADS, a benchmark's --threads); here it keeps it.
 """
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ def ultralytics(config_dir: str | os.PathLike | None = None):
            "neptune", "raytune", "vscode_msg", "openvino_msg")
     SETTINGS.update({k: False for k in off if k in SETTINGS})
     _no_network_checks()
+    _keep_torch_threads()
     return ul
 
 
@@ -64,3 +69,24 @@ def _no_network_checks() -> None:
     for module in (checks, data_utils, plotting):   # each imported the name itself
         module.check_font = local_font
     trainer.check_amp = amp_without_download
+
+
+def _keep_torch_threads() -> None:
+    import ultralytics.engine.predictor as predictor
+    import ultralytics.engine.trainer as trainer
+    import ultralytics.engine.validator as validator
+    import ultralytics.nn.autobackend as autobackend
+    import ultralytics.utils.torch_utils as torch_utils
+    real = getattr(torch_utils.select_device, "__wrapped__", torch_utils.select_device)
+
+    def select_device(*args, **kwargs):
+        import torch
+        threads = torch.get_num_threads()
+        try:
+            return real(*args, **kwargs)
+        finally:
+            torch.set_num_threads(threads)
+    select_device.__wrapped__ = real
+    for module in (torch_utils, trainer, predictor, validator, autobackend):
+        if hasattr(module, "select_device"):   # each imported the name itself
+            module.select_device = select_device
