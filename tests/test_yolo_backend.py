@@ -160,7 +160,7 @@ def test_a_killed_run_resumes_after_its_last_epoch(data, tmp_path, monkeypatch,
     def killed_after_first_save(task):
         class Killed(real(task)):
             def save_model(self):
-                saved = super().save_model()
+                super().save_model()
                 raise KeyboardInterrupt("kill -9 stand-in")
         return Killed
     params = tiny(epochs=2)

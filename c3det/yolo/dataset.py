@@ -67,7 +67,7 @@ def tile_images(items: list[ImageLabels], image_root: Path, tile_dir: Path, imgs
 
 
 def _open_rgb_or_grey(path: Path):
-    from PIL import Image, ImageOps
+    from PIL import ImageOps
     from tinyloop.images import _pillow_open   # Pillow's own opener (see tinyloop.images)
     im = _pillow_open()(path)
     im.load()
