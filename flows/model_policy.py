@@ -109,8 +109,8 @@ def boxes_hidden(p, n: int) -> bool:
 
 def choose_min_score(p, n: int, test: LabelSet) -> dict | None:
     """With flows.min_score auto: the score from which model n's boxes are shown, the one
-    that would have saved the most annotation time (edits + image checks) on the held-out
-    images `test` (written beside the model, once)."""
+    that would have saved the most on the held-out images `test` by both WT and annotation
+    time (workload.best_threshold; written beside the model, once)."""
     if p.params.flows.min_score != "auto":
         return None
     path = p.layout.threshold(n)

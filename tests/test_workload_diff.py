@@ -137,7 +137,7 @@ def test_image_missing_from_preannotations_counts_as_added():
     assert t["added"] == 5 and t["deleted"] == 0
 
 
-def test_min_score_is_chosen_where_the_time_saving_is_largest():
+def test_min_score_is_chosen_where_both_wt_and_time_save_most():
     """Three right boxes at 0.8-0.9 and two wrong ones at 0.3: showing only the right ones
     saves 3 boxes of 5 (60 %); showing all costs two deletions (3 - 2/2 = 2 of 5: 40 %);
     showing none saves nothing."""
@@ -157,6 +157,10 @@ def test_min_score_is_chosen_where_the_time_saving_is_largest():
     assert best_threshold(curve) == 0.5
     assert best_threshold(curve, min_gain_pct=48.0) == 0.5
     assert best_threshold(curve, min_gain_pct=49.0) == NONE_SHOWN > 1.0  # not worth showing
+    # the smaller of the two gains decides: time says 0.1, WT says 0.5 -> 0.5
+    rows = [{"min_score": 0.1, "wt_reduction_pct": 5.0, "seconds_reduction_pct": 20.0},
+            {"min_score": 0.5, "wt_reduction_pct": 8.0, "seconds_reduction_pct": 9.0}]
+    assert best_threshold(rows) == 0.5
     useless = [{"min_score": t, "wt_reduction_pct": -5.0, "seconds_reduction_pct": -5.0}
                for t in (0.1, 0.5)]
     assert best_threshold(useless) == NONE_SHOWN
