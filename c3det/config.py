@@ -76,7 +76,8 @@ class CRPNParams:
     stage1_neg_iou: float = 0.15     # stage 1: negative below this IoU, ignored between
     stage2_pos_iou: float = 0.7      # stage 2 (MaxIoU on the stage-1 boxes): positive >= this
     stage2_neg_iou: float = 0.3      # negative below this (the reference code uses 0.7)
-    stage2_samples: int = 256        # anchors sampled per image for stage 2 (half positive at most)
+    stage2_samples: int = 256        # anchors sampled per image for stage 2 (half positive at most);
+    # both stages' IoU losses are divided by B x stage2_samples
     iou_loss_weight: float = 9.0     # alpha_1, both stages' IoU losses (eq. 2)
     cls_loss_weight: float = 0.9     # alpha_2, stage-2 objectness (eq. 2)
     nms_iou: float = 0.7             # proposal NMS per level (torchvision's RPN default)

@@ -31,10 +31,18 @@ Choices where the paper is silent, from its reference code (mmdetection CRPNHead
   torchvision's Matcher(allow_low_quality_matches=True) does: a 3 px object reaches at best
   IoU 9/64 with an 8 px anchor, below even the negative threshold.
 - box coders: stage 1 weights (10, 10, 2, 2), stage 2 (20, 20, 10, 10) (the reference's
-  target_stds inverted); IoU losses on the decoded boxes; stage-1 loss summed over positives
-  and divided by (anchors in the batch / 200) (the reference, after Guided Anchoring); stage 2
-  samples 256 anchors per image, at most half positive, losses averaged over them (as
-  torchvision's RPN and the reference).
+  target_stds inverted); IoU losses on the decoded boxes; stage 2 samples 256 anchors per
+  image, at most half positive, losses averaged over them (as torchvision's RPN and the
+  reference). The box-regression layers start at zero: each stage's boxes start as its
+  anchors (stage 1) or the stage-1 boxes (stage 2), not 2-6x taller (with std-0.01 weights
+  the ImageNet FPN's features, mean |x| ~ 9 on P2, give raw deltas of mean |dh| ~ 3.6).
+- stage-1 loss: summed over positives and divided by B x stage2_samples, the stage-2 IoU
+  loss's normaliser, so eq. 2's shared alpha_1 weighs a positive of either stage alike at
+  any input size. Not the reference's (anchors in the batch / 200, after Guided Anchoring):
+  that grows with the image area, ~600 per image at the reference's 1200 px inputs (the same
+  order as 256) but 15 on 192 px training crops, where each positive then weighed 17x more
+  and the stage-1 layers diverged (issue #14: the boxes grew to the decoder's size clamp,
+  where the IoU loss has no gradient, and the loss rose; see `benchmarks/crpn_recall.py`).
 - IoU loss: torchvision's generalized_box_iou_loss (the reference: linear IoU loss). Equal
   up to the enclosing-box term while boxes overlap, and it still has a gradient when they don't.
 - stage 2 reads the stage-1 features (the reference's refined_feature=True) and the stage-1
@@ -58,7 +66,6 @@ from c3det.config import C3DetParams, CRPNParams
 T_MIN, T_BASE, T_MAX = 0.20, 0.25, 0.70   # eq. 1 as in the reference code
 STAGE1_WEIGHTS = (10.0, 10.0, 2.0, 2.0)   # 1 / target_stds (0.1, 0.1, 0.5, 0.5)
 STAGE2_WEIGHTS = (20.0, 20.0, 10.0, 10.0)  # 1 / target_stds (0.05, 0.05, 0.1, 0.1)
-STAGE1_ANCHORS_PER_SAMPLE = 200.0         # stage-1 loss normaliser: anchors / 200
 MIN_SIZE = 1e-3                           # px, smaller proposals are dropped (torchvision)
 
 
@@ -172,7 +179,7 @@ def stage1_loss(anchors: Tensor, boxes: Tensor, targets: list[dict[str, Tensor]]
                 crpn: CRPNParams) -> Tensor:
     """Coarse regression loss L_reg^c (eq. 2, unweighted): anchors (N, 4) of all levels,
     boxes (B, N, 4) their decoded stage-1 boxes -> IoU loss summed over positive anchors
-    / (B N / 200)."""
+    / (B crpn.stage2_samples), the normaliser of the stage-2 losses (see the module doc)."""
     total = boxes.sum() * 0.0                       # keeps the graph when nothing is positive
     for b, target in enumerate(targets):
         gt = target["boxes"].to(boxes)
@@ -181,7 +188,7 @@ def stage1_loss(anchors: Tensor, boxes: Tensor, targets: list[dict[str, Tensor]]
         if pos.any():
             total = total + generalized_box_iou_loss(boxes[b, pos], gt[idx[pos]],
                                                      reduction="sum")
-    return total / max(1.0, boxes.shape[0] * boxes.shape[1] / STAGE1_ANCHORS_PER_SAMPLE)
+    return total / (boxes.shape[0] * crpn.stage2_samples)
 
 
 def stage2_loss(refs: Tensor, logits: Tensor, boxes: Tensor,
@@ -234,10 +241,12 @@ class CascadeRPN(nn.Module):
         self.stage2_conv = DeformConv2d(in_channels, in_channels, 3, padding=1)
         self.stage2_cls = nn.Conv2d(in_channels, 1, 1)
         self.stage2_reg = nn.Conv2d(in_channels, 4, 1)
-        for layer in (self.stage1_conv, self.stage1_reg, self.stage2_conv, self.stage2_cls,
-                      self.stage2_reg):
+        for layer in (self.stage1_conv, self.stage2_conv, self.stage2_cls):
             nn.init.normal_(layer.weight, std=0.01)     # as torchvision's RPNHead
             nn.init.constant_(layer.bias, 0)
+        for layer in (self.stage1_reg, self.stage2_reg):  # zero deltas: boxes start as anchors
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
         self.coder1 = det_utils.BoxCoder(STAGE1_WEIGHTS)
         self.coder2 = det_utils.BoxCoder(STAGE2_WEIGHTS)
         self.sampler = det_utils.BalancedPositiveNegativeSampler(crpn.stage2_samples, 0.5)
@@ -255,15 +264,21 @@ class CascadeRPN(nn.Module):
     def post_nms_top_n(self) -> int:
         return self._post_nms_top_n["training" if self.training else "testing"]
 
-    def level(self, x: Tensor, stride: int, size: float,
-              image_sizes: list[tuple[int, int]]) -> LevelOutput:
-        """Both stages on one level: x (B, C, H, W) -> LevelOutput."""
+    def stage1(self, x: Tensor, stride: int, size: float) -> tuple[Tensor, Tensor, Tensor]:
+        """The coarse stage on one level: x (B, C, H, W) -> anchors (H W, 4), stage-1 features
+        (B, C, H, W) (stage 2 reads them) and stage-1 boxes (B, H W, 4) xyxy px."""
         batch, _, height, width = x.shape
         anchors = level_anchors(height, width, stride, size, x.device)
         t1 = F.relu(self.stage1_conv(x))
         deltas1 = self.stage1_reg(t1).permute(0, 2, 3, 1).reshape(-1, 4).float()
         boxes1 = self.coder1.decode_single(deltas1, anchors.repeat(batch, 1))
-        boxes1 = boxes1.reshape(batch, -1, 4)
+        return anchors, t1, boxes1.reshape(batch, -1, 4)
+
+    def level(self, x: Tensor, stride: int, size: float,
+              image_sizes: list[tuple[int, int]]) -> LevelOutput:
+        """Both stages on one level: x (B, C, H, W) -> LevelOutput."""
+        batch, _, height, width = x.shape
+        anchors, t1, boxes1 = self.stage1(x, stride, size)
         refs = clip_to_images(boxes1.detach(), image_sizes)
         offsets = adaptive_offsets(refs, stride, height, width)
         # float32 under autocast (deform_conv2d has no bfloat16 CPU kernel; torchvision's CUDA
