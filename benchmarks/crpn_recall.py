@@ -5,12 +5,18 @@ EfficientNet-Lite0 FPN, `c3det.*` defaults otherwise): one with torchvision's RP
 `c3det.crpn.enabled`. After training, each RPN's top `--proposals` (300, CFINet's Table 4)
 proposals on whole val images: recall = share of ground-truth boxes some proposal covers at
 IoU >= 0.5 (and 0.7), overall and by object size sqrt(w*h) (< 12, 12-20, 20-32, > 32 px).
-Also the per-epoch training losses, so a stage-1 loss that rises instead of falling (the
-collapse of issue #14) shows in the JSON.
+For the CRPN also where its recall goes (`crpn_stages`: objects some anchor / stage-1 box /
+stage-2 box covers at all, the mean IoU of the stage-1 positives' boxes) and the stage-1 loss
+per positive anchor by epoch (the logged loss is a sum over positives, whose number moves with
+the crops), so a stage-1 regression that diverges (issue #14) shows in the JSON.
 
     .venv/bin/python benchmarks/crpn_recall.py                 # both RPNs, then the JSON
     .venv/bin/python benchmarks/crpn_recall.py --only crpn     # one run (keeps the other row)
     .venv/bin/python benchmarks/crpn_recall.py --reuse         # score finished runs again
+    .venv/bin/python benchmarks/crpn_recall.py --only crpn --set stage2_pos_iou=0.5  # a knob
+
+The JSON's "crpn before fix (2425407)" row is this run with c3det/crpn.py of that commit
+(loaded in its place by a one-off script), same schedule.
 
 Writes benchmarks/results/crpn_recall.json; `TINYLOOP_MACHINE` names the machine. The default
 schedule is the CFINet ablation's reduced CPU one (benchmarks/c3det_cfinet_ablation.py: 100
