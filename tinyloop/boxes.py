@@ -139,6 +139,14 @@ def _overlapping_pairs(pa: np.ndarray, pb: np.ndarray) -> tuple[np.ndarray, np.n
     return np.nonzero(boxes_touch(ba[:, None], bb[None]))
 
 
+def _pair_intersections(pa: np.ndarray, pb: np.ndarray):
+    """Indices (i, j) of the polygon pairs whose bounding boxes touch and their
+    intersection areas (the pairs no other pair can overlap are skipped)."""
+    import shapely
+    i, j = _overlapping_pairs(pa, pb)
+    return i, j, shapely.area(shapely.intersection(pa[i], pb[j]))
+
+
 def polygon_iou_matrix(a, b) -> np.ndarray:
     """(len(a), len(b)) IoU of polygons (anything `as_polygons` takes); 0 where the union
     has no area. Polygons must be valid (oriented boxes always are)."""
@@ -147,8 +155,7 @@ def polygon_iou_matrix(a, b) -> np.ndarray:
     ious = np.zeros((len(pa), len(pb)))
     if not ious.size:
         return ious
-    i, j = _overlapping_pairs(pa, pb)
-    inter = shapely.area(shapely.intersection(pa[i], pb[j]))
+    i, j, inter = _pair_intersections(pa, pb)
     union = shapely.area(pa)[i] + shapely.area(pb)[j] - inter
     ious[i, j] = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
     return ious
@@ -162,8 +169,7 @@ def polygon_share_inside(polygons, regions) -> np.ndarray:
     shares = np.zeros((len(pa), len(pr)))
     if not shares.size:
         return shares
-    i, j = _overlapping_pairs(pa, pr)
-    inter = shapely.area(shapely.intersection(pa[i], pr[j]))
+    i, j, inter = _pair_intersections(pa, pr)
     shares[i, j] = inter / np.maximum(shapely.area(pa)[i], 1e-12)
     return shares
 
