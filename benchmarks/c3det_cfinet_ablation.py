@@ -79,6 +79,7 @@ def train_cell(a, kind: str, crpn: bool, fi: bool) -> dict:
            "train_s": round(train_s, 1), "test_objects": ev["objects"],
            "device": "cuda" if torch.cuda.is_available() else "cpu",
            "date": time.strftime("%Y-%m-%d"), "machine": MACHINE,
+           "crpn_params": dataclasses.asdict(p.crpn) if crpn else None,
            "schedule": {k: v for k, v in vars(a).items()
                         if k not in ("cmd", "func", "kind", "crpn", "fi")}}
     (out / "result.json").write_text(json.dumps(row, indent=1))
@@ -92,16 +93,30 @@ def small_ap(row: dict, step: int = 0) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
+def recorded_rows() -> list[dict]:
+    """Every cell run, one row per (cell, seed): the JSON's rows (runs of earlier sessions,
+    whose run folders under data/ are not versioned), replaced by the run folders here."""
+    rows = json.loads(RESULT.read_text())["runs"] if RESULT.exists() else []
+    rows = {(r["cell"], r["schedule"]["seed"]): r for r in rows}
+    for f in sorted(WORK.glob("*/result.json")):
+        r = json.loads(f.read_text())
+        rows[(r["cell"], r["schedule"]["seed"])] = r
+    order = {cell_name(*c): i for i, c in enumerate(CELLS)}
+    return sorted(rows.values(), key=lambda r: (r["schedule"]["seed"], order.get(r["cell"], 99)))
+
+
 def cmd_report(a) -> None:
-    rows = [json.loads(f.read_text()) for f in sorted(WORK.glob("*/result.json"))]
+    rows = recorded_rows()
     if not rows:
         raise SystemExit(f"no runs under {WORK}; run `train` or `all` first")
-    order = {cell_name(*c): i for i, c in enumerate(CELLS)}
-    rows.sort(key=lambda r: order.get(r["cell"], 99))
+    seeds = sorted({r["schedule"]["seed"] for r in rows})
     RESULT.write_text(json.dumps({"benchmark": "c3det_cfinet_ablation",
                                   "dataset": "HIT-UAV (CC BY 4.0): train -> train, val -> test",
-                                  "missing": [n for n in order if n not in
-                                              {r["cell"] for r in rows}],
+                                  "missing": [f"{cell_name(*c)} seed {s}" for s in seeds
+                                              for c in CELLS
+                                              if not any(r["cell"] == cell_name(*c) and
+                                                         r["schedule"]["seed"] == s
+                                                         for r in rows)],
                                   "runs": rows}, indent=1) + "\n")
     PAGE.write_text(markdown(rows))
     print(PAGE.read_text())
@@ -111,33 +126,51 @@ def _fmt(v) -> str:
     return "-" if v is None else f"{v:.1f}"
 
 
+def small_gain(row: dict, step: int, rows: list[dict]) -> float | None:
+    """AP under 20 px at click step `step` minus the plain detector's of the same seed."""
+    seed = row["schedule"]["seed"]
+    base = next((r for r in rows if r["cell"] == "plain_base"
+                 and r["schedule"]["seed"] == seed), None)
+    if base is None or small_ap(row, step) is None or small_ap(base) is None:
+        return None
+    return small_ap(row, step) - small_ap(base)
+
+
 def markdown(rows: list[dict]) -> str:
-    base = next((r for r in rows if r["cell"] == "plain_base"), None)
+    schedule = {k: v for k, v in rows[0]["schedule"].items() if k != "seed"}
     lines = ["# CFINet ablation on HIT-UAV (CRPN, Feature Imitation, with and without C3Det)",
              "", f"Script: `benchmarks/c3det_cfinet_ablation.py`; results: "
              f"`benchmarks/results/c3det_cfinet_ablation.json`. Machine: {rows[0]['machine']}; "
-             f"schedule: `{json.dumps(rows[0]['schedule'])}`.", "",
+             f"schedule: `{json.dumps(schedule)}`, seeds "
+             f"{sorted({r['schedule']['seed'] for r in rows})}.", "",
              "Cells: `plain` = the plain Faster R-CNN (FPN P2-P5, ImageNet EfficientNet-Lite0), "
              "scored at 0 clicks; `c3det` = C3Det trained end to end with synthesised clicks, "
              "scored at 0, 5 and 20 clicks. `+crpn` = the coarse-to-fine RPN "
              "(`c3det.crpn.enabled`), `+fi` = the Feature Imitation head (`c3det.fi.enabled`). "
              "AP = COCO AP@[.50:.95], AP50 = AP at IoU 0.5, sizes are sqrt(w*h) in px. "
              "'AP <20 vs plain' = the mean AP of the <12 and 12-20 buckets minus the plain "
-             "detector's (the issue's target: >= +1.5).", "",
-             "| cell | clicks | AP | AP50 | AP <12 | AP 12-20 | AP 20-32 | AP >32 | "
-             "AP <20 vs plain | train s |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "detector's of the same seed (the issue's target: >= +1.5).", "",
+             "| cell | seed | clicks | AP | AP50 | AP <12 | AP 12-20 | AP 20-32 | AP >32 | "
+             "AP <20 vs plain | train s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         for j, k in enumerate(r["clicks"]):
-            gain = None if base is None or small_ap(r, j) is None or small_ap(base) is None \
-                else small_ap(r, j) - small_ap(base)
             sizes = [_fmt(r["ap_by_size"][b][j]) for b in ("<12", "12-20", "20-32", ">32")]
-            lines.append(f"| {r['cell']} | {k} | {_fmt(r['ap'][j])} | {_fmt(r['ap50'][j])} | "
-                         + " | ".join(sizes) + f" | {_fmt(gain)} | {r['train_s']:.0f} |")
+            lines.append(f"| {r['cell']} | {r['schedule']['seed']} | {k} | {_fmt(r['ap'][j])} "
+                         f"| {_fmt(r['ap50'][j])} | " + " | ".join(sizes) +
+                         f" | {_fmt(small_gain(r, j, rows))} | {r['train_s']:.0f} |")
+    lines += ["", "Mean over the seeds each cell ran, at 0 clicks:", "",
+              "| cell | seeds | AP | AP50 | AP <20 vs plain |", "|---|---|---|---|---|"]
+    for name in dict.fromkeys(r["cell"] for r in rows):
+        runs = [r for r in rows if r["cell"] == name]
+        gains = [g for g in (small_gain(r, 0, rows) for r in runs) if g is not None]
+        mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
+        lines.append(f"| {name} | {len(runs)} | {_fmt(mean([r['ap'][0] for r in runs]))} | "
+                     f"{_fmt(mean([r['ap50'][0] for r in runs]))} | {_fmt(mean(gains))} |")
     return "\n".join(lines) + "\n"
 
 
 def cmd_all(a) -> None:
-    done = {json.loads(f.read_text())["cell"] for f in WORK.glob("*/result.json")}
+    done = {r["cell"] for r in recorded_rows() if r["schedule"]["seed"] == a.seed}
     for cell in CELLS:
         if cell_name(*cell) not in done:
             train_cell(a, *cell)

@@ -11,14 +11,15 @@ per positive anchor by epoch (the logged loss is a sum over positives, whose num
 the crops), so a stage-1 regression that diverges (issue #14) shows in the JSON.
 
     .venv/bin/python benchmarks/crpn_recall.py                 # both RPNs, then the JSON
-    .venv/bin/python benchmarks/crpn_recall.py --only crpn     # one run (keeps the other row)
+    .venv/bin/python benchmarks/crpn_recall.py --only crpn     # one run (keeps the other rows)
     .venv/bin/python benchmarks/crpn_recall.py --reuse         # score finished runs again
     .venv/bin/python benchmarks/crpn_recall.py --only crpn --set stage2_pos_iou=0.5  # a knob
 
 The JSON's "crpn before fix (2425407)" row is this run with c3det/crpn.py of that commit
 (loaded in its place by a one-off script), same schedule.
 
-Writes benchmarks/results/crpn_recall.json; `TINYLOOP_MACHINE` names the machine. The default
+Writes benchmarks/results/crpn_recall.json, one row per run and schedule (a run replaces the
+row of the same run and schedule); `TINYLOOP_MACHINE` names the machine. The default
 schedule is the CFINet ablation's reduced CPU one (benchmarks/c3det_cfinet_ablation.py: 100
 train images, 4 epochs of 192 px crops, batch 4 = 100 steps, lr x 0.1 for the last epoch;
 48 val images): about 12 min on one thread of the 2-core dev box.
@@ -197,20 +198,29 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     schedule = {k: v for k, v in vars(a).items()
                 if k not in ("only", "threads", "reuse", "set")}
-    old = json.loads(RESULT.read_text()) if RESULT.exists() else {}
-    rows = {r["run"]: r for r in old.get("runs", []) if old.get("schedule") == schedule}
+    steps = -(-a.train_images // a.batch) * a.epochs
     for crpn in (False, True):
         if a.only in (None, "crpn" if crpn else "rpn"):
-            row = {"run": " ".join(["crpn", *a.set]) if crpn else "rpn", **run(a, crpn)}
-            rows[row["run"]] = row
+            row = {"run": " ".join(["crpn", *a.set]) if crpn else "rpn", "steps": steps,
+                   "schedule": schedule, **run(a, crpn)}
             print(json.dumps({k: row[k] for k in ("run", "recall")}), flush=True)
-    steps = -(-a.train_images // a.batch) * a.epochs
+            record(row, a.threads)
+
+
+def record(row: dict, threads: int) -> None:
+    """Adds or replaces the row of the same run and schedule in the JSON, read again just
+    before writing so that runs finishing in parallel keep each other's rows."""
+    old = json.loads(RESULT.read_text()) if RESULT.exists() else {}
+    key = lambda r: (r["run"], json.dumps(r["schedule"], sort_keys=True))  # noqa: E731
+    rows = {key(r): r for r in old.get("runs", [])}
+    rows[key(row)] = row
     RESULT.write_text(json.dumps({
         "benchmark": "crpn_recall", "dataset": "HIT-UAV (CC BY 4.0): train -> train, val -> test",
-        "metric": f"recall (%) of ground-truth boxes by the top {a.proposals} proposals",
-        "machine": MACHINE, "device": "cuda" if torch.cuda.is_available() else "cpu",
-        "threads": a.threads, "date": time.strftime("%Y-%m-%d"), "steps": steps,
-        "schedule": schedule, "runs": sorted(rows.values(), key=lambda r: r["run"] != "rpn")},
+        "metric": f"recall (%) of ground-truth boxes by the top {row['schedule']['proposals']} "
+                  "proposals", "machine": MACHINE,
+        "device": "cuda" if torch.cuda.is_available() else "cpu", "threads": threads,
+        "date": time.strftime("%Y-%m-%d"),
+        "runs": sorted(rows.values(), key=lambda r: (r["steps"], r["run"] != "rpn"))},
         indent=1) + "\n")
 
 

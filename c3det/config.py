@@ -76,6 +76,9 @@ class CRPNParams:
     stage1_neg_iou: float = 0.15     # stage 1: negative below this IoU, ignored between
     stage2_pos_iou: float = 0.7      # stage 2 (MaxIoU on the stage-1 boxes): positive >= this
     stage2_neg_iou: float = 0.3      # negative below this (the reference code uses 0.7)
+    stage2_min_pos_iou: float = 0.0  # an object's best stage-1 boxes are positive when above this
+    # (the reference code: 0.3); 0 = any overlap
+    objectness_prior: float = 0.5    # sigmoid of the objectness bias at init (RetinaNet: 0.01)
     stage2_samples: int = 256        # anchors sampled per image for stage 2 (half positive at most);
     # both stages' IoU losses are divided by B x stage2_samples
     iou_loss_weight: float = 9.0     # alpha_1, both stages' IoU losses (eq. 2)
@@ -90,6 +93,10 @@ class CRPNParams:
                    "(the lowest stage-1 positive threshold)"
         if not 0 <= self.stage2_neg_iou <= self.stage2_pos_iou <= 1:
             return "crpn: need 0 <= stage2_neg_iou <= stage2_pos_iou <= 1"
+        if not 0 <= self.stage2_min_pos_iou < 1:
+            return f"crpn.stage2_min_pos_iou ({self.stage2_min_pos_iou}) must be in [0, 1)"
+        if not 0 < self.objectness_prior < 1:
+            return f"crpn.objectness_prior ({self.objectness_prior}) must be in (0, 1)"
         if self.base_size <= 0 or self.gamma < 0 or min(self.iou_loss_weight,
                                                          self.cls_loss_weight) < 0:
             return "crpn: base_size must be > 0; gamma and the loss weights >= 0"

@@ -51,6 +51,7 @@ Choices where the paper is silent, from its reference code (mmdetection CRPNHead
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -78,13 +79,15 @@ def adaptive_threshold(w: Tensor, h: Tensor, base_size: float = 12.0,
     return (T_BASE + gamma * torch.log2(size / base_size)).clamp(T_MIN, T_MAX)
 
 
-def assign(iou: Tensor, pos_thr: Tensor, neg_thr: float) -> tuple[Tensor, Tensor]:
+def assign(iou: Tensor, pos_thr: Tensor, neg_thr: float,
+           min_low_quality: float = 0.0) -> tuple[Tensor, Tensor]:
     """Anchor labels from IoUs with per-object positive thresholds.
 
     iou (G, A) objects x anchors, pos_thr (G,) -> labels (A,) float 1 positive / 0 negative /
     -1 ignored, and gt (A,) long, the object of each positive anchor (-1 elsewhere).
     Positive: IoU >= pos_thr of some object (that object with the highest IoU), or an
-    object's best anchor (ties included, IoU > 0; turns only non-positive anchors positive).
+    object's best anchor (ties included, IoU > min_low_quality; turns only non-positive
+    anchors positive).
     Negative: IoU < neg_thr with every object. Ignored: the rest."""
     num_anchors = iou.shape[1]
     labels = iou.new_zeros(num_anchors)
@@ -96,7 +99,7 @@ def assign(iou: Tensor, pos_thr: Tensor, neg_thr: float) -> tuple[Tensor, Tensor
     best_qualified, gt = qualified.max(0)
     pos = best_qualified >= 0
     best = iou.max(1, keepdim=True).values                       # (G, 1)
-    low_quality = (iou == best) & (best > 0)                     # (G, A)
+    low_quality = (iou == best) & (best > min_low_quality)                    # (G, A)
     extra = low_quality.any(0) & ~pos
     gt = torch.where(extra, (low_quality * iou).argmax(0), gt)
     pos = pos | extra
@@ -201,7 +204,8 @@ def stage2_loss(refs: Tensor, logits: Tensor, boxes: Tensor,
     for b, target in enumerate(targets):
         gt = target["boxes"].to(refs)
         thr = gt.new_full((len(gt),), crpn.stage2_pos_iou)
-        lab, idx = assign(box_iou(gt, refs[b]), thr, crpn.stage2_neg_iou)
+        lab, idx = assign(box_iou(gt, refs[b]), thr, crpn.stage2_neg_iou,
+                          crpn.stage2_min_pos_iou)
         labels.append(lab)
         matched.append(gt[idx.clamp(min=0)] if len(gt) else torch.zeros_like(refs[b]))
     pos_masks, neg_masks = sampler(labels)
@@ -244,6 +248,8 @@ class CascadeRPN(nn.Module):
         for layer in (self.stage1_conv, self.stage2_conv, self.stage2_cls):
             nn.init.normal_(layer.weight, std=0.01)     # as torchvision's RPNHead
             nn.init.constant_(layer.bias, 0)
+        prior = crpn.objectness_prior
+        nn.init.constant_(self.stage2_cls.bias, math.log(prior / (1 - prior)))
         for layer in (self.stage1_reg, self.stage2_reg):  # zero deltas: boxes start as anchors
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)

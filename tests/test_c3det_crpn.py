@@ -9,8 +9,8 @@ from torchvision.ops import DeformConv2d, box_iou
 from c3det import checkpoint
 from c3det.click_heads import supports
 from c3det.config import C3DetParams, CRPNParams
-from c3det.crpn import (CascadeRPN, adaptive_offsets, adaptive_threshold, assign_stage1,
-                        level_anchors, stage1_loss)
+from c3det.crpn import (CascadeRPN, adaptive_offsets, adaptive_threshold, assign,
+                        assign_stage1, level_anchors, stage1_loss)
 from c3det.model import build_model
 from tinyloop.params import ParamsError, build
 from tests.fixtures_c3det import (FAST, assert_detections_valid, tiny_inputs,  # noqa: F401
@@ -79,6 +79,25 @@ def test_every_box_gets_its_best_anchor_even_below_the_negative_threshold():
     anchors = [[197.5, 197.5, 205.5, 205.5],   # holds the box: 0.14, its best -> positive
                [202., 200., 210., 208.]]       # 3 / 70 = 0.04                -> negative
     assert _labels(anchors, [[200., 200., 203., 203.]]) == ([1., 0.], [0, -1])
+
+
+def test_stage2_low_quality_matches_need_the_minimum_iou():
+    # MaxIoU at 0.7 / 0.7 (the reference's stage 2): each object's best box turns positive
+    # only above min_low_quality (the reference's min_pos_iou 0.3)
+    iou = torch.tensor([[0.50, 0.20, 0.75],    # object 0: 0.75 >= 0.7 on its own
+                        [0.40, 0.10, 0.00],    # object 1: best 0.40 > 0.3 -> box 0 positive
+                        [0.00, 0.25, 0.00]])   # object 2: best 0.25 <= 0.3 -> no positive
+    labels, gt = assign(iou, torch.full((3,), 0.7), 0.7, min_low_quality=0.3)
+    assert labels.tolist() == [1., 0., 1.] and gt.tolist() == [1, -1, 0]
+    labels, gt = assign(iou, torch.full((3,), 0.7), 0.7)       # default: any overlap
+    assert labels.tolist() == [1., 1., 1.] and gt.tolist() == [1, 2, 0]
+
+
+def test_objectness_starts_at_the_prior():
+    torch.manual_seed(0)
+    rpn = CascadeRPN(8, C3DetParams(crpn=CRPNParams(enabled=True, objectness_prior=0.01)))
+    assert torch.sigmoid(rpn.stage2_cls.bias).item() == pytest.approx(0.01)
+    assert torch.sigmoid(CascadeRPN(8, C3DetParams()).stage2_cls.bias).item() == 0.5
 
 
 def test_assigner_without_objects_marks_everything_negative():
@@ -205,6 +224,8 @@ def test_crpn_with_retinanet_is_a_params_error():
     ({"stage2_neg_iou": 0.8}, "stage2_neg_iou <= stage2_pos_iou"),
     ({"stage1_neg_iou": 0.3}, "stage1_neg_iou"),
     ({"nms_iou": 0.0}, "nms_iou"),
+    ({"objectness_prior": 1.0}, r"objectness_prior \(1.0\) must be in \(0, 1\)"),
+    ({"stage2_min_pos_iou": -0.1}, "stage2_min_pos_iou"),
     ({"stage1_dilaton": 2}, "did you mean 'stage1_dilation'"),
 ])
 def test_bad_crpn_params_are_named(raw, message):
