@@ -93,64 +93,70 @@ def small_ap(row: dict, step: int = 0) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
+def setting(row: dict) -> str:
+    """A row's schedule without its seed, as a JSON string: the rows one table compares."""
+    return json.dumps({k: v for k, v in row["schedule"].items() if k != "seed"},
+                      sort_keys=True)
+
+
+def run_key(row: dict) -> tuple[str, str]:
+    return row["cell"], json.dumps(row["schedule"], sort_keys=True)
+
+
 def recorded_rows() -> list[dict]:
-    """Every cell run, one row per (cell, seed): the JSON's rows (runs of earlier sessions,
-    whose run folders under data/ are not versioned), replaced by the run folders here."""
+    """Every cell run, one row per cell and schedule (seed included): the JSON's rows (runs
+    of earlier sessions, whose run folders under data/ are not versioned), replaced by the
+    run folders here."""
     rows = json.loads(RESULT.read_text())["runs"] if RESULT.exists() else []
-    rows = {(r["cell"], r["schedule"]["seed"]): r for r in rows}
+    rows = {run_key(r): r for r in rows}
     for f in sorted(WORK.glob("*/result.json")):
         r = json.loads(f.read_text())
-        rows[(r["cell"], r["schedule"]["seed"])] = r
+        rows[run_key(r)] = r
     order = {cell_name(*c): i for i, c in enumerate(CELLS)}
-    return sorted(rows.values(), key=lambda r: (r["schedule"]["seed"], order.get(r["cell"], 99)))
+    return sorted(rows.values(), key=lambda r: (r["schedule"]["epochs"], setting(r),
+                                                r["schedule"]["seed"],
+                                                order.get(r["cell"], 99)))
 
 
 def cmd_report(a) -> None:
     rows = recorded_rows()
     if not rows:
         raise SystemExit(f"no runs under {WORK}; run `train` or `all` first")
-    seeds = sorted({r["schedule"]["seed"] for r in rows})
     RESULT.write_text(json.dumps({"benchmark": "c3det_cfinet_ablation",
                                   "dataset": "HIT-UAV (CC BY 4.0): train -> train, val -> test",
-                                  "missing": [f"{cell_name(*c)} seed {s}" for s in seeds
-                                              for c in CELLS
-                                              if not any(r["cell"] == cell_name(*c) and
-                                                         r["schedule"]["seed"] == s
-                                                         for r in rows)],
                                   "runs": rows}, indent=1) + "\n")
-    PAGE.write_text(markdown(rows))
+    PAGE.write_text(markdown(rows) + hand_written_part())
     print(PAGE.read_text())
+
+
+def hand_written_part() -> str:
+    """The page from its first '## ' heading on (the reading, proposal recall), written by
+    hand and kept when the tables are generated again."""
+    text = PAGE.read_text() if PAGE.exists() else ""
+    return text[text.index("\n## "):] if "\n## " in text else ""
 
 
 def _fmt(v) -> str:
     return "-" if v is None else f"{v:.1f}"
 
 
+def _mean(xs: list[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
 def small_gain(row: dict, step: int, rows: list[dict]) -> float | None:
-    """AP under 20 px at click step `step` minus the plain detector's of the same seed."""
-    seed = row["schedule"]["seed"]
+    """AP under 20 px at click step `step` minus the plain detector's of the same schedule
+    and seed."""
     base = next((r for r in rows if r["cell"] == "plain_base"
-                 and r["schedule"]["seed"] == seed), None)
+                 and r["schedule"] == row["schedule"]), None)
     if base is None or small_ap(row, step) is None or small_ap(base) is None:
         return None
     return small_ap(row, step) - small_ap(base)
 
 
-def markdown(rows: list[dict]) -> str:
-    schedule = {k: v for k, v in rows[0]["schedule"].items() if k != "seed"}
-    lines = ["# CFINet ablation on HIT-UAV (CRPN, Feature Imitation, with and without C3Det)",
-             "", f"Script: `benchmarks/c3det_cfinet_ablation.py`; results: "
-             f"`benchmarks/results/c3det_cfinet_ablation.json`. Machine: {rows[0]['machine']}; "
-             f"schedule: `{json.dumps(schedule)}`, seeds "
-             f"{sorted({r['schedule']['seed'] for r in rows})}.", "",
-             "Cells: `plain` = the plain Faster R-CNN (FPN P2-P5, ImageNet EfficientNet-Lite0), "
-             "scored at 0 clicks; `c3det` = C3Det trained end to end with synthesised clicks, "
-             "scored at 0, 5 and 20 clicks. `+crpn` = the coarse-to-fine RPN "
-             "(`c3det.crpn.enabled`), `+fi` = the Feature Imitation head (`c3det.fi.enabled`). "
-             "AP = COCO AP@[.50:.95], AP50 = AP at IoU 0.5, sizes are sqrt(w*h) in px. "
-             "'AP <20 vs plain' = the mean AP of the <12 and 12-20 buckets minus the plain "
-             "detector's of the same seed (the issue's target: >= +1.5).", "",
-             "| cell | seed | clicks | AP | AP50 | AP <12 | AP 12-20 | AP 20-32 | AP >32 | "
+def schedule_tables(rows: list[dict]) -> list[str]:
+    """One schedule's rows (seeds included): every cell and click step, then the means."""
+    lines = ["| cell | seed | clicks | AP | AP50 | AP <12 | AP 12-20 | AP 20-32 | AP >32 | "
              "AP <20 vs plain | train s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         for j, k in enumerate(r["clicks"]):
@@ -158,19 +164,43 @@ def markdown(rows: list[dict]) -> str:
             lines.append(f"| {r['cell']} | {r['schedule']['seed']} | {k} | {_fmt(r['ap'][j])} "
                          f"| {_fmt(r['ap50'][j])} | " + " | ".join(sizes) +
                          f" | {_fmt(small_gain(r, j, rows))} | {r['train_s']:.0f} |")
-    lines += ["", "Mean over the seeds each cell ran, at 0 clicks:", "",
-              "| cell | seeds | AP | AP50 | AP <20 vs plain |", "|---|---|---|---|---|"]
-    for name in dict.fromkeys(r["cell"] for r in rows):
-        runs = [r for r in rows if r["cell"] == name]
-        gains = [g for g in (small_gain(r, 0, rows) for r in runs) if g is not None]
-        mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
-        lines.append(f"| {name} | {len(runs)} | {_fmt(mean([r['ap'][0] for r in runs]))} | "
-                     f"{_fmt(mean([r['ap50'][0] for r in runs]))} | {_fmt(mean(gains))} |")
+    if len({r["schedule"]["seed"] for r in rows}) > 1:
+        lines += ["", "Mean over the seeds each cell ran, at 0 clicks:", "",
+                  "| cell | seeds | AP | AP50 | AP <20 vs plain |", "|---|---|---|---|---|"]
+        for name in dict.fromkeys(r["cell"] for r in rows):
+            runs = [r for r in rows if r["cell"] == name]
+            gains = [g for g in (small_gain(r, 0, rows) for r in runs) if g is not None]
+            lines.append(f"| {name} | {len(runs)} | {_fmt(_mean([r['ap'][0] for r in runs]))}"
+                         f" | {_fmt(_mean([r['ap50'][0] for r in runs]))} | "
+                         f"{_fmt(_mean(gains))} |")
+    return lines
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["# CFINet ablation on HIT-UAV (CRPN, Feature Imitation, with and without C3Det)",
+             "", f"Script: `benchmarks/c3det_cfinet_ablation.py`; results: "
+             f"`benchmarks/results/c3det_cfinet_ablation.json`. Machine: {rows[0]['machine']}.",
+             "", "Cells: `plain` = the plain Faster R-CNN (FPN P2-P5, ImageNet EfficientNet-Lite0), "
+             "scored at 0 clicks; `c3det` = C3Det trained end to end with synthesised clicks, "
+             "scored at 0, 5 and 20 clicks. `+crpn` = the coarse-to-fine RPN "
+             "(`c3det.crpn.enabled`), `+fi` = the Feature Imitation head (`c3det.fi.enabled`). "
+             "AP = COCO AP@[.50:.95], AP50 = AP at IoU 0.5, sizes are sqrt(w*h) in px. "
+             "'AP <20 vs plain' = the mean AP of the <12 and 12-20 buckets minus the plain "
+             "detector's of the same schedule and seed (the issue's target: >= +1.5). One "
+             "table per schedule; CRPN rows ran with the `crpn_params` in the JSON."]
+    for key in dict.fromkeys(setting(r) for r in rows):
+        group = [r for r in rows if setting(r) == key]
+        s = json.loads(key)
+        lines += ["", f"### {s['epochs']} epochs, {s['train_images']} train images "
+                  f"(seeds {sorted({r['schedule']['seed'] for r in group})})", "",
+                  f"Schedule: `{key}`; dates {sorted({r['date'] for r in group})}.", ""]
+        lines += schedule_tables(group)
     return "\n".join(lines) + "\n"
 
 
 def cmd_all(a) -> None:
-    done = {r["cell"] for r in recorded_rows() if r["schedule"]["seed"] == a.seed}
+    done = {r["cell"] for r in recorded_rows()
+            if r["schedule"] == {k: v for k, v in vars(a).items() if k in r["schedule"]}}
     for cell in CELLS:
         if cell_name(*cell) not in done:
             train_cell(a, *cell)
