@@ -1,6 +1,7 @@
 """Shared pieces of the c3det model tests: a fast architecture, tiny inputs, two threads."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -42,3 +43,37 @@ def assert_detections_valid(model, images, clicks, num_classes: int) -> None:
                 if len(d["labels"]):
                     assert 1 <= d["labels"].min() and d["labels"].max() <= num_classes
                     assert d["boxes"][:, 2].max() <= im.shape[-1] + 1e-3
+
+
+def assert_same_predictions(a, b) -> None:
+    """Two lists of predicted annotations equal up to float rounding (a cached or sliced path
+    vs the full computation), in any order: an untrained model's scores tie to ~1e-6, and
+    which of two tied boxes comes first follows the CPU's rounding."""
+    def key(x):
+        return (x.category, x.provenance.source, *np.round(x.box.xyxy(), 2))
+    a, b = sorted(a, key=key), sorted(b, key=key)
+    assert [(x.category, x.provenance.source) for x in a] == \
+        [(x.category, x.provenance.source) for x in b]
+    assert np.allclose(np.reshape([x.box.xyxy() for x in a], (-1, 4)),
+                       np.reshape([x.box.xyxy() for x in b], (-1, 4)), atol=1e-3)
+    assert np.allclose([x.score for x in a], [x.score for x in b], atol=1e-4)
+
+
+def assert_same_outputs(ref: dict, got: dict) -> None:
+    """Two detector output dicts equal up to float rounding: boxes to 1e-3 px (float32 box
+    decoding rounds to ~2e-4 px on some CPUs), scores and the rest to 1e-4. The detections
+    (boxes, labels, scores) are compared in a canonical order, since tied scores may come out
+    in either order; the per-proposal candidate tensors in theirs."""
+    assert ref.keys() == got.keys()
+    ref, got = _canonical_detections(ref), _canonical_detections(got)
+    for key in ref:
+        atol = 1e-3 if "boxes" in key else 1e-4
+        assert torch.allclose(ref[key].float(), got[key].float(), atol=atol), key
+
+
+def _canonical_detections(out: dict) -> dict:
+    """out with its boxes, labels and scores sorted by label, then box (rounded to 0.01 px)."""
+    boxes = out["boxes"].detach().numpy().round(2)
+    order = np.lexsort([*boxes.T[::-1], out["labels"].numpy()])
+    order = torch.from_numpy(order)
+    return {k: v[order] if k in ("boxes", "labels", "scores") else v for k, v in out.items()}

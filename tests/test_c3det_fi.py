@@ -17,7 +17,8 @@ from c3det.uel import ClickRoIHeads
 from tests.test_c3det_model import CLASSES
 from tests.test_c3det_train import _params as _train_params
 from tests.test_c3det_train import synthetic  # noqa: F401 (fixture)
-from tests.fixtures_c3det import FAST, tiny_inputs, two_threads  # noqa: F401
+from tests.fixtures_c3det import (FAST, assert_same_outputs, tiny_inputs,  # noqa: F401
+                                  two_threads)
 
 FI_ON = FIParams(enabled=True)
 
@@ -257,8 +258,7 @@ def test_the_one_click_fast_path_applies_the_reweighting_too():
         ref = model.heads(model.fuse(feats, b), b, candidates=True)[0]
         got = LinearClickHeads(model, batch, feats).detect(clicks)
     assert len(ref["scores"]) > 0
-    for key in ref:
-        assert torch.allclose(ref[key].float(), got[key].float(), atol=1e-4), key
+    assert_same_outputs(ref, got)
 
 
 def test_training_with_fi_logs_loss_fi_and_resumes_exactly(synthetic, tmp_path):

@@ -13,8 +13,9 @@ from c3det.model import KINDS, build_model
 from c3det.predict import ClickError, Predictor
 from tinyloop.annotations import Click
 from tinyloop.config import TilingParams
-from tests.fixtures_c3det import (FAST, assert_detections_valid, tiny_inputs,  # noqa: F401
-                                  two_threads)
+from tests.fixtures_c3det import (FAST, assert_detections_valid,  # noqa: F401
+                                  assert_same_outputs, assert_same_predictions,
+                                  tiny_inputs, two_threads)
 
 CLASSES = ["a", "b", "c"]
 
@@ -30,17 +31,6 @@ def _randomise_fusion(model, seed=1):
         for conv in model.fusion.mix:
             conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * 0.05)
     return model
-
-
-def _same(a, b):
-    """Two prediction lists equal up to float rounding (cached vs full computation)."""
-    assert [(x.category, x.provenance.source) for x in a] == \
-        [(x.category, x.provenance.source) for x in b]
-    assert torch.allclose(torch.tensor([x.box.xyxy() for x in a]).reshape(-1, 4),
-                          torch.tensor([x.box.xyxy() for x in b]).reshape(-1, 4), atol=1e-3)
-    assert torch.allclose(torch.tensor([x.score for x in a]),
-                          torch.tensor([x.score for x in b]), atol=1e-4)
-    return True
 
 
 @pytest.mark.parametrize("detector", ["faster_rcnn", "retinanet"])
@@ -145,7 +135,7 @@ def test_session_click_equals_a_full_forward():
     s = full_pred.session(image)
     for c in clicks:
         got = s.add_click(c)
-    assert _same(got, full_pred.predict(image, clicks))
+    assert_same_predictions(got, full_pred.predict(image, clicks))
     assert any(a.provenance.source == "click_refined" for a in got)
 
 
@@ -167,8 +157,7 @@ def test_linear_click_heads_equal_fusion_then_heads():
             ref = model.heads(model.fuse(feats, b), b, candidates=True)[0]
             got = fast.detect(k)
             assert len(ref["scores"]) > 0
-            for key in ref:
-                assert torch.allclose(ref[key].float(), got[key].float(), atol=1e-4), key
+            assert_same_outputs(ref, got)
 
 
 def test_tiled_session_reruns_only_tiles_whose_clicks_changed():
@@ -184,7 +173,8 @@ def test_tiled_session_reruns_only_tiles_whose_clicks_changed():
     pred.run_tile = lambda tile, *a: runs.append(tile.window.x1) or original(tile, *a)
     got = session.add_click(Click(10, 10, "b"))       # only in the first tile
     assert runs == [0]
-    assert _same(got, Predictor(model, CLASSES, tiling=pred.tiling).predict(image, session.clicks))
+    one_shot = Predictor(model, CLASSES, tiling=pred.tiling)
+    assert_same_predictions(got, one_shot.predict(image, session.clicks))
     assert any(a.category == "b" and a.box.contains(10, 10) for a in got)
 
 
@@ -282,4 +272,4 @@ def test_passthrough_is_a_click_detector_kind_with_a_relabel_stage(tmp_path):
                                {"kind": "passthrough", "classes": CLASSES,
                                 "params": plain.params})
         again = Predictor(path, guarantee_clicks=False).predict(image, [Click(cx, cy, other)])
-        assert _same(again, got)
+        assert_same_predictions(again, got)

@@ -12,7 +12,7 @@ from c3det.model import build_model
 from c3det.predict import Predictor, home_tile
 from tinyloop.annotations import Box, Click
 from tinyloop.config import TilingParams
-from tests.fixtures_c3det import two_threads  # noqa: F401
+from tests.fixtures_c3det import assert_same_predictions, two_threads  # noqa: F401
 
 CLASSES = ["a", "b", "c"]
 FAST = dict(rpn_proposals_train=200, rpn_proposals_test=100, roi_batch_size=64,
@@ -35,14 +35,6 @@ def _model(kind="c3det", seed=0):
 
 def _image(h=64, w=160, seed=0):
     return np.random.default_rng(seed).random((3, h, w), dtype=np.float32)
-
-
-def _same(a, b, atol=1e-3):
-    assert [(x.category, x.provenance.source) for x in a] == \
-        [(x.category, x.provenance.source) for x in b]
-    assert np.allclose([x.box.xyxy() for x in a], [x.box.xyxy() for x in b], atol=atol)
-    assert np.allclose([x.score for x in a], [x.score for x in b], atol=1e-4)
-    return True
 
 
 def test_c3_maps_is_templates_then_correlation():
@@ -85,7 +77,7 @@ def test_an_image_that_fits_one_tile_is_predicted_as_before():
         assert np.allclose([a.box.xyxy() for a in got], full["boxes"].numpy(), atol=1e-3)
         assert np.allclose([a.score for a in got], full["scores"].numpy(), atol=1e-4)
     with_guarantee = Predictor(model, CLASSES)
-    assert _same(with_guarantee.predict(image, clicks),
+    assert_same_predictions(with_guarantee.predict(image, clicks),
                  with_guarantee.session(image).set_clicks(clicks))
 
 
@@ -173,7 +165,7 @@ def test_sliced_session_equals_one_shot_predict_and_late_fusion_stays_local():
     session = pred.session(image)
     clicks = [Click(10, 12, "b"), Click(150, 40, "c"), Click(58, 20, "b")]
     for n in range(1, 4):    # cached features + LinearClickHeads vs a full uncached pass
-        assert _same(session.add_click(clicks[n - 1]), pred.predict(image, clicks[:n]))
+        assert_same_predictions(session.add_click(clicks[n - 1]), pred.predict(image, clicks[:n]))
     # a new click re-runs every tile of a C3 model (its template reaches them all)
     runs = []
     original = pred.run_tile
