@@ -56,8 +56,13 @@ def params(a, kind: str, crpn: bool, fi: bool) -> C3DetParams:
                                       crop_size=a.crop, warmup_iters=a.warmup,
                                       lr_steps=a.lr_steps, seed=a.seed),
                     eval=EvalParams(click_steps=CLICKS[kind], sessions=a.sessions, seed=0))
-    return dataclasses.replace(p, crpn=dataclasses.replace(p.crpn, enabled=crpn),
-                               fi=dataclasses.replace(p.fi, enabled=fi))
+    knobs = {"crpn": {"enabled": crpn}, "fi": {"enabled": fi}}
+    for kv in getattr(a, "set", []):          # "fi.weight=0.1": one knob of c3det.crpn / c3det.fi
+        key, value = kv.split("=")
+        section, knob = key.split(".")
+        knobs[section][knob] = type(getattr(getattr(p, section), knob))(value)
+    return dataclasses.replace(p, **{s: dataclasses.replace(getattr(p, s), **k)
+                                     for s, k in knobs.items()})
 
 
 def train_cell(a, kind: str, crpn: bool, fi: bool) -> dict:
@@ -65,8 +70,8 @@ def train_cell(a, kind: str, crpn: bool, fi: bool) -> dict:
     from c3det.evaluate import map_vs_clicks
     from c3det.train import train
     labels = load_hituav(WORK)
-    name = cell_name(kind, crpn, fi)
-    out = WORK / f"{name}_n{a.train_images}_e{a.epochs}_seed{a.seed}"
+    name = " ".join([cell_name(kind, crpn, fi), *getattr(a, "set", [])])
+    out = WORK / f"{name.replace(' ', '_')}_n{a.train_images}_e{a.epochs}_seed{a.seed}"
     p = params(a, kind, crpn, fi)
     t0 = time.time()
     r = train(split(labels, "train", a.train_images, 0), DATA, p, out, kind=kind)
@@ -80,8 +85,9 @@ def train_cell(a, kind: str, crpn: bool, fi: bool) -> dict:
            "device": "cuda" if torch.cuda.is_available() else "cpu",
            "date": time.strftime("%Y-%m-%d"), "machine": MACHINE,
            "crpn_params": dataclasses.asdict(p.crpn) if crpn else None,
+           "fi_params": dataclasses.asdict(p.fi) if fi else None,
            "schedule": {k: v for k, v in vars(a).items()
-                        if k not in ("cmd", "func", "kind", "crpn", "fi")}}
+                        if k not in ("cmd", "func", "kind", "crpn", "fi", "set")}}
     (out / "result.json").write_text(json.dumps(row, indent=1))
     print(json.dumps({k: row[k] for k in ("cell", "ap", "ap50", "train_s")}), flush=True)
     return row
@@ -215,6 +221,9 @@ def main() -> None:
     t.add_argument("--kind", choices=["plain", "c3det"], required=True)
     t.add_argument("--crpn", action="store_true")
     t.add_argument("--fi", action="store_true")
+    t.add_argument("--set", nargs="*", default=[], metavar="SECTION.KNOB=VALUE",
+                   help="a c3det.crpn / c3det.fi knob for this cell, e.g. fi.weight=0.1 "
+                        "(named in the cell)")
     al = sub.add_parser("all", help="every cell not run yet, then the report")
     for s in (t, al):
         schedule_args(s, epochs=4, lr_steps=[3])
