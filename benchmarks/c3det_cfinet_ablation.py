@@ -43,7 +43,8 @@ MACHINE = os.environ.get("TINYLOOP_MACHINE", "2-core CPU, 24 GiB, no GPU (dev bo
 CELLS = [(kind, crpn, fi) for kind in ("plain", "c3det")
          for crpn, fi in ((False, False), (True, False), (False, True), (True, True))]
 CLICKS = {"plain": [0], "c3det": [0, 5, 20]}
-SMALL = ("<12", "12-20")  # "objects under 20 px"
+SIZES = ("<12", "12-20", "20-32", ">32")   # sqrt(w*h) buckets of c3det.evaluate, px
+SMALL = SIZES[:2]                          # "objects under 20 px"
 
 
 def cell_name(kind: str, crpn: bool, fi: bool) -> str:
@@ -58,7 +59,7 @@ def params(a, kind: str, crpn: bool, fi: bool) -> C3DetParams:
                                       lr_steps=a.lr_steps, seed=a.seed),
                     eval=EvalParams(click_steps=CLICKS[kind], sessions=a.sessions, seed=0))
     knobs = {"crpn": {"enabled": crpn}, "fi": {"enabled": fi}}
-    for kv in getattr(a, "set", []):          # "fi.weight=0.1": one knob of c3det.crpn / c3det.fi
+    for kv in a.set:                          # "fi.weight=0.1": one knob of c3det.crpn / c3det.fi
         key, value = kv.split("=")
         section, knob = key.split(".")
         knobs[section][knob] = type(getattr(getattr(p, section), knob))(value)
@@ -71,7 +72,7 @@ def train_cell(a, kind: str, crpn: bool, fi: bool) -> dict:
     from c3det.evaluate import map_vs_clicks
     from c3det.train import train
     labels = load_hituav(WORK)
-    name = " ".join([cell_name(kind, crpn, fi), *getattr(a, "set", [])])
+    name = " ".join([cell_name(kind, crpn, fi), *a.set])
     out = WORK / f"{name.replace(' ', '_')}_n{a.train_images}_e{a.epochs}_seed{a.seed}"
     p = params(a, kind, crpn, fi)
     t0 = time.time()
@@ -143,7 +144,6 @@ def plot_sizes(rows: list[dict], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    buckets = ("<12", "12-20", "20-32", ">32")
     settings = list(dict.fromkeys(setting(r) for r in rows))
     fig, axes = plt.subplots(1, len(settings), figsize=(5.5 * len(settings), 3.8),
                              squeeze=False)
@@ -153,15 +153,15 @@ def plot_sizes(rows: list[dict], path: Path) -> None:
         width = 0.8 / max(len(cells), 1)
         for c, cell in enumerate(cells):
             runs = [r for r in group if r["cell"] == cell]
-            xs = [b + (c - (len(cells) - 1) / 2) * width for b in range(len(buckets))]
-            vals = [[r["ap_by_size"][b][0] or 0.0 for r in runs] for b in buckets]
+            xs = [b + (c - (len(cells) - 1) / 2) * width for b in range(len(SIZES))]
+            vals = [[r["ap_by_size"][b][0] or 0.0 for r in runs] for b in SIZES]
             ax.bar(xs, [sum(v) / len(v) for v in vals], width, label=f"{cell} ({len(runs)})")
             for x, v in zip(xs, vals):
                 ax.plot([x] * len(v), v, "k.", ms=3)
-        ax.set_xticks(range(len(buckets)), [f"{b} px" for b in buckets])
+        ax.set_xticks(range(len(SIZES)), [f"{b} px" for b in SIZES])
         ax.set_ylabel("AP@[.50:.95] at 0 clicks")
-        ax.set_title(f"{json.loads(key)['epochs']} epochs, "
-                     f"{json.loads(key)['train_images']} train images")
+        schedule = json.loads(key)
+        ax.set_title(f"{schedule['epochs']} epochs, {schedule['train_images']} train images")
         ax.legend(fontsize=7)
     fig.suptitle("CFINet ablation on HIT-UAV val: AP by object size (bars: seed mean)")
     fig.tight_layout()
@@ -200,7 +200,7 @@ def schedule_tables(rows: list[dict]) -> list[str]:
              "AP <20 vs plain | train s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         for j, k in enumerate(r["clicks"]):
-            sizes = [_fmt(r["ap_by_size"][b][j]) for b in ("<12", "12-20", "20-32", ">32")]
+            sizes = [_fmt(r["ap_by_size"][b][j]) for b in SIZES]
             lines.append(f"| {r['cell']} | {r['schedule']['seed']} | {k} | {_fmt(r['ap'][j])} "
                          f"| {_fmt(r['ap50'][j])} | " + " | ".join(sizes) +
                          f" | {_fmt(small_gain(r, j, rows))} | {r['train_s']:.0f} |")
@@ -260,6 +260,7 @@ def main() -> None:
                    help="a c3det.crpn / c3det.fi knob for this cell, e.g. fi.weight=0.1 "
                         "(named in the cell)")
     al = sub.add_parser("all", help="every cell not run yet, then the report")
+    al.set_defaults(set=[])
     for s in (t, al):
         schedule_args(s, epochs=4, lr_steps=[3])
         s.add_argument("--train-images", type=int, default=100)

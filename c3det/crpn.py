@@ -99,7 +99,7 @@ def assign(iou: Tensor, pos_thr: Tensor, neg_thr: float,
     best_qualified, gt = qualified.max(0)
     pos = best_qualified >= 0
     best = iou.max(1, keepdim=True).values                       # (G, 1)
-    low_quality = (iou == best) & (best > min_low_quality)                    # (G, A)
+    low_quality = (iou == best) & (best > min_low_quality)       # (G, A)
     extra = low_quality.any(0) & ~pos
     gt = torch.where(extra, (low_quality * iou).argmax(0), gt)
     pos = pos | extra
