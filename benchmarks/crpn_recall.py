@@ -42,6 +42,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from c3det.config import C3DetParams, CRPNParams, TrainParams  # noqa: E402
 from c3det_map_vs_clicks import DATA, load_hituav, split  # noqa: E402
+from c3det_pretrained import schedule_args  # noqa: E402
 
 WORK = REPO / "data/benchmarks/crpn_recall"
 RESULT = REPO / "benchmarks/results/crpn_recall.json"
@@ -155,7 +156,7 @@ def run(a, crpn: bool) -> dict:
                   resume=False, kind="plain", progress=False)
         train_s = time.time() - t0
     model, _ = checkpoint.load(r["model"])
-    val = DetectionDataset(split(labels, "val", a.val_images, 1), DATA)
+    val = DetectionDataset(split(labels, "val", a.test_images, 1), DATA)
     best, sizes = proposal_hits(model, val, a.proposals)
     loss_keys = [k for k in r["epochs"][0] if k.startswith("loss")]
     row = {"rpn": name, "recall": recall_table(best, sizes), "objects": len(best),
@@ -179,18 +180,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", choices=["rpn", "crpn"], help="run one RPN, keep the other rows")
-    ap.add_argument("--train-images", type=int, default=100)
-    ap.add_argument("--val-images", type=int, default=48)
-    ap.add_argument("--epochs", type=int, default=4)
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--crop", type=int, default=192)
-    ap.add_argument("--lr", type=float, default=0.01)
-    ap.add_argument("--warmup", type=int, default=50)
-    ap.add_argument("--lr-steps", type=int, nargs="*", default=[3])
-    ap.add_argument("--roi-batch", type=int, default=128)
-    ap.add_argument("--proposals", type=int, default=300)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
+    schedule_args(ap, epochs=4, lr_steps=[3])
+    ap.add_argument("--train-images", type=int, default=100, help="HIT-UAV train images")
+    ap.add_argument("--proposals", type=int, default=300, help="top-k proposals scored")
     ap.add_argument("--reuse", action="store_true", help="score finished runs, don't retrain")
     ap.add_argument("--set", nargs="*", default=[], metavar="KNOB=VALUE",
                     help="c3det.crpn knobs for the CRPN run, e.g. stage2_pos_iou=0.5")
