@@ -47,6 +47,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from c3det.config import C3DetParams, EvalParams, TrainParams, YoloParams  # noqa: E402
 from c3det_map_vs_clicks import DATA, load_hituav, split  # noqa: E402
+from c3det_pretrained import schedule_args  # noqa: E402
 from tinyloop.annotations import ImageLabels, LabelSet  # noqa: E402
 
 WORK = REPO / "data/benchmarks/yolo_vs_frcnn"
@@ -306,22 +307,13 @@ def cmd_all(a) -> None:
     cmd_report(a)
 
 
-def schedule_args(s: argparse.ArgumentParser) -> None:
+def cell_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--smoke", action="store_true",
                    help=f"a tiny run that only proves the script works: {SMOKE}")
     s.add_argument("--train-images", type=int, default=100)
-    s.add_argument("--test-images", type=int, default=48)
     s.add_argument("--speed-images", type=int, default=20, help="images timed per device")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--threads", type=int, default=1, help="torch threads on the CPU")
     # Faster R-CNN: the reduced CPU schedule of c3det_cfinet_ablation.py's plain_base
-    s.add_argument("--epochs", type=int, default=4)
-    s.add_argument("--batch", type=int, default=4)
-    s.add_argument("--lr", type=float, default=0.01)
-    s.add_argument("--crop", type=int, default=192)
-    s.add_argument("--warmup", type=int, default=50)
-    s.add_argument("--lr-steps", type=int, nargs="*", default=[3])
-    s.add_argument("--roi-batch", type=int, default=128)
+    schedule_args(s, epochs=4, lr_steps=[3])
     # YOLO: from scratch, so many more (cheaper) epochs
     s.add_argument("--yolo-model", default="yolov8n-p2.yaml")
     s.add_argument("--obb-model", default="yolov8n-obb-p2.yaml")
@@ -340,7 +332,7 @@ def main() -> None:
     al = sub.add_parser("all", help="every cell not run yet, then the report")
     rep = sub.add_parser("report", help="collect the runs into the JSON, page and plot")
     for s in (r, al):
-        schedule_args(s)
+        cell_args(s)
     rep.add_argument("--smoke", action="store_true", help="report the smoke runs")
     a = ap.parse_args()
     if getattr(a, "smoke", False) and a.cmd != "report":
