@@ -1,8 +1,11 @@
-"""The real App in headless Chromium: draw a box, relabel another and delete a third in the
-Annotate tab, pull, find all edits in labels.json. Needs Debian's `chromium` (/usr/bin/chromium) and
-Playwright; screenshots of each step go to $TMPDIR/tinyloop-browser/ for debugging."""
+"""The real App in headless Chromium, Annotate tab: draw a box, relabel another and delete a
+third; drag a corner of an oriented box's polyline and relabel another polyline; pull, find
+every edit in labels.json. Needs Debian's `chromium` (/usr/bin/chromium) and Playwright;
+screenshots of each step go to $TMPDIR/tinyloop-browser/ for debugging."""
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import shutil
 import tempfile
@@ -11,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures_fiftyone import make_project, unique_name
+from tests.fixtures_fiftyone import ORIENTED_IMAGES, make_project, unique_name
 from tinyloop.cocofile import read_labels
 
 CHROMIUM = os.environ.get("TINYLOOP_CHROMIUM", "/usr/bin/chromium")
@@ -20,6 +23,8 @@ pytestmark = [pytest.mark.mongo, pytest.mark.browser,
                                  reason=f"{CHROMIUM} missing: apt-get install -y chromium")]
 SHOTS = Path(tempfile.gettempdir()) / "tinyloop-browser"
 TIMEOUT_MS = 120_000  # the App's first render is slow on 2 busy cores
+ORIENTED_CARS = ORIENTED_IMAGES[0]  # five turned cars
+CANVAS = '[data-cy="lighter-sample-renderer-canvas"]'
 
 
 def _label_option(page, label: str) -> None:
@@ -33,13 +38,59 @@ def _label_option(page, label: str) -> None:
     assert saved.value.status == 200, saved.value.text()
 
 
-def test_draw_and_relabel_in_the_annotate_tab_then_pull(tmp_path, mongo_uri):
+@contextlib.contextmanager
+def annotate_tab(info: dict, sample, shots: Path):
+    """The App in headless Chromium on `sample`, its Annotate tab open: yields the page.
+    A failure leaves shots/failure.png."""
     sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    shutil.rmtree(shots, ignore_errors=True)
+    shots.mkdir(parents=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.set_default_timeout(TIMEOUT_MS)
+        try:
+            page.goto(f"{info['url']}?id={sample.id}", wait_until="load")
+            annotate = page.locator('[data-cy="annotate"]')
+            annotate.wait_for()
+            time.sleep(5)  # the modal re-renders once after load
+            annotate.click(force=True)
+            page.locator(CANVAS).wait_for()
+            page.screenshot(path=shots / "1-annotate-tab.png")
+            yield page
+        except Exception:
+            page.screenshot(path=shots / "failure.png")
+            raise
+        finally:
+            browser.close()
+
+
+def _drag_and_save(page, start: tuple[float, float], by: tuple[float, float]) -> None:
+    """Press at `start` (page px), move by `by` in 10 steps, release; the App must save it."""
+    (x0, y0), (dx, dy) = start, by
+    with page.expect_response(lambda r: r.request.method == "PATCH") as saved:
+        page.mouse.move(x0, y0)
+        page.mouse.down()
+        for k in range(1, 11):
+            page.mouse.move(x0 + dx * k / 10, y0 + dy * k / 10)
+        page.mouse.up()
+    assert saved.value.status == 200, saved.value.text()
+
+
+def _on_page(page, x: float, y: float, w: int = 640, h: int = 512) -> tuple[float, float]:
+    """Page px of image px (x, y): the App fits the image into its canvas, centred."""
+    bb = page.locator(CANVAS).bounding_box()
+    s = min(bb["width"] / w, bb["height"] / h)
+    return (bb["x"] + (bb["width"] - s * w) / 2 + s * x,
+            bb["y"] + (bb["height"] - s * h) / 2 + s * y)
+
+
+def test_draw_and_relabel_in_the_annotate_tab_then_pull(tmp_path, mongo_uri):
     from flows.annotate import app as fapp
     from flows.annotate import fiftyone_sync as fsync
     from flows.annotate.mongo import free_port
-    shutil.rmtree(SHOTS, ignore_errors=True)
-    SHOTS.mkdir(parents=True)
     images_dir, pre = make_project(tmp_path, n_images=1)
     name = unique_name("browser")
     ds = fsync.sync_batch(tmp_path, 1, name, images_dir)
@@ -49,51 +100,27 @@ def test_draw_and_relabel_in_the_annotate_tab_then_pull(tmp_path, mongo_uri):
     assert person.label == "Person" and doomed.label == "Car"
     info = fapp.start_app(tmp_path, port=free_port(), dataset=name, uri=mongo_uri)
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run"])
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.set_default_timeout(TIMEOUT_MS)
-            try:
-                page.goto(f"{info['url']}?id={sample.id}", wait_until="load")
-                annotate = page.locator('[data-cy="annotate"]')
-                annotate.wait_for()
-                time.sleep(5)  # the modal re-renders once after load
-                annotate.click(force=True)
-                page.locator('[data-cy="lighter-sample-renderer-canvas"]').wait_for()
-                page.screenshot(path=SHOTS / "1-annotate-tab.png")
-                # draw a new box (in an empty area of the image) and call it OtherVehicle
-                page.locator('[data-cy="detection-mode"]').click()
-                bb = page.locator('[data-cy="lighter-sample-renderer-canvas"]').bounding_box()
-                x0, y0 = bb["x"] + bb["width"] * 0.7, bb["y"] + bb["height"] * 0.25
-                with page.expect_response(lambda r: r.request.method == "PATCH") as drawn:
-                    page.mouse.move(x0, y0)
-                    page.mouse.down()
-                    for k in range(1, 11):
-                        page.mouse.move(x0 + 6 * k, y0 + 4 * k)
-                    page.mouse.up()
-                assert drawn.value.status == 200, drawn.value.text()
-                page.screenshot(path=SHOTS / "2-drawn.png")
-                _label_option(page, "OtherVehicle")
-                page.screenshot(path=SHOTS / "3-drawn-relabelled.png")
-                # relabel the model's Person box as Bicycle
-                page.locator('[data-cy="annotate-edit-back"]').click()
-                page.locator(f'[data-cy="annotate-label-{person.id}"]').click()
-                _label_option(page, "Bicycle")
-                page.screenshot(path=SHOTS / "4-relabelled.png")
-                # delete the low-score Car: select it, press Delete
-                page.locator('[data-cy="annotate-edit-back"]').click()
-                page.locator(f'[data-cy="annotate-label-{doomed.id}"]').click()
-                with page.expect_response(lambda r: r.request.method == "PATCH") as deleted:
-                    page.keyboard.press("Delete")
-                assert deleted.value.status == 200, deleted.value.text()
-                page.screenshot(path=SHOTS / "5-deleted.png")
-            except Exception:
-                page.screenshot(path=SHOTS / "failure.png")
-                raise
-            finally:
-                browser.close()
+        with annotate_tab(info, sample, SHOTS / "boxes") as page:
+            # draw a new box (in an empty area of the image) and call it OtherVehicle
+            page.locator('[data-cy="detection-mode"]').click()
+            bb = page.locator(CANVAS).bounding_box()
+            x0, y0 = bb["x"] + bb["width"] * 0.7, bb["y"] + bb["height"] * 0.25
+            _drag_and_save(page, (x0, y0), (60, 40))
+            page.screenshot(path=SHOTS / "boxes/2-drawn.png")
+            _label_option(page, "OtherVehicle")
+            page.screenshot(path=SHOTS / "boxes/3-drawn-relabelled.png")
+            # relabel the model's Person box as Bicycle
+            page.locator('[data-cy="annotate-edit-back"]').click()
+            page.locator(f'[data-cy="annotate-label-{person.id}"]').click()
+            _label_option(page, "Bicycle")
+            page.screenshot(path=SHOTS / "boxes/4-relabelled.png")
+            # delete the low-score Car: select it, press Delete
+            page.locator('[data-cy="annotate-edit-back"]').click()
+            page.locator(f'[data-cy="annotate-label-{doomed.id}"]').click()
+            with page.expect_response(lambda r: r.request.method == "PATCH") as deleted:
+                page.keyboard.press("Delete")
+            assert deleted.value.status == 200, deleted.value.text()
+            page.screenshot(path=SHOTS / "boxes/5-deleted.png")
         labels = fsync.pull_batch(tmp_path, 1, name).labels
         written = read_labels(tmp_path / "data/batches/001/labels.json")
         assert written.images == labels.images
@@ -121,4 +148,58 @@ def test_draw_and_relabel_in_the_annotate_tab_then_pull(tmp_path, mongo_uri):
         assert (tmp_path / "data/batches/001/done").exists()
     finally:
         fapp.stop_app(tmp_path, stop_mongo=False)
+        ds.delete()
+
+
+def test_drag_a_corner_and_relabel_an_oriented_polyline_then_pull(tmp_path, mongo_uri):
+    """An annotator fixes oriented boxes in the App: drags one corner of a car's polyline
+    outwards and relabels another car's polyline; the pull turns the first into the
+    minimum-area rectangle around the moved corners and keeps the second's rectangle."""
+    from fiftyone import ViewField as F
+    from flows.annotate import app as fapp
+    from flows.annotate import fiftyone_sync as fsync
+    from flows.annotate.mongo import free_port
+    from shapely.geometry import Point, Polygon
+    from tests.fixtures_fiftyone import make_oriented_project
+    images_dir, pre = make_oriented_project(tmp_path)
+    cars = pre.by_id()[ORIENTED_CARS].annotations
+    name = unique_name("browser-obb")
+    ds = fsync.sync_batch(tmp_path, 1, name, images_dir)
+    sample = ds.one(F("image_id") == ORIENTED_CARS)
+    polys = {p["uid"]: p for p in sample[fsync.oriented("corrections")].polylines}
+    stretched, relabelled = cars[2], cars[0]
+    corner = max(stretched.obox.corners())  # the right-most corner, dragged further right
+    info = fapp.start_app(tmp_path, port=free_port(), dataset=name, uri=mongo_uri)
+    try:
+        with annotate_tab(info, sample, SHOTS / "polylines") as page:
+            page.locator(f'[data-cy="annotate-label-{polys[stretched.id].id}"]').click()
+            page.screenshot(path=SHOTS / "polylines/2-selected.png")
+            start = _on_page(page, *corner)
+            dx = _on_page(page, corner[0] + 16, corner[1])[0] - start[0]  # 16 image px
+            _drag_and_save(page, start, (dx, 0))
+            page.screenshot(path=SHOTS / "polylines/3-corner-dragged.png")
+            page.locator('[data-cy="annotate-edit-back"]').click()
+            page.locator(f'[data-cy="annotate-label-{polys[relabelled.id].id}"]').click()
+            _label_option(page, "Bicycle")
+            page.screenshot(path=SHOTS / "polylines/4-relabelled.png")
+    finally:
+        fapp.stop_app(tmp_path, stop_mongo=False)
+    try:
+        got = {a.id: a for a in fsync.pull_batch(tmp_path, 1, name).labels
+               .by_id()[ORIENTED_CARS].annotations}
+        moved = (corner[0] + 16, corner[1])
+        s = got[stretched.id]
+        assert s.provenance.edited and s.category == "Car"
+        assert min(math.dist(moved, q) for q in s.polygon) < 1.5  # where the mouse let go
+        left = min(x for x, _ in stretched.obox.corners())  # the other corners stay
+        assert abs(s.box.x2 - moved[0]) < 1.5 and abs(s.box.x1 - left) < 1e-6
+        assert s.obox.w * s.obox.h > stretched.obox.w * stretched.obox.h  # a bigger rectangle
+        assert Polygon(s.obox.corners()).buffer(1e-6).contains(Point(moved))
+        r = got[relabelled.id]
+        assert r.category == "Bicycle" and r.provenance.edited
+        assert all(min(math.dist(p, q) for q in r.obox.corners()) < 1e-6
+                   for p in relabelled.obox.corners())  # same rectangle
+        untouched = [a for a in cars if a.id not in (stretched.id, relabelled.id)]
+        assert [got[a.id] for a in untouched] == untouched
+    finally:
         ds.delete()
