@@ -139,34 +139,45 @@ def cmd_report(a) -> None:
 
 
 def plot_sizes(rows: list[dict], path: Path) -> None:
-    """AP by object size of the plain cells at 0 clicks, one panel per schedule, bars
-    averaged over the seeds each cell ran (dots: the single seeds)."""
+    """AP by object size, one panel per schedule and kind: the plain cells at 0 clicks, the
+    C3Det cells at their last click step (20); bars averaged over the seeds each cell ran
+    (dots: the single seeds)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     settings = list(dict.fromkeys(setting(r) for r in rows))
-    fig, axes = plt.subplots(1, len(settings), figsize=(5.5 * len(settings), 3.8),
+    kinds = [k for k in CLICKS if any(r["kind"] == k for r in rows)]
+    fig, axes = plt.subplots(len(kinds), len(settings), figsize=(5.5 * len(settings),
+                                                                 3.8 * len(kinds)),
                              squeeze=False)
-    for ax, key in zip(axes[0], settings):
-        group = [r for r in rows if setting(r) == key and r["kind"] == "plain"]
-        cells = list(dict.fromkeys(r["cell"] for r in group))
-        width = 0.8 / max(len(cells), 1)
-        for c, cell in enumerate(cells):
-            runs = [r for r in group if r["cell"] == cell]
-            xs = [b + (c - (len(cells) - 1) / 2) * width for b in range(len(SIZES))]
-            vals = [[r["ap_by_size"][b][0] or 0.0 for r in runs] for b in SIZES]
-            ax.bar(xs, [sum(v) / len(v) for v in vals], width, label=f"{cell} ({len(runs)})")
-            for x, v in zip(xs, vals):
-                ax.plot([x] * len(v), v, "k.", ms=3)
-        ax.set_xticks(range(len(SIZES)), [f"{b} px" for b in SIZES])
-        ax.set_ylabel("AP@[.50:.95] at 0 clicks")
-        schedule = json.loads(key)
-        ax.set_title(f"{schedule['epochs']} epochs, {schedule['train_images']} train images")
-        ax.legend(fontsize=7)
+    for row_axes, kind in zip(axes, kinds):
+        for ax, key in zip(row_axes, settings):
+            group = [r for r in rows if setting(r) == key and r["kind"] == kind]
+            size_bars(ax, group, step=-1)
+            schedule = json.loads(key)
+            ax.set_title(f"{kind}, {schedule['epochs']} epochs, "
+                         f"{schedule['train_images']} train images", fontsize=9)
+            ax.set_ylabel(f"AP@[.50:.95] at {CLICKS[kind][-1]} clicks")
     fig.suptitle("CFINet ablation on HIT-UAV val: AP by object size (bars: seed mean)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def size_bars(ax, group: list[dict], step: int) -> None:
+    """One bar group per size bucket, one bar per cell of `group` at click step `step`."""
+    cells = list(dict.fromkeys(r["cell"] for r in group))
+    width = 0.8 / max(len(cells), 1)
+    for c, cell in enumerate(cells):
+        runs = [r for r in group if r["cell"] == cell]
+        xs = [b + (c - (len(cells) - 1) / 2) * width for b in range(len(SIZES))]
+        vals = [[r["ap_by_size"][b][step] or 0.0 for r in runs] for b in SIZES]
+        ax.bar(xs, [sum(v) / len(v) for v in vals], width, label=f"{cell} ({len(runs)})")
+        for x, v in zip(xs, vals):
+            ax.plot([x] * len(v), v, "k.", ms=3)
+    ax.set_xticks(range(len(SIZES)), [f"{b} px" for b in SIZES])
+    if cells:
+        ax.legend(fontsize=7)
 
 
 def hand_written_part() -> str:
