@@ -3,6 +3,7 @@ with model pre-annotations, ground truth, clicks and an order. Import explicitly
 from __future__ import annotations
 
 import contextlib
+import math
 import uuid
 from pathlib import Path
 
@@ -70,6 +71,11 @@ def make_oriented_project(root: Path) -> tuple[Path, LabelSet]:
     write_json_atomic(layout.order, {im.id: {"position": k, "batch": 1}
                                      for k, im in enumerate(pre)})
     return SAMPLE, pre
+
+
+def same_rectangle(a: OrientedBox, b: OrientedBox, tol: float = 1e-6) -> bool:
+    """Same four corners (a rectangle has 4 ways to name its sides and angle)."""
+    return all(min(math.dist(p, q) for q in b.corners()) <= tol for p in a.corners())
 
 
 def unique_name(prefix: str = "t") -> str:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures_fiftyone import ORIENTED_IMAGES, make_project, unique_name
+from tests.fixtures_fiftyone import (ORIENTED_IMAGES, make_project, same_rectangle,
+                                     unique_name)
 from tinyloop.cocofile import read_labels
 
 CHROMIUM = os.environ.get("TINYLOOP_CHROMIUM", "/usr/bin/chromium")
@@ -100,27 +101,28 @@ def test_draw_and_relabel_in_the_annotate_tab_then_pull(tmp_path, mongo_uri):
     assert person.label == "Person" and doomed.label == "Car"
     info = fapp.start_app(tmp_path, port=free_port(), dataset=name, uri=mongo_uri)
     try:
-        with annotate_tab(info, sample, SHOTS / "boxes") as page:
+        shots = SHOTS / "boxes"
+        with annotate_tab(info, sample, shots) as page:
             # draw a new box (in an empty area of the image) and call it OtherVehicle
             page.locator('[data-cy="detection-mode"]').click()
             bb = page.locator(CANVAS).bounding_box()
             x0, y0 = bb["x"] + bb["width"] * 0.7, bb["y"] + bb["height"] * 0.25
             _drag_and_save(page, (x0, y0), (60, 40))
-            page.screenshot(path=SHOTS / "boxes/2-drawn.png")
+            page.screenshot(path=shots / "2-drawn.png")
             _label_option(page, "OtherVehicle")
-            page.screenshot(path=SHOTS / "boxes/3-drawn-relabelled.png")
+            page.screenshot(path=shots / "3-drawn-relabelled.png")
             # relabel the model's Person box as Bicycle
             page.locator('[data-cy="annotate-edit-back"]').click()
             page.locator(f'[data-cy="annotate-label-{person.id}"]').click()
             _label_option(page, "Bicycle")
-            page.screenshot(path=SHOTS / "boxes/4-relabelled.png")
+            page.screenshot(path=shots / "4-relabelled.png")
             # delete the low-score Car: select it, press Delete
             page.locator('[data-cy="annotate-edit-back"]').click()
             page.locator(f'[data-cy="annotate-label-{doomed.id}"]').click()
             with page.expect_response(lambda r: r.request.method == "PATCH") as deleted:
                 page.keyboard.press("Delete")
             assert deleted.value.status == 200, deleted.value.text()
-            page.screenshot(path=SHOTS / "boxes/5-deleted.png")
+            page.screenshot(path=shots / "5-deleted.png")
         labels = fsync.pull_batch(tmp_path, 1, name).labels
         written = read_labels(tmp_path / "data/batches/001/labels.json")
         assert written.images == labels.images
@@ -171,17 +173,18 @@ def test_drag_a_corner_and_relabel_an_oriented_polyline_then_pull(tmp_path, mong
     corner = max(stretched.obox.corners())  # the right-most corner, dragged further right
     info = fapp.start_app(tmp_path, port=free_port(), dataset=name, uri=mongo_uri)
     try:
-        with annotate_tab(info, sample, SHOTS / "polylines") as page:
+        shots = SHOTS / "polylines"
+        with annotate_tab(info, sample, shots) as page:
             page.locator(f'[data-cy="annotate-label-{polys[stretched.id].id}"]').click()
-            page.screenshot(path=SHOTS / "polylines/2-selected.png")
+            page.screenshot(path=shots / "2-selected.png")
             start = _on_page(page, *corner)
             dx = _on_page(page, corner[0] + 16, corner[1])[0] - start[0]  # 16 image px
             _drag_and_save(page, start, (dx, 0))
-            page.screenshot(path=SHOTS / "polylines/3-corner-dragged.png")
+            page.screenshot(path=shots / "3-corner-dragged.png")
             page.locator('[data-cy="annotate-edit-back"]').click()
             page.locator(f'[data-cy="annotate-label-{polys[relabelled.id].id}"]').click()
             _label_option(page, "Bicycle")
-            page.screenshot(path=SHOTS / "polylines/4-relabelled.png")
+            page.screenshot(path=shots / "4-relabelled.png")
     finally:
         fapp.stop_app(tmp_path, stop_mongo=False)
     try:
@@ -197,8 +200,7 @@ def test_drag_a_corner_and_relabel_an_oriented_polyline_then_pull(tmp_path, mong
         assert Polygon(s.obox.corners()).buffer(1e-6).contains(Point(moved))
         r = got[relabelled.id]
         assert r.category == "Bicycle" and r.provenance.edited
-        assert all(min(math.dist(p, q) for q in r.obox.corners()) < 1e-6
-                   for p in relabelled.obox.corners())  # same rectangle
+        assert same_rectangle(r.obox, relabelled.obox)
         untouched = [a for a in cars if a.id not in (stretched.id, relabelled.id)]
         assert [got[a.id] for a in untouched] == untouched
     finally:

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from tests.fixtures_fiftyone import make_oriented_project, unique_name
+from tests.fixtures_fiftyone import make_oriented_project, same_rectangle, unique_name
 from tinyloop.annotations import Annotation, Box, Click, OrientedBox, Provenance
 
 pytestmark = pytest.mark.mongo
@@ -43,11 +43,6 @@ def _relative(corners, w: int = 640, h: int = 512) -> list[list[list[float]]]:
 
 def _turned(obox: OrientedBox, by: float) -> OrientedBox:
     return OrientedBox(obox.cx, obox.cy, obox.w, obox.h, obox.angle + by)
-
-
-def _same_rectangle(a: OrientedBox, b: OrientedBox, tol: float = 1e-6) -> bool:
-    """Same four corners (a rectangle has 4 ways to name its sides and angle)."""
-    return all(min(math.dist(p, q) for q in b.corners()) <= tol for p in a.corners())
 
 
 def _as_prediction(ann: Annotation, provenance: Provenance) -> Annotation:
@@ -106,7 +101,7 @@ def test_a_rotated_polyline_is_pulled_as_the_rotated_oriented_box(project):
     car, target = _turn_first_car(ds, pre, 1.2)
     got = _pulled(root, name, CARS)
     turned = got[car.id]
-    assert _same_rectangle(turned.obox, target)
+    assert same_rectangle(turned.obox, target)
     xs, ys = zip(*target.corners())
     assert turned.box.iou(Box(min(xs), min(ys), max(xs), max(ys))) > 1 - 1e-9
     assert turned.category == "Car" and turned.provenance == Provenance(
@@ -193,13 +188,13 @@ def test_deleting_and_drawing_detections_and_polylines(project):
     assert anns[1].id not in got                    # both deleted: the object is gone
     assert anns[2].id not in got                    # box deleted, its untouched polyline too
     kept = got[anns[3].id]                          # box deleted, polyline edited: still there
-    assert _same_rectangle(kept.obox, turned) and kept.provenance.edited
+    assert same_rectangle(kept.obox, turned) and kept.provenance.edited
     relabelled = got[anns[4].id]
     assert relabelled.category == "Bicycle" and relabelled.box == anns[4].box
     assert relabelled.obox == anns[4].obox and relabelled.provenance.edited
     assert got[anns[5].id] == anns[5]
     human = got[new.id]                             # a polyline drawn alone: a new object
-    assert human.provenance == Provenance("human") and _same_rectangle(human.obox, drawn)
+    assert human.provenance == Provenance("human") and same_rectangle(human.obox, drawn)
     assert len(got) == 5
 
 
@@ -224,7 +219,7 @@ def test_refine_with_clicks_never_replaces_an_edited_polyline(project):
     assert [p.label for p in polys] == ["Car", "Car"]
     assert len(sample["predictions_oriented"].polylines) == 2
     got = _pulled(root, name, CARS)
-    assert _same_rectangle(got[anns[0].id].obox, turned)
+    assert same_rectangle(got[anns[0].id].obox, turned)
     new = [a for a in got.values() if a.id != anns[0].id]
     assert len(new) == 1 and new[0].obox == far and new[0].provenance == refined
 
@@ -255,7 +250,7 @@ def test_store_edit_racing_a_polyline_edit_keeps_the_annotators_rotation(project
         CARS, [_as_prediction(a, refined) for a in anns])
     assert raced
     by_id = {a.id: a for a in after}
-    assert _same_rectangle(by_id[anns[0].id].obox, turned)  # kept, not refreshed away
+    assert same_rectangle(by_id[anns[0].id].obox, turned)  # kept, not refreshed away
     assert sum(a.provenance == refined for a in after) == len(anns) - 1
 
 
@@ -283,7 +278,7 @@ def test_the_apps_save_route_edits_polylines_with_the_412_rule(project):
     r = server.patch(url, json=ops, headers={**headers, "If-Match": fresh})
     assert r.status_code == 200, r.text
     got = _pulled(root, name, MIXED)
-    assert _same_rectangle(got[car.id].obox, turned) and got[car.id].provenance.edited
+    assert same_rectangle(got[car.id].obox, turned) and got[car.id].provenance.edited
 
 
 def _etag(sample) -> str:
