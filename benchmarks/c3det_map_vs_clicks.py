@@ -109,8 +109,25 @@ def schedule(a) -> dict:
             "scales": a.scales, "batch_size": a.batch, "epochs": a.epochs, "lr": a.lr, "roi_batch_per_image": a.roi_batch,
             "warmup_iters": a.warmup, "lr_steps": a.lr_steps, "threads": a.threads,
             "click_steps": a.steps, "sessions": a.sessions, "backbone": a.backbone,
-            "weights": a.weights,
+            "weights": a.weights, "seed": a.seed,
             "init_interactive_from_plain": a.init == "plain"}
+
+
+def schedule_args(t: argparse.ArgumentParser, epochs: int, lr_steps: list[int],
+                  test_images: int = 48, threads: int = 1) -> None:
+    """The reduced training schedule of one detector run, shared by the c3det benchmarks so
+    that a flag means the same in each (only the defaults given here differ)."""
+    t.add_argument("--seed", type=int, default=0, help="training seed (crops, init of new layers)")
+    t.add_argument("--test-images", type=int, default=test_images, help="HIT-UAV val images scored")
+    t.add_argument("--crop", type=int, default=192, help="training crop side, px")
+    t.add_argument("--batch", type=int, default=4, help="crops per step")
+    t.add_argument("--epochs", type=int, default=epochs)
+    t.add_argument("--lr", type=float, default=0.01, help="SGD learning rate")
+    t.add_argument("--warmup", type=int, default=50, help="linear warm-up steps")
+    t.add_argument("--lr-steps", type=int, nargs="*", default=lr_steps,
+                   help="epochs after which the lr drops x0.1")
+    t.add_argument("--roi-batch", type=int, default=128, help="RoIs sampled per image")
+    t.add_argument("--threads", type=int, default=threads, help="torch CPU threads")
 
 
 def params(a) -> C3DetParams:
@@ -118,7 +135,7 @@ def params(a) -> C3DetParams:
         backbone=a.backbone, weights=a.weights, roi_batch_size=a.roi_batch,
         train=TrainParams(epochs=a.epochs, batch_size=a.batch, lr=a.lr, crop_size=a.crop,
                           scales=a.scales, warmup_iters=a.warmup, lr_steps=a.lr_steps,
-                          seed=0, freeze_detector=a.freeze_detector),
+                          seed=a.seed, freeze_detector=a.freeze_detector),
         eval=EvalParams(click_steps=a.steps, sessions=a.sessions, seed=0))
 
 
@@ -351,24 +368,17 @@ def main() -> None:
     ap.add_argument("--deadline", default=None, help="UTC HH:MM: no epoch starts that "
                     "would end after it")
     ap.add_argument("--train-images", type=int, default=240)
-    ap.add_argument("--test-images", type=int, default=16)
     ap.add_argument("--test-tile", type=int, default=None,
                     help="test on one tile of this size per val image (the one with most "
                          "objects) instead of whole images (CPU time)")
-    ap.add_argument("--crop", type=int, default=192)
     ap.add_argument("--backbone", default="resnet18",
                     help="c3det.backbone (the recorded runs: resnet18 from scratch)")
     ap.add_argument("--weights", default="none", help="c3det.weights: imagenet | none")
     ap.add_argument("--scales", type=float, nargs="+", default=[1.0])
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--epochs", type=int, default=12)
-    ap.add_argument("--roi-batch", type=int, default=128)
-    ap.add_argument("--lr", type=float, default=0.01)
-    ap.add_argument("--warmup", type=int, default=50)
-    ap.add_argument("--lr-steps", type=int, nargs="*", default=[10])
-    ap.add_argument("--steps", type=int, nargs="+", default=[0, 1, 3, 10, 20])
-    ap.add_argument("--sessions", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
+    schedule_args(ap, epochs=12, lr_steps=[10], test_images=16, threads=2)
+    ap.add_argument("--steps", type=int, nargs="+", default=[0, 1, 3, 10, 20],
+                    help="click counts evaluated")
+    ap.add_argument("--sessions", type=int, default=3, help="click orders per test image")
     ap.add_argument("--freeze-detector", action="store_true",
                     help="train only the click branch (c3det.train.freeze_detector)")
     a = ap.parse_args()

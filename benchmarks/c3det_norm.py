@@ -29,7 +29,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from c3det.config import C3DetParams, EvalParams, TrainParams  # noqa: E402
 from c3det_map_vs_clicks import load_hituav, split  # noqa: E402
-from c3det_pretrained import run, schedule_args, train_and_score  # noqa: E402
+from c3det_map_vs_clicks import schedule_args  # noqa: E402
+from c3det_pretrained import run, train_and_score  # noqa: E402
 
 WORK = REPO / "data/benchmarks/c3det_norm"
 RESULT = REPO / "benchmarks/results/c3det_norm.json"

@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from c3det.config import C3DetParams, EvalParams, TrainParams  # noqa: E402
-from c3det_map_vs_clicks import DATA, load_hituav, split  # noqa: E402
+from c3det_map_vs_clicks import DATA, load_hituav, schedule_args, split  # noqa: E402
 
 WORK = REPO / "data/benchmarks/c3det_pretrained"
 RESULT = REPO / "benchmarks/results/c3det_pretrained.json"
@@ -167,21 +167,6 @@ def main() -> None:
     schedule_args(t, epochs=4, lr_steps=[3])
     sub.add_parser("report", help="collect the runs into the JSON, the plot and the page")
     run(ap.parse_args(), cmd_train, cmd_report)
-
-
-def schedule_args(t: argparse.ArgumentParser, epochs: int, lr_steps: list[int]) -> None:
-    """The reduced training schedule of one plain-detector run (shared with c3det_norm.py)."""
-    t.add_argument("--seed", type=int, default=0, help="training seed (crops, init of new layers)")
-    t.add_argument("--test-images", type=int, default=48, help="HIT-UAV val images scored")
-    t.add_argument("--crop", type=int, default=192, help="training crop side, px")
-    t.add_argument("--batch", type=int, default=4, help="crops per step")
-    t.add_argument("--epochs", type=int, default=epochs)
-    t.add_argument("--lr", type=float, default=0.01, help="SGD learning rate")
-    t.add_argument("--warmup", type=int, default=50, help="linear warm-up steps")
-    t.add_argument("--lr-steps", type=int, nargs="*", default=lr_steps,
-                   help="epochs after which the lr drops x0.1")
-    t.add_argument("--roi-batch", type=int, default=128, help="RoIs sampled per image")
-    t.add_argument("--threads", type=int, default=1, help="torch CPU threads")
 
 
 def run(a: argparse.Namespace, train_cmd, report_cmd) -> None:

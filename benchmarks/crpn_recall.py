@@ -41,8 +41,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from c3det.config import C3DetParams, CRPNParams, TrainParams  # noqa: E402
-from c3det_map_vs_clicks import DATA, load_hituav, split  # noqa: E402
-from c3det_pretrained import schedule_args  # noqa: E402
+from c3det_map_vs_clicks import DATA, load_hituav, schedule_args, split  # noqa: E402
 
 WORK = REPO / "data/benchmarks/crpn_recall"
 RESULT = REPO / "benchmarks/results/crpn_recall.json"

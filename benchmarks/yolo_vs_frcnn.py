@@ -46,8 +46,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from c3det.config import C3DetParams, EvalParams, TrainParams, YoloParams  # noqa: E402
-from c3det_map_vs_clicks import DATA, load_hituav, split  # noqa: E402
-from c3det_pretrained import schedule_args  # noqa: E402
+from c3det_map_vs_clicks import DATA, load_hituav, schedule_args, split  # noqa: E402
 from tinyloop.annotations import ImageLabels, LabelSet  # noqa: E402
 
 WORK = REPO / "data/benchmarks/yolo_vs_frcnn"
