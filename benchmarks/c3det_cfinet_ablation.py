@@ -31,8 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from c3det.config import C3DetParams, EvalParams, TrainParams  # noqa: E402
-from c3det_map_vs_clicks import DATA, load_hituav, schedule_args, split  # noqa: E402
+from c3det.config import C3DetParams, EvalParams  # noqa: E402
+from c3det_map_vs_clicks import DATA, load_hituav, schedule_args, schedule_train, split  # noqa: E402
 
 WORK = REPO / "data/benchmarks/c3det_cfinet"
 RESULT = REPO / "benchmarks/results/c3det_cfinet_ablation.json"
@@ -53,9 +53,7 @@ def cell_name(kind: str, crpn: bool, fi: bool) -> str:
 
 def params(a, kind: str, crpn: bool, fi: bool) -> C3DetParams:
     p = C3DetParams(roi_batch_size=a.roi_batch,
-                    train=TrainParams(epochs=a.epochs, batch_size=a.batch, lr=a.lr,
-                                      crop_size=a.crop, warmup_iters=a.warmup,
-                                      lr_steps=a.lr_steps, seed=a.seed),
+                    train=schedule_train(a),
                     eval=EvalParams(click_steps=CLICKS[kind], sessions=a.sessions, seed=0))
     knobs = {"crpn": {"enabled": crpn}, "fi": {"enabled": fi}}
     for kv in a.set:                          # "fi.weight=0.1": one knob of c3det.crpn / c3det.fi

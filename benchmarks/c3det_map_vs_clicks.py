@@ -15,7 +15,6 @@ recorded in the results JSON; defaults are the reduced CPU schedule of the 2-cor
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as dt
 import json
 import os
@@ -128,14 +127,30 @@ def schedule_args(t: argparse.ArgumentParser, epochs: int, lr_steps: list[int],
                    help="epochs after which the lr drops x0.1")
     t.add_argument("--roi-batch", type=int, default=128, help="RoIs sampled per image")
     t.add_argument("--threads", type=int, default=threads, help="torch CPU threads")
+    t.add_argument("--amp-dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+                   help="training's autocast dtype (c3det.train.amp_dtype; auto: float16 on "
+                        "CUDA, bfloat16 on a CPU with native bf16, else float32)")
+
+
+def schedule_train(a: argparse.Namespace, **more) -> TrainParams:
+    """The TrainParams of `schedule_args`' flags (plus `more` fields)."""
+    precision = ({"amp": False} if a.amp_dtype == "float32" else {"amp_dtype": a.amp_dtype})
+    return TrainParams(epochs=a.epochs, batch_size=a.batch, lr=a.lr, crop_size=a.crop,
+                       warmup_iters=a.warmup, lr_steps=a.lr_steps, seed=a.seed,
+                       **precision, **more)
+
+
+def resolved_dtype(tp: TrainParams) -> str:
+    """The dtype training runs in on this machine (recorded with each result)."""
+    from c3det.train import autocast_dtype
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return str(autocast_dtype(tp, device) or torch.float32).removeprefix("torch.")
 
 
 def params(a) -> C3DetParams:
     return C3DetParams(
         backbone=a.backbone, weights=a.weights, roi_batch_size=a.roi_batch,
-        train=TrainParams(epochs=a.epochs, batch_size=a.batch, lr=a.lr, crop_size=a.crop,
-                          scales=a.scales, warmup_iters=a.warmup, lr_steps=a.lr_steps,
-                          seed=a.seed, freeze_detector=a.freeze_detector),
+        train=schedule_train(a, scales=a.scales, freeze_detector=a.freeze_detector),
         eval=EvalParams(click_steps=a.steps, sessions=a.sessions, seed=0))
 
 

@@ -27,9 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from c3det.config import C3DetParams, EvalParams, TrainParams  # noqa: E402
-from c3det_map_vs_clicks import load_hituav, split  # noqa: E402
-from c3det_map_vs_clicks import schedule_args  # noqa: E402
+from c3det.config import C3DetParams, EvalParams  # noqa: E402
+from c3det_map_vs_clicks import load_hituav, schedule_args, schedule_train, split  # noqa: E402
 from c3det_pretrained import run, train_and_score  # noqa: E402
 
 WORK = REPO / "data/benchmarks/c3det_norm"
@@ -41,8 +40,7 @@ MACHINE = os.environ.get("TINYLOOP_MACHINE", "2-core CPU, 24 GiB, no GPU (dev bo
 def params(a) -> C3DetParams:
     return C3DetParams(  # the from-scratch ResNet-18 this page measured (before ImageNet Lite0)
         backbone="resnet18", weights="none", norm=a.norm, roi_batch_size=a.roi_batch,
-        train=TrainParams(epochs=a.epochs, batch_size=a.batch, lr=a.lr, crop_size=a.crop,
-                          warmup_iters=a.warmup, lr_steps=a.lr_steps, seed=a.seed),
+        train=schedule_train(a),
         eval=EvalParams(click_steps=[0], sessions=1, seed=0))
 
 

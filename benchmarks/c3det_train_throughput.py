@@ -5,8 +5,9 @@ simulated clicks, exactly as c3det.train does, and records per kind:
 - images_per_s:          wall clock (what a user sees; on a shared machine it depends on load)
 - images_per_cpu_s:      images per CPU-second of this process (all its threads): nearly
                          independent of other jobs on the machine, so comparable across runs.
-Writes benchmarks/results/c3det_train_throughput.json (`_gpu.json` on a GPU). CUDA + AMP
-when a GPU is present. `--profile` adds each kind's top operators (torch.profiler, by self
+Writes benchmarks/results/c3det_train_throughput.json (`_gpu.json` on a GPU). Mixed
+precision as c3det.train resolves `--amp-dtype` (auto: float16 on CUDA, bfloat16 on a CPU
+with native bf16). `--profile` adds each kind's top operators (torch.profiler, by self
 time on the device when there is one) and, on a GPU, the share of the step wall time the GPU
 was busy: a low share means the step is bound by Python / kernel launches, not by the GPU.
 
@@ -33,6 +34,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from c3det.config import C3DetParams, TrainParams  # noqa: E402
 from c3det.data import DetectionDataset, collate  # noqa: E402
 from c3det.model import build_model  # noqa: E402
+from c3det.train import autocast_dtype  # noqa: E402
 from c3det_map_vs_clicks import DATA, _f, load_hituav, split  # noqa: E402
 
 RESULT = REPO / "benchmarks/results/c3det_train_throughput{}.json"
@@ -44,8 +46,8 @@ def measure(kind: str, data: DetectionDataset, a, device: torch.device) -> dict:
     torch.manual_seed(0)
     model = build_model(kind, 4, p).to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
-    amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    dtype = amp_dtype(a, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     idx = np.random.default_rng(0).permutation(len(data))
     wall = cpu = 0.0
     n = 0
@@ -58,7 +60,7 @@ def measure(kind: str, data: DetectionDataset, a, device: torch.device) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0, c0 = time.perf_counter(), time.process_time()
-        with torch.autocast(device.type, enabled=amp):
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             losses = model([im.to(device) for im in images],
                            [t["clicks"].to(device) for t in targets],
                            [{k: t[k].to(device) for k in ("boxes", "labels", "clicked")}
@@ -79,6 +81,13 @@ def measure(kind: str, data: DetectionDataset, a, device: torch.device) -> dict:
         prof.__exit__(None, None, None)
         row.update(_top_ops(prof, device, wall))
     return row
+
+
+def amp_dtype(a, device: torch.device) -> torch.dtype | None:
+    """--amp-dtype as c3det.train resolves it (float32: no autocast)."""
+    if a.amp_dtype == "float32":
+        return None
+    return autocast_dtype(TrainParams(amp_dtype=a.amp_dtype), device)
 
 
 def _profiler(device: torch.device):
@@ -118,6 +127,9 @@ def main() -> None:
     ap.add_argument("--kinds", nargs="+", default=["plain", "early_fusion", "late_fusion",
                                                      "c3det"])
     ap.add_argument("--work", default=str(REPO / "data/benchmarks/c3det"))
+    ap.add_argument("--amp-dtype", choices=["auto", "float32", "float16", "bfloat16"],
+                    default="auto", help="autocast dtype of the step, as c3det.train.amp_dtype "
+                    "(auto: float16 on CUDA, bfloat16 on a CPU with native bf16, else float32)")
     ap.add_argument("--profile", action="store_true",
                     help="record each kind's top operators (torch.profiler)")
     ap.add_argument("--out", default=None,
@@ -146,7 +158,8 @@ def main() -> None:
            "setup": {"crop": a.crop, "batch": a.batch, "measured_steps": a.steps,
                      "roi_batch_size": a.roi_batch, "backbone": a.backbone,
                      "weights": a.weights,
-                     "detector": "faster_rcnn", "amp": device.type == "cuda"},
+                     "detector": "faster_rcnn",
+                     "amp_dtype": str(amp_dtype(a, device) or torch.float32).removeprefix("torch.")},
            "date": time.strftime("%Y-%m-%d"), "results": rows}
     out = (RESULT.parent / a.out if a.out else
            Path(str(RESULT).format("_gpu" if device.type == "cuda" else "")))

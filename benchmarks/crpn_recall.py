@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from c3det.config import C3DetParams, CRPNParams, TrainParams  # noqa: E402
-from c3det_map_vs_clicks import DATA, load_hituav, schedule_args, split  # noqa: E402
+from c3det_map_vs_clicks import DATA, load_hituav, schedule_args, schedule_train, split  # noqa: E402
 
 WORK = REPO / "data/benchmarks/crpn_recall"
 RESULT = REPO / "benchmarks/results/crpn_recall.json"
@@ -51,8 +51,7 @@ IOUS = (0.5, 0.7)
 
 
 def params(a, crpn: bool) -> C3DetParams:
-    tp = TrainParams(epochs=a.epochs, batch_size=a.batch, lr=a.lr, crop_size=a.crop,
-                     warmup_iters=a.warmup, lr_steps=a.lr_steps, seed=a.seed)
+    tp = schedule_train(a)
     knobs = {k: type(getattr(CRPNParams, k))(v) for k, v in (kv.split("=") for kv in a.set)}
     return C3DetParams(roi_batch_size=a.roi_batch, rpn_proposals_test=a.proposals, train=tp,
                        crpn=CRPNParams(enabled=crpn, **knobs))

@@ -45,8 +45,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from c3det.config import C3DetParams, EvalParams, TrainParams, YoloParams  # noqa: E402
-from c3det_map_vs_clicks import DATA, load_hituav, schedule_args, split  # noqa: E402
+from c3det.config import C3DetParams, EvalParams, YoloParams  # noqa: E402
+from c3det_map_vs_clicks import DATA, load_hituav, schedule_args, schedule_train, split  # noqa: E402
 from tinyloop.annotations import ImageLabels, LabelSet  # noqa: E402
 
 WORK = REPO / "data/benchmarks/yolo_vs_frcnn"
@@ -73,9 +73,8 @@ def run_dir(a, cell: str) -> Path:
 
 
 def frcnn_params(a) -> C3DetParams:
-    return C3DetParams(roi_batch_size=a.roi_batch, train=TrainParams(
-        epochs=a.epochs, batch_size=a.batch, lr=a.lr, crop_size=a.crop, warmup_iters=a.warmup,
-        lr_steps=a.lr_steps, seed=a.seed), eval=EvalParams(click_steps=[0], sessions=1))
+    return C3DetParams(roi_batch_size=a.roi_batch, train=schedule_train(a),
+                       eval=EvalParams(click_steps=[0], sessions=1))
 
 
 def yolo_params(a, oriented: bool) -> C3DetParams:

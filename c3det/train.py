@@ -4,8 +4,9 @@
     torchrun --nproc_per_node 4 -m c3det.train ...                 # DDP, one GPU per process
 
 Schedule (the paper's, see TrainParams): SGD lr 0.01, momentum 0.9, weight decay 1e-4, linear
-warm-up over `warmup_iters` steps, lr x `lr_gamma` at each epoch of `lr_steps`. CUDA + AMP
-(autocast + GradScaler) when a GPU is present. Under torchrun the process group is
+warm-up over `warmup_iters` steps, lr x `lr_gamma` at each epoch of `lr_steps`. Mixed
+precision (`autocast_dtype`): float16 + GradScaler on CUDA, bfloat16 on a CPU with native
+bfloat16, float32 elsewhere. Under torchrun the process group is
 initialised (nccl on GPU, gloo on CPU) and a DistributedSampler splits the images.
 
 Every epoch ends with `out_dir/last.pt` (model, optimizer, scaler, epoch; plain tensors and
@@ -33,7 +34,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from tqdm import tqdm
 
 from c3det import checkpoint
-from c3det.config import C3DetParams
+from c3det.config import C3DetParams, TrainParams
 from c3det.data import DetectionDataset, collate
 from tinyloop.annotations import LabelSet
 from tinyloop.atomic import write_atomic, write_text_atomic
@@ -85,6 +86,31 @@ def _device(rank: int) -> torch.device:
     return torch.device("cpu")
 
 
+def native_cpu_bf16() -> bool:
+    """True when this CPU computes bfloat16 natively (AMX or AVX512-BF16), where oneDNN's
+    bfloat16 kernels beat float32; elsewhere bfloat16 is emulated and slower."""
+    try:
+        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    except AttributeError:  # an older torch without the probes
+        return False
+
+
+def autocast_dtype(tp: TrainParams, device: torch.device) -> torch.dtype | None:
+    """The dtype of training's forward pass under autocast, or None for plain float32
+    (`c3det.train.amp` / `amp_dtype`). Weights, optimizer state and prediction stay float32:
+    in bfloat16 a box corner near x = 600 px would be rounded to 4 px."""
+    if not tp.amp:
+        return None
+    if tp.amp_dtype == "float16" and device.type != "cuda":
+        raise ValueError("c3det.train.amp_dtype float16 needs a CUDA device; on a CPU use "
+                         "bfloat16, auto or amp: false")
+    if tp.amp_dtype != "auto":
+        return getattr(torch, tp.amp_dtype)
+    if device.type == "cuda":
+        return torch.float16
+    return torch.bfloat16 if native_cpu_bf16() else None
+
+
 def train(labels: LabelSet, image_root: str | Path, params: C3DetParams,
           out_dir: str | Path, resume: bool = True, kind: str = "c3det",
           stop_after_epoch: int | None = None, progress: bool = True,
@@ -106,7 +132,7 @@ def train(labels: LabelSet, image_root: str | Path, params: C3DetParams,
     out.mkdir(parents=True, exist_ok=True)
     rank, world = _distributed()
     device = _device(rank)
-    use_amp = tp.amp and device.type == "cuda"
+    amp_dtype = autocast_dtype(tp, device)
     if tp.max_images is not None:
         labels = LabelSet(labels.categories, labels.images[:tp.max_images], labels.info)
     if not labels.images:
@@ -123,7 +149,8 @@ def train(labels: LabelSet, image_root: str | Path, params: C3DetParams,
     optimizer = torch.optim.SGD([{"params": decay, "weight_decay": tp.weight_decay},
                                  {"params": no_decay, "weight_decay": 0.0}],
                                 lr=tp.lr, momentum=tp.momentum)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    # float16 needs loss scaling against underflow; bfloat16 has float32's exponent range
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
     start_epoch, step, history = 0, 0, []
     box_sizes = class_box_sizes(labels)  # the click-to-box size prior, saved with each model
@@ -181,7 +208,7 @@ def train(labels: LabelSet, image_root: str | Path, params: C3DetParams,
             clicks = [t["clicks"].to(device) for t in targets]
             tgts = [{k: t[k].to(device) for k in ("boxes", "labels", "clicked")}
                     for t in targets]
-            with torch.autocast(device.type, enabled=use_amp):
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 losses = ddp_model(images, clicks, tgts)
             loss = sum(losses.values())
             if tp.freeze_detector and not loss.requires_grad:
@@ -213,7 +240,8 @@ def train(labels: LabelSet, image_root: str | Path, params: C3DetParams,
                "lr": optimizer.param_groups[0]["lr"], "images": n_images * world,
                "seconds": seconds, "images_per_s": n_images * world / max(seconds, 1e-9),
                # time spent waiting for the DataLoader: a large share says raise num_workers
-               "data_wait_s": data_wait}
+               "data_wait_s": data_wait,
+               "amp_dtype": str(amp_dtype or torch.float32).removeprefix("torch.")}
         history.append(row)
         if rank == 0:
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),

@@ -7,7 +7,7 @@ import torch
 from c3det import checkpoint
 from c3det.config import C3DetParams, EvalParams, TrainParams
 from c3det.data import DetectionDataset
-from c3det.train import lr_factor, train
+from c3det.train import autocast_dtype, lr_factor, native_cpu_bf16, train
 from tinyloop.synthetic import make_synthetic
 
 
@@ -101,6 +101,30 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(synthetic, tmp
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     assert resumed["epochs"][1]["loss"] == pytest.approx(full["epochs"][1]["loss"], abs=1e-6)
+
+
+def test_amp_dtype_picks_the_training_precision_and_keeps_weights_float32(synthetic, tmp_path):
+    cpu = torch.device("cpu")
+    assert autocast_dtype(TrainParams(amp=False), cpu) is None
+    assert autocast_dtype(TrainParams(amp_dtype="bfloat16"), cpu) == torch.bfloat16
+    # auto: bfloat16 only where the CPU has it natively (emulated bf16 is slower than fp32)
+    assert autocast_dtype(TrainParams(), cpu) == (torch.bfloat16 if native_cpu_bf16() else None)
+    assert autocast_dtype(TrainParams(), torch.device("cuda")) == torch.float16
+    with pytest.raises(ValueError, match="amp_dtype float16 needs a CUDA device"):
+        autocast_dtype(TrainParams(amp_dtype="float16"), cpu)
+    assert "amp_dtype ('half') must be" in TrainParams(amp_dtype="half").check()
+
+    labels, root = synthetic
+    r = train(labels, root, _params(2, amp_dtype="bfloat16", max_images=2), tmp_path,
+              kind="c3det", progress=False)
+    assert [e["amp_dtype"] for e in r["epochs"]] == ["bfloat16", "bfloat16"]
+    assert all(torch.isfinite(torch.tensor(e["loss"])) for e in r["epochs"])
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    floats = [v for v in state["model"].values() if v.is_floating_point()]
+    assert floats and all(v.dtype == torch.float32 for v in floats)
+    fp32 = train(labels, root, _params(1, amp=False, max_images=2), tmp_path / "fp32",
+                 kind="c3det", progress=False)
+    assert fp32["epochs"][0]["amp_dtype"] == "float32"
 
 
 def test_ddp_world_size_one_on_cpu_with_gloo(synthetic, tmp_path, monkeypatch):
