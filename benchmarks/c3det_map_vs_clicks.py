@@ -142,9 +142,9 @@ def schedule_train(a: argparse.Namespace, **more) -> TrainParams:
 
 def resolved_dtype(tp: TrainParams) -> str:
     """The dtype training runs in on this machine (recorded with each result)."""
-    from c3det.train import autocast_dtype
+    from c3det.train import autocast_dtype, dtype_name
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return str(autocast_dtype(tp, device) or torch.float32).removeprefix("torch.")
+    return dtype_name(autocast_dtype(tp, device))
 
 
 def params(a) -> C3DetParams:

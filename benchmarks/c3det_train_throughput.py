@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from c3det.config import C3DetParams, TrainParams  # noqa: E402
 from c3det.data import DetectionDataset, collate  # noqa: E402
 from c3det.model import build_model  # noqa: E402
-from c3det.train import autocast_dtype  # noqa: E402
+from c3det.train import autocast_dtype, dtype_name  # noqa: E402
 from c3det_map_vs_clicks import DATA, _f, load_hituav, split  # noqa: E402
 
 RESULT = REPO / "benchmarks/results/c3det_train_throughput{}.json"
@@ -159,7 +159,7 @@ def main() -> None:
                      "roi_batch_size": a.roi_batch, "backbone": a.backbone,
                      "weights": a.weights,
                      "detector": "faster_rcnn",
-                     "amp_dtype": str(amp_dtype(a, device) or torch.float32).removeprefix("torch.")},
+                     "amp_dtype": dtype_name(amp_dtype(a, device))},
            "date": time.strftime("%Y-%m-%d"), "results": rows}
     out = (RESULT.parent / a.out if a.out else
            Path(str(RESULT).format("_gpu" if device.type == "cuda" else "")))

@@ -111,6 +111,11 @@ def autocast_dtype(tp: TrainParams, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if native_cpu_bf16() else None
 
 
+def dtype_name(dtype: torch.dtype | None) -> str:
+    """"bfloat16", "float16", or "float32" for no autocast (logged with each epoch)."""
+    return str(dtype or torch.float32).removeprefix("torch.")
+
+
 def train(labels: LabelSet, image_root: str | Path, params: C3DetParams,
           out_dir: str | Path, resume: bool = True, kind: str = "c3det",
           stop_after_epoch: int | None = None, progress: bool = True,
@@ -133,6 +138,7 @@ def train(labels: LabelSet, image_root: str | Path, params: C3DetParams,
     rank, world = _distributed()
     device = _device(rank)
     amp_dtype = autocast_dtype(tp, device)
+    precision = dtype_name(amp_dtype)
     if tp.max_images is not None:
         labels = LabelSet(labels.categories, labels.images[:tp.max_images], labels.info)
     if not labels.images:
@@ -197,7 +203,8 @@ def train(labels: LabelSet, image_root: str | Path, params: C3DetParams,
         sums: dict[str, float] = {}
         n_images, n_steps, t0 = 0, 0, time.perf_counter()
         data_wait, fetched = 0.0, t0
-        bar = tqdm(loader, desc=f"{kind} epoch {epoch + 1}/{tp.epochs}",
+        bar = tqdm(loader, desc=f"{kind} epoch {epoch + 1}/{tp.epochs} ({device.type}, "
+                                f"{precision})",
                    disable=not progress or rank != 0, leave=False, mininterval=5)
         for images, targets in bar:
             data_wait += time.perf_counter() - fetched
@@ -241,7 +248,7 @@ def train(labels: LabelSet, image_root: str | Path, params: C3DetParams,
                "seconds": seconds, "images_per_s": n_images * world / max(seconds, 1e-9),
                # time spent waiting for the DataLoader: a large share says raise num_workers
                "data_wait_s": data_wait,
-               "amp_dtype": str(amp_dtype or torch.float32).removeprefix("torch.")}
+               "amp_dtype": precision}
         history.append(row)
         if rank == 0:
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
