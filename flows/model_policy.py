@@ -26,7 +26,9 @@ from pathlib import Path
 
 from c3det.threshold import read_min_score
 from flows.project.layout import ProjectLayout
-from flows.accounting.workload import NONE_SHOWN, best_threshold, wt_by_threshold
+from flows.accounting.workload import (NONE_SHOWN, best_threshold, gate_by_track_record,
+                                       wt_by_threshold)
+from tinyloop.cocofile import read_labels
 from tinyloop.annotations import ImageLabels, LabelSet
 from tinyloop.atomic import copy_file_atomic, write_json_atomic
 
@@ -110,7 +112,8 @@ def boxes_hidden(p, n: int) -> bool:
 def choose_min_score(p, n: int, test: LabelSet) -> dict | None:
     """With flows.min_score auto: the score from which model n's boxes are shown, the one
     that would have saved the most on the held-out images `test` by both WT and annotation
-    time (workload.best_threshold; written beside the model, once)."""
+    time (workload.best_threshold), unless model n-1 at that score cost time on batch n
+    (flows.auto_track_record); written beside the model, once."""
     if p.params.flows.min_score != "auto":
         return None
     path = p.layout.threshold(n)
@@ -121,16 +124,39 @@ def choose_min_score(p, n: int, test: LabelSet) -> dict | None:
     # Through Predictor, not map_vs_clicks' 0-click forward: the threshold must be chosen on
     # exactly the boxes pre-annotation shows (tiles of large images, NMS across tiles); the
     # price is one more forward per held-out image.
-    every_box = predictor(p, p.layout.model(n), min_score=0.0)
-    predictions = LabelSet(test.categories, [
-        ImageLabels(i.image, every_box.predict(str(p.source / i.image.path), []))
-        for i in test.images])
-    curve = wt_by_threshold(predictions, test, p.params.workload, THRESHOLDS)
+    curve = savings_by_threshold(p, p.layout.model(n), test)
     chosen = {"min_score": best_threshold(curve, p.params.flows.auto_min_gain_pct),
               "wt_by_min_score": curve,
               "images": len(test.images)}
+    track = track_record(p, n) if p.params.flows.auto_track_record else None
+    if track is not None and chosen["min_score"] != NONE_SHOWN:
+        chosen["track_record"] = {"model": n - 1, "batch": n, "wt_by_min_score": track}
+        if gate_by_track_record(chosen["min_score"], track) == NONE_SHOWN:
+            log.info("model %d: hidden; at min_score %s model %d cost time on batch %d",
+                     n, chosen["min_score"], n - 1, n)
+            chosen.update(min_score=NONE_SHOWN, held_out_min_score=chosen["min_score"])
     write_json_atomic(path, chosen)
     return chosen
+
+
+def savings_by_threshold(p, model_path: Path, truth: LabelSet) -> list[dict]:
+    """What `model_path`'s boxes would have saved on the images of `truth`, per min_score of
+    THRESHOLDS (workload.wt_by_threshold)."""
+    every_box = predictor(p, model_path, min_score=0.0)
+    predictions = LabelSet(truth.categories, [
+        ImageLabels(i.image, every_box.predict(str(p.source / i.image.path), []))
+        for i in truth.images])
+    return wt_by_threshold(predictions, truth, p.params.workload, THRESHOLDS)
+
+
+def track_record(p, n: int) -> list[dict] | None:
+    """Model n-1's savings per min_score on batch n, which annotators have just corrected
+    (None for model 1, or before batch n is pulled): the pool's own images, as the loop's
+    ordering picks them. Costs one forward per image of the batch."""
+    labels = p.layout.labels(n)
+    if n < 2 or not labels.exists() or not p.layout.model(n - 1).exists():
+        return None
+    return savings_by_threshold(p, p.layout.model(n - 1), read_labels(labels))
 
 
 # --- the predictor ------------------------------------------------------------------------------

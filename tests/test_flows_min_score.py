@@ -3,15 +3,18 @@ saved the most annotation time on the held-out split, and its pre-annotations us
 from __future__ import annotations
 
 import json
+import shutil
 
 import torch
 
 from flows import model_policy
 from flows import steps
 from flows.commands.demo import SAMPLE
-from flows.accounting.workload import NONE_SHOWN
+from flows.accounting.workload import NONE_SHOWN, diff_batch, saving, workload
 from flows.project.init import init_project
 from tests.fixtures_flows import light_demo_params
+from tinyloop.annotations import LabelSet
+from tinyloop.cocofile import read_labels
 
 
 def test_auto_min_score_is_chosen_per_model_and_filters_its_boxes(tmp_path):
@@ -53,3 +56,27 @@ def test_auto_min_score_is_chosen_per_model_and_filters_its_boxes(tmp_path):
     chosen_file.write_text(json.dumps({**chosen, "min_score": NONE_SHOWN}))
     steps.preannotate(p, 2)
     assert steps.simulate_annotation(p, store, 2)["clicks"] == 0
+
+    # the track record: model 1's savings per score on batch 2, once annotators corrected it,
+    # equal what batch 2 would have cost had model 1 been shown from that score
+    steps.pull(p, store, 2)
+    track = model_policy.track_record(p, 2)
+    assert [r["min_score"] for r in track] == model_policy.THRESHOLDS
+    truth = read_labels(p.layout.labels(2))
+    chosen_file.write_text(json.dumps({**chosen, "min_score": 0.5}))
+    shown = LabelSet(truth.categories, list(steps.predict_images(p, p.layout.model(1), items)))
+    w = workload(diff_batch(shown, truth, p.params.workload.iou, p.params.workload.geometry),
+                 p.params.workload, first_batch=False)
+    at_half = next(r for r in track if r["min_score"] == 0.5)
+    assert at_half["wt_reduction_pct"] == w["reduction_WT_pct"]
+
+    # ... and vetoes model 2's held-out choice where model 1 lost time there (model 1's
+    # weights stand in for model 2 here: the gate, not the training, is under test)
+    shutil.copytree(p.layout.model(1).parent, p.layout.model(2).parent)
+    p.layout.threshold(2).unlink()
+    p.params.flows.auto_min_gain_pct = -1000.0  # the held-out split always picks a score
+    chosen2 = model_policy.choose_min_score(p, 2, steps.eval_set(p))
+    assert chosen2["track_record"]["wt_by_min_score"] == track
+    score = chosen2.get("held_out_min_score", chosen2["min_score"])
+    lost = saving(next(r for r in track if r["min_score"] == score)) < 0
+    assert (chosen2["min_score"] == NONE_SHOWN) == lost

@@ -166,6 +166,20 @@ def test_min_score_is_chosen_where_both_wt_and_time_save_most():
     assert best_threshold(useless) == NONE_SHOWN
 
 
+def test_the_previous_models_cost_on_the_latest_batch_vetoes_a_held_out_choice():
+    """Held-out images chose 0.5; the previous model at 0.5 lost time on the batch just
+    corrected (the smaller of WT and time decides): hidden. Break-even or better: kept."""
+    from flows.accounting.workload import NONE_SHOWN, gate_by_track_record
+    track = [{"min_score": 0.5, "wt_reduction_pct": 4.0, "seconds_reduction_pct": -1.0},
+             {"min_score": 0.9, "wt_reduction_pct": 0.0, "seconds_reduction_pct": 0.0},
+             {"min_score": 0.95, "wt_reduction_pct": 12.0, "seconds_reduction_pct": 10.0}]
+    assert gate_by_track_record(0.5, track) == NONE_SHOWN
+    assert gate_by_track_record(0.9, track) == 0.9
+    assert gate_by_track_record(0.95, track) == 0.95
+    assert gate_by_track_record(NONE_SHOWN, track) == NONE_SHOWN
+    assert gate_by_track_record(0.5, []) == 0.5  # no record (model 1): the held-out rule alone
+
+
 def test_a_model_that_saves_wt_but_costs_time_is_not_shown():
     """Two one-object images, one right and one wrong box: WT saves 25 % (10.5 of 14 s), but
     checking both images (2 x 4 s) makes the batch 32 % slower than drawing: not shown."""
