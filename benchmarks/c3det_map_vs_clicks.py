@@ -132,12 +132,16 @@ def schedule_args(t: argparse.ArgumentParser, epochs: int, lr_steps: list[int],
                         "CUDA, bfloat16 on a CPU with native bf16, else float32)")
 
 
+def precision_fields(amp_dtype: str) -> dict:
+    """TrainParams fields of an --amp-dtype flag value (float32: no autocast)."""
+    return {"amp": False} if amp_dtype == "float32" else {"amp_dtype": amp_dtype}
+
+
 def schedule_train(a: argparse.Namespace, **more) -> TrainParams:
     """The TrainParams of `schedule_args`' flags (plus `more` fields)."""
-    precision = ({"amp": False} if a.amp_dtype == "float32" else {"amp_dtype": a.amp_dtype})
     return TrainParams(epochs=a.epochs, batch_size=a.batch, lr=a.lr, crop_size=a.crop,
                        warmup_iters=a.warmup, lr_steps=a.lr_steps, seed=a.seed,
-                       **precision, **more)
+                       **precision_fields(a.amp_dtype), **more)
 
 
 def resolved_dtype(tp: TrainParams) -> str:

@@ -152,7 +152,7 @@ def markdown(rows: list[dict]) -> str:
         bn = {"auto": "frozen" if r["weights"] == "imagenet" else "trained",
               "frozen_bn": "frozen", "bn": "trained"}[norm]
         lines.append(
-            f"| {r['backbone']} | {r['weights']} | {bn} | {r.get('dtype', 'float32')} | "
+            f"| {r['backbone']} | {r['weights']} | {bn} | {_setup(r)[3]} | "
             f"{r['train_images']} | "
             f"{r['map50']:.2f} | "
             + " | ".join(f"{v:.1f}" if v is not None else "-" for v in r["per_class"].values())

@@ -35,7 +35,7 @@ from c3det.config import C3DetParams, TrainParams  # noqa: E402
 from c3det.data import DetectionDataset, collate  # noqa: E402
 from c3det.model import build_model  # noqa: E402
 from c3det.train import autocast_dtype, dtype_name  # noqa: E402
-from c3det_map_vs_clicks import DATA, _f, load_hituav, split  # noqa: E402
+from c3det_map_vs_clicks import DATA, _f, load_hituav, precision_fields, split  # noqa: E402
 
 RESULT = REPO / "benchmarks/results/c3det_train_throughput{}.json"
 TOP_OPS = 15
@@ -85,9 +85,7 @@ def measure(kind: str, data: DetectionDataset, a, device: torch.device) -> dict:
 
 def amp_dtype(a, device: torch.device) -> torch.dtype | None:
     """--amp-dtype as c3det.train resolves it (float32: no autocast)."""
-    if a.amp_dtype == "float32":
-        return None
-    return autocast_dtype(TrainParams(amp_dtype=a.amp_dtype), device)
+    return autocast_dtype(TrainParams(**precision_fields(a.amp_dtype)), device)
 
 
 def _profiler(device: torch.device):

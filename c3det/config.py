@@ -36,7 +36,8 @@ class TrainParams:
     max_images: int | None = None    # train on the first N images only (reduced CPU schedules)
     amp: bool = True                 # mixed precision where the device has a fast path (amp_dtype)
     amp_dtype: str = "auto"          # auto: float16 on CUDA, bfloat16 on a CPU with native bf16
-    # (AMX / AVX512-BF16; 1.5x the steps/s of float32 there), float32 on other CPUs | float16 | bfloat16
+    # (AMX / AVX512-BF16; ~1.4x the crops per CPU-second of float32 there, 192 px crops), float32 on
+    # other CPUs | float16 | bfloat16
     num_workers: int = 0             # DataLoader workers
     seed: int = 0
 
