@@ -48,13 +48,13 @@ def _file_hash(path: Path) -> str:
 
 
 def _chunk_key(context, parameters) -> str:
-    """Cache key of a pre-annotation chunk: the model's content, the images, the tiling."""
+    """Cache key of a pre-annotation chunk: the model's content, the images, the tiling (a
+    chunk holds every scored box: min_score is applied when the batch is written)."""
     model = parameters["model"]
     p = Project.open(parameters["root"])
     parts = [_file_hash(Path(model)) if model else "no-model",
              ",".join(parameters["ids"]), json.dumps(p.params.tiling.__dict__, sort_keys=True),
-             p.params.flows.preannotator,
-             str(model_policy.min_score_for(p, Path(model)) if model else None)]
+             p.params.flows.preannotator, "every-scored-box"]
     return "preannotate-" + hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 

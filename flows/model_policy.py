@@ -139,24 +139,30 @@ def choose_min_score(p, n: int, test: LabelSet) -> dict | None:
     return chosen
 
 
-def savings_by_threshold(p, model_path: Path, truth: LabelSet) -> list[dict]:
+def savings_by_threshold(p, model_path: Path, truth: LabelSet,
+                         scored: LabelSet | None = None) -> list[dict]:
     """What `model_path`'s boxes would have saved on the images of `truth`, per min_score of
-    THRESHOLDS (workload.wt_by_threshold)."""
-    every_box = predictor(p, model_path, min_score=0.0)
-    predictions = LabelSet(truth.categories, [
-        ImageLabels(i.image, every_box.predict(str(p.source / i.image.path), []))
-        for i in truth.images])
-    return wt_by_threshold(predictions, truth, p.params.workload, THRESHOLDS)
+    THRESHOLDS (workload.wt_by_threshold); from `scored` (every box it scored on those
+    images, kept at pre-annotation) when given, else from a forward per image."""
+    if scored is None:
+        every_box = predictor(p, model_path, min_score=0.0)
+        scored = LabelSet(truth.categories, [
+            ImageLabels(i.image, every_box.predict(str(p.source / i.image.path), []))
+            for i in truth.images])
+    return wt_by_threshold(scored, truth, p.params.workload, THRESHOLDS)
 
 
 def track_record(p, n: int) -> list[dict] | None:
     """Model n-1's savings per min_score on batch n, which annotators have just corrected
     (None for model 1, or before batch n is pulled): the pool's own images, as the loop's
-    ordering picks them. Costs one forward per image of the batch."""
+    ordering picks them. Read from the boxes model n-1 scored when it pre-annotated the
+    batch (a project from before they were kept: one forward per image)."""
     labels = p.layout.labels(n)
     if n < 2 or not labels.exists() or not p.layout.model(n - 1).exists():
         return None
-    return savings_by_threshold(p, p.layout.model(n - 1), read_labels(labels))
+    scored = p.layout.scored_predictions(n)
+    return savings_by_threshold(p, p.layout.model(n - 1), read_labels(labels),
+                                read_labels(scored) if scored.exists() else None)
 
 
 # --- the predictor ------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from flows import model_policy
 from flows.faults import fault_point
 from flows.project.layout import ProjectLayout
 from flows.project.params import Params, load_params
-from flows.accounting.workload import batch_workload
+from flows.accounting.workload import batch_workload, confident
 from tinyloop.annotations import ImageLabels, LabelSet
 from tinyloop.atomic import write_json_atomic
 from tinyloop.cocofile import read_labels, write_labels
@@ -240,11 +240,12 @@ def batch_records(p: Project, n: int) -> LabelSet:
 
 def predict_images(p: Project, model_path: Path | None,
                    items: list[ImageLabels]) -> list[ImageLabels]:
-    """Pre-annotate images (the fan-out unit) with `model_path` as the model policy says
-    (flows.model_policy.predictor); no model = nothing predicted (batch 1)."""
+    """Every box `model_path` scores on the images (the fan-out unit), as the model policy
+    predicts (flows.model_policy.predictor) but before its min_score (`shown` cuts);
+    no model = nothing predicted (batch 1)."""
     if model_path is None:
         return [ImageLabels(i.image) for i in items]
-    predictor = model_policy.predictor(p, model_path)
+    predictor = model_policy.predictor(p, model_path, min_score=0.0)
     return [ImageLabels(i.image, predictor.predict(str(p.source / i.image.path), []))
             for i in items]
 
@@ -253,14 +254,27 @@ def chunks(items: list, size: int) -> list[list]:
     return [items[i:i + size] for i in range(0, len(items), size)] or [[]]
 
 
+def shown(p: Project, model_path: Path | None, items: list[ImageLabels]) -> list[ImageLabels]:
+    """The boxes of `predict_images` that annotators see: those from the model's min_score."""
+    if model_path is None:
+        return items
+    min_score = model_policy.min_score_for(p, model_path)
+    return [replace(i, annotations=confident(i.annotations, min_score)) for i in items]
+
+
 def write_preannotations(p: Project, n: int, items: list[ImageLabels]) -> LabelSet:
-    """Write batch n's pre-annotations once; an existing file wins (annotators saw it)."""
+    """Write batch n's pre-annotations (the shown boxes of `items`, every box the model
+    scored) once; an existing file wins (annotators saw it). The scored boxes go first:
+    preannotations.json marks the pair complete."""
     path = p.layout.preannotations(n)
     if path.exists():
         return read_labels(path)
     model = model_policy.model_for_batch(p, n)
     model_rel = str(model.relative_to(p.layout.root)) if model else None
-    labels = LabelSet(p.classes, items, {"batch": n, "model": model_rel})
+    info = {"batch": n, "model": model_rel}
+    if model is not None:
+        write_labels(LabelSet(p.classes, items, info), p.layout.scored_predictions(n))
+    labels = LabelSet(p.classes, shown(p, model, items), info)
     write_labels(labels, path)
     return labels
 

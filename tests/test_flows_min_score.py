@@ -44,17 +44,21 @@ def test_auto_min_score_is_chosen_per_model_and_filters_its_boxes(tmp_path):
     assert model_policy.min_score_for(p, p.layout.model(1)) == chosen["min_score"]
 
     items = steps.batch_records(p, 2).images
+    scored = steps.predict_images(p, p.layout.model(1), items)  # every box, any threshold
     shown = {}
     for t in (0.0, 1.0):  # the file decides what batch 2 is shown
         chosen_file.write_text(json.dumps({**chosen, "min_score": t}))
-        shown[t] = [a for i in steps.predict_images(p, p.layout.model(1), items)
-                    for a in i.annotations]
+        shown[t] = [a for i in steps.shown(p, p.layout.model(1), scored) for a in i.annotations]
     assert shown[0.0] and not shown[1.0]
     assert all(a.provenance.score < 1.0 for a in shown[0.0])
 
-    # a model whose boxes are hidden gets no clicks: they would cost time and show nothing
+    # a model whose boxes are hidden gets no clicks: they would cost time and show nothing;
+    # every box it scored is kept beside the (empty) pre-annotations for the track record
     chosen_file.write_text(json.dumps({**chosen, "min_score": NONE_SHOWN}))
     steps.preannotate(p, 2)
+    assert not any(i.annotations for i in read_labels(p.layout.preannotations(2)))
+    kept = read_labels(p.layout.scored_predictions(2))
+    assert [a for i in kept for a in i.annotations] == shown[0.0]
     assert steps.simulate_annotation(p, store, 2)["clicks"] == 0
 
     # the track record: model 1's savings per score on batch 2, once annotators corrected it,
@@ -62,9 +66,12 @@ def test_auto_min_score_is_chosen_per_model_and_filters_its_boxes(tmp_path):
     steps.pull(p, store, 2)
     track = model_policy.track_record(p, 2)
     assert [r["min_score"] for r in track] == model_policy.THRESHOLDS
+    p.layout.scored_predictions(2).rename(tmp_path / "kept.json")  # an older project: forward
+    assert model_policy.track_record(p, 2) == track
+    (tmp_path / "kept.json").rename(p.layout.scored_predictions(2))
     truth = read_labels(p.layout.labels(2))
     chosen_file.write_text(json.dumps({**chosen, "min_score": 0.5}))
-    shown = LabelSet(truth.categories, list(steps.predict_images(p, p.layout.model(1), items)))
+    shown = LabelSet(truth.categories, steps.shown(p, p.layout.model(1), scored))
     w = workload(diff_batch(shown, truth, p.params.workload.iou, p.params.workload.geometry),
                  p.params.workload, first_batch=False)
     at_half = next(r for r in track if r["min_score"] == 0.5)

@@ -90,8 +90,9 @@ def test_app_plugin_preannotation_and_simulator_show_the_same_boxes(project, mon
     t, every = _choose_threshold(project)
     image = str(project.source / RECORD.path)
     click = Click(40, 30, "Car")
-    pre = steps.predict_images(project, model_policy.model_for_batch(project, 2),
-                               [ImageLabels(RECORD)])[0].annotations
+    model = model_policy.model_for_batch(project, 2)
+    pre = steps.shown(project, model, steps.predict_images(project, model,
+                                                           [ImageLabels(RECORD)]))[0].annotations
     write_labels(LabelSet(CLASSES, [ImageLabels(RECORD, pre)]),
                  project.layout.preannotations(2))
     simulated = steps._predictor_fn(project, 2)("a", [click])

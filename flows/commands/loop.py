@@ -289,7 +289,8 @@ def cmd_loop_step(args: argparse.Namespace, project: CliProject) -> int:
         from tinyloop.annotations import LabelSet
         if last < steps.n_batches(p):
             model = p.layout.model(last)
-            items = steps.predict_images(p, model, steps.batch_records(p, last + 1).images)
+            items = steps.shown(p, model, steps.predict_images(
+                p, model, steps.batch_records(p, last + 1).images))
             write_labels(LabelSet(p.classes, items, {"batch": last + 1}),
                          p.layout.data / "next" / "preannotations.json")
     elif name == "report":

@@ -8,6 +8,7 @@ A project directory (made by `tinyloop init`) looks like this::
     data/features/embeddings.npy + ids.json
     data/order.json                  image id -> {"position", "batch"}
     data/batches/001/preannotations.json  model output before any human touch
+    data/batches/001/scored_predictions.json  every box the model scored, shown or not
     data/batches/001/clicks.json          annotator (or simulator) clicks, by round
     data/batches/001/labels.json          the corrected labels: human truth for this batch
     data/batches/001/workload.json        diff counts, WB, WT, reduction vs manual
@@ -98,6 +99,12 @@ class ProjectLayout:
 
     def preannotations(self, n: int) -> Path:
         return self.batch_dir(n) / "preannotations.json"
+
+    def scored_predictions(self, n: int) -> Path:
+        """Every box batch n's model scored (>= c3det.score_thresh), before min_score: what
+        showing it from any other score would have saved is known once the batch is
+        corrected (model_policy.track_record)."""
+        return self.batch_dir(n) / "scored_predictions.json"
 
     def clicks(self, n: int) -> Path:
         return self.batch_dir(n) / "clicks.json"
