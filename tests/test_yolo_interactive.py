@@ -1,4 +1,5 @@
 """The one-stage interactive detector: C3Det click fusion in a YOLO neck (c3det.yolo)."""
+import math
 from pathlib import Path
 
 import pytest
@@ -146,10 +147,27 @@ def test_eval_output_works_with_map_vs_clicks(sample_labels):
             assert d["boxes"][:, 2].max() <= im.shape[-1] and d["boxes"][:, 3].max() <= im.shape[-2]
 
 
-def _run(labels, out, **kw) -> dict:
+def _run(labels, out, precision: dict | None = None, **kw) -> dict:
     p = C3DetParams(train=TrainParams(epochs=2, batch_size=2, crop_size=64, warmup_iters=2,
-                                      lr_steps=[1], object_crop_share=1.0, seed=0))
+                                      lr_steps=[1], object_crop_share=1.0, seed=0,
+                                      **(precision or {})))
     return train_interactive(labels, SAMPLE, out, p, progress=False, **kw)
+
+
+def test_trainer_takes_the_two_stage_precision_and_keeps_weights_float32(sample_labels,
+                                                                         tmp_path):
+    """c3det.train.amp_dtype applies here too: bfloat16 autocast on a CPU (no GradScaler),
+    float32 weights in model.pt; the dtype is logged per epoch."""
+    two = LabelSet(sample_labels.categories, sample_labels.images[:2], sample_labels.info)
+    bf16 = _run(two, tmp_path / "bf16", {"amp_dtype": "bfloat16"}, ema=False)
+    assert [e["amp_dtype"] for e in bf16["epochs"]] == ["bfloat16", "bfloat16"]
+    assert all(math.isfinite(e["loss"]) for e in bf16["epochs"])
+    model, _ = yi.load(bf16["model"])
+    assert {v.dtype for v in model.state_dict().values() if v.is_floating_point()} == \
+        {torch.float32}
+    fp32 = _run(two, tmp_path / "fp32", {"amp": False}, ema=False)
+    assert fp32["epochs"][0]["amp_dtype"] == "float32"
+    assert fp32["epochs"][0]["loss"] != bf16["epochs"][0]["loss"]
 
 
 def test_trainer_checkpoints_round_trip_and_resume_exactly(sample_labels, tmp_path):

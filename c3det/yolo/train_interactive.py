@@ -9,7 +9,8 @@ params (`params.train`): random crops of `crop_size` px at `scales`, flips, obje
 crops (c3det.data.DetectionDataset), and per sample K = min(U{0..max_clicks}, #objects)
 clicks at ground-truth centres, none for a `zero_click_share` of samples (c3det.clicks,
 C3Det sec. 3.4); epochs, batch size, warm-up, lr steps, weight decay, gradient clip, seed,
-AMP, workers. The optimisation follows ultralytics' trainer where it has its own convention:
+workers, and the precision (c3det.train.autocast_dtype: float16 + GradScaler on CUDA,
+bfloat16 on a CPU with native bf16, else float32). The optimisation follows ultralytics' trainer where it has its own convention:
 
 - loss = (sum of the per-image loss components) x images in the batch, as ultralytics'
   criterion returns it (its gradient clip at 10 and SGD lr 0.01 assume that scale);
@@ -43,7 +44,8 @@ from tqdm import tqdm
 
 from c3det.config import C3DetParams
 from c3det.data import DetectionDataset, collate
-from c3det.train import EpochPermutation, class_box_sizes, lr_factor
+from c3det.train import (EpochPermutation, autocast_dtype, class_box_sizes, dtype_name,
+                         lr_factor)
 from c3det.yolo import interactive as yi
 from tinyloop.annotations import LabelSet
 from tinyloop.atomic import write_atomic, write_text_atomic
@@ -103,7 +105,7 @@ def train_interactive(labels: LabelSet, image_root: str | Path, out_dir: str | P
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    use_amp = tp.amp and device.type == "cuda"
+    amp_dtype = autocast_dtype(tp, device)
     frozen = tp.freeze_detector if freeze is None else freeze
     if tp.max_images is not None:
         labels = LabelSet(labels.categories, labels.images[:tp.max_images], labels.info)
@@ -123,7 +125,7 @@ def train_interactive(labels: LabelSet, image_root: str | Path, out_dir: str | P
         freeze_detector(model)
     lr = lr or default_lr(optimizer, len(labels.categories), p)
     opt = make_optimizer(model, optimizer, lr, p)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     averaged = _make_ema(model) if ema else None
 
     start_epoch, step, history = 0, 0, []
@@ -153,12 +155,14 @@ def train_interactive(labels: LabelSet, image_root: str | Path, out_dir: str | P
         sampler.set_epoch(epoch)
         set_train_mode(model, frozen)
         sums, n_steps, n_images, n_clicks, t0 = {}, 0, 0, 0, time.perf_counter()
-        bar = tqdm(loader, desc=f"yolo c3det epoch {epoch + 1}/{tp.epochs}",
+        bar = tqdm(loader, desc=f"yolo c3det epoch {epoch + 1}/{tp.epochs} "
+                                f"({device.type}, {dtype_name(amp_dtype)})",
                    disable=not progress, leave=False, mininterval=5)
         for images, targets in bar:
             for g in opt.param_groups:
                 g["lr"] = lr * lr_factor(step, epoch, tp.warmup_iters, tp.lr_steps, tp.lr_gamma)
-            values = _step(model, opt, scaler, images, targets, device, use_amp, tp.grad_clip)
+            values = _step(model, opt, scaler, images, targets, device, amp_dtype,
+                           tp.grad_clip)
             if averaged is not None:
                 averaged.update(model)
             for k, v in values.items():
@@ -172,7 +176,8 @@ def train_interactive(labels: LabelSet, image_root: str | Path, out_dir: str | P
         row = {"epoch": epoch, **{k: v / max(n_steps, 1) for k, v in sums.items()},
                "lr": opt.param_groups[0]["lr"], "images": n_images,
                "clicks_per_image": n_clicks / max(n_images, 1), "seconds": seconds,
-               "images_per_s": n_images / max(seconds, 1e-9)}
+               "images_per_s": n_images / max(seconds, 1e-9),
+               "amp_dtype": dtype_name(amp_dtype)}
         history.append(row)
         _save_epoch(out, model, averaged, opt, scaler, epoch, step, labels, p, box_sizes, row)
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
@@ -180,12 +185,13 @@ def train_interactive(labels: LabelSet, image_root: str | Path, out_dir: str | P
     return {"epochs": history, "model": str(out / MODEL), "kind": yi.KIND}
 
 
-def _step(model, opt, scaler, images, targets, device, use_amp: bool, clip: float) -> dict:
+def _step(model, opt, scaler, images, targets, device, amp_dtype: torch.dtype | None,
+          clip: float) -> dict:
     """One optimiser step; returns {"loss": total, component: value} as floats."""
     images = [im.to(device, non_blocking=True) for im in images]
     clicks = [t["clicks"].to(device) for t in targets]
     tgts = [{k: t[k].to(device) for k in ("boxes", "labels", "clicked")} for t in targets]
-    with torch.autocast(device.type, enabled=use_amp):
+    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         losses = model(images, clicks, tgts)
     # ultralytics' scale: per-image losses summed, times the batch size
     loss = sum(losses.values()) * len(images)
