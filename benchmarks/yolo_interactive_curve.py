@@ -38,12 +38,14 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from c3det.config import C3DetParams, EvalParams, TrainParams  # noqa: E402
-from c3det_map_vs_clicks import DATA, load_hituav, split  # noqa: E402  (same data, same picks)
+from c3det_map_vs_clicks import (DATA, load_hituav, precision_fields,  # noqa: E402
+                                 resolved_dtype, split)  # same data, same picks
 
 RESULT = REPO / "benchmarks/results/yolo_interactive_curve.json"
 PLOT = REPO / "docs/img/yolo_interactive_curve.png"
 DOC = REPO / "docs/benchmarks/yolo_interactive.md"
 TWO_STAGE = REPO / "benchmarks/results/c3det_map_vs_clicks.json"
+PRECISION = REPO / "benchmarks/results/yolo_interactive_precision.json"
 NAME = "YOLO + C3Det fusion (one-stage)"
 
 
@@ -62,13 +64,15 @@ def schedule(a) -> dict:
             "lf_channels": a.lf_channels, "test_images": a.test_images,
             "click_steps": a.steps, "sessions": a.sessions, "threads": a.threads,
             "device": "cuda" if torch.cuda.is_available() else "cpu",
+            "amp_dtype": resolved_dtype(params(a).train),
             "clicks": "K = min(U{0..20}, #objects) per sample, 25% click-free samples"}
 
 
 def params(a) -> C3DetParams:
     return C3DetParams(
         train=TrainParams(epochs=a.epochs, batch_size=a.batch, crop_size=a.crop,
-                          warmup_iters=a.warmup, lr_steps=a.lr_steps, seed=0),
+                          warmup_iters=a.warmup, lr_steps=a.lr_steps, seed=0,
+                          **precision_fields(a.amp_dtype)),
         eval=EvalParams(click_steps=a.steps, sessions=a.sessions, seed=0))
 
 
@@ -77,7 +81,7 @@ def cmd_train(a) -> None:
     work = Path(a.work)
     labels = split(load_hituav(work), "train", a.train_images, 0)
     out, p = work / "run", params(a)
-    deadline, t_epoch = _deadline(a.deadline), 0.0
+    deadline, t_epoch, cpu0 = _deadline(a.deadline), 0.0, time.process_time()
     for epoch in range(p.train.epochs):        # one call per epoch: a restart resumes
         if (out / "last.pt").exists() and \
                 torch.load(out / "last.pt", weights_only=True)["epoch"] >= epoch:
@@ -94,7 +98,52 @@ def cmd_train(a) -> None:
         print(json.dumps(r["epochs"][-1]), flush=True)
     from c3det.yolo.train_interactive import default_lr
     lr = a.lr or default_lr(a.optimizer, len(labels.categories), p)
-    (out / "schedule.json").write_text(json.dumps({**schedule(a), "lr": lr}, indent=1))
+    (out / "schedule.json").write_text(json.dumps(
+        {**schedule(a), "lr": lr, "train_cpu_s": time.process_time() - cpu0}, indent=1))
+
+
+def cmd_precision(a) -> None:
+    """The same run in float32 and in bfloat16 (work dirs <work>-float32, -bfloat16):
+    train CPU-seconds and mAP vs clicks, into benchmarks/results/yolo_interactive_precision.json."""
+    base, rows = a.work, []
+    for dtype in ("float32", "bfloat16"):
+        a.work, a.amp_dtype = f"{base}-{dtype}", dtype
+        if not (Path(a.work) / "eval.json").exists():
+            cmd_train(a)
+            cmd_eval(a)
+        ev = json.loads((Path(a.work) / "eval.json").read_text())
+        sched = json.loads((Path(a.work) / "run/schedule.json").read_text())
+        rows.append({"amp_dtype": dtype, "train_cpu_s": sched.get("train_cpu_s"),
+                     "steps": ev["steps"], "map_mean": ev["map_mean"],
+                     "final_loss": ev["train_log"][-1]["loss"]})
+    a.work = base
+    doc = {"benchmark": "yolo_interactive_precision", "machine": machine(),
+           "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+           "schedule": {k: v for k, v in schedule(a).items() if k != "amp_dtype"},
+           "runs": rows}
+    out = Path(base) / PRECISION.name if a.smoke else PRECISION
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1))
+    print("\n".join(precision_lines(doc)))
+
+
+def precision_lines(doc: dict) -> list[str]:
+    """The float32 / bfloat16 comparison of `cmd_precision`, for the page."""
+    s, (f, b) = doc["schedule"], doc["runs"]
+    return ["", "## bfloat16 training on the CPU", "",
+            f"`{doc['date'][:10]}`, {doc['machine']}: the same run in float32 and in bfloat16 "
+            f"autocast (`c3det.train.amp_dtype`), {s['train_images']} train images, "
+            f"{s['epochs']} epochs of {s['crop']} px crops, batch {s['batch_size']}, "
+            f"{s['threads']} thread(s); mAP@0.5 on {s['test_images']} val images, "
+            f"{s['sessions']} session(s).", "",
+            "| dtype | train CPU-s | final loss | " +
+            " | ".join(f"{k} clicks" for k in f["steps"]) + " |",
+            "|---|---|---|" + "---|" * len(f["steps"])] + [
+            f"| {r['amp_dtype']} | {r['train_cpu_s']:.0f} | {r['final_loss']:.3f} | " +
+            " | ".join(f"{m:.2f}" for m in r["map_mean"]) + " |" for r in (f, b)] + [
+            "", f"bfloat16 needs {f['train_cpu_s'] / b['train_cpu_s']:.2f}x fewer CPU-seconds; "
+            "mAP difference (bfloat16 - float32) per click count: " + ", ".join(
+                f"{mb - mf:+.1f}" for mf, mb in zip(f["map_mean"], b["map_mean"])) + "."]
 
 
 def cmd_eval(a) -> None:
@@ -119,8 +168,8 @@ def cmd_report(a) -> None:
     mine = json.loads((work / "eval.json").read_text())
     two = json.loads(TWO_STAGE.read_text()) if TWO_STAGE.exists() else {"models": []}
     trained = work / "run/schedule.json"   # what train ran with, not report's arguments
-    sched = {**schedule(a), **json.loads(trained.read_text())} if trained.exists() \
-        else schedule(a)
+    sched = {**schedule(a), "amp_dtype": "float32",  # runs before amp_dtype: CUDA-only AMP
+             **json.loads(trained.read_text())} if trained.exists() else schedule(a)
     sched.update(test_images=mine["images"], click_steps=mine["steps"],
                  sessions=mine["sessions"])
     doc = {"benchmark": "yolo_interactive_curve", "machine": machine(),
@@ -207,8 +256,10 @@ def markdown(doc: dict, two_stage: list[dict], plot: str) -> str:
         out.append(f"| {r['name']} | " + " | ".join(
             f"{_f(r['by_size'][n][0])} / {_f(r['by_size'][n][-1])}" for n in names) + " |")
     out += ["", "Evaluation rules: those of docs/benchmarks/c3det_accuracy.md (pycocotools "
-            "mAP@0.5, ignore regions dropped, clicks at box centres with the true class).", ""]
-    return "\n".join(out)
+            "mAP@0.5, ignore regions dropped, clicks at box centres with the true class)."]
+    if PRECISION.exists() and not s["smoke"]:
+        out += precision_lines(json.loads(PRECISION.read_text()))
+    return "\n".join(out + [""])
 
 
 def _f(x) -> str:
@@ -235,7 +286,8 @@ SMOKE = {"train_images": 8, "epochs": 1, "crop": 128, "batch": 4, "warmup": 1,
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("phase", choices=["train", "eval", "report", "all"])
+    ap.add_argument("phase", choices=["train", "eval", "report", "all", "precision"],
+                    help="precision: the run in float32 and bfloat16, compared")
     ap.add_argument("--smoke", action="store_true", help="tiny schedule, own work dir")
     ap.add_argument("--work", default=None, help="default data/benchmarks/yolo_interactive")
     ap.add_argument("--deadline", default=None, help="UTC HH:MM: no epoch starts that "
@@ -257,6 +309,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, nargs="+", default=[0, 1, 5, 10, 20])
     ap.add_argument("--sessions", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--amp-dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+                    help="training's autocast dtype (c3det.train.amp_dtype)")
     a = ap.parse_args()
     if a.smoke:
         for k, v in SMOKE.items():
@@ -266,7 +320,8 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     phases = ["train", "eval", "report"] if a.phase == "all" else [a.phase]
     for phase in phases:
-        {"train": cmd_train, "eval": cmd_eval, "report": cmd_report}[phase](a)
+        {"train": cmd_train, "eval": cmd_eval, "report": cmd_report,
+         "precision": cmd_precision}[phase](a)
 
 
 if __name__ == "__main__":
