@@ -107,6 +107,16 @@ def task_overhead(n: int = 20) -> float:
     return many()
 
 
+def recorded(names: list[str]) -> list[dict]:
+    """The orderings of recorded results (NAME=LABEL: results/NAME.json), labeled."""
+    out = []
+    for item in names:
+        name, label = item.split("=", 1)
+        doc = json.loads((REPO / f"benchmarks/results/{name}.json").read_text())
+        out += [{**r, "ordering": f"{r['ordering']}, {label}"} for r in doc["results"]]
+    return out
+
+
 def plot(results: list[dict], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -138,7 +148,13 @@ def main() -> int:
                     help="results name: benchmarks/results/<out>.json")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="more params.yaml overrides, e.g. flows.min_score=auto")
+    ap.add_argument("--compare", nargs="+", metavar="NAME=LABEL",
+                    help="run nothing: plot recorded results/<NAME>.json side by side into "
+                         "docs/img/<out>_orderings.png, each ordering labeled with LABEL")
     args = ap.parse_args()
+    if args.compare:
+        plot(recorded(args.compare), REPO / f"docs/img/{args.out}_orderings.png")
+        return 0
     setting = {**(QUICK if args.quick else SETTING), **parse_sets(args.set)}
     results, shared = [], None
     for method in args.orderings:
