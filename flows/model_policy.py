@@ -26,8 +26,7 @@ from pathlib import Path
 
 from c3det.threshold import read_min_score
 from flows.project.layout import ProjectLayout
-from flows.accounting.workload import (NONE_SHOWN, best_threshold, gate_by_track_record,
-                                       wt_by_threshold)
+from flows.accounting.workload import NONE_SHOWN, best_threshold, wt_by_threshold
 from tinyloop.cocofile import read_labels
 from tinyloop.annotations import ImageLabels, LabelSet
 from tinyloop.atomic import copy_file_atomic, write_json_atomic
@@ -112,8 +111,8 @@ def boxes_hidden(p, n: int) -> bool:
 def choose_min_score(p, n: int, test: LabelSet) -> dict | None:
     """With flows.min_score auto: the score from which model n's boxes are shown, the one
     that would have saved the most on the held-out images `test` by both WT and annotation
-    time (workload.best_threshold), unless model n-1 at that score cost time on batch n
-    (flows.auto_track_record); written beside the model, once."""
+    time (workload.best_threshold), among the scores from which model n-1 did not cost time
+    on batch n (flows.auto_track_record); written beside the model, once."""
     if p.params.flows.min_score != "auto":
         return None
     path = p.layout.threshold(n)
@@ -125,16 +124,17 @@ def choose_min_score(p, n: int, test: LabelSet) -> dict | None:
     # exactly the boxes pre-annotation shows (tiles of large images, NMS across tiles); the
     # price is one more forward per held-out image.
     curve = savings_by_threshold(p, p.layout.model(n), test)
-    chosen = {"min_score": best_threshold(curve, p.params.flows.auto_min_gain_pct),
-              "wt_by_min_score": curve,
-              "images": len(test.images)}
+    gain = p.params.flows.auto_min_gain_pct
+    held_out = best_threshold(curve, gain)
+    chosen = {"min_score": held_out, "wt_by_min_score": curve, "images": len(test.images)}
     track = track_record(p, n) if p.params.flows.auto_track_record else None
-    if track is not None and chosen["min_score"] != NONE_SHOWN:
+    if track is not None:
         chosen["track_record"] = {"model": n - 1, "batch": n, "wt_by_min_score": track}
-        if gate_by_track_record(chosen["min_score"], track) == NONE_SHOWN:
-            log.info("model %d: hidden; at min_score %s model %d cost time on batch %d",
-                     n, chosen["min_score"], n - 1, n)
-            chosen.update(min_score=NONE_SHOWN, held_out_min_score=chosen["min_score"])
+        chosen["min_score"] = best_threshold(curve, gain, track)
+        if chosen["min_score"] != held_out:
+            log.info("model %d: shown from %s, not %s: from there model %d cost time on "
+                     "batch %d", n, chosen["min_score"], held_out, n - 1, n)
+            chosen["held_out_min_score"] = held_out
     write_json_atomic(path, chosen)
     return chosen
 

@@ -77,13 +77,21 @@ def test_auto_min_score_is_chosen_per_model_and_filters_its_boxes(tmp_path):
     at_half = next(r for r in track if r["min_score"] == 0.5)
     assert at_half["wt_reduction_pct"] == w["reduction_WT_pct"]
 
-    # ... and vetoes model 2's held-out choice where model 1 lost time there (model 1's
-    # weights stand in for model 2 here: the gate, not the training, is under test)
+    # ... and vetoes the scores of model 2's held-out curve from which model 1 lost time
+    # there (model 1's weights stand in for model 2: the rule, not the training, is tested)
     shutil.copytree(p.layout.model(1).parent, p.layout.model(2).parent)
     p.layout.threshold(2).unlink()
     p.params.flows.auto_min_gain_pct = -1000.0  # the held-out split always picks a score
     chosen2 = model_policy.choose_min_score(p, 2, steps.eval_set(p))
     assert chosen2["track_record"]["wt_by_min_score"] == track
-    score = chosen2.get("held_out_min_score", chosen2["min_score"])
-    lost = saving(next(r for r in track if r["min_score"] == score)) < 0
-    assert (chosen2["min_score"] == NONE_SHOWN) == lost
+    held, score = chosen2["wt_by_min_score"], chosen2["min_score"]
+    allowed = [r["min_score"] for r in track if saving(r) >= 0]
+    assert score == (max(allowed, key=lambda t: (saving(_at(held, t)), t)) if allowed
+                     else NONE_SHOWN)
+    held_best = max(held, key=lambda r: (saving(r), r["min_score"]))["min_score"]
+    assert chosen2.get("held_out_min_score", score) == held_best
+    assert ("held_out_min_score" in chosen2) == (score != held_best)
+
+
+def _at(curve: list[dict], score: float) -> dict:
+    return next(r for r in curve if r["min_score"] == score)

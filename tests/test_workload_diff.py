@@ -166,18 +166,22 @@ def test_min_score_is_chosen_where_both_wt_and_time_save_most():
     assert best_threshold(useless) == NONE_SHOWN
 
 
-def test_the_previous_models_cost_on_the_latest_batch_vetoes_a_held_out_choice():
-    """Held-out images chose 0.5; the previous model at 0.5 lost time on the batch just
-    corrected (the smaller of WT and time decides): hidden. Break-even or better: kept."""
-    from flows.accounting.workload import NONE_SHOWN, gate_by_track_record
-    track = [{"min_score": 0.5, "wt_reduction_pct": 4.0, "seconds_reduction_pct": -1.0},
-             {"min_score": 0.9, "wt_reduction_pct": 0.0, "seconds_reduction_pct": 0.0},
-             {"min_score": 0.95, "wt_reduction_pct": 12.0, "seconds_reduction_pct": 10.0}]
-    assert gate_by_track_record(0.5, track) == NONE_SHOWN
-    assert gate_by_track_record(0.9, track) == 0.9
-    assert gate_by_track_record(0.95, track) == 0.95
-    assert gate_by_track_record(NONE_SHOWN, track) == NONE_SHOWN
-    assert gate_by_track_record(0.5, []) == 0.5  # no record (model 1): the held-out rule alone
+def test_the_previous_models_cost_on_the_latest_batch_vetoes_held_out_scores():
+    """Held-out images prefer 0.5; the previous model at 0.5 lost time on the batch just
+    corrected (the smaller of WT and time decides): the best score it did not lose at wins
+    (break-even counts), if it still clears the bar; no score left: hidden."""
+    from flows.accounting.workload import NONE_SHOWN, best_threshold
+
+    def rows(*savings):
+        return [{"min_score": t, "wt_reduction_pct": wt, "seconds_reduction_pct": sec}
+                for t, (wt, sec) in zip((0.5, 0.9, 0.95), savings)]
+    held = rows((10.0, 10.0), (6.0, 7.0), (3.0, 3.0))
+    track = rows((4.0, -1.0), (0.0, 0.0), (12.0, 10.0))
+    assert best_threshold(held) == 0.5
+    assert best_threshold(held, track=track) == 0.9
+    assert best_threshold(held, 7.0, track) == NONE_SHOWN  # 0.9 saves 6 held out
+    assert best_threshold(held, track=rows((-1, -1), (-1, 5), (-2, -2))) == NONE_SHOWN
+    assert best_threshold(held, track=[]) == 0.5  # no record (model 1): the held-out rule
 
 
 def test_a_model_that_saves_wt_but_costs_time_is_not_shown():

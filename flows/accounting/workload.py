@@ -334,16 +334,26 @@ def wt_by_threshold(predictions: LabelSet, truth: LabelSet, cost,
 NONE_SHOWN = 1.01  # a min_score above every score: the model's boxes are not shown
 
 
-def best_threshold(curve: list[dict[str, float]], min_gain_pct: float = 0.0) -> float:
+def best_threshold(curve: list[dict[str, float]], min_gain_pct: float = 0.0,
+                   track: list[dict[str, float]] | None = None) -> float:
     """The min_score whose boxes save the most by BOTH measures (the larger min(WT
     reduction, time reduction); the highest such score on ties: fewer boxes to look at);
     NONE_SHOWN when even that saves less than `min_gain_pct` %: a model that would not
     clearly save time is not shown (annotators draw the batch by hand).
 
+    `track` (the previous model's rows on the batch annotators just corrected) vetoes the
+    scores from which boxes cost time there: the held-out split can differ from the batches
+    an ordering picks (dissimilar batches are unlike a random val split).
+
     Both, because each misses a cost: WT prices no image check (a model with a few right
     boxes per image can pass on WT and still slow people down), and `seconds` prices a moved
     box at a few seconds where the loop paper's WT counts it as redrawn, so it favours low
     thresholds whose many roughly-right boxes a held-out split of a dozen images overrates."""
+    if track is not None:
+        lost = {r["min_score"] for r in track if saving(r) < 0.0}
+        curve = [r for r in curve if r["min_score"] not in lost]
+    if not curve:
+        return NONE_SHOWN
     best = max(curve, key=lambda r: (saving(r), r["min_score"]))
     return best["min_score"] if saving(best) >= min_gain_pct else NONE_SHOWN
 
@@ -351,17 +361,6 @@ def best_threshold(curve: list[dict[str, float]], min_gain_pct: float = 0.0) -> 
 def saving(row: dict[str, float]) -> float:
     """One wt_by_threshold row's saving by BOTH measures: min(WT, time reduction) %."""
     return min(row["wt_reduction_pct"] or 0.0, row["seconds_reduction_pct"] or 0.0)
-
-
-def gate_by_track_record(min_score: float, track: list[dict[str, float]]) -> float:
-    """`min_score`, or NONE_SHOWN when `track` (the previous model's wt_by_threshold rows on
-    the batch annotators just corrected) says boxes from that score would have cost time
-    there. The held-out split can differ from the batches an ordering picks (dissimilar
-    batches are unlike a random val split), so the pool's own latest batch gets a veto."""
-    row = next((r for r in track if r["min_score"] == min_score), None)
-    if min_score == NONE_SHOWN or row is None:
-        return min_score
-    return min_score if saving(row) >= 0.0 else NONE_SHOWN
 
 
 def _str_keys(d: dict) -> dict:
