@@ -124,7 +124,12 @@ def cmd_precision(a) -> None:
     out = Path(base) / PRECISION.name if a.smoke else PRECISION
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=1))
-    print("\n".join(precision_lines(doc)))
+    section = "\n".join(precision_lines(doc))
+    if DOC.exists() and not a.smoke:   # the page's curve stays; its precision section is new
+        page = DOC.read_text()
+        head = page.split("\n" + section.lstrip("\n").splitlines()[0])[0].rstrip("\n")
+        DOC.write_text(head + "\n" + section + "\n")
+    print(section)
 
 
 def precision_lines(doc: dict) -> list[str]:
