@@ -46,6 +46,7 @@ PLOT = REPO / "docs/img/yolo_interactive_curve.png"
 DOC = REPO / "docs/benchmarks/yolo_interactive.md"
 TWO_STAGE = REPO / "benchmarks/results/c3det_map_vs_clicks.json"
 PRECISION = REPO / "benchmarks/results/yolo_interactive_precision.json"
+PRECISION_HEADING = "## bfloat16 training on the CPU"   # the page section `precision` owns
 NAME = "YOLO + C3Det fusion (one-stage)"
 
 
@@ -127,7 +128,7 @@ def cmd_precision(a) -> None:
     section = "\n".join(precision_lines(doc))
     if DOC.exists() and not a.smoke:   # the page's curve stays; its precision section is new
         page = DOC.read_text()
-        head = page.split("\n" + section.lstrip("\n").splitlines()[0])[0].rstrip("\n")
+        head = page.split("\n" + PRECISION_HEADING)[0].rstrip("\n")
         DOC.write_text(head + "\n" + section + "\n")
     print(section)
 
@@ -135,7 +136,7 @@ def cmd_precision(a) -> None:
 def precision_lines(doc: dict) -> list[str]:
     """The float32 / bfloat16 comparison of `cmd_precision`, for the page."""
     s, (f, b) = doc["schedule"], doc["runs"]
-    return ["", "## bfloat16 training on the CPU", "",
+    return ["", PRECISION_HEADING, "",
             f"`{doc['date'][:10]}`, {doc['machine']}: the same run in float32 and in bfloat16 "
             f"autocast (`c3det.train.amp_dtype`), {s['train_images']} train images, "
             f"{s['epochs']} epochs of {s['crop']} px crops, batch {s['batch_size']}, "

@@ -74,8 +74,7 @@ def test_auto_min_score_is_chosen_per_model_and_filters_its_boxes(tmp_path):
     shown = LabelSet(truth.categories, steps.shown(p, p.layout.model(1), scored))
     w = workload(diff_batch(shown, truth, p.params.workload.iou, p.params.workload.geometry),
                  p.params.workload, first_batch=False)
-    at_half = next(r for r in track if r["min_score"] == 0.5)
-    assert at_half["wt_reduction_pct"] == w["reduction_WT_pct"]
+    assert _at(track, 0.5)["wt_reduction_pct"] == w["reduction_WT_pct"]
 
     # ... and vetoes the scores of model 2's held-out curve from which model 1 lost time
     # there (model 1's weights stand in for model 2: the rule, not the training, is tested)

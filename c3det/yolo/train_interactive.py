@@ -10,7 +10,8 @@ crops (c3det.data.DetectionDataset), and per sample K = min(U{0..max_clicks}, #o
 clicks at ground-truth centres, none for a `zero_click_share` of samples (c3det.clicks,
 C3Det sec. 3.4); epochs, batch size, warm-up, lr steps, weight decay, gradient clip, seed,
 workers, and the precision (c3det.train.autocast_dtype: float16 + GradScaler on CUDA,
-bfloat16 on a CPU with native bf16, else float32). The optimisation follows ultralytics' trainer where it has its own convention:
+bfloat16 on a CPU with native bf16, else float32). The optimisation follows ultralytics'
+trainer where it has its own convention:
 
 - loss = (sum of the per-image loss components) x images in the batch, as ultralytics'
   criterion returns it (its gradient clip at 10 and SGD lr 0.01 assume that scale);

@@ -99,9 +99,9 @@ class FlowParams:
     # with min_score auto: show a model's boxes only if some score saves at least this % of WT
     # on the held-out split; otherwise none (min_score 1.01): a weak model costs deletions
     auto_min_gain_pct: float = 2.0
-    # with min_score auto: model n's boxes are also hidden when model n-1, at that score, would
-    # have cost time on batch n (just corrected): the pool's own images can veto the
-    # held-out split's estimate (docs/benchmarks/flows.md, batches of 50)
+    # with min_score auto: model n is shown only from scores from which model n-1 did not cost
+    # time on batch n (just corrected): the pool's own images veto the held-out split's
+    # estimate score by score (docs/benchmarks/flows.md, batches of 50)
     auto_track_record: bool = True
     warm_start: bool = True          # model n starts from model n-1's weights (False: from scratch)
     # epochs of a warm-started model (null: c3det.train.epochs, lr_steps scaled to fit). Model
