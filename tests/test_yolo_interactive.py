@@ -25,9 +25,9 @@ def sample_labels():
     return LabelSet(labels.categories, ims, labels.info)
 
 
-def _model(num_classes: int = C, **spec) -> yi.InteractiveYOLO:
+def _model(num_classes: int = C, cfg: str = "yolov8n-p2.yaml", **spec) -> yi.InteractiveYOLO:
     torch.manual_seed(0)
-    return yi.build_interactive_yolo(num_classes, "yolov8n-p2.yaml", **spec)
+    return yi.build_interactive_yolo(num_classes, cfg, **spec)
 
 
 def _stir(model: yi.InteractiveYOLO) -> None:
@@ -60,8 +60,9 @@ def test_feature_and_fusion_shapes_per_level():
         assert per_class[1].eq(0).all()
 
 
-def test_no_clicks_is_the_plain_yolo_and_clicks_change_the_output():
-    model = _model()
+@pytest.mark.parametrize("cfg", ["yolov8n-p2.yaml", "yolov8n-lite0-p2.yaml"])
+def test_no_clicks_is_the_plain_yolo_and_clicks_change_the_output(cfg):
+    model = _model(cfg=cfg)
     _stir(model)
     model.eval()
     images, clicks, _ = tiny_inputs()

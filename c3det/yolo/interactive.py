@@ -74,6 +74,7 @@ from c3det.config import C3DetParams
 from c3det.fusion import ClickFusion
 from c3det.model import Batch
 from c3det.uel import uel_selection
+from c3det.yolo.models import find_model
 from c3det.yolo.offline import ultralytics
 from tinyloop.atomic import write_bytes_atomic
 
@@ -157,7 +158,9 @@ class InteractiveYOLO(nn.Module):
         super().__init__()
         self.spec = spec
         self.num_classes = spec.num_classes
-        self.yolo = DetectionModel(spec.cfg, ch=3, nc=spec.num_classes, verbose=False)
+        # by find_model: ultralytics finds its own yamls by name, ours (c3det/yolo/) by path
+        self.yolo = DetectionModel(find_model(spec.cfg).arg, ch=3, nc=spec.num_classes,
+                                   verbose=False)
         self.yolo.args = get_cfg(DEFAULT_CFG)   # loss gains (box, cls, dfl), as the trainer sets
         head = self.yolo.model[-1]
         channels = [box[0].conv.in_channels for box in head.cv2]   # Detect input widths

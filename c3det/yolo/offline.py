@@ -17,6 +17,9 @@ Two checks ignore YOLO_OFFLINE and are replaced here (`_no_network_checks`):
 One more side effect is undone: ultralytics' `select_device` (run by every trainer,
 validator and predictor) sets torch's thread count to min(8, CPUs - 1), overriding the
 process's choice (TINYLOOP_TORCH_THREADS, a benchmark's --threads); here it keeps it.
+
+And one name is added: the ImageNet EfficientNet-Lite backbone that model yamls such as
+yolov8n-lite0-p2.yaml build through ultralytics' TorchVision layer (c3det.yolo.lite_backbone).
 """
 from __future__ import annotations
 
@@ -41,6 +44,8 @@ def ultralytics(config_dir: str | os.PathLike | None = None):
     SETTINGS.update({k: False for k in off if k in SETTINGS})
     _no_network_checks()
     _keep_torch_threads()
+    from c3det.yolo import lite_backbone
+    lite_backbone.register()   # a model yaml may name the ImageNet EfficientNet-Lite backbone
     return ul
 
 
