@@ -47,6 +47,8 @@ DOC = REPO / "docs/benchmarks/yolo_interactive.md"
 TWO_STAGE = REPO / "benchmarks/results/c3det_map_vs_clicks.json"
 PRECISION = REPO / "benchmarks/results/yolo_interactive_precision.json"
 PRECISION_HEADING = "## bfloat16 training on the CPU"   # the page section `precision` owns
+BACKBONE = REPO / "benchmarks/results/yolo_interactive_backbone.json"
+BACKBONE_HEADING = "## ImageNet EfficientNet-Lite0 backbone"   # the section `backbone` owns
 NAME = "YOLO + C3Det fusion (one-stage)"
 
 
@@ -103,53 +105,101 @@ def cmd_train(a) -> None:
         {**schedule(a), "lr": lr, "train_cpu_s": time.process_time() - cpu0}, indent=1))
 
 
+def run_variant(a, work: str, **overrides) -> dict:
+    """Train and score the run with `overrides` (schedule args) in `work`, unless done there:
+    its train CPU-seconds, final loss and mAP vs clicks."""
+    saved = {k: getattr(a, k) for k in ("work", *overrides)}
+    for k, v in {"work": work, **overrides}.items():
+        setattr(a, k, v)
+    if not (Path(a.work) / "eval.json").exists():
+        cmd_train(a)
+        cmd_eval(a)
+    ev = json.loads((Path(a.work) / "eval.json").read_text())
+    sched = json.loads((Path(a.work) / "run/schedule.json").read_text())
+    for k, v in saved.items():
+        setattr(a, k, v)
+    return {**overrides, "train_cpu_s": sched.get("train_cpu_s"), "steps": ev["steps"],
+            "map_mean": ev["map_mean"], "final_loss": ev["train_log"][-1]["loss"]}
+
+
+def write_comparison(a, name: str, result: Path, rows: list[dict], varied: str,
+                     lines) -> None:
+    """The JSON of an A/B (`rows` differ only in `varied`) and its section of the page."""
+    doc = {"benchmark": name, "machine": machine(),
+           "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+           "schedule": {k: v for k, v in schedule(a).items() if k != varied}, "runs": rows}
+    out = Path(a.work) / result.name if a.smoke else result
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1))
+    section = lines(doc)
+    if DOC.exists() and not a.smoke:   # the page's curve stays; this section is new
+        DOC.write_text(put_section(DOC.read_text(), section))
+    print("\n".join(section))
+
+
+def put_section(page: str, section: list[str]) -> str:
+    """`page` with the "## " section headed section[1] replaced by `section` (or appended)."""
+    heading = section[1]
+    parts = page.rstrip("\n").split("\n## ")
+    body = "\n".join(section).strip("\n")
+    kept = [parts[0]] + ["## " + p for p in parts[1:] if not ("## " + p).startswith(heading)]
+    return "\n\n".join(x.rstrip("\n") for x in kept) + "\n\n" + body + "\n"
+
+
 def cmd_precision(a) -> None:
     """The same run in float32 and in bfloat16 (work dirs <work>-float32, -bfloat16):
     train CPU-seconds and mAP vs clicks, into benchmarks/results/yolo_interactive_precision.json."""
-    base, rows = a.work, []
-    for dtype in ("float32", "bfloat16"):
-        a.work, a.amp_dtype = f"{base}-{dtype}", dtype
-        if not (Path(a.work) / "eval.json").exists():
-            cmd_train(a)
-            cmd_eval(a)
-        ev = json.loads((Path(a.work) / "eval.json").read_text())
-        sched = json.loads((Path(a.work) / "run/schedule.json").read_text())
-        rows.append({"amp_dtype": dtype, "train_cpu_s": sched.get("train_cpu_s"),
-                     "steps": ev["steps"], "map_mean": ev["map_mean"],
-                     "final_loss": ev["train_log"][-1]["loss"]})
-    a.work = base
-    doc = {"benchmark": "yolo_interactive_precision", "machine": machine(),
-           "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-           "schedule": {k: v for k, v in schedule(a).items() if k != "amp_dtype"},
-           "runs": rows}
-    out = Path(base) / PRECISION.name if a.smoke else PRECISION
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=1))
-    section = "\n".join(precision_lines(doc))
-    if DOC.exists() and not a.smoke:   # the page's curve stays; its precision section is new
-        page = DOC.read_text()
-        head = page.split("\n" + PRECISION_HEADING)[0].rstrip("\n")
-        DOC.write_text(head + "\n" + section + "\n")
-    print(section)
+    rows = [run_variant(a, f"{a.work}-{dtype}", amp_dtype=dtype)
+            for dtype in ("float32", "bfloat16")]
+    write_comparison(a, "yolo_interactive_precision", PRECISION, rows, "amp_dtype",
+                     precision_lines)
+
+
+def cmd_backbone(a) -> None:
+    """The float32 run of `precision` (<work>-float32, yolov8n-p2.yaml from random init) and
+    the same with the ImageNet EfficientNet-Lite0 backbone (<work>-lite0-float32,
+    yolov8n-lite0-p2.yaml), into benchmarks/results/yolo_interactive_backbone.json."""
+    rows = [run_variant(a, f"{a.work}{suffix}-float32", cfg=cfg, amp_dtype="float32")
+            for cfg, suffix in (("yolov8n-p2.yaml", ""), ("yolov8n-lite0-p2.yaml", "-lite0"))]
+    write_comparison(a, "yolo_interactive_backbone", BACKBONE, rows, "cfg", backbone_lines)
+
+
+def _ab_table(doc: dict, key: str, label: str) -> list[str]:
+    s, rows = doc["schedule"], doc["runs"]
+    return [f"`{doc['date'][:10]}`, {doc['machine']}: {s['train_images']} train images, "
+            f"{s['epochs']} epochs of {s['crop']} px crops, batch {s['batch_size']}, "
+            f"{s['threads']} thread(s); mAP@0.5 on {s['test_images']} val images, "
+            f"{s['sessions']} session(s).", "",
+            f"| {label} | train CPU-s | final loss | " +
+            " | ".join(f"{k} clicks" for k in rows[0]["steps"]) + " |",
+            "|---|---|---|" + "---|" * len(rows[0]["steps"])] + [
+            f"| {r[key]} | {r['train_cpu_s']:.0f} | {r['final_loss']:.3f} | " +
+            " | ".join(f"{m:.2f}" for m in r["map_mean"]) + " |" for r in rows]
 
 
 def precision_lines(doc: dict) -> list[str]:
     """The float32 / bfloat16 comparison of `cmd_precision`, for the page."""
-    s, (f, b) = doc["schedule"], doc["runs"]
+    f, b = doc["runs"]
+    table = _ab_table(doc, "amp_dtype", "dtype")
     return ["", PRECISION_HEADING, "",
-            f"`{doc['date'][:10]}`, {doc['machine']}: the same run in float32 and in bfloat16 "
-            f"autocast (`c3det.train.amp_dtype`), {s['train_images']} train images, "
-            f"{s['epochs']} epochs of {s['crop']} px crops, batch {s['batch_size']}, "
-            f"{s['threads']} thread(s); mAP@0.5 on {s['test_images']} val images, "
-            f"{s['sessions']} session(s).", "",
-            "| dtype | train CPU-s | final loss | " +
-            " | ".join(f"{k} clicks" for k in f["steps"]) + " |",
-            "|---|---|---|" + "---|" * len(f["steps"])] + [
-            f"| {r['amp_dtype']} | {r['train_cpu_s']:.0f} | {r['final_loss']:.3f} | " +
-            " | ".join(f"{m:.2f}" for m in r["map_mean"]) + " |" for r in (f, b)] + [
+            "The same run in float32 and in bfloat16 autocast (`c3det.train.amp_dtype`). "
+            + table[0], *table[1:],
             "", f"bfloat16 needs {f['train_cpu_s'] / b['train_cpu_s']:.2f}x fewer CPU-seconds; "
             "mAP difference (bfloat16 - float32) per click count: " + ", ".join(
                 f"{mb - mf:+.1f}" for mf, mb in zip(f["map_mean"], b["map_mean"])) + "."]
+
+
+def backbone_lines(doc: dict) -> list[str]:
+    """The random-init / ImageNet Lite0 comparison of `cmd_backbone`, for the page."""
+    r, i = doc["runs"]
+    table = _ab_table(doc, "cfg", "model yaml")
+    return ["", BACKBONE_HEADING, "",
+            "The same run (float32) with ultralytics' YOLOv8-P2 backbone from random init and "
+            "with the ImageNet EfficientNet-Lite0 backbone of the PyPI wheel under the same "
+            "neck and head (c3det/yolo/lite_backbone.py). " + table[0], *table[1:], "",
+            "ImageNet Lite0 - random init per click count: " + ", ".join(
+                f"{mi - mr:+.1f}" for mr, mi in zip(r["map_mean"], i["map_mean"]))
+            + f"; train CPU-seconds {i['train_cpu_s'] / r['train_cpu_s']:.2f}x."]
 
 
 def cmd_eval(a) -> None:
@@ -292,8 +342,10 @@ SMOKE = {"train_images": 8, "epochs": 1, "crop": 128, "batch": 4, "warmup": 1,
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("phase", choices=["train", "eval", "report", "all", "precision"],
-                    help="precision: the run in float32 and bfloat16, compared")
+    ap.add_argument("phase", choices=["train", "eval", "report", "all", "precision",
+                                      "backbone"],
+                    help="precision: the run in float32 and bfloat16, compared; backbone: "
+                         "its float32 run with yolov8n-lite0-p2.yaml (ImageNet) beside it")
     ap.add_argument("--smoke", action="store_true", help="tiny schedule, own work dir")
     ap.add_argument("--work", default=None, help="default data/benchmarks/yolo_interactive")
     ap.add_argument("--deadline", default=None, help="UTC HH:MM: no epoch starts that "
@@ -327,7 +379,7 @@ def main() -> None:
     phases = ["train", "eval", "report"] if a.phase == "all" else [a.phase]
     for phase in phases:
         {"train": cmd_train, "eval": cmd_eval, "report": cmd_report,
-         "precision": cmd_precision}[phase](a)
+         "precision": cmd_precision, "backbone": cmd_backbone}[phase](a)
 
 
 if __name__ == "__main__":

