@@ -235,7 +235,9 @@ def cmd_report(a) -> None:
         "machine": rows[0]["machine"], "missing": sorted(set(CELLS) - {r["cell"] for r in rows}),
         "runs": rows}, indent=1) + "\n")
     _plot(rows, plot)
-    page.write_text(markdown(rows, plot))
+    old = page.read_text() if page.exists() else ""
+    readings = old[old.index("\n## Reading"):] if "\n## Reading" in old else ""
+    page.write_text(markdown(rows, plot) + readings)   # the written readings stay
     print(page.read_text())
 
 
