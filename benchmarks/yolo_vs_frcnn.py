@@ -241,6 +241,10 @@ def cmd_report(a) -> None:
     print(page.read_text())
 
 
+def _trained(row: dict) -> str:
+    return f"{row['schedule']['train_images']} x {row['schedule']['epochs']}"
+
+
 def _fmt(v, digits: int = 1) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
@@ -262,14 +266,15 @@ def markdown(rows: list[dict], plot: Path) -> str:
         "every object under 20 px. Oriented mAP50 = DOTA task-1 mAP@0.5 by polygon IoU "
         "against the rotated labels (axis-aligned predictions count as upright boxes). "
         "Images/s: `predict(image, [])` on preloaded pixels, after one warm-up.", "",
-        "| model | AP | AP50 | AP <20 | AP50 <20 | AP <12 | AP 12-20 | AP 20-32 | AP >32 | "
-        "oriented mAP50 | img/s CPU | img/s GPU | train s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        "| model | train images x epochs | AP | AP50 | AP <20 | AP50 <20 | AP <12 | AP 12-20 | "
+        "AP 20-32 | AP >32 | oriented mAP50 | img/s CPU | img/s GPU | train s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         sizes = [_fmt(r["ap_by_size"].get(b)) for b in ("<12", "12-20", "20-32", ">32")]
         oriented = (r.get("oriented") or {}).get("map50")
         speed = r["images_per_s"]
-        lines.append(f"| {r['name']} (`{r['model']}`) | {_fmt(r['ap'])} | {_fmt(r['ap50'])} | "
+        lines.append(f"| {r['name']} (`{r['model']}`) | {_trained(r)} | {_fmt(r['ap'])} | "
+                     f"{_fmt(r['ap50'])} | "
                      f"{_fmt(r['ap_under20'])} | {_fmt(r['ap50_under20'])} | "
                      + " | ".join(sizes) + f" | {_fmt(oriented)} | "
                      f"{_fmt(speed.get('cpu'), 2)} | {_fmt(speed.get('cuda'), 1)} | "
@@ -287,19 +292,21 @@ def _plot(rows: list[dict], path: Path) -> None:
     import numpy as np
     metrics = [("AP", "ap"), ("AP50", "ap50"), ("AP <20 px", "ap_under20"),
                ("AP50 <20 px", "ap50_under20")]
-    fig, (ax, sp) = plt.subplots(1, 2, figsize=(10, 3.8),
+    fig, (ax, sp) = plt.subplots(1, 2, figsize=(10, 4.6),
                                  gridspec_kw={"width_ratios": [3, 1]})
     width = 0.8 / len(rows)
     x = np.arange(len(metrics) + 1)
     for j, r in enumerate(rows):
         vals = [r[k] or 0.0 for _, k in metrics] + [(r.get("oriented") or {}).get("map50") or 0]
-        ax.bar(x + j * width, vals, width, label=r["name"])
+        ax.bar(x + j * width, vals, width, label=f"{r['name']}, {_trained(r)}")
     ax.set_xticks(x + width * (len(rows) - 1) / 2,
                   [m for m, _ in metrics] + ["oriented\nmAP50"])
     ax.set_ylabel("%  (HIT-UAV val)")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
-    sp.bar([r["cell"] for r in rows], [r["images_per_s"].get("cpu") or 0 for r in rows])
+    ax.legend(fontsize=7, ncol=2, loc="lower center", bbox_to_anchor=(0.5, 1.0))
+    sp.bar(range(len(rows)), [r["images_per_s"].get("cpu") or 0 for r in rows],
+           tick_label=[f"{r['cell']}\n{r['schedule']['train_images']}" for r in rows])
+    sp.tick_params(axis="x", labelsize=7, labelrotation=60)
     sp.set_ylabel("images/s (CPU)")
     sp.grid(axis="y", alpha=0.3)
     fig.tight_layout()
