@@ -141,12 +141,12 @@ def test_lite0_backbone_levels_are_efficientnet_lites_pyramid():
     given [input, stride 2, 4, 8, 16, 32] by ultralytics' TorchVision layer (split)."""
     import torch
     from c3det.yolo.lite_backbone import LiteStages
-    from tinyloop.efficientnet_lite import efficientnet_lite
+    from tinyloop.efficientnet_lite import IMAGENET_MEAN, IMAGENET_STD, efficientnet_lite
     stages = LiteStages("efficientnet_lite0", "imagenet").eval()
     reference = efficientnet_lite("efficientnet_lite0", "imagenet").eval()
     pixels = torch.rand(1, 3, 64, 96)
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     with torch.no_grad():
         want = reference.pyramid((pixels - mean) / std)
         got, x = [], pixels

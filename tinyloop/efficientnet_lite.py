@@ -52,6 +52,8 @@ VARIANTS = {
 # (repeats, kernel, stride, expand ratio, in channels, out channels)
 STAGES = [(1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
           (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320)]
+IMAGENET_MEAN = (0.485, 0.456, 0.406)   # the input normalisation the weights expect (RGB)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 BN_EPS = 1e-3        # TensorFlow's; torchvision's FrozenBatchNorm2d defaults to 1e-5
 NormLayer = Callable[[int], nn.Module]
 

@@ -25,11 +25,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from tinyloop.efficientnet_lite import VARIANTS, efficientnet_lite
+from tinyloop.efficientnet_lite import IMAGENET_MEAN, IMAGENET_STD, VARIANTS, efficientnet_lite
 
 PREFIX = "tinyloop_"
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class ImageNetNormalize(nn.Module):
@@ -63,7 +61,8 @@ class LiteStages(nn.Module):
     def __init__(self, name: str, weights: str):
         super().__init__()
         net = efficientnet_lite(name, weights)   # strict ImageNet load, or random init
-        first_down = next(i for i, b in enumerate(net._blocks) if b._depthwise_conv.stride[0] == 2)
+        first_down = next(i for i, b in enumerate(net._blocks)
+                          if b._depthwise_conv.stride[0] == 2)
         # the last block of each level: stride 2 (before the first downsampling block), 4..32
         lasts = [first_down - 1] + net.pyramid_taps
         levels = [nn.Sequential(*net._blocks[start + 1:last + 1])
@@ -84,7 +83,8 @@ def builder(name: str):
 
 def register() -> None:
     """Make `tinyloop_efficientnet_lite{0,1,2}` known to torchvision.models.get_model
-    (idempotent). torchvision's registry is its `_api` module's (public since 0.14)."""
+    (idempotent). The registry is `torchvision.models._api`'s, private but what get_model
+    reads since torchvision 0.14; the tests build a lite0 yaml, so a change there shows."""
     from torchvision.models import _api
     for name in VARIANTS:
         if PREFIX + name not in _api.BUILTIN_MODELS:
