@@ -108,16 +108,12 @@ def cmd_train(a) -> None:
 def run_variant(a, work: str, **overrides) -> dict:
     """Train and score the run with `overrides` (schedule args) in `work`, unless done there:
     its train CPU-seconds, final loss and mAP vs clicks."""
-    saved = {k: getattr(a, k) for k in ("work", *overrides)}
-    for k, v in {"work": work, **overrides}.items():
-        setattr(a, k, v)
-    if not (Path(a.work) / "eval.json").exists():
-        cmd_train(a)
-        cmd_eval(a)
-    ev = json.loads((Path(a.work) / "eval.json").read_text())
-    sched = json.loads((Path(a.work) / "run/schedule.json").read_text())
-    for k, v in saved.items():
-        setattr(a, k, v)
+    variant = argparse.Namespace(**{**vars(a), "work": work, **overrides})
+    if not (Path(work) / "eval.json").exists():
+        cmd_train(variant)
+        cmd_eval(variant)
+    ev = json.loads((Path(work) / "eval.json").read_text())
+    sched = json.loads((Path(work) / "run/schedule.json").read_text())
     return {**overrides, "train_cpu_s": sched.get("train_cpu_s"), "steps": ev["steps"],
             "map_mean": ev["map_mean"], "final_loss": ev["train_log"][-1]["loss"]}
 
