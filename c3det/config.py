@@ -149,6 +149,9 @@ class YoloParams:
     # keep their native size), smaller ones are scaled up to it (at prediction too)
     imgsz: int = 640
     epochs: int = 100                # from scratch: YOLO needs many more epochs than a pretrained R-CNN
+    # hours of training, 0: off; else ultralytics' `time`: after the first epoch the number
+    # of epochs (and the lr schedule) is re-sized to fill this time, and training stops at it
+    time_h: float = 0.0
     batch: int = 16                  # images per step (CUDA out of memory: the loop halves it)
     optimizer: Literal["SGD", "AdamW", "Adam", "auto"] = "SGD"
     lr0: float = 0.01                # initial learning rate
@@ -176,6 +179,8 @@ class YoloParams:
             return f"imgsz ({self.imgsz}) must be a multiple of 32, at least 64"
         if min(self.epochs, self.batch) < 1 or self.workers < 0 or self.close_mosaic < 0:
             return "epochs and batch must be >= 1, workers and close_mosaic >= 0"
+        if not 0 <= self.time_h < 1e4:
+            return f"time_h ({self.time_h}) must be >= 0 hours (0: train for `epochs`)"
         if self.lr0 <= 0 or self.lrf <= 0 or self.weight_decay < 0 or self.warmup_epochs < 0:
             return "lr0 and lrf must be > 0, weight_decay and warmup_epochs >= 0"
         if not all(0 <= v <= 1 for v in (self.mosaic, self.fliplr, self.flipud)) or \

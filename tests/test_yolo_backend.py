@@ -136,6 +136,19 @@ def test_training_is_offline_and_leaves_one_model_file(models, network_calls):
         assert args["plots"] is False and args["seed"] == 0 and args["deterministic"]
 
 
+def test_a_time_budget_ends_training_early_and_polars_is_not_needed(data, tmp_path,
+                                                                     monkeypatch):
+    """`time_h` stops a 1000-epoch run once the (1 s) budget is spent, and training never
+    imports polars (ultralytics reads results.csv with it; a lent GPU box lacks it)."""
+    import sys
+    from c3det.yolo.train import train
+    monkeypatch.setitem(sys.modules, "polars", None)    # `import polars` now raises
+    r = train(data["labels"], data["root"] / "axis", tiny(epochs=1000, time_h=1 / 3600),
+              tmp_path / "m", progress=False)
+    assert 1 <= len(r["epochs"]) < 1000
+    assert (tmp_path / "m/model.pt").exists()
+
+
 def test_lite0_backbone_levels_are_efficientnet_lites_pyramid():
     """The ImageNet Lite0 under the YOLO neck computes EfficientNetLite.pyramid exactly,
     given [input, stride 2, 4, 8, 16, 32] by ultralytics' TorchVision layer (split)."""
@@ -334,6 +347,7 @@ def test_map_vs_clicks_scores_a_yolo_model(models, data):
     ({"yolo": {"model": "yolov8n-seg.yaml"}}, "no detection head"),
     ({"yolo": {"imgsz": 100}}, "multiple of 32"),
     ({"yolo": {"device": "gpu"}}, "auto, cpu, mps, cuda or cuda:N"),
+    ({"yolo": {"time_h": -0.5}}, "time_h (-0.5) must be >= 0 hours"),
     ({"yolo": {"epoch": 3}}, "unknown key (did you mean 'epochs'?)"),
     ({"detector": "yolov8"}, "one of 'faster_rcnn', 'retinanet' or 'yolo'"),
     ({"detector": "yolo", "fi": {"enabled": True}}, "fi.enabled needs detector: faster_rcnn"),

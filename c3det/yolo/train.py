@@ -124,7 +124,8 @@ def train_args(spec: ModelSpec, y, data: Path, run_dir: Path, device: str,
     defaults that would reach the network or the screen)."""
     return dict(
         model=spec.arg, task=spec.task, data=str(data), epochs=y.epochs, imgsz=y.imgsz,
-        batch=y.batch, optimizer=y.optimizer, lr0=y.lr0, lrf=y.lrf, momentum=y.momentum,
+        time=y.time_h or None, batch=y.batch, optimizer=y.optimizer, lr0=y.lr0, lrf=y.lrf,
+        momentum=y.momentum,
         weight_decay=y.weight_decay, warmup_epochs=y.warmup_epochs, mosaic=y.mosaic,
         close_mosaic=y.close_mosaic, scale=y.scale, fliplr=y.fliplr, flipud=y.flipud,
         amp=_amp(y.amp, device), device=device, workers=y.workers, val=y.val, seed=y.seed,
@@ -204,6 +205,12 @@ def trainer_class(task: str):
             if not self.args.val:
                 self.best.unlink(missing_ok=True)  # no best.pt: final_eval only strips last.pt
             return super().final_eval()
+
+        def read_results_csv(self):
+            """results.csv as {column: [values]} for the checkpoint, without polars (what
+            ultralytics reads it with): one heavy dependency less on a lent GPU box."""
+            rows = epoch_rows(self.save_dir)
+            return {k: [r[k] for r in rows] for k in (rows[0] if rows else {})}
 
     Trainer.__name__ = Trainer.__qualname__ = f"Tinyloop{base.__name__}"
     return Trainer
