@@ -75,7 +75,8 @@ def work_dir(a) -> Path:
 
 def run_dir(a, cell: str) -> Path:
     epochs = a.epochs if cell == "frcnn" else a.yolo_epochs
-    return work_dir(a) / f"{cell}_n{a.train_images}_e{epochs}_seed{a.seed}"
+    budget = f"_t{round(a.yolo_time_h * 3600)}s" if cell != "frcnn" and a.yolo_time_h else ""
+    return work_dir(a) / f"{cell}_n{a.train_images}_e{epochs}{budget}_seed{a.seed}"
 
 
 def frcnn_params(a) -> C3DetParams:
@@ -87,7 +88,8 @@ def yolo_params(a, cell: str) -> C3DetParams:
     oriented = cell in ORIENTED
     y = YoloParams(model=_model_name(a, cell), oriented=oriented,
                    imgsz=a.imgsz, epochs=a.yolo_epochs, batch=a.yolo_batch, workers=a.workers,
-                   seed=a.seed, flipud=0.5)   # nadir views: up/down is arbitrary
+                   seed=a.seed, time_h=a.yolo_time_h,
+                   flipud=0.5)   # nadir views: up/down is arbitrary
     return C3DetParams(detector="yolo", yolo=y)
 
 
@@ -187,6 +189,7 @@ def run_cell(a, cell: str) -> dict:
            "oriented": oriented_map(cell, model, test, device),
            "images_per_s": {"cpu": images_per_second(cell, model, test, "cpu", a.speed_images)},
            "train_s": round(train_s, 1), "train_device": device,
+           "epochs_trained": epochs_trained(cell, model, a),
            "test_images": len(test), "test_objects": sum(len(i.annotations) for i in test),
            "date": time.strftime("%Y-%m-%d"), "machine": MACHINE, "smoke": a.smoke,
            "host": {"cpus": os.cpu_count(), "torch_threads": a.threads,
@@ -200,6 +203,14 @@ def run_cell(a, cell: str) -> dict:
     print(json.dumps({k: row[k] for k in ("cell", "ap", "ap50", "ap_under20", "images_per_s",
                                           "train_s")}), flush=True)
     return row
+
+
+def epochs_trained(cell: str, model: Path, a) -> int:
+    """The YOLO run's epochs from its metrics.jsonl: under `--yolo-time-h` ultralytics
+    re-sizes the schedule to the time, so the asked-for epochs are not what ran."""
+    if cell == "frcnn":
+        return a.epochs
+    return len((model.parent / "metrics.jsonl").read_text().splitlines())
 
 
 def _model_name(a, cell: str) -> str:
@@ -242,7 +253,10 @@ def cmd_report(a) -> None:
 
 
 def _trained(row: dict) -> str:
-    return f"{row['schedule']['train_images']} x {row['schedule']['epochs']}"
+    s = row["schedule"]
+    if not s.get("time_h"):
+        return f"{s['train_images']} x {s['epochs']}"
+    return f"{s['train_images']} x {row['epochs_trained']} ({s['time_h'] * 60:.1f} min budget)"
 
 
 def _fmt(v, digits: int = 1) -> str:
@@ -337,6 +351,9 @@ def cell_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--lite-model", default="yolov8n-lite0-p2.yaml")
     s.add_argument("--lite-obb-model", default="yolov8n-lite0-obb-p2.yaml")
     s.add_argument("--yolo-epochs", type=int, default=30)
+    s.add_argument("--yolo-time-h", type=float, default=0.0,
+                   help="> 0: train each YOLO model for this many hours instead of "
+                        "--yolo-epochs (c3det.yolo.time_h: epochs re-sized to fill it)")
     s.add_argument("--yolo-batch", type=int, default=8)
     s.add_argument("--imgsz", type=int, default=640, help="HIT-UAV frames are 640x512")
     s.add_argument("--workers", type=int, default=2)
