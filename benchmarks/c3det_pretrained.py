@@ -197,13 +197,17 @@ def markdown(rows: list[dict]) -> str:
             + " | ".join(f"{v:.1f}" if v is not None else "-" for v in r["per_class"].values())
             + f" | {r['final_loss']:.3f} | {r['train_s'] / 60:.0f} | {r['machine']} |")
     gains = []
-    for r in rows:
-        twin = [t for t in rows if _setup(t) == (r["backbone"], "none", "auto", "float32")
-                and t["train_images"] == r["train_images"] and t["seed"] == r["seed"]]
-        if _setup(r)[1:] == ("imagenet", "auto", "float32") and twin:
-            gains.append(f"N={r['train_images']}: {r['map50'] - twin[0]['map50']:+.1f}")
+    for r in rows:   # pairs differing only in the initialisation
+        backbone, weights, norm, dtype = _setup(r)
+        twin = [t for t in rows if _setup(t) == (backbone, "none", "auto", dtype)
+                and (t["train_images"], t["seed"], _epochs(t)) ==
+                (r["train_images"], r["seed"], _epochs(r))]
+        if (weights, norm) == ("imagenet", "auto") and twin:
+            gains.append((r["train_images"], f"N={r['train_images']} ({dtype}): "
+                          f"{r['map50'] - twin[0]['map50']:+.1f}"))
     if gains:
-        lines += ["", "ImageNet minus random init, mAP@0.5 points: " + ", ".join(gains) + "."]
+        lines += ["", "ImageNet minus random init, mAP@0.5 points: "
+                  + ", ".join(text for _, text in sorted(gains)) + "."]
     return "\n".join(lines + _precision_lines(rows)) + "\n"
 
 

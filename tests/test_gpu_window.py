@@ -37,3 +37,12 @@ def test_the_device_command_fits_the_tool_and_installs_before_it_imports():
     assert len(cmd) <= 2000
     assert cmd.index("pip install") < cmd.index("gpu_window.py run")
     assert "--target /tmp/site" in cmd and "PYTHONPATH=/tmp/site" in cmd
+
+
+def test_the_environment_check_names_what_the_box_lacks(monkeypatch):
+    """The window stops in seconds, naming the module, instead of failing minutes in."""
+    import gpu_window
+    monkeypatch.setitem(sys.modules, "ultralytics", None)     # as on a box without the wheel
+    row = gpu_window.environment()
+    assert any(m.startswith("ultralytics:") for m in row["missing"]), row
+    assert row["torch"] and "cpus" in row
