@@ -18,7 +18,8 @@ numbers need:
    yolo_obb, yolo_obb_lite0) side by side on the GPU, on the 400 train / 48 val images of
    the CPU rows, each trained for the same time (`--yolo-time-h`: ultralytics re-sizes the
    epochs to fill it), then scored with CPU and CUDA images/s ("Ultralytics + oriented
-   boxes": YOLO at a real schedule, and whether the Lite0 yaml should be the default).
+   boxes": YOLO at a real schedule, and whether the Lite0 yaml should be the default; the
+   cells end together, so their CUDA images/s are timed beside each other's scoring).
 
 Each phase's rows go to $OUT/window.json the moment it ends, with every line of output in
 $OUT/window.log, so a run cut short still returns what finished.
@@ -169,16 +170,18 @@ class Window:
         print(line, flush=True)
         self.log.write(line + "\n")
 
-    def run(self, cmd: list[str], env: dict, timeout: float) -> int:
-        """One subprocess, its output into the log; killed at `timeout` seconds."""
+    def start(self, cmd: list[str], env: dict) -> subprocess.Popen:
+        """A subprocess writing into the log."""
         self.say(f"[{time.time() - self.t0:6.1f}s] $ {' '.join(cmd)}")
-        p = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        return subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def wait(self, p: subprocess.Popen, timeout: float) -> None:
+        """Wait for `p`, killing it after `timeout` seconds (the window must end in time)."""
         try:
-            return p.wait(timeout=max(1.0, timeout))
+            p.wait(timeout=max(1.0, timeout))
         except subprocess.TimeoutExpired:
             p.kill()
-            self.say(f"killed after {timeout:.0f} s: {cmd[2:5]}")
-            return -9
+            self.say(f"killed after {timeout:.0f} s: {' '.join(p.args[1:5])}")
 
 
 def unpack_labels(smoke: bool) -> None:
@@ -227,7 +230,7 @@ def phase_profile(w: Window, env: dict, a) -> None:
         cmd = [sys.executable, "benchmarks/c3det_train_throughput.py", "--crop", str(a.crop),
                "--batch", str(a.batch), "--steps", str(a.steps), "--kinds", "plain", "c3det",
                "--profile", "--amp-dtype", dtype, "--work", str(TP_WORK), "--out", name]
-        w.run(cmd, env, timeout=min(a.profile_s / len(a.dtypes), w.left()))
+        w.wait(w.start(cmd, env), min(a.profile_s / len(a.dtypes), w.left()))
         result = RESULTS / name
         if result.exists():
             rows.append(json.loads(result.read_text()))
@@ -245,13 +248,9 @@ def phase_yolo(w: Window, env: dict, a) -> None:
                "--speed-images", str(a.speed_images), "--yolo-epochs", "100",
                "--yolo-time-h", f"{train_s / 3600:.6f}", "--yolo-batch", str(a.yolo_batch),
                "--workers", str(a.workers), "--threads", "2"] + (["--smoke"] if a.smoke else [])
-        w.say(f"[{time.time() - w.t0:6.1f}s] $ {' '.join(cmd)}")
-        procs.append(subprocess.Popen(cmd, env=env, stdout=w.log, stderr=subprocess.STDOUT))
+        procs.append(w.start(cmd, env))
     for p in procs:
-        try:
-            p.wait(timeout=max(1.0, w.left()))
-        except subprocess.TimeoutExpired:
-            p.kill()
+        w.wait(p, w.left())
     work = YOLO_WORK / "smoke" if a.smoke else YOLO_WORK
     rows = [json.loads(f.read_text()) for f in sorted(work.glob("*_t*s_seed*/result.json"))]
     w.say(f"yolo: {len(rows)} of {len(YOLO_CELLS)} cells scored")
