@@ -287,7 +287,8 @@ def cmd_collect(a) -> None:
         raise SystemExit("a smoke window: nothing to collect into the results")
     (RESULTS / "gpu_window.json").write_text(json.dumps(doc, indent=1) + "\n")
     for row in doc["phases"].get("profile", {}).get("rows", []):
-        name = f"c3det_train_throughput_512_gpu_{row['setup']['amp_dtype']}.json"
+        setup = row["setup"]
+        name = f"c3det_train_throughput_{setup['crop']}_gpu_{setup['amp_dtype']}.json"
         (RESULTS / name).write_text(json.dumps(row, indent=1) + "\n")
     for row in doc["phases"].get("yolo", {}).get("rows", []):
         s = row["schedule"]

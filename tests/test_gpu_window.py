@@ -46,3 +46,30 @@ def test_the_environment_check_names_what_the_box_lacks(monkeypatch):
     row = gpu_window.environment()
     assert any(m.startswith("ultralytics:") for m in row["missing"]), row
     assert row["torch"] and "cpus" in row
+
+
+def test_collect_files_rows_where_the_reports_read_them(tmp_path, monkeypatch):
+    """A returned window: the throughput row under its crop and dtype, each YOLO row in the
+    run dir yolo_vs_frcnn.py itself would have used (so its report reads it and a local
+    `run` of that cell finds it done), then yolo_vs_frcnn's report."""
+    import argparse
+    import json
+    import gpu_window
+    import yolo_vs_frcnn
+    monkeypatch.setattr(gpu_window, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(gpu_window, "YOLO_WORK", tmp_path / "yolo")
+    monkeypatch.setattr(yolo_vs_frcnn, "WORK", tmp_path / "yolo")
+    calls = []
+    monkeypatch.setattr(gpu_window.subprocess, "run", lambda cmd, **kw: calls.append(cmd))
+    (tmp_path / "results").mkdir()
+    a = argparse.Namespace(smoke=False, train_images=400, epochs=4, yolo_epochs=100,
+                           yolo_time_h=0.1, seed=0)
+    row = {"cell": "yolo_obb", "smoke": False,
+           "schedule": {"train_images": 400, "epochs": 100, "time_h": 0.1, "seed": 0}}
+    window = {"phases": {"profile": {"rows": [{"setup": {"crop": 512, "amp_dtype": "float16"}}]},
+                         "yolo": {"rows": [row]}}}
+    (tmp_path / "window.json").write_text(json.dumps(window))
+    gpu_window.cmd_collect(argparse.Namespace(dir=str(tmp_path)))
+    assert (tmp_path / "results/c3det_train_throughput_512_gpu_float16.json").exists()
+    assert json.loads((yolo_vs_frcnn.run_dir(a, "yolo_obb") / "result.json").read_text()) == row
+    assert calls and calls[0][-1] == "report"
