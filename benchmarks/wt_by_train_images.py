@@ -180,7 +180,7 @@ def main() -> None:
     r.add_argument("--measure-images", type=int, default=96)
     r.add_argument("--threads", type=int, default=1)
     r.add_argument("--again", action="store_true", help="re-score models already in the JSON")
-    sub.add_parser("report", help="plot and page section from the JSON")
+    sub.add_parser("report", help="plot and page from the JSON")
     a = ap.parse_args()
     {"run": cmd_run, "report": cmd_report}[a.cmd](a)
 
