@@ -71,8 +71,8 @@ def pick_images(train_images: int):
     from yolo_vs_frcnn import SMOKE as YOLO_SMOKE
     labels = load_hituav(YOLO_WORK)
     picks = []
-    for name, n, seed in (("train", train_images, 0), ("val", TEST_IMAGES, 1)):
-        smoke_n = YOLO_SMOKE[f"{name.replace('val', 'test')}_images"]
+    for name, n, smoke_n, seed in (("train", train_images, YOLO_SMOKE["train_images"], 0),
+                                   ("val", TEST_IMAGES, YOLO_SMOKE["test_images"], 1)):
         ims = {i.id: i for s in (split(labels, name, n, seed), split(labels, name, smoke_n, seed))
                for i in s.images}
         picks.append(LabelSet(labels.categories, sorted(ims.values(), key=lambda i: i.id)))
@@ -83,7 +83,7 @@ def write_slice(train, test, labels) -> None:
     """The picked images under SLICE, the label caches the phases read (gzipped)."""
     from c3det_map_vs_clicks import DATA
     from tinyloop.annotations import LabelSet
-    from tinyloop.cocofile import write_labels
+    from tinyloop.cocofile import to_coco
     if WINDOW.exists():
         shutil.rmtree(WINDOW)
     for im in [*train.images, *test.images]:
@@ -92,13 +92,11 @@ def write_slice(train, test, labels) -> None:
         shutil.copyfile(DATA / im.image.path, dest)
     for f in ("LICENSE", "README.md"):   # CC BY 4.0: the attribution travels with the images
         shutil.copyfile(DATA / f, SLICE / f)
-    write_labels(labels, WINDOW / "labels_all.json")              # split() picks from all
-    write_labels(LabelSet(labels.categories, [*train.images, *test.images], labels.info),
-                 WINDOW / "labels_slice.json")                    # throughput: only these
-    for name in ("labels_all.json", "labels_slice.json"):
-        raw = (WINDOW / name).read_bytes()
-        (WINDOW / f"{name}.gz").write_bytes(gzip.compress(raw))
-        (WINDOW / name).unlink()
+    carried = LabelSet(labels.categories, [*train.images, *test.images], labels.info)
+    for name, subset in (("labels_all", labels),          # split() picks from all of them
+                         ("labels_slice", carried)):      # throughput: only the carried ones
+        (WINDOW / f"{name}.json.gz").write_bytes(
+            gzip.compress(json.dumps(to_coco(subset)).encode()))
 
 
 def download_wheels() -> None:
@@ -290,10 +288,13 @@ def cmd_collect(a) -> None:
         setup = row["setup"]
         name = f"c3det_train_throughput_{setup['crop']}_gpu_{setup['amp_dtype']}.json"
         (RESULTS / name).write_text(json.dumps(row, indent=1) + "\n")
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from yolo_vs_frcnn import run_dir
     for row in doc["phases"].get("yolo", {}).get("rows", []):
         s = row["schedule"]
-        run = YOLO_WORK / (f"{row['cell']}_n{s['train_images']}_e{s['epochs']}"
-                           f"_t{round(s['time_h'] * 3600)}s_seed{s['seed']}")
+        run = run_dir(argparse.Namespace(smoke=False, train_images=s["train_images"],
+                                         yolo_epochs=s["epochs"], yolo_time_h=s["time_h"],
+                                         seed=s["seed"]), row["cell"])
         run.mkdir(parents=True, exist_ok=True)
         (run / "result.json").write_text(json.dumps(row, indent=1))
     subprocess.run([sys.executable, str(REPO / "benchmarks/yolo_vs_frcnn.py"), "report"],

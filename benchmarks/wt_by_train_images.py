@@ -61,20 +61,19 @@ def val_sets(labels: LabelSet, measure_n: int) -> tuple[LabelSet, LabelSet]:
     return choose, LabelSet(labels.categories, [rest[k] for k in pick], labels.info)
 
 
-def scored_boxes(model: Path, images: LabelSet) -> LabelSet:
-    """Every box the model finds on `images`, with its score (what auto thresholds)."""
-    from c3det.predict import Predictor
-    pred = Predictor(model, device="cpu", min_score=0.0)
-    return LabelSet(images.categories, [ImageLabels(i.image, pred.predict(str(DATA / i.image.path), []))
-                                        for i in images.images], images.info)
+def scored_boxes(pred, images: LabelSet) -> LabelSet:
+    """Every box `pred` (a Predictor showing every score) finds on `images`."""
+    return LabelSet(images.categories,
+                    [ImageLabels(i.image, pred.predict(str(DATA / i.image.path), []))
+                     for i in images.images], images.info)
 
 
 def measure_model(run: Path, choose: LabelSet, measure: LabelSet, cost: WorkloadParams) -> dict:
-    chosen_curve = wt_by_threshold(scored_boxes(run / "model.pt", choose), choose, cost,
-                                   THRESHOLDS)
+    from c3det.predict import Predictor
+    pred = Predictor(run / "model.pt", device="cpu", min_score=0.0)   # auto cuts the scores
+    chosen_curve = wt_by_threshold(scored_boxes(pred, choose), choose, cost, THRESHOLDS)
     cut = best_threshold(chosen_curve, 0.0)
-    curve = wt_by_threshold(scored_boxes(run / "model.pt", measure), measure, cost,
-                            THRESHOLDS)
+    curve = wt_by_threshold(scored_boxes(pred, measure), measure, cost, THRESHOLDS)
     at_cut = next((r for r in curve if r["min_score"] == cut), None)
     hindsight = max(curve, key=saving)
     trained = json.loads((run / "result.json").read_text())
