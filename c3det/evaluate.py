@@ -27,13 +27,13 @@ from typing import Callable
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from c3det.clicks import click_order, clicks_for
 from c3det.config import EvalParams
 from c3det.data import DetectionDataset
 from tinyloop.annotations import LabelSet
 from tinyloop.boxes import in_ignore_regions
+from tinyloop.progress import bar as progress_bar
 
 Predictions = list[dict]  # per image {"boxes": (D,4), "labels": (D,) 1..C, "scores": (D,)}
 
@@ -191,8 +191,8 @@ def map_vs_clicks(model: Callable, labels: LabelSet, image_root: str | Path,
     needed = sorted({key(s, i, k) for s in range(p.sessions) for k in steps
                      for i in range(len(gts))}, key=lambda t: (t[0], len(t[1]), t[1]))
     cache: dict[tuple, dict] = {}
-    bar = tqdm(total=len(needed), desc=f"{name}: predictions", disable=not progress,
-               mininterval=5)
+    bar = progress_bar(total=len(needed), desc=f"evaluate {name}", unit="prediction",
+                       enabled=progress)
     for i in range(len(gts)):  # one image at a time: load it once, run all its click sets
         keys = [kk for kk in needed if kk[0] == i]
         clicks = [clicks_for(gts[i]["boxes"], gts[i]["labels"], torch.tensor(kk[1]))

@@ -31,13 +31,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
-from tqdm import tqdm
 
 from c3det import checkpoint
 from c3det.config import C3DetParams, TrainParams
 from c3det.data import DetectionDataset, collate
 from tinyloop.annotations import LabelSet
 from tinyloop.atomic import write_atomic, write_text_atomic
+from tinyloop.progress import bar as progress_bar
 
 STATE = "last.pt"
 MODEL = "model.pt"
@@ -191,6 +191,11 @@ def train(labels: LabelSet, image_root: str | Path, params: C3DetParams,
                         num_workers=tp.num_workers, collate_fn=collate,
                         persistent_workers=False)
 
+    # one bar over every step of the run: its rate and ETA cover the whole training
+    per_epoch = len(loader)
+    bar = progress_bar(total=tp.epochs * per_epoch, initial=start_epoch * per_epoch,
+                       desc=f"train {kind} ({device.type}, {precision})", unit="step",
+                       enabled=progress and rank == 0)
     for epoch in range(start_epoch, tp.epochs):
         torch.manual_seed(tp.seed * 100_003 + epoch)  # RoI samplers etc.: same on resume
         dataset.set_epoch(epoch)
@@ -203,10 +208,7 @@ def train(labels: LabelSet, image_root: str | Path, params: C3DetParams,
         sums: dict[str, float] = {}
         n_images, n_steps, t0 = 0, 0, time.perf_counter()
         data_wait, fetched = 0.0, t0
-        bar = tqdm(loader, desc=f"{kind} epoch {epoch + 1}/{tp.epochs} ({device.type}, "
-                                f"{precision})",
-                   disable=not progress or rank != 0, leave=False, mininterval=5)
-        for images, targets in bar:
+        for images, targets in loader:
             data_wait += time.perf_counter() - fetched
             for g in optimizer.param_groups:
                 g["lr"] = tp.lr * lr_factor(step, epoch, tp.warmup_iters, tp.lr_steps,
@@ -240,7 +242,9 @@ def train(labels: LabelSet, image_root: str | Path, params: C3DetParams,
             n_images += len(images)
             n_steps += 1
             step += 1
-            bar.set_postfix(loss=f"{values[0]:.3f}")
+            bar.set_postfix_str(f"epoch {epoch + 1}/{tp.epochs}, loss {values[0]:.3f}",
+                                refresh=False)
+            bar.update(1)
             fetched = time.perf_counter()
         seconds = time.perf_counter() - t0
         row = {"epoch": epoch, **{k: v / max(n_steps, 1) for k, v in sums.items()},
@@ -263,6 +267,7 @@ def train(labels: LabelSet, image_root: str | Path, params: C3DetParams,
             dist.barrier()
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
             break
+    bar.close()
     return {"epochs": history, "model": str(out / MODEL), "kind": kind}
 
 

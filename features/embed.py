@@ -151,7 +151,7 @@ def embed_images(paths: Sequence[Path], params: FeaturesParams, model=None, prog
                  ) -> tuple[np.ndarray, list[int], list[tuple[int, str]]]:
     """Embed image files: (vectors (M, D) float32 L2-normalised, their rows in `paths`,
     [(row, why)] for every file that failed or gave a non-finite vector)."""
-    from tqdm import tqdm
+    from tinyloop.progress import bar
     device = pick_device(params.device)
     if model is None:
         model = build_extractor(params.extractor, params.weights, params.seed,
@@ -163,8 +163,8 @@ def embed_images(paths: Sequence[Path], params: FeaturesParams, model=None, prog
     chunks, rows, failed = [], [], []
     amp = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else \
         torch.autocast("cpu", enabled=False)
-    for batch_rows, images, batch_failed in tqdm(loader, desc="embed", unit="batch",
-                                                 disable=not progress):
+    for batch_rows, images, batch_failed in bar(loader, desc=f"embed {len(paths)} images",
+                                                unit="batch", enabled=progress):
         failed += batch_failed
         if len(batch_rows) == 0:
             continue

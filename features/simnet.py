@@ -77,7 +77,7 @@ def train_simnet(paths: Sequence[Path], params: FeaturesParams, out_path: str | 
 
     Returns {"epoch_loss": [mean per epoch], "step_loss": [...], "skipped": [errors]}.
     """
-    from tqdm import tqdm
+    from tinyloop.progress import bar
     sp = params.simnet
     if len(paths) < 2:
         raise ValueError("SimNet needs at least 2 readable pool images (negatives come from "
@@ -95,10 +95,12 @@ def train_simnet(paths: Sequence[Path], params: FeaturesParams, out_path: str | 
     history: dict = {"epoch_loss": [], "step_loss": [], "skipped": []}
     steps = 0
     model.train()
+    steps_bar = bar(total=sp.epochs * len(loader), desc="train simnet", unit="step",
+                    enabled=progress)
     for epoch in range(sp.epochs):
         losses = []
-        for pairs, errors in tqdm(loader, desc=f"simnet epoch {epoch + 1}/{sp.epochs}",
-                                  disable=not progress, leave=False):
+        for pairs, errors in loader:
+            steps_bar.update(1)
             if epoch == 0:
                 history["skipped"] += errors
             if pairs is None or len(pairs) < 2:
@@ -122,6 +124,7 @@ def train_simnet(paths: Sequence[Path], params: FeaturesParams, out_path: str | 
         log.info("simnet epoch %d: loss %.4f", epoch + 1, history["epoch_loss"][-1])
         if max_steps is not None and steps >= max_steps:
             break
+    steps_bar.close()
     save_simnet(out_path, model, history)
     return history
 

@@ -217,7 +217,8 @@ def trainer_class(task: str):
 
 
 class EpochBar:
-    """A tqdm bar over the epochs with the mean losses (ultralytics' bars are silenced)."""
+    """A bar over the epochs with the mean losses (tinyloop.progress: a terminal bar or
+    plain lines; ultralytics' bars are silenced)."""
 
     def attach(self, trainer) -> None:
         trainer.add_callback("on_train_start", self.start)
@@ -226,16 +227,17 @@ class EpochBar:
         self.bar = None
 
     def start(self, trainer) -> None:
-        from tqdm import tqdm
-        self.bar = tqdm(total=trainer.epochs, initial=trainer.start_epoch, unit="epoch",
-                        desc=f"yolo {trainer.args.task} ({trainer.device})")
+        from tinyloop.progress import bar
+        self.bar = bar(total=trainer.epochs, initial=trainer.start_epoch, unit="epoch",
+                       desc=f"train yolo {trainer.args.task} ({trainer.device})")
 
     def epoch_end(self, trainer) -> None:
         if self.bar is None or trainer.tloss is None:
             return
         losses = trainer.label_loss_items(trainer.tloss, prefix="train")
-        self.bar.set_postfix({k.removeprefix("train/").removesuffix("_loss"): f"{v:.3f}"
-                              for k, v in losses.items()}, refresh=False)
+        self.bar.set_postfix_str(", ".join(
+            f"{k.removeprefix('train/').removesuffix('_loss')} {v:.3f}"
+            for k, v in losses.items()), refresh=False)
         self.bar.update(1)
 
     def end(self, trainer) -> None:

@@ -174,11 +174,13 @@ def simulate_batch(store: AnnotationStore, batch: int, truth: LabelSet, predict:
     Problems on single images (a predictor failure, a refused box) are collected and raised
     together at the end, after the other images were annotated.
     """
-    from tqdm import tqdm
+    from tinyloop.progress import bar
     gt = truth.by_id()
     ids = image_ids if image_ids is not None else [im.id for im in truth]
-    logs, problems, unpaid_run, balance = [], [], 0, 0.0
-    for image_id in tqdm(ids, desc=f"simulating batch {batch:03d}", disable=not progress):
+    logs, problems, unpaid_run, balance, clicks = [], [], 0, 0.0, 0
+    images = bar(ids, desc=f"annotate batch {batch} (simulated)", unit="image",
+                 enabled=progress)
+    for image_id in images:
         if image_id not in gt:
             problems.append(f"{image_id}: no ground truth for this image")
             continue
@@ -191,6 +193,8 @@ def simulate_batch(store: AnnotationStore, batch: int, truth: LabelSet, predict:
         except Exception as e:  # noqa: BLE001 - report all images' problems together
             problems.append(f"{image_id}: {type(e).__name__}: {e}")
             continue
+        clicks += sum(r.clicks for r in logs[-1].rounds)
+        images.set_postfix_str(f"{clicks} clicks", refresh=False)
         if not gave_up:  # once given up, the rest of the batch gets no clicks
             unpaid_run = unpaid_run + 1 if logs[-1].unpaid else 0
             balance += logs[-1].click_balance_s
