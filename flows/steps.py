@@ -153,8 +153,7 @@ def features_params(p: Project, *, train: bool = False):
     from features.simnet import ensure_simnet, with_checkpoint_under
     fp = with_checkpoint_under(p.params.features, p.layout.root)
     if train:
-        ensure_simnet(fp, p.layout.root, lambda: [p.source / i.image.path for i in pool(p)],
-                      progress=False)
+        ensure_simnet(fp, p.layout.root, lambda: [p.source / i.image.path for i in pool(p)])
     return fp
 
 
@@ -245,9 +244,10 @@ def predict_images(p: Project, model_path: Path | None,
     no model = nothing predicted (batch 1)."""
     if model_path is None:
         return [ImageLabels(i.image) for i in items]
+    from tinyloop.progress import bar
     predictor = model_policy.predictor(p, model_path, min_score=0.0)
     return [ImageLabels(i.image, predictor.predict(str(p.source / i.image.path), []))
-            for i in items]
+            for i in bar(items, desc=f"preannotate {len(items)} images", unit="image")]
 
 
 def chunks(items: list, size: int) -> list[list]:
@@ -326,7 +326,7 @@ def simulate_annotation(p: Project, store: AnnotationStore, n: int) -> dict:
         # clicks there would cost annotator time for nothing
         sim = replace(sim, rounds=0)
     logs = simulate_batch(store, n, truth, _predictor_fn(p, n), sim, image_ids=ids,
-                          progress=False, cost=p.params.workload)
+                          cost=p.params.workload)
     save_logs(logs, p.layout.batch_dir(n) / "simulation.json")
     fault_point("annotated")
     return {"images": len(logs), "clicks": sum(r.clicks for lg in logs for r in lg.rounds)}
@@ -449,15 +449,14 @@ def _fit(p: Project, n: int, params) -> dict:
     kind, out, labels = model_kind(p), p.layout.model_dir(n), labeled(p, n)
     if p.params.flows.train_recipe == "end_to_end" or kind == "plain":
         return train_model(labels, p.source, params, out, resume=True, kind=kind,
-                           progress=False, init_from=model_policy.warm_start(p, n))
+                           init_from=model_policy.warm_start(p, n))
     previous = p.layout.detector(n - 1) if n > 1 else None
     train_model(labels, p.source, params, p.layout.detector_dir(n), resume=True, kind="plain",
-                progress=False, init_from=model_policy.warm_start(p, n, previous))
+                init_from=model_policy.warm_start(p, n, previous))
     # the click branch warm-starts from model n-1; the detector is the one just trained
     frozen = replace(params, train=replace(params.train, freeze_detector=True))
     init = [w for w in (model_policy.warm_start(p, n), p.layout.detector(n)) if w is not None]
-    return train_model(labels, p.source, frozen, out, resume=True, kind=kind, progress=False,
-                       init_from=init)
+    return train_model(labels, p.source, frozen, out, resume=True, kind=kind, init_from=init)
 
 
 def _fit_yolo(p: Project, n: int, params) -> dict:
@@ -476,7 +475,7 @@ def _fit_yolo(p: Project, n: int, params) -> dict:
     data = p.layout.state / "yolo-data" / f"iter-{n:03d}"
     result = train_yolo(labeled(p, n), p.source, params, p.layout.model_dir(n),
                         init_from=init, tiling=p.params.tiling, data_dir=data,
-                        model_base=p.layout.root, version=f"iter-{n:03d}", progress=False)
+                        model_base=p.layout.root, version=f"iter-{n:03d}")
     shutil.rmtree(data, ignore_errors=True)
     return result
 
@@ -515,8 +514,7 @@ def evaluate(p: Project, n: int) -> dict:
             ev = p.params.c3det.eval
             if model_kind(p) == "plain":
                 ev = replace(ev, click_steps=[0])
-            curve = map_vs_clicks(model, test, p.source, ev, name=f"iter-{n:03d}",
-                                  progress=False)
+            curve = map_vs_clicks(model, test, p.source, ev, name=f"iter-{n:03d}")
             metrics.update({"map50": curve["map_mean"][0], "steps": curve["steps"],
                             "map_vs_clicks": curve["map_mean"],
                             "map_vs_clicks_std": curve["map_std"],
