@@ -6,7 +6,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from flows.commands.base import CliProject, Verb
+from flows.commands.base import CliProject, Verb, quiet_option
 
 KINDS = ("plain", "early_fusion", "late_fusion", "c3det")
 
@@ -61,6 +61,7 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
                    help="start from another run's last.pt where layer names and shapes match")
     p.add_argument("--no-resume", action="store_true",
                    help="start over even when OUT/last.pt exists")
+    quiet_option(p)
 
 
 def _evaluate_arguments(e: argparse.ArgumentParser) -> None:
