@@ -104,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         getattr(args, "usage_parser", parser).print_help()
         return 0
     project = CliProject.resolve(args.project, args.params, verb.default_project)
+    from tinyloop import progress  # bars on a terminal, plain lines elsewhere, or --quiet
+    progress.configure(quiet=getattr(args, "quiet", False))
     return int(verb.handler(args, project) or 0)
 
 

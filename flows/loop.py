@@ -18,6 +18,11 @@ results persisted under .tinyloop/prefect-results, so a re-run never predicts tw
 Fan-out: feature extraction and pre-annotation are split into chunks submitted to the flow's
 task runner: threads by default, a Dask LocalCluster with `flows.task_runner: dask`
 (prefect-dask; run a real `prefect server start`, see scripts/prefect-server).
+
+Progress (tinyloop/progress.py): every step writes `[iter 2/4] train: start` and `... done
+in 1m12s` (`[prepare] features: ...` in prepare), the long ones a bar or plain lines, and a
+finished batch its workload row at once, on the terminal and as a Prefect artifact
+(`workload-batch-NNN`); task runs are named by step and batch (`train-batch-2`).
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ from flows import steps
 from flows.runtime import prefect_env  # noqa: F401 - re-exported for callers
 from flows.project.layout import ProjectLayout, tag_name
 from flows.steps import Project
+from tinyloop import progress
 
 PROJECT_STAGES = ["ingest", "features", "order"]
 ITERATION_STAGES = ["train", "evaluate", "report"]
@@ -81,7 +87,7 @@ def train_simnet_task(root: str) -> str:
     return steps.features_params(Project.open(root), train=True).simnet.checkpoint
 
 
-@task(name="embed-chunk", cache_policy=NO_CACHE)
+@task(name="embed-chunk", task_run_name="embed-chunk-{part}", cache_policy=NO_CACHE)
 def embed_chunk_task(root: str, ids: list[str], part: int) -> str:
     """Embed a share of the pool into data/features/parts/NNN (merged afterwards)."""
     from features.embed import embed_pool
@@ -90,7 +96,7 @@ def embed_chunk_task(root: str, ids: list[str], part: int) -> str:
     keep = set(ids)
     records = [i.image for i in pool if i.id in keep]
     out = p.layout.features / "parts" / f"{part:03d}"
-    embed_pool(records, p.source, steps.features_params(p), out, progress=False)
+    embed_pool(records, p.source, steps.features_params(p), out)
     return str(out)
 
 
@@ -135,35 +141,37 @@ def preannotate_chunk_task(root: str, model: str | None, ids: list[str]) -> list
     return items
 
 
-@task(name="simulate-annotator", cache_policy=NO_CACHE)
+@task(name="simulate-annotator", task_run_name="simulate-annotator-batch-{n}",
+      cache_policy=NO_CACHE)
 def simulate_task(root: str, n: int) -> dict:
     p = Project.open(root)
     return steps.simulate_annotation(p, steps.open_store(p), n)
 
 
-@task(name="publish", cache_policy=NO_CACHE)
+@task(name="publish", task_run_name="publish-batch-{n}", cache_policy=NO_CACHE)
 def publish_task(root: str, n: int) -> int:
     p = Project.open(root)
     return len(steps.publish(p, steps.open_store(p), n))
 
 
-@task(name="pull", retries=3, retry_delay_seconds=[1, 4, 16], cache_policy=NO_CACHE)
+@task(name="pull", task_run_name="pull-batch-{n}", retries=3,
+      retry_delay_seconds=[1, 4, 16], cache_policy=NO_CACHE)
 def pull_task(root: str, n: int) -> int:
     p = Project.open(root)
     return len(steps.pull(p, steps.open_store(p), n).images)
 
 
-@task(name="workload", cache_policy=NO_CACHE)
+@task(name="workload", task_run_name="workload-batch-{n}", cache_policy=NO_CACHE)
 def workload_task(root: str, n: int) -> dict:
     return steps.workload(Project.open(root), n)
 
 
-@task(name="train", cache_policy=NO_CACHE)
+@task(name="train", task_run_name="train-batch-{n}", cache_policy=NO_CACHE)
 def train_task(root: str, n: int) -> dict:
     return steps.train(Project.open(root), n)
 
 
-@task(name="evaluate", cache_policy=NO_CACHE)
+@task(name="evaluate", task_run_name="evaluate-batch-{n}", cache_policy=NO_CACHE)
 def evaluate_task(root: str, n: int) -> dict:
     return steps.evaluate(Project.open(root), n)
 
@@ -180,7 +188,8 @@ def report_task(root: str) -> list[dict]:
     return out["rows"]
 
 
-@task(name="version", retries=2, retry_delay_seconds=[2, 8], cache_policy=NO_CACHE)
+@task(name="version", task_run_name="version-batch-{n}", retries=2,
+      retry_delay_seconds=[2, 8], cache_policy=NO_CACHE)
 def version_task(root: str, n: int) -> dict:
     """Commit and tag iteration n (the push is its own task, so a retry pushes only)."""
     from flows.project.versioning import commit_iteration
@@ -272,19 +281,25 @@ def prepare(root: str = ".", keep_going: bool = False) -> dict:
     fails the flow saying what changed. Import problems fail the flow unless keep_going
     (the files named are then left out)."""
     p = Project.open(root)
-    summary = ingest_task(root, keep_going)
-    _fan_out_features(root)
-    order = order_task(root)
+    with progress.step("ingest", "prepare"):
+        summary = ingest_task(root, keep_going)
+    with progress.step("features", "prepare"):
+        _fan_out_features(root)
+    with progress.step("order", "prepare"):
+        order = order_task(root)
     # the marker holds the pool record it committed: a re-imported pool is committed again
     from flows.project.pool_import import stamp_digest
     marker, pool_version = p.layout.state / "prepared.done", f"{stamp_digest(p.layout)}\n"
     if p.params.flows.versioning and (
             not marker.exists() or marker.read_text() != pool_version):
         from flows.project.versioning import commit_prepared
-        commit_prepared(p.layout, PROJECT_STAGES, "prepare: pool ingested, embedded, ordered")
+        with progress.step("version", "prepare"):
+            commit_prepared(p.layout, PROJECT_STAGES,
+                            "prepare: pool ingested, embedded, ordered")
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(pool_version)
-    print(f"pool ready: {summary.get('images')} images, {order['batches']} batches")
+    progress.say(f"[prepare] pool ready: {summary.get('images')} images, "
+                 f"{order['batches']} batches")
     held_out_note = steps.held_out_note(p)
     if held_out_note:
         print(f"note: {held_out_note}")
@@ -320,10 +335,12 @@ def iteration(root: str = ".", batch: int | None = None, simulated: bool = False
         print("every batch is done")
         return {"batch": None}
     timings: dict[str, float] = {}
+    where = f"iter {n}/{max(n, steps.last_batch(p))}"
 
     def timed(name, fn, *a):
         t0 = time.perf_counter()
-        out = fn(*a)
+        with progress.step(name.replace("_", " "), where):
+            out = fn(*a)
         timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
         return out
 
@@ -343,6 +360,8 @@ def iteration(root: str = ".", batch: int | None = None, simulated: bool = False
     metrics = timed("evaluate", evaluate_task, root, n)
     timed("preannotate_next", _fan_out_preannotate_next, root, n)
     rows = timed("report", report_task, root)
+    row = next((r for r in rows if r["batch"] == n), {})
+    _announce_batch(root, row, where)
     version = {}
     if p.params.flows.versioning:
         version = timed("version", version_task, root, n)
@@ -350,7 +369,6 @@ def iteration(root: str = ".", batch: int | None = None, simulated: bool = False
     from tinyloop.atomic import write_json_atomic
     write_json_atomic(p.layout.state / f"{tag_name(n)}.done",
                       {"batch": n, "timings_s": timings, "version": version})
-    row = rows[-1] if rows else {}
     print(f"batch {n}: WT reduction {row.get('wt_reduction')}% (cumulative "
           f"{row.get('wt_reduction_cum')}%), mAP@.5 {metrics.get('map50')}")
     return {"batch": n, "workload": {k: w.get(k) for k in ("WB", "WT", "seconds")},
@@ -363,6 +381,20 @@ def _fan_out_preannotate_next(root: str, n: int) -> None:
         return
     _fan_out_preannotate(root, n + 1)
     steps.preannotate_next(p, n)
+
+
+def _announce_batch(root: str, row: dict, where: str) -> None:
+    """A finished batch's workload row, at once: on the terminal (after its step lines) and
+    as a Prefect artifact of this flow run."""
+    if not row:
+        return
+    from flows.accounting.report import batch_artifact, format_table
+    progress.say(f"[{where}] batch {row['batch']} workload:\n{format_table([row])}")
+    try:
+        batch_artifact(ProjectLayout(root), row)
+    except Exception as e:  # noqa: BLE001 - artifacts are a convenience, files are the report
+        get_run_logger().warning("Prefect artifact of batch %s not written: %s",
+                                 row.get("batch"), e)
 
 
 @flow(name="simulate", log_prints=True)

@@ -18,3 +18,12 @@ def prefect_env(root: str | Path) -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     import torch  # seven other jobs share this kind of machine: stay within 2 threads
     torch.set_num_threads(int(os.environ.get("TINYLOOP_TORCH_THREADS", "2")))
+
+
+def announce_prefect_start() -> None:
+    """Say that the first flow starts a temporary Prefect server when no server is
+    configured: on a busy machine that takes up to a minute, with nothing else to show."""
+    from prefect.settings import PREFECT_API_URL
+    if not PREFECT_API_URL.value():
+        from tinyloop.progress import say
+        say("starting a temporary Prefect server (up to a minute on a busy machine) ...")

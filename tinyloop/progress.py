@@ -115,8 +115,7 @@ def bar(iterable: Iterable | None = None, *, total: int | None = None, desc: str
     Each has tqdm's calls that this project uses: iteration, update(n), set_postfix_str,
     set_postfix, close, and `with`."""
     mode = current_mode() if enabled else "quiet"
-    if total is None and iterable is not None and hasattr(iterable, "__len__"):
-        total = len(iterable)
+    total = _total(iterable, total)
     if mode == "bars":
         from tqdm import tqdm
         # leave=False: the step's "done in" line stays instead; mininterval keeps a 2-core
@@ -126,6 +125,13 @@ def bar(iterable: Iterable | None = None, *, total: int | None = None, desc: str
     if mode == "lines":
         return LineBar(iterable, total=total, desc=desc, unit=unit, initial=initial)
     return SilentBar(iterable)
+
+
+def _total(iterable: Iterable | None, total: int | None) -> int | None:
+    """`total`, else the iterable's length when it has one."""
+    if total is None and iterable is not None and hasattr(iterable, "__len__"):
+        return len(iterable)
+    return total
 
 
 class SilentBar:
@@ -164,7 +170,7 @@ class LineBar(SilentBar):
     def __init__(self, iterable: Iterable | None = None, *, total: int | None = None,
                  desc: str = "", unit: str = "it", initial: int = 0):
         super().__init__(iterable)
-        self.total, self.desc, self.unit = total, desc, unit
+        self.total, self.desc, self.unit = _total(iterable, total), desc, unit
         self.n = self.initial = initial
         self.postfix = ""
         self.started = clock()

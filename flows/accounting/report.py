@@ -224,5 +224,15 @@ def prefect_artifacts(layout: ProjectLayout, rows: list[dict]) -> None:
                              description=f"report of {layout.root.name}")
 
 
+def batch_artifact(layout: ProjectLayout, row: dict) -> None:
+    """One finished batch's workload row as a markdown artifact (key workload-batch-NNN),
+    in the Prefect UI as soon as the batch is done (inside a flow or task run only)."""
+    from prefect.artifacts import create_markdown_artifact
+    create_markdown_artifact(key=f"workload-batch-{row['batch']:03d}",
+                             markdown=format_table([row], markdown=True),
+                             description=f"batch {row['batch']} of {layout.root.name}: "
+                                         "workload against labeling every box by hand")
+
+
 def write_png(path: Path, png: bytes) -> None:
     write_bytes_atomic(path, png)

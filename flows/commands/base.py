@@ -87,3 +87,10 @@ def project_option(p: argparse.ArgumentParser, *names: str,
     before the command (or None) is kept instead of being overwritten by a default."""
     p.add_argument("--project", "-C", *names, dest="project", default=argparse.SUPPRESS,
                    help=help)
+
+
+def quiet_option(p: argparse.ArgumentParser) -> None:
+    """`--quiet` for the long commands: no progress bars and no step lines
+    (flows/cli.py hands it to tinyloop.progress.configure before the command runs)."""
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="no progress (step lines, bars); results and errors only")

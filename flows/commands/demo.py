@@ -36,7 +36,7 @@ import sys
 import time
 from pathlib import Path
 
-from flows.commands.base import CliProject, Verb, project_option
+from flows.commands.base import CliProject, Verb, project_option, quiet_option
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "data" / "sample" / "hit-uav"
@@ -124,6 +124,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
                    help="delete the project directory first and start over")
     from flows.commands.loop import add_keep_going
     add_keep_going(p)
+    quiet_option(p)
 
 
 def cmd_demo(args: argparse.Namespace, project: CliProject) -> int:
@@ -158,6 +159,8 @@ def cmd_demo(args: argparse.Namespace, project: CliProject) -> int:
     from flows import steps
     data_source = steps.Project.open(root).source
     print(f"\nproject {layout.root}: simulating the loop on {data_source} ...", flush=True)
+    from flows.runtime import announce_prefect_start
+    announce_prefect_start()
     from flows.loop import simulate
     from flows.accounting.report import format_table
     rows = simulate(root, keep_going=args.keep_going)

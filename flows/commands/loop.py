@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from flows.commands.base import CliProject, Verb, project_option
+from flows.commands.base import CliProject, Verb, project_option, quiet_option
+from flows.runtime import announce_prefect_start
 
 
 PROJECT_HELP = "project directory made by `tinyloop init` (default: .)"
@@ -96,6 +97,7 @@ def _init_arguments(p: argparse.ArgumentParser) -> None:
 def _prepare_arguments(p: argparse.ArgumentParser) -> None:
     project_option(p, help=PROJECT_HELP)
     add_keep_going(p)
+    quiet_option(p)
 
 
 def _simulate_arguments(p: argparse.ArgumentParser) -> None:
@@ -103,6 +105,7 @@ def _simulate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iterations", type=int, help="batches to run (default: "
                    "flows.iterations)")
     add_keep_going(p)
+    quiet_option(p)
 
 
 def _iterate_arguments(p: argparse.ArgumentParser) -> None:
@@ -111,6 +114,7 @@ def _iterate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detach", action="store_true",
                    help="publish the batch and exit instead of waiting (for waits of days); "
                         "`tinyloop resume` continues")
+    quiet_option(p)
 
 
 def _resume_arguments(p: argparse.ArgumentParser) -> None:
@@ -118,6 +122,7 @@ def _resume_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, help="batch number (default: the next unfinished)")
     p.add_argument("--no-continue", action="store_true",
                    help="only mark done and resume a waiting run; do not run anything here")
+    quiet_option(p)
 
 
 def _sweep_arguments(p: argparse.ArgumentParser) -> None:
@@ -188,6 +193,7 @@ def cmd_loop_prepare(args: argparse.Namespace, project: CliProject) -> int:
     if import_pool_or_explain(root, args.keep_going) is None:
         return 1
     from flows.loop import prepare, with_runner
+    announce_prefect_start()
     with_runner(prepare, root)(root, args.keep_going)
     return 0
 
@@ -198,6 +204,7 @@ def cmd_loop_simulate(args: argparse.Namespace, project: CliProject) -> int:
         return 1
     from flows.loop import simulate
     from flows.accounting.report import format_table
+    announce_prefect_start()
     rows = simulate(root, args.iterations, args.keep_going)
     print(format_table(rows))
     print(f"report: {Path(root) / 'reports' / 'index.html'}")
@@ -207,6 +214,7 @@ def cmd_loop_simulate(args: argparse.Namespace, project: CliProject) -> int:
 def cmd_loop_iterate(args: argparse.Namespace, project: CliProject) -> int:
     root = _flow_root(project)
     from flows.loop import iteration, with_runner
+    announce_prefect_start()
     with_runner(iteration, root)(root, args.batch, simulated=False, detach=args.detach)
     return 0
 
@@ -226,6 +234,7 @@ def cmd_loop_resume(args: argparse.Namespace, project: CliProject) -> int:
         return 0
     print(f"batch {n} marked done")
     if not args.no_continue:
+        announce_prefect_start()
         with_runner(iteration, root)(root, n, simulated=False)
     return 0
 
