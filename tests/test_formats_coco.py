@@ -151,8 +151,8 @@ def test_unknown_keys_are_one_problem_each_with_a_count(tmp_path):
     assert len(lf.annotations) == 3
     messages = sorted(e.message for e in problems)
     assert messages == sorted([
-        "annotation 4 has bbox None; expected [x, y, width, height] (it has 'box': did you "
-        "mean 'bbox'?); left out",
+        "image 'a.png', annotation 4 has bbox None; expected [x, y, width, height] (it has "
+        "'box': did you mean 'bbox'?); left out",
         "unknown key 'catgory' on 3 annotation entries: did you mean 'category_id'?; its "
         "values were not read",
         "unknown key 'extra' on 1 image entry; its values were not read",

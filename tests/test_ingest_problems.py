@@ -166,7 +166,8 @@ def test_coco_file_name_escaping_missing_and_duplicates(tmp_path):
     assert "image file_name '../outside.png' escapes the dataset root" in text
     assert "missing image file 'gone.png'" in text
     assert "duplicate image id 'b'" in text
-    assert "object 1 (Person): box [0, 0, 0, 5] has zero or negative area" in text
+    assert "image 'b.png', annotation 2 has bbox [0, 0, 0, 5] (x, y, width, height): " \
+        "width and height must be > 0" in text
     assert len(report.problems) == 4
     assert sorted(im.id for im in labels) == ["a", "b"]
     assert labels.by_id()["b"].image.path == "images/b.png"  # resolved under images_dir

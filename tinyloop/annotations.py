@@ -89,13 +89,19 @@ class Box:
 
         `tolerance` pixels of overhang are accepted (annotation tools round outwards).
         """
+        defect = self.defect(width, height, tolerance)
+        return f"box {self.xyxy()} {defect}" if defect else None
+
+    def defect(self, width: float, height: float, tolerance: float = 1.0) -> str | None:
+        """`problem` without the coordinates, for messages that quote the box as its
+        source file writes it (COCO's [x, y, w, h])."""
         if not all(math.isfinite(v) for v in self.xyxy()):
-            return f"box {self.xyxy()} has a non-finite coordinate"
+            return "has a non-finite coordinate"
         if self.width <= 0 or self.height <= 0:
-            return f"box {self.xyxy()} has zero or negative area"
+            return "has zero or negative area"
         if (self.x1 < -tolerance or self.y1 < -tolerance or self.x2 > width + tolerance
                 or self.y2 > height + tolerance):
-            return f"box {self.xyxy()} lies outside the {width:g}x{height:g} image"
+            return f"lies outside the {width:g}x{height:g} image"
         return None
 
 

@@ -45,11 +45,13 @@ from tinyloop.cocofile import write_labels
 from tinyloop.config import DataParams
 from tinyloop.formats import FORMATS, FormatError, LabelFile
 from tinyloop.formats.coco import read_coco
+from tinyloop.formats.detect import image_list_paths, is_image_list, looks_like_label_lines
 from tinyloop.formats.dota import read_dota
 from tinyloop.formats.voc import read_voc
 from tinyloop.formats.yolo import YoloNames, find_yolo_names, read_yolo
 from tinyloop.hituav import hituav_metadata
-from tinyloop.images import ImageError, ImageInfo, inspect_image, is_image_file
+from tinyloop.images import (IMAGE_EXTENSIONS, ImageError, ImageInfo, inspect_image,
+                             is_image_file)
 
 LABEL_SUFFIX = {"voc": ".xml", "rolabelimg": ".xml", "yolo": ".txt", "dota": ".txt"}
 MIN_MATCH_IOU = 0.3  # HIT-UAV's VOC and roLabelImg boxes of one object overlap >= 0.70
@@ -92,17 +94,18 @@ class ImportReport:
 
     def add(self, file: str | Path, message: str, fix: str, kind: str = "label") -> None:
         """Record a problem; files inside the dataset are named relative to its root."""
-        self.problems.append(Problem(self._name(file), message, fix, kind))
+        self.problems.append(Problem(self._name(file), printable(message), printable(fix),
+                                     kind))
 
     def add_clipped(self, file: str | Path, message: str) -> None:
-        self.clipped.append(Problem(self._name(file), message, "none needed: the part "
-                                    "inside the image was kept", "clipped"))
+        self.clipped.append(Problem(self._name(file), printable(message), "none needed: "
+                                    "the part inside the image was kept", "clipped"))
 
     def _name(self, file: str | Path) -> str:
         path = Path(file)
         if path.is_absolute() and path.is_relative_to(self.root):
-            return path.relative_to(self.root).as_posix()
-        return str(file)
+            return printable(path.relative_to(self.root).as_posix())
+        return printable(str(file))
 
     def counts_by_kind(self) -> dict[str, int]:
         return dict(Counter(p.kind for p in self.problems).most_common())
@@ -134,14 +137,48 @@ class ImportReport:
         return asdict(self)
 
 
+def printable(text: str) -> str:
+    """`text` with the bytes of a file name that is not UTF-8 written as \\xNN escapes.
+
+    On Linux such a name (MOS75 + Latin-1 e-acute) reaches Python as a str holding a lone
+    surrogate, which no UTF-8 writer (JSON report, terminal) accepts; escaped, the report
+    still names the file."""
+    if is_utf8(text):
+        return text
+    return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
+def is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _report_undecodable_name(rel: str, report: ImportReport, what: str) -> None:
+    """A file whose name is not UTF-8: no labels file can name it, so it is left out and
+    people are told how to rename it (the Latin-1 reading is a guess that is usually
+    right on old Windows and FAT file systems)."""
+    guess = os.fsencode(PurePosixPath(rel).name).decode("latin-1")
+    report.add(rel, f"file name is not valid UTF-8; this {what} was left out",
+               f"rename it to a UTF-8 name (as Latin-1 it reads {guess!r}); `convmv -f "
+               "latin1 -t utf8 -r --notest DIR` renames every such file", kind="file name")
+
+
 def import_dataset(root: str | os.PathLike, data: DataParams, progress: bool = True,
                    workers: int = 2) -> tuple[LabelSet, ImportReport]:
     """Read and check a whole dataset; see the module docstring. Never raises per file."""
     start = time.perf_counter()
     root = Path(root).resolve()
     if not root.is_dir():
-        raise DatasetError(f"{root}: dataset directory not found; set data.source in "
-                           "params.yaml (or --source) to the folder holding the images")
+        raise DatasetError(f"{printable(str(root))}: dataset directory not found; set "
+                           "data.source in params.yaml (or --source) to the folder holding "
+                           "the images")
+    if not is_utf8(str(root)):
+        raise DatasetError(f"{printable(str(root))}: the dataset path is not valid UTF-8, "
+                           "so no labels file can name its images; rename the folders to "
+                           "UTF-8 names (`convmv -f latin1 -t utf8 -r --notest DIR`)")
     if data.format not in FORMATS:
         raise DatasetError(f"unknown format {data.format!r}; expected one of {FORMATS}")
     report = ImportReport(str(root), data.format)
@@ -150,10 +187,15 @@ def import_dataset(root: str | os.PathLike, data: DataParams, progress: bool = T
     else:
         yolo = _yolo_names(root, root / data.labels, report) \
             if data.format == "yolo" and (root / data.labels).is_dir() else None
-        sources = _directory_sources(root, data, report, yolo)
+        image_lists: list[Path] = []
+        sources = _directory_sources(root, data, report, yolo, image_lists)
+    if not sources and not report.problems:
+        raise DatasetError(no_images_message(root, data))
     splits = _read_splits(root, data, report, set(sources))
     if data.format == "yolo" and yolo is not None:  # split lists, if any, win
         splits = {**yolo_splits(yolo, sources, root), **splits}
+    if data.format != "coco" and image_lists:
+        splits = {**image_list_splits(image_lists, sources, root, report), **splits}
     items = _check_images(root, sources, data, splits, report, progress, workers)
     labels = LabelSet(categories=list(data.classes), images=items,
                       info={"dataset_root": str(root), "source_format": data.format})
@@ -195,12 +237,43 @@ class _Source:
     oriented: LabelFile | None = None
 
 
+def no_images_message(root: Path, data: DataParams) -> str:
+    """Why an import found no image at all: where it looked, and what the folder looks like
+    instead (a dataset that imports nothing must stop here, not in the features step)."""
+    if data.format == "coco":
+        where = (f"the COCO file {data.labels} lists no images (its \"images\" list is "
+                 "empty)")
+    else:
+        where = (f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under "
+                 f"{data.images_dir}/, with {data.format} labels in {data.labels}/")
+    return f"{printable(str(root))}: no images to import: format {data.format}, {where}; " \
+        + _layout_hint(root, data)
+
+
+def _layout_hint(root: Path, data: DataParams) -> str:
+    """What `detect_layout` finds in the folder, as the params that would import it."""
+    from tinyloop.formats.detect import detect_layout
+    found = detect_layout(root)
+    if found is None or not found.images:
+        return ("point data.source at the folder that holds the images (and "
+                "data.images_dir at its images sub-folder)")
+    changes = {k: v for k, v in found.data_params().items()
+               if k != "classes" and getattr(data, k, None) != v}
+    if not changes:
+        return "check data.images_dir and data.labels in params.yaml"
+    return (f"this folder looks like {found.describe()}: set "
+            + ", ".join(f"data.{k}: {v}" for k, v in changes.items())
+            + " in params.yaml (`tinyloop init --source DIR` writes them)")
+
+
 def _directory_sources(root: Path, data: DataParams, report: ImportReport,
-                       yolo: YoloNames | None) -> dict[str, _Source]:
+                       yolo: YoloNames | None, image_lists: list[Path]) -> dict[str, _Source]:
+    """Images under images_dir and their label files; label-folder files that list image
+    paths (darknet's train.txt) are split lists, put in `image_lists`."""
     images_dir = root / data.images_dir
     if not images_dir.is_dir():
         raise DatasetError(f"{images_dir}: images directory not found; set data.images_dir "
-                           f"(relative to {root})")
+                           f"(relative to {root}); " + _layout_hint(root, data))
     sources = _index_images(root, images_dir, report)
     labels_dir = root / data.labels
     if not labels_dir.is_dir():
@@ -220,6 +293,13 @@ def _directory_sources(root: Path, data: DataParams, report: ImportReport,
     claimed: dict[str, Path] = {}
     for label_path in sorted(labels_dir.rglob(f"*{suffix}")):
         if _not_a_label_file(label_path):
+            continue
+        rel = label_path.relative_to(root).as_posix()
+        if not is_utf8(rel):
+            _report_undecodable_name(rel, report, "label file")
+            continue
+        if suffix == ".txt" and is_image_list(label_path):
+            image_lists.append(label_path)
             continue
         try:
             lf = _read_label_file(data.format, label_path)
@@ -284,8 +364,8 @@ def yolo_splits(found: YoloNames, sources: dict[str, "_Source"], root: Path) -> 
     for split, places in found.split_dirs.items():
         for place in places:
             if place.is_file():
-                listed = {(place.parent / line.strip()).resolve() for line in
-                          place.read_text(encoding="utf-8").splitlines() if line.strip()}
+                listed = {(place.parent / line).resolve() for line in
+                          image_list_paths(place)}
                 inside = lambda path: path in listed  # noqa: E731
             else:
                 inside = lambda path, d=place.resolve(): path.is_relative_to(d)  # noqa: E731
@@ -293,6 +373,60 @@ def yolo_splits(found: YoloNames, sources: dict[str, "_Source"], root: Path) -> 
                 if inside((root / src.path).resolve()):
                     splits.setdefault(image_id, split)
     return splits
+
+
+# darknet names its lists train.txt / valid.txt / test.txt
+LIST_SPLITS = {"train": "train", "val": "val", "valid": "val", "validation": "val",
+               "test": "test"}
+
+
+def image_list_splits(lists: list[Path], sources: dict[str, "_Source"], root: Path,
+                      report: ImportReport) -> dict[str, str]:
+    """id -> split from the darknet split lists found among the label files (one image
+    path per line). A list not named after a split is noted and not used; listed images
+    that are not in the dataset are one problem per list (the list itself is kept)."""
+    by_path = {(root / s.path).resolve(): i for i, s in sources.items()}
+    # lists written on another machine hold its absolute paths: the file name still tells
+    names = Counter(PurePosixPath(s.path).name for s in sources.values())
+    by_name = {PurePosixPath(s.path).name: i for i, s in sources.items()
+               if names[PurePosixPath(s.path).name] == 1}
+    splits: dict[str, str] = {}
+    for path in lists:
+        rel = path.relative_to(root).as_posix()
+        split = LIST_SPLITS.get(path.stem.lower())
+        if split is None:
+            report.notes.append(f"{rel} lists image paths but is not named after a split "
+                                f"({', '.join(LIST_SPLITS)}); not used")
+            continue
+        missing = []
+        for line in image_list_paths(path):
+            image_id = by_path.get(_listed_path(line, path, root)) or \
+                by_name.get(PurePosixPath(line.replace("\\", "/")).name)
+            if image_id is None:
+                missing.append(line)
+            elif splits.setdefault(image_id, split) != split:
+                report.add(path, f"image {image_id!r} is in both {splits[image_id]!r} and "
+                           f"{split!r}", "list every image in one split only", kind="split")
+        report.notes.append(f"split list {rel}: images listed there are {split!r}")
+        if missing:
+            report.add(path, f"split list: {len(missing)} listed image(s) not found: "
+                       f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}",
+                       "fix those lines (paths relative to the dataset root or to the list) "
+                       "or add the images; the list itself is not a label file: keep it",
+                       kind="missing image")
+    return splits
+
+
+def _listed_path(line: str, list_path: Path, root: Path) -> Path:
+    """Where a split list's line points: absolute, else relative to the dataset root
+    (darknet's habit), else relative to the list's folder."""
+    listed = Path(line)
+    if listed.is_absolute():
+        return listed.resolve()
+    for base in (root, list_path.parent):
+        if (base / listed).exists():
+            return (base / listed).resolve()
+    return (root / listed).resolve()
 
 
 def _read_label_file(fmt: str, path: Path) -> LabelFile:
@@ -319,6 +453,9 @@ def _index_images(root: Path, images_dir: Path, report: ImportReport) -> dict[st
     sources: dict[str, _Source] = {}
     for path in sorted(p for p in images_dir.rglob("*") if is_image_file(p)):
         rel = path.relative_to(root).as_posix()
+        if not is_utf8(rel):
+            _report_undecodable_name(rel, report, "image")
+            continue
         image_id = path.stem
         if image_id in sources:
             report.add(rel, f"duplicate image id {image_id!r}: {sources[image_id].path} "
@@ -379,6 +516,10 @@ def _resolve_image(lf: LabelFile, label_path: Path, labels_dir: Path, images_dir
     if label_path.stem in sources:
         return label_path.stem
     expected = images_dir.relative_to(root) / (ref or key + ".*")
+    if label_path.suffix == ".txt" and not looks_like_label_lines(label_path):
+        report.notes.append(f"{label_path.relative_to(root)}: no image {expected} and no "
+                            "line reads as a label: not a label file, skipped")
+        return None
     report.add(label_path, f"missing image file: no image {expected} for this label file; "
                "its labels were left out",
                "add the image, or delete the label file if the image is gone", kind="missing image")
@@ -580,12 +721,13 @@ def _add_objects(item: ImageLabels, annotations: list[Annotation], lf: LabelFile
                  data: DataParams, report: ImportReport) -> None:
     """Ignore classes -> ignore regions; known classes -> checked annotations."""
     rec = item.image
-    unknown: dict[str, int] = {}
+    unknown: dict[str, list[str]] = {}
     for index, ann in enumerate(annotations, start=1):
+        stated = _as_written(ann, index, lf)
         if ann.category not in data.classes and ann.category not in data.ignore_classes:
-            unknown[ann.category] = unknown.get(ann.category, 0) + 1
+            unknown.setdefault(ann.category, []).append(stated)
             continue
-        box = _checked_box(ann, index, rec, lf.source, data, report)
+        box = _checked_box(ann, stated, rec, lf.source, data, report)
         if box is None:
             continue
         if ann.category in data.ignore_classes:
@@ -593,35 +735,46 @@ def _add_objects(item: ImageLabels, annotations: list[Annotation], lf: LabelFile
                                             polygon=ann.polygon))
         else:
             item.annotations.append(replace(ann, box=box))
-    for name, n in unknown.items():
-        report.add(lf.source, f"unknown class {name!r} ({n} object(s)); left out",
+    for name, objects in unknown.items():
+        which = f": {', '.join(objects[:3])}{' ...' if len(objects) > 3 else ''}" \
+            if lf.object_names else ""
+        report.add(lf.source, f"unknown class {name!r} ({len(objects)} object(s){which}); "
+                   "left out",
                    f"add {name!r} to data.classes (or data.ignore_classes) in params.yaml, "
                    f"or rename it; known classes: {', '.join(data.classes)}", kind="class")
 
 
-def _checked_box(ann: Annotation, index: int, rec: ImageRecord, source: Path,
+def _as_written(ann: Annotation, index: int, lf: LabelFile) -> str:
+    """The object and its box as its label file names them: "object 2 (Car): box [x1, y1,
+    x2, y2]", or the reader's own words (COCO: image file name, annotation id, bbox)."""
+    if index <= len(lf.object_names):
+        return lf.object_names[index - 1]
+    return f"object {index} ({ann.category}): box {ann.box.xyxy()}"
+
+
+def _checked_box(ann: Annotation, stated: str, rec: ImageRecord, source: Path,
                  data: DataParams, report: ImportReport):
-    """The object's box clipped to its image, or None (problem reported).
+    """The object's box clipped to its image, or None (problem reported); `stated` names
+    the object and its box for the messages (`_as_written`).
 
     With data.clip_boxes a box that overhangs by any amount is clipped and the change
     reported; only a box with no area inside the image is dropped. Without it (strict)
     an overhang over data.box_tolerance px is a problem.
     """
-    what = f"object {index} ({ann.category})"
     tolerance = math.inf if data.clip_boxes else data.box_tolerance
-    problem = ann.box.problem(rec.width, rec.height, tolerance)
-    box = None if problem else ann.box.clip(rec.width, rec.height)
+    defect = ann.box.defect(rec.width, rec.height, tolerance)
+    box = None if defect else ann.box.clip(rec.width, rec.height)
     if box is not None and (box.width <= 0 or box.height <= 0):
-        problem = f"box {ann.box.xyxy()} lies outside the {rec.width}x{rec.height} image"
-    if problem:
-        report.add(source, f"{what}: {problem}; left out",
+        defect = f"lies outside the {rec.width}x{rec.height} image"
+    if defect:
+        report.add(source, f"{stated} {defect}; left out",
                    "fix or delete the box in the label file", kind="box")
         return None
     if box != ann.box:
         overhang = max(-ann.box.x1, -ann.box.y1, ann.box.x2 - rec.width,
                        ann.box.y2 - rec.height)
-        report.add_clipped(source, f"{what}: box {ann.box.xyxy()} overhangs the "
-                           f"{rec.width}x{rec.height} image by {overhang:g} px; clipped")
+        report.add_clipped(source, f"{stated} overhangs the {rec.width}x{rec.height} image "
+                           f"by {overhang:g} px; clipped")
     return box
 
 

@@ -72,6 +72,9 @@ class LabelFile:
     image_id: str | None = None                   # explicit id (tinyloop labels files)
     # lines or objects the reader could not use: each costs that one object, never the file
     problems: list[FormatError] = field(default_factory=list)
+    # how the file itself names each annotation, for messages that must find it again
+    # (COCO: "image 'a.png', annotation 7 (Car): bbox [10, 10, 0, 5]"); empty: by position
+    object_names: list[str] = field(default_factory=list)
 
 
 def corners_box(pts: Sequence[tuple[float, float]]) -> Box:

@@ -64,11 +64,12 @@ def read_coco(path: str | os.PathLike) -> tuple[list[str], list[LabelFile], list
     known_images = {im["id"] for im in images}
     duplicated = {k for k, n in counts.items() if n > 1}
     cats = {c.get("id") for c in doc["categories"]}
+    file_names = {im["id"]: im["file_name"] for im in images}
     annotations = []
     for a in doc["annotations"]:
         if isinstance(a, dict) and a.get("image_id") in duplicated:
             continue
-        if _annotation_problem(a, known_images, cats, path, problems):
+        if _annotation_problem(a, file_names, cats, path, problems):
             continue
         annotations.append(a)
     problems += _unknown_key_problems(path, "annotation", annotations,
@@ -78,13 +79,19 @@ def read_coco(path: str | os.PathLike) -> tuple[list[str], list[LabelFile], list
                  clicks=[c for c in doc.get("clicks", []) if c.get("image_id") in known_images
                          and c.get("category_id") in cats])
     labels = from_coco(clean, source=str(path))
+    cat_names = {c.get("id"): c.get("name") for c in doc["categories"]}
+    written: dict[Any, list[str]] = {}   # from_coco keeps each image's annotations in order
+    for a in annotations:
+        written.setdefault(a["image_id"], []).append(
+            f"{_where(a, file_names)} ({cat_names[a['category_id']]}): bbox {a['bbox']}")
     files = []
     for raw, item in zip(images, labels.images):
         files.append(LabelFile(
             source=path, image_ref=raw["file_name"], width=item.image.width,
             height=item.image.height, annotations=item.annotations, ignore=item.ignore,
             clicks=item.clicks, metadata=dict(item.image.metadata),
-            image_id=raw.get("tinyloop", {}).get("id")))
+            image_id=raw.get("tinyloop", {}).get("id"),
+            object_names=written.get(raw["id"], [])))
     return labels.categories, files, problems
 
 
@@ -186,21 +193,34 @@ def _stand_in_hint(entry: Any, missing: list[str], known: tuple[str, ...]) -> st
     return "".join(f" (it has {k!r}: did you mean {m!r}?)" for k, m in pairs)
 
 
-def _annotation_problem(a: Any, images: set, cats: set, path: Path,
+def _where(a: dict, file_names: dict) -> str:
+    """"image 'a.png', annotation 7": what finds the entry again in the JSON."""
+    image = f"image {file_names[a['image_id']]!r}, " if a.get("image_id") in file_names \
+        else ""
+    return f"{image}annotation {a.get('id')!r}"
+
+
+def _annotation_problem(a: Any, file_names: dict, cats: set, path: Path,
                         problems: list[FormatError]) -> bool:
-    what = f"annotation {a.get('id')!r}" if isinstance(a, dict) else repr(a)
+    """Report an annotation entry that cannot be used (named by image file name and
+    annotation id, values as the file writes them); True when it was."""
+    what = _where(a, file_names) if isinstance(a, dict) else repr(a)
     if not isinstance(a, dict):
         message = "is not an object"
-    elif a.get("image_id") not in images:
+    elif a.get("image_id") not in file_names:
         message = f"refers to image_id {a.get('image_id')!r}, which is not in 'images'"
     elif a.get("category_id") not in cats:
         message = f"has unknown category_id {a.get('category_id')!r}"
     elif not (isinstance(a.get("bbox"), list) and len(a["bbox"]) == 4 and
-              all(isinstance(v, (int, float)) for v in a["bbox"])):
+              all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                  for v in a["bbox"])):
         message = f"has bbox {a.get('bbox')!r}; expected [x, y, width, height]"
         if "bbox" not in a:
             message += _stand_in_hint(a, ["bbox"],
                                       ANNOTATION_KEYS + OTHER_TOOLS_ANNOTATION_KEYS)
+    elif not (a["bbox"][2] > 0 and a["bbox"][3] > 0):
+        message = (f"has bbox {a['bbox']} (x, y, width, height): width and height must be "
+                   "> 0")
     else:
         return False
     problems.append(FormatError(path, f"{what} {message}; left out",

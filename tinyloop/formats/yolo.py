@@ -24,7 +24,9 @@ losslessly.
 `export_yolo_dataset` writes what ultralytics trains on: images/{train,val}/,
 labels/{train,val}/ and data.yaml. YOLO has no ignore regions, so they are left out of the
 labels there and (by default) masked in the images instead: filled with the image's mean
-grey, so the detector is neither rewarded nor punished there.
+grey, so the detector is neither rewarded nor punished there. An image that needs no mask is
+linked (or copied) byte for byte; a masked one is written losslessly, as PNG when its source
+is lossy (a JPEG saved again loses detail everywhere, not only under the mask).
 """
 from __future__ import annotations
 
@@ -285,9 +287,10 @@ def export_yolo_dataset(labels: LabelSet, image_root: str | os.PathLike,
     """The ultralytics layout; returns the path of data.yaml.
 
     Each image goes to images/<split>/ (its `metadata["split"]`, "train" when absent) as a
-    symlink (copy=True copies), named `<image id><suffix>` so ultralytics finds
-    labels/<split>/<image id>.txt. Images with ignore regions are written as masked copies
-    when mask_ignore is True. When no image is in "val", val points at the train images.
+    symlink (copy=True copies byte for byte), named `<image id><suffix>` so ultralytics
+    finds labels/<split>/<image id>.txt. Images with ignore regions are written as masked
+    copies when mask_ignore is True, losslessly (`masked_name`: a JPEG becomes a PNG).
+    When no image is in "val", val points at the train images.
     """
     image_root, out_dir = Path(image_root).resolve(), Path(out_dir).resolve()
     index = {n: i for i, n in enumerate(labels.categories)}
@@ -296,11 +299,14 @@ def export_yolo_dataset(labels: LabelSet, image_root: str | os.PathLike,
         split = str(item.image.metadata.get("split", "train"))
         splits.add(split)
         src = image_root / item.image.path
-        dst = out_dir / "images" / split / (item.id + Path(item.image.path).suffix)
+        masked = mask_ignore and bool(item.ignore)
+        name = masked_name(item.id, src) if masked else item.id + src.suffix
+        dst = out_dir / "images" / split / name
         dst.parent.mkdir(parents=True, exist_ok=True)
-        if dst.exists() or dst.is_symlink():
-            dst.unlink()
-        if mask_ignore and item.ignore:
+        for old in {dst, dst.with_name(item.id + src.suffix)}:   # an earlier export's
+            if old.exists() or old.is_symlink():
+                old.unlink()
+        if masked:
             _write_masked(src, dst, [r.box for r in item.ignore])
         elif copy:
             shutil.copy2(src, dst)
@@ -316,14 +322,30 @@ def export_yolo_dataset(labels: LabelSet, image_root: str | os.PathLike,
     return write_text_atomic(out_dir / "data.yaml", yaml.safe_dump(data, sort_keys=False))
 
 
+LOSSLESS_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")
+PNG_MODES = ("1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA")
+
+
+def masked_name(image_id: str, src: Path) -> str:
+    """The file name of a masked copy: the source's suffix when that format is lossless,
+    else .png (JPEG, WebP: saving them again would change every pixel a little)."""
+    suffix = src.suffix.lower()
+    return image_id + (src.suffix if suffix in LOSSLESS_SUFFIXES else ".png")
+
+
 def _write_masked(src: Path, dst: Path, boxes: list[Box]) -> None:
-    """Copy of the image with the boxes filled with its mean colour."""
-    from PIL import Image, ImageDraw, ImageStat
-    with Image.open(src) as im:
-        im.load()
+    """Copy of the upright image (boxes are in upright pixels) with the boxes filled with
+    its mean colour, saved losslessly (the format `masked_name` chose)."""
+    from PIL import ImageDraw, ImageOps, ImageStat
+    from tinyloop.images import _pillow_open   # Pillow's own opener (see tinyloop.images)
+    with _pillow_open()(src) as opened:
+        opened.load()
+        im = ImageOps.exif_transpose(opened) or opened
         fill = tuple(int(round(v)) for v in ImageStat.Stat(im).mean)
         fill = fill[0] if len(fill) == 1 else fill
         draw = ImageDraw.Draw(im)
         for b in boxes:
             draw.rectangle(b.xyxy(), fill=fill)
+        if dst.suffix == ".png" and im.mode not in PNG_MODES:
+            im = im.convert("RGB")              # CMYK / YCbCr JPEGs
         im.save(dst)
