@@ -7,10 +7,12 @@
 
 - Every click ends with a box of its class covering it (c3det.click_to_box); such boxes have
   provenance `click_refined`, the rest `model`; all carry the model version and score.
-- Model boxes scoring below `min_score` are not shown (click-refined ones always are). By
-  default a checkpoint's chosen threshold applies (threshold.json beside it, see
-  c3det.threshold; 0 when none was chosen, and for a model object); an explicit
-  `min_score` wins.
+- Model boxes scoring below `min_score` are not shown (click-refined ones always are), cut
+  by c3det.threshold.shown after the tiles are merged, as YoloPredictor does. By default a
+  checkpoint's chosen threshold applies (threshold.json beside it, c3det.threshold.
+  min_score_of; 0 when none was chosen, and for a model object); an explicit `min_score`
+  wins. `scored(image, clicks)` gives every box before that cut (what the loop keeps as
+  the track record).
 - A click outside the image or of a class the model does not know is refused (ClickError).
 - Images larger than the tile size (tinyloop TilingParams, default 1024) are predicted tile by
   tile (tinyloop.tiling) and merged by tinyloop.tiling.merge_predictions (truncated-copy rule,
@@ -44,6 +46,7 @@ from c3det.checkpoint import best_device
 from c3det.click_to_box import explain_clicks
 from c3det.fusion import template_count
 from c3det.model import Batch, ClickDetector
+from c3det.threshold import min_score_of, shown
 from tinyloop.annotations import Annotation, Box, Click, Provenance
 from tinyloop.config import TilingParams
 
@@ -125,8 +128,7 @@ class Predictor:
                 raise ValueError(f"{checkpoint_or_model}: the model was trained on classes "
                                  f"{meta['classes']}, not {classes}")
             model_version = model_version or str(meta.get("version"))
-            if min_score is None:
-                min_score = meta.get("min_score")
+            min_score = min_score_of(checkpoint_or_model, min_score)
         else:
             model = checkpoint_or_model
             if classes is None:
@@ -146,7 +148,12 @@ class Predictor:
 
     # --- public API ---
     def predict(self, image, clicks: Sequence[Click] = ()) -> list[Annotation]:
-        return self.session(image, cache=False).set_clicks(clicks)
+        """The annotations to show for `image` after `clicks` (from `min_score`)."""
+        return shown(self.scored(image, clicks), self.min_score)
+
+    def scored(self, image, clicks: Sequence[Click] = ()) -> list[Annotation]:
+        """Every box the model scores for `image` after `clicks`, before the min_score cut."""
+        return self.session(image, cache=False).scored(clicks)
 
     def session(self, image, cache: bool = True) -> "InteractiveSession":
         return InteractiveSession(self, as_image_array(image), cache)
@@ -219,12 +226,11 @@ class Predictor:
         return det
 
     def annotations(self, det: dict[str, Tensor]) -> list[Annotation]:
+        """Every detection of `det` as an annotation (the min_score cut comes later)."""
         refined = det.get("refined", torch.zeros(len(det["boxes"]), dtype=torch.bool))
         out = []
         for box, label, score, ref in zip(det["boxes"].tolist(), det["labels"].tolist(),
                                           det["scores"].tolist(), refined.tolist()):
-            if score < self.min_score and not ref:
-                continue
             out.append(Annotation(self.classes[label - 1], Box(*box), provenance=Provenance(
                 "click_refined" if ref else "model", self.model_version, float(score))))
         return out
@@ -255,7 +261,13 @@ class InteractiveSession:
         return self.set_clicks(self.clicks[:-1])
 
     def set_clicks(self, clicks: Sequence[Click]) -> list[Annotation]:
-        """Predictions for exactly these clicks (checked first; nothing changes on error)."""
+        """The annotations to show for exactly these clicks (checked first; nothing changes
+        on error)."""
+        return shown(self.scored(clicks), self.predictor.min_score)
+
+    def scored(self, clicks: Sequence[Click]) -> list[Annotation]:
+        """Every box scored for exactly these clicks, before the min_score cut (checked
+        first; nothing changes on error)."""
         from tinyloop.tiling import merge_predictions
         self.predictor.check_clicks(clicks, self.width, self.height)
         self.clicks = list(clicks)

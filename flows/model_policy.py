@@ -7,16 +7,18 @@ current, what a new model starts from, and from which score its boxes are shown.
 - The current model is the newest finished one (`current_model`): the App's "Refine with
   clicks" runs it; `publish_current` copies it to models/current/model.pt, the output of
   dvc.yaml's train stage.
-- With flows.warm_start, model n starts from model n-1's weights (`warm_start`).
+- With flows.warm_start, model n starts from model n-1's weights (`warm_start`), when
+  model n-1 is of the detector family model n trains (c3det.detectors).
 - Its boxes are shown from flows.min_score, or with "auto" from the score the evaluate step
   chose for it on the held-out images (`choose_min_score`), kept in threshold.json beside
-  the checkpoint (c3det.threshold: the file is the source of truth, and
-  c3det.predict.Predictor applies it by default). `min_score_for` says which applies.
-- `predictor(p, model)` is the Predictor every caller predicts with (pre-annotation, the
-  simulated annotator, the App plugin): the same checkpoint, tiling and threshold, so all
-  of them show the same boxes.
+  the checkpoint (c3det.threshold, the only reader and writer of that file).
+  `min_score_for` says which applies.
+- `predictor(p, model)` is the predictor every caller shows boxes with (the simulated
+  annotator, the App plugin; pre-annotation cuts `every_box_predictor`'s boxes at the
+  same score): the same checkpoint, tiling and threshold, so all of them show the same
+  boxes. Both come from c3det.detectors, whatever family the model is.
 
-Nothing here imports torch until a Predictor is built.
+Nothing here imports torch until a predictor is built.
 """
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ import json
 import logging
 from pathlib import Path
 
-from c3det.threshold import read_min_score
+from c3det import detectors
+from c3det.threshold import min_score_of, read_threshold, write_threshold
 from flows.project.layout import ProjectLayout
 from flows.accounting.workload import NONE_SHOWN, best_threshold, wt_by_threshold
 from tinyloop.cocofile import read_labels
@@ -84,8 +87,18 @@ def warm_start(p, n: int, previous: Path | None = None) -> Path | None:
         return None
     for path in (previous, p.layout.model(n - 1)):
         if path is not None and path.exists():
-            return path
+            return path if _same_family(p, path) else None
     return None
+
+
+def _same_family(p, path: Path) -> bool:
+    """Is `path` of the detector family params train? (c3det.detector changed: no.)"""
+    family = detectors.family_for(p.params.c3det)
+    if detectors.family_of_checkpoint(path) is family:
+        return True
+    log.warning("%s is not a %s model (c3det.detector changed?): the next model trains "
+                "without its weights", path, family.name)
+    return False
 
 
 # --- from which score -------------------------------------------------------------------------
@@ -94,7 +107,7 @@ def min_score_for(p, model_path: Path) -> float:
     """flows.min_score, or with "auto" the score chosen for this model by `evaluate`."""
     if p.params.flows.min_score != "auto":
         return p.params.flows.min_score
-    chosen = read_min_score(model_path)  # a model's path is all a chunk has
+    chosen = min_score_of(model_path, fallback=None)  # a model's path is all a chunk has
     if chosen is None:
         log.warning("%s has no threshold (model not evaluated: no held-out split?); showing "
                     "boxes from score %.2f", model_path, AUTO_FALLBACK)
@@ -115,15 +128,16 @@ def choose_min_score(p, n: int, test: LabelSet) -> dict | None:
     on batch n (flows.auto_track_record); written beside the model, once."""
     if p.params.flows.min_score != "auto":
         return None
-    path = p.layout.threshold(n)
-    if path.exists():
-        return json.loads(path.read_text())
+    model = p.layout.model(n)
+    chosen = read_threshold(model)
+    if chosen is not None:
+        return chosen
     if not test.images:
         return None
     # Through Predictor, not map_vs_clicks' 0-click forward: the threshold must be chosen on
     # exactly the boxes pre-annotation shows (tiles of large images, NMS across tiles); the
     # price is one more forward per held-out image.
-    curve = savings_by_threshold(p, p.layout.model(n), test)
+    curve = savings_by_threshold(p, model, test)
     gain = p.params.flows.auto_min_gain_pct
     held_out = best_threshold(curve, gain)
     chosen = {"min_score": held_out, "wt_by_min_score": curve, "images": len(test.images)}
@@ -135,7 +149,7 @@ def choose_min_score(p, n: int, test: LabelSet) -> dict | None:
             log.info("model %d: shown from %s, not %s: from there model %d cost time on "
                      "batch %d", n, chosen["min_score"], held_out, n - 1, n)
             chosen["held_out_min_score"] = held_out
-    write_json_atomic(path, chosen)
+    write_threshold(model, chosen)
     return chosen
 
 
@@ -145,9 +159,9 @@ def savings_by_threshold(p, model_path: Path, truth: LabelSet,
     THRESHOLDS (workload.wt_by_threshold); from `scored` (every box it scored on those
     images, kept at pre-annotation) when given, else from a forward per image."""
     if scored is None:
-        every_box = predictor(p, model_path, min_score=0.0)
+        every_box = every_box_predictor(p, model_path)
         scored = LabelSet(truth.categories, [
-            ImageLabels(i.image, every_box.predict(str(p.source / i.image.path), []))
+            ImageLabels(i.image, every_box.scored(str(p.source / i.image.path)))
             for i in truth.images])
     return wt_by_threshold(scored, truth, p.params.workload, THRESHOLDS)
 
@@ -167,15 +181,15 @@ def track_record(p, n: int) -> list[dict] | None:
 
 # --- the predictor ------------------------------------------------------------------------------
 
-def predictor(p, model_path: Path, min_score: float | None = None):
-    """The Predictor of `model_path` with the project's classes and tiling, showing boxes
-    from `min_score` (default: `min_score_for` the model)."""
-    from c3det.predict import Predictor
-    from c3det.yolo.models import is_yolo_checkpoint
-    if min_score is None:
-        min_score = min_score_for(p, model_path)
-    if is_yolo_checkpoint(model_path):   # c3det.detector: yolo (the file says, not params:
-        # a project may switch detectors, its older models keep theirs)
-        from c3det.yolo.predict import YoloPredictor
-        return YoloPredictor(model_path, p.classes, tiling=p.params.tiling, min_score=min_score)
-    return Predictor(model_path, p.classes, tiling=p.params.tiling, min_score=min_score)
+def predictor(p, model_path: Path):
+    """The predictor of `model_path` with the project's classes and tiling, showing boxes
+    from `min_score_for` the model."""
+    return detectors.predictor(model_path, p.classes, tiling=p.params.tiling,
+                               min_score=min_score_for(p, model_path))
+
+
+def every_box_predictor(p, model_path: Path):
+    """The predictor of `model_path` for every box it scores, its `scored` (the boxes
+    pre-annotation keeps as the track record, the savings per threshold): flows.min_score
+    does not enter."""
+    return detectors.predictor(model_path, p.classes, tiling=p.params.tiling)

@@ -23,12 +23,14 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from c3det import detectors
+from c3det.threshold import shown as shown_boxes
 from flows.annotate.annotation_store import AnnotationStore
 from flows import model_policy
 from flows.faults import fault_point
 from flows.project.layout import ProjectLayout
 from flows.project.params import Params, load_params
-from flows.accounting.workload import batch_workload, confident
+from flows.accounting.workload import batch_workload
 from tinyloop.annotations import ImageLabels, LabelSet
 from tinyloop.atomic import write_json_atomic
 from tinyloop.cocofile import read_labels, write_labels
@@ -239,14 +241,13 @@ def batch_records(p: Project, n: int) -> LabelSet:
 
 def predict_images(p: Project, model_path: Path | None,
                    items: list[ImageLabels]) -> list[ImageLabels]:
-    """Every box `model_path` scores on the images (the fan-out unit), as the model policy
-    predicts (flows.model_policy.predictor) but before its min_score (`shown` cuts);
-    no model = nothing predicted (batch 1)."""
+    """Every box `model_path` scores on the images (the fan-out unit), before the min_score
+    cut (`shown` makes it); no model = nothing predicted (batch 1)."""
     if model_path is None:
         return [ImageLabels(i.image) for i in items]
     from tinyloop.progress import bar
-    predictor = model_policy.predictor(p, model_path, min_score=0.0)
-    return [ImageLabels(i.image, predictor.predict(str(p.source / i.image.path), []))
+    predictor = model_policy.every_box_predictor(p, model_path)
+    return [ImageLabels(i.image, predictor.scored(str(p.source / i.image.path)))
             for i in bar(items, desc=f"preannotate {len(items)} images", unit="image")]
 
 
@@ -255,11 +256,12 @@ def chunks(items: list, size: int) -> list[list]:
 
 
 def shown(p: Project, model_path: Path | None, items: list[ImageLabels]) -> list[ImageLabels]:
-    """The boxes of `predict_images` that annotators see: those from the model's min_score."""
+    """The boxes of `predict_images` that annotators see: those from the model's min_score,
+    cut as every predictor cuts (c3det.threshold.shown)."""
     if model_path is None:
         return items
     min_score = model_policy.min_score_for(p, model_path)
-    return [replace(i, annotations=confident(i.annotations, min_score)) for i in items]
+    return [replace(i, annotations=shown_boxes(i.annotations, min_score)) for i in items]
 
 
 def write_preannotations(p: Project, n: int, items: list[ImageLabels]) -> LabelSet:
@@ -398,10 +400,10 @@ def train(p: Project, n: int, batch_size: int | None = None) -> dict:
         model_policy.publish_current(p, n)
         return json.loads(done.read_text())
     c3 = _schedule(p, n)
-    size = batch_size or (c3.yolo.batch if c3.detector == "yolo" else c3.train.batch_size)
+    family = detectors.family_for(c3)
+    size = batch_size or family.batch_size(c3)
     for attempt in range(p.params.flows.oom_retries + 1):
-        params = replace(c3, train=replace(c3.train, batch_size=size),
-                         yolo=replace(c3.yolo, batch=size))
+        params = family.with_batch_size(c3, size)
         try:
             fault_point("train")
             t0 = time.perf_counter()
@@ -429,67 +431,30 @@ def train(p: Project, n: int, batch_size: int | None = None) -> dict:
 
 def _schedule(p: Project, n: int):
     """c3det params for model n: a warm-started model trains flows.warm_start_epochs epochs,
-    its lr steps scaled by the same factor (the schedule's shape, compressed)."""
+    its learning-rate schedule compressed to fit (as its detector family does that)."""
     c3, epochs = p.params.c3det, p.params.flows.warm_start_epochs
     if epochs is None or model_policy.warm_start(p, n) is None:
         return c3
-    if c3.detector == "yolo":   # a linear lr decay: nothing to scale but the epochs
-        return replace(c3, yolo=replace(c3.yolo, epochs=epochs))
-    scale = epochs / c3.train.epochs
-    steps = sorted({max(1, round(s * scale)) for s in c3.train.lr_steps if s < c3.train.epochs})
-    return replace(c3, train=replace(c3.train, epochs=epochs,
-                                     lr_steps=[s for s in steps if s < epochs]))
+    return detectors.family_for(c3).with_epochs(c3, epochs, compress_schedule=True)
 
 
 def _fit(p: Project, n: int, params) -> dict:
-    """Train model n by flows.train_recipe; each stage resumes from its last finished epoch."""
-    if params.detector == "yolo":
-        return _fit_yolo(p, n, params)
-    from c3det.train import train as train_model
-    kind, out, labels = model_kind(p), p.layout.model_dir(n), labeled(p, n)
-    if p.params.flows.train_recipe == "end_to_end" or kind == "plain":
-        return train_model(labels, p.source, params, out, resume=True, kind=kind,
-                           init_from=model_policy.warm_start(p, n))
+    """Train model n by flows.train_recipe (where its detector family has two stages); each
+    stage resumes from its last finished epoch. A family that exports its training set
+    does so under .tinyloop/, outside what DVC versions, and removes it once finished."""
     previous = p.layout.detector(n - 1) if n > 1 else None
-    train_model(labels, p.source, params, p.layout.detector_dir(n), resume=True, kind="plain",
-                init_from=model_policy.warm_start(p, n, previous))
-    # the click branch warm-starts from model n-1; the detector is the one just trained
-    frozen = replace(params, train=replace(params.train, freeze_detector=True))
-    init = [w for w in (model_policy.warm_start(p, n), p.layout.detector(n)) if w is not None]
-    return train_model(labels, p.source, frozen, out, resume=True, kind=kind, init_from=init)
-
-
-def _fit_yolo(p: Project, n: int, params) -> dict:
-    """Model n as an ultralytics YOLO (c3det.yolo.train; one stage, so flows.train_recipe
-    does not apply): models/iter-NNN/model.pt (written once finished) + yolo/ (its run,
-    resumed after a kill). The exported training set goes to .tinyloop/yolo-data/, outside
-    what DVC versions, and is removed once the model is finished."""
-    import shutil
-    from c3det.yolo.models import is_yolo_checkpoint
-    from c3det.yolo.train import train as train_yolo
-    init = model_policy.warm_start(p, n)
-    if init is not None and not is_yolo_checkpoint(init):
-        log.warning("%s is not a YOLO model (c3det.detector changed?): model %d trains from "
-                    "its yaml", init, n)
-        init = None
-    data = p.layout.state / "yolo-data" / f"iter-{n:03d}"
-    result = train_yolo(labeled(p, n), p.source, params, p.layout.model_dir(n),
-                        init_from=init, tiling=p.params.tiling, data_dir=data,
-                        model_base=p.layout.root, version=f"iter-{n:03d}")
-    shutil.rmtree(data, ignore_errors=True)
-    return result
+    return detectors.family_for(params).train(
+        labeled(p, n), p.source, params, p.layout.model_dir(n), kind=model_kind(p),
+        init_from=model_policy.warm_start(p, n), resume=True, tiling=p.params.tiling,
+        recipe=p.params.flows.train_recipe, detector_dir=p.layout.detector_dir(n),
+        detector_init=model_policy.warm_start(p, n, previous),
+        scratch_dir=p.layout.state / "train-data" / f"iter-{n:03d}",
+        version=f"iter-{n:03d}", model_base=p.layout.root)
 
 
 def _eval_model(p: Project, n: int):
-    """Model n as c3det.evaluate.map_vs_clicks scores it (a YOLO model through its
-    adapter)."""
-    from c3det.checkpoint import best_device, load
-    from c3det.yolo.models import is_yolo_checkpoint
-    path = p.layout.model(n)
-    if is_yolo_checkpoint(path):
-        from c3det.yolo.predict import YoloEvalModel, YoloPredictor
-        return YoloEvalModel(YoloPredictor(path, p.classes, tiling=p.params.tiling))
-    return load(path, map_location=best_device())[0]
+    """Model n as c3det.evaluate.map_vs_clicks scores it."""
+    return detectors.eval_model(p.layout.model(n), p.classes, tiling=p.params.tiling)[0]
 
 
 def _empty_cuda_cache() -> None:

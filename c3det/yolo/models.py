@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import importlib.util
 import re
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,9 +164,5 @@ def is_yolo_checkpoint(path: str | Path) -> bool:
     torch.save writes a zip whose data.pkl names the classes it pickles; an ultralytics
     model pickles `ultralytics.nn.tasks...`, a c3det checkpoint only tensors and builtins.
     Nothing is unpickled."""
-    try:
-        with zipfile.ZipFile(path) as z:
-            pkl = next((n for n in z.namelist() if n.endswith("/data.pkl")), None)
-            return pkl is not None and b"ultralytics" in z.read(pkl)
-    except (OSError, zipfile.BadZipFile):
-        return False
+    from c3det.detectors import checkpoint_mentions
+    return checkpoint_mentions(path, b"ultralytics")

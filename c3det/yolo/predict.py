@@ -10,8 +10,9 @@
   without boxes; a YOLO head has no per-class candidates to pick from). Such boxes have
   provenance `click_refined` and score 1.0, the rest `model`, with the model's score.
 - A click outside the image or of a class the model does not know is refused (ClickError).
-- Model boxes below `min_score` are not shown (click-refined ones always are); by default
-  the threshold.json beside the checkpoint (c3det.threshold), else 0.
+- Model boxes below `min_score` are not shown (click-refined ones always are: c3det.
+  threshold.shown); by default the threshold.json beside the checkpoint (c3det.threshold.
+  min_score_of), else 0. `scored(image, clicks)` gives every box before that cut.
 - Objects are seen at their native size: an image up to `tiling.size` px is predicted whole,
   at the training size `imgsz` or, when larger, its own size (rounded up to the stride);
   a larger image is cut into tiling.size tiles (tinyloop.tiling.tile_windows) merged by
@@ -37,6 +38,7 @@ from torch import Tensor
 from c3det.click_to_box import explain_clicks, relabel_by_clicks
 from c3det.config import C3DetParams
 from c3det.predict import ClickError, as_image_array
+from c3det.threshold import min_score_of, shown
 from tinyloop.annotations import Annotation, Box, Click, OrientedBox, Provenance
 from tinyloop.config import TilingParams
 
@@ -68,7 +70,6 @@ class YoloPredictor:
                  model_version: str | None = None, min_score: float | None = None,
                  guarantee_clicks: bool = True, params: C3DetParams | None = None):
         from c3det.checkpoint import best_device
-        from c3det.threshold import read_min_score
         from c3det.yolo.offline import ultralytics
         self.model = ultralytics().YOLO(str(checkpoint), task=None)
         meta = dict(getattr(self.model, "ckpt", None) or {}).get("tinyloop") or {}
@@ -84,8 +85,7 @@ class YoloPredictor:
         self.tiling = tiling or TilingParams()
         self.model_version = model_version or str(meta.get("version") or
                                                   Path(checkpoint).parent.name)
-        chosen = read_min_score(checkpoint) if min_score is None else min_score
-        self.min_score = chosen or 0.0
+        self.min_score = min_score_of(checkpoint, min_score) or 0.0
         self.guarantee_clicks = guarantee_clicks
         self.class_sizes = meta.get("class_box_sizes")
         self.stride = int(max(self.model.model.stride.tolist()))
@@ -93,7 +93,11 @@ class YoloPredictor:
 
     # --- public API (c3det.predict.Predictor's) ---
     def predict(self, image, clicks: Sequence[Click] = ()) -> list[Annotation]:
-        """The annotations to show for `image` after `clicks`."""
+        """The annotations to show for `image` after `clicks` (from `min_score`)."""
+        return shown(self.scored(image, clicks), self.min_score)
+
+    def scored(self, image, clicks: Sequence[Click] = ()) -> list[Annotation]:
+        """Every box for `image` after `clicks`, before the min_score cut."""
         array = self._array(image)
         height, width = array.shape[-2:]
         check_clicks(clicks, self.classes, width, height)
@@ -196,6 +200,7 @@ class YoloPredictor:
         return out
 
     def annotations(self, det: dict) -> list[Annotation]:
+        """Every detection of `det` as an annotation (the min_score cut comes later)."""
         refined = det.get("refined")
         if refined is None:
             refined = torch.zeros(len(det["boxes"]), dtype=torch.bool)
@@ -204,8 +209,6 @@ class YoloPredictor:
         for j, (box, label, score, ref) in enumerate(zip(
                 det["boxes"].tolist(), det["labels"].tolist(), det["scores"].tolist(),
                 refined.tolist())):
-            if score < self.min_score and not ref:
-                continue
             obox = OrientedBox(*oboxes[j].tolist()) if oboxes is not None else None
             out.append(Annotation(self.classes[label - 1], Box(*box), obox, Provenance(
                 "click_refined" if ref else "model", self.model_version, float(score))))

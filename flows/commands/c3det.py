@@ -52,11 +52,13 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder for checkpoints and metrics")
     p.add_argument("--kind", choices=KINDS, default="c3det",
                    help="c3det (default), late_fusion, early_fusion or plain (the plain "
-                        "detector, also used by Passthrough)")
+                        "detector, also used by Passthrough); a detector without click "
+                        "branches trains the same model for every kind")
     p.add_argument("--split", default=None,
                    help="train only on images whose metadata split is this (e.g. train)")
     p.add_argument("--epochs", type=int, default=None,
-                   help="override c3det.train.epochs from params.yaml")
+                   help="override the epochs of params.yaml (c3det.train.epochs, or "
+                        "the epochs of the section of c3det.detector)")
     p.add_argument("--init", default=None,
                    help="start from another run's last.pt where layer names and shapes match")
     p.add_argument("--no-resume", action="store_true",
@@ -89,56 +91,30 @@ def _labels(args, params):
 
 
 def cmd_model_train(args: argparse.Namespace, project: CliProject) -> int:
-    from c3det.train import train
+    from c3det.detectors import family_for
     from tinyloop.params import ParamsError
     try:
         params = project.params.c3det
     except ParamsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    family = family_for(params)
     if args.epochs is not None:
-        params = dataclasses.replace(params, train=dataclasses.replace(params.train,
-                                                                       epochs=args.epochs))
+        params = family.with_epochs(params, args.epochs)
     labels = _labels(args, params)
-    if params.detector == "yolo":
-        return _train_yolo(args, params, labels, project.params.tiling)
-    r = train(labels, args.images, params, args.out, resume=not args.no_resume,
-              kind=args.kind, init_from=args.init)
+    r = family.train(labels, args.images, params, args.out, kind=args.kind,
+                     init_from=args.init, resume=not args.no_resume,
+                     tiling=project.params.tiling)
     last = r["epochs"][-1] if r["epochs"] else {}
-    print(f"trained {args.kind} for {len(r['epochs'])} epochs on {len(labels)} images; "
-          f"last loss {last.get('loss', float('nan')):.4f}; model: {r['model']}")
+    loss = f"; last loss {last['loss']:.4f}" if "loss" in last else ""
+    print(f"trained {family.model_name(params, args.kind)} for {len(r['epochs'])} epochs on "
+          f"{len(labels)} images{loss}; model: {r['model']}")
     return 0
-
-
-def _train_yolo(args: argparse.Namespace, params, labels, tiling) -> int:
-    """c3det.detector: yolo: the ultralytics model of c3det.yolo (c3det/yolo/train.py);
-    --kind does not apply (clicks only relabel its boxes), --no-resume starts over."""
-    import shutil
-    from c3det.yolo.train import train as train_yolo
-    if args.no_resume:
-        shutil.rmtree(Path(args.out) / "yolo", ignore_errors=True)
-        (Path(args.out) / "model.pt").unlink(missing_ok=True)
-    r = train_yolo(labels, args.images, params, args.out, init_from=args.init,
-                   epochs=args.epochs, tiling=tiling)
-    print(f"trained {params.yolo.model} for {len(r['epochs'])} epochs on {len(labels)} "
-          f"images; model: {r['model']}")
-    return 0
-
-
-def _evaluated(path: str):
-    """(model for map_vs_clicks, meta): a c3det checkpoint, or a YOLO one (c3det/yolo/)."""
-    from c3det import checkpoint
-    from c3det.yolo.models import is_yolo_checkpoint
-    if is_yolo_checkpoint(path):
-        from c3det.yolo.predict import YoloEvalModel, YoloPredictor
-        predictor = YoloPredictor(path)
-        return YoloEvalModel(predictor), {"kind": "yolo", "classes": predictor.classes}
-    return checkpoint.load(path, map_location=checkpoint.best_device())
 
 
 def cmd_model_evaluate(args: argparse.Namespace, project: CliProject) -> int:
-    from c3det import checkpoint
-    from c3det.baselines import Passthrough
+    from c3det.checkpoint import CheckpointError
+    from c3det.detectors import eval_model
     from c3det.evaluate import map_vs_clicks, plot_curves
     from tinyloop.atomic import write_json_atomic
     if not args.model and not args.passthrough:
@@ -151,8 +127,8 @@ def cmd_model_evaluate(args: argparse.Namespace, project: CliProject) -> int:
     results = []
     for path, wrap in [(m, False) for m in args.model] + [(m, True) for m in args.passthrough]:
         try:
-            model, meta = _evaluated(path)
-        except checkpoint.CheckpointError as e:
+            model, meta = eval_model(path, passthrough=wrap)
+        except CheckpointError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
         if meta["classes"] != labels.categories:
@@ -161,10 +137,6 @@ def cmd_model_evaluate(args: argparse.Namespace, project: CliProject) -> int:
             return 1
         name = f"passthrough ({Path(path).parent.name})" if wrap else \
             f"{meta['kind']} ({Path(path).parent.name})"
-        if wrap and meta["kind"] != "yolo":   # a YOLO model is a passthrough already
-            model = Passthrough(model)
-        if hasattr(model, "eval"):
-            model.eval()
         r = map_vs_clicks(model, labels, args.images, params.eval, name=name)
         results.append(r)
         print(f"{name}: mAP@{params.eval.iou:g} at clicks {r['steps']}: "
