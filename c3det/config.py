@@ -272,29 +272,39 @@ class C3DetParams:
     fi: FIParams = field(default_factory=FIParams)
     yolo: YoloParams = field(default_factory=YoloParams)
     # where no CUDA device trains, these keys (nested like this section) replace the ones
-    # above: the values above are a GPU's schedule, a 2-core CPU needs its own (`on_device`)
-    cpu: dict[str, Any] = field(default_factory=dict)
+    # above that are left at their defaults, a GPU's schedule: a 2-core CPU needs its own. A
+    # value changed above is kept (`on_device`)
+    cpu: dict[str, Any] = field(default_factory=lambda: {
+        "roi_batch_size": 128, "train": {"crop_size": 192, "warmup_iters": 50}})
 
     def on_device(self, device_type: str) -> "C3DetParams":
         """These params for training and inference on `device_type` ("cuda", "cpu", ...):
-        on anything but CUDA the `cpu` section's values replace the others."""
+        on anything but CUDA the `cpu` section's values replace those left at their
+        defaults."""
         if device_type == "cuda" or not self.cpu:
             return self
         from tinyloop.params import build
-        merged = _merged(dataclasses.asdict(self), self.cpu)
+        merged = _where_default(dataclasses.asdict(self), self.cpu,
+                                dataclasses.asdict(C3DetParams()))
         merged["cpu"] = {}
         return build(C3DetParams, merged, "c3det.cpu")
 
     def check(self) -> str | None:
-        if self.cpu:
-            from tinyloop.params import ParamsError
-            if "cpu" in self.cpu:
-                return "cpu: holds the keys that replace this section's on a CPU; it cannot " \
-                       "hold another cpu section"
-            try:
-                self.on_device("cpu")
-            except ParamsError as e:
-                return str(e).removeprefix("params.yaml: c3det.")
+        return self._check_section() or self._check_cpu()
+
+    def _check_cpu(self) -> str | None:
+        """The section as a CPU would see it validates too (typos in `cpu` are named)."""
+        from tinyloop.params import ParamsError
+        if "cpu" in self.cpu:
+            return "cpu: holds the keys that replace this section's on a CPU; it cannot " \
+                   "hold another cpu section"
+        try:
+            self.on_device("cpu")
+        except ParamsError as e:
+            return str(e).removeprefix("params.yaml: c3det.")
+        return None
+
+    def _check_section(self) -> str | None:
         if self.fpn_channels < 8 or self.box_head_dim < 8:
             return f"fpn_channels ({self.fpn_channels}) and box_head_dim ({self.box_head_dim}) " \
                    "must be >= 8"
@@ -320,10 +330,13 @@ class C3DetParams:
         return None
 
 
-def _merged(base: dict, over: dict) -> dict:
-    """`base` with `over`'s keys replaced, nested mappings merged key by key."""
-    out = dict(base)
+def _where_default(values: dict, over: dict, defaults: dict) -> dict:
+    """`values` with `over`'s keys replaced where `values` holds the default, nested mappings
+    key by key (a key unknown to both is passed on, for validation to name it)."""
+    out = dict(values)
     for key, value in over.items():
-        out[key] = _merged(base[key], value) if isinstance(value, dict) and \
-            isinstance(base.get(key), dict) else value
+        if isinstance(value, dict) and isinstance(values.get(key), dict):
+            out[key] = _where_default(values[key], value, defaults.get(key, {}))
+        elif values.get(key) == defaults.get(key):
+            out[key] = value
     return out

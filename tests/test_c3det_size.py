@@ -83,7 +83,7 @@ def test_bad_sizes_are_named():
         build(C3DetParams, {"freeze_through_stride": 3}, "c3det")
 
 
-def test_the_cpu_section_replaces_the_schedule_on_a_cpu_only():
+def test_the_cpu_section_replaces_the_gpu_defaults_on_a_cpu_only():
     p = build(C3DetParams, {"roi_batch_size": 512, "train": {"crop_size": 512, "epochs": 24},
                             "cpu": {"roi_batch_size": 128, "train": {"crop_size": 192}}},
               "c3det")
@@ -91,7 +91,16 @@ def test_the_cpu_section_replaces_the_schedule_on_a_cpu_only():
     assert (cpu.roi_batch_size, cpu.train.crop_size, cpu.train.epochs) == (128, 192, 24)
     assert cpu.cpu == {}                          # applied once
     assert p.on_device("cuda") is p
-    assert build(C3DetParams, {}, "c3det").on_device("cpu") == C3DetParams()
+    shipped = C3DetParams().on_device("cpu")      # what a user gets without editing params
+    assert (shipped.roi_batch_size, shipped.train.crop_size, shipped.train.warmup_iters) == \
+        (128, 192, 50)
+    assert build(C3DetParams, {"cpu": {}}, "c3det").on_device("cpu").train.crop_size == 512
+
+
+def test_a_value_changed_in_the_section_is_kept_on_a_cpu():
+    p = build(C3DetParams, {"roi_batch_size": 64, "train": {"crop_size": 96}}, "c3det")
+    cpu = p.on_device("cpu")
+    assert (cpu.roi_batch_size, cpu.train.crop_size, cpu.train.warmup_iters) == (64, 96, 50)
 
 
 @pytest.mark.parametrize("cpu,message", [

@@ -36,6 +36,12 @@ class Params:
     flows: FlowParams = field(default_factory=FlowParams)
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate params.yaml; raises ParamsError naming the bad key."""
-    return build(Params, load_yaml(path), file=str(path))
+def load_params(path: str | Path = "params.yaml", on_this_machine: bool = True) -> Params:
+    """Read and validate params.yaml; raises ParamsError naming the bad key. With
+    `on_this_machine`, what depends on the machine is resolved here, once: without a CUDA
+    device the `c3det.cpu` keys replace the GPU schedule (C3DetParams.on_device)."""
+    params = build(Params, load_yaml(path), file=str(path))
+    if on_this_machine:
+        from c3det.checkpoint import best_device
+        params.c3det = params.c3det.on_device(best_device().type)
+    return params
