@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
         if verb.noun is not None:
             _add_verb(nouns[verb.noun], verb, verb.name, listed=True)
         if verb.alias:
-            _add_verb(sub, verb, verb.alias, listed=False)
+            for name in (verb.alias, *verb.other_names):
+                _add_verb(sub, verb, name, listed=False)
     return parser
 
 
@@ -82,6 +83,8 @@ def _add_noun(sub, name: str, helptext: str, verbs: list[Verb]):
 def _add_verb(sub, verb: Verb, name: str, listed: bool) -> None:
     # an alias gets no help: argparse then leaves it out of the listing of commands
     kwargs = {"help": verb.help} if listed else {}
+    if listed:   # `tinyloop data import` works as `tinyloop data ingest`
+        kwargs["aliases"] = list(verb.other_names)
     formatter = argparse.RawDescriptionHelpFormatter if verb.raw_description else \
         argparse.HelpFormatter
     p = sub.add_parser(name, description=verb.description, formatter_class=formatter,

@@ -203,6 +203,16 @@ def import_dataset(root: str | os.PathLike, data: DataParams, progress: bool = T
     return labels, report
 
 
+def nothing_imported(report: ImportReport) -> str | None:
+    """Why no pool may be written from this import (every image was left out: an empty
+    pool only fails later, in the features step), or None."""
+    if report.images:
+        return None
+    return (f"no image of {report.root} could be imported: all were left out for the "
+            f"{len(report.problems)} problem(s) above; nothing written (--keep-going "
+            "imports the rest, but there is no rest)")
+
+
 def write_pool(labels: LabelSet, report: ImportReport, manifest: str | os.PathLike,
                ground_truth: str | os.PathLike,
                report_path: str | os.PathLike | None = None) -> list[Path]:
@@ -257,11 +267,12 @@ def _layout_hint(root: Path, data: DataParams) -> str:
     if found is None or not found.images:
         return ("point data.source at the folder that holds the images (and "
                 "data.images_dir at its images sub-folder)")
+    # the folders only: a missing split_dir or oriented_labels folder is merely unused
     changes = {k: v for k, v in found.data_params().items()
-               if k != "classes" and getattr(data, k, None) != v}
+               if k in ("format", "images_dir", "labels") and getattr(data, k, None) != v}
     if not changes:
         return "check data.images_dir and data.labels in params.yaml"
-    return (f"this folder looks like {found.describe()}: set "
+    return (f"this folder looks like {found.describe()}; set "
             + ", ".join(f"data.{k}: {v}" for k, v in changes.items())
             + " in params.yaml (`tinyloop init --source DIR` writes them)")
 

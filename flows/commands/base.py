@@ -76,6 +76,7 @@ class Verb:
     help: str
     description: str
     alias: str | None = None             # the old top-level name, kept working as it was
+    other_names: tuple[str, ...] = ()    # names people type for it (data import = ingest)
     default_project: str | None = None   # the project when no -C is given (see CliProject)
     noun_default: bool = False           # `tinyloop NOUN` alone runs this verb
     raw_description: bool = False        # the description is laid out by hand: keep its lines

@@ -20,6 +20,7 @@ FORMAT_HELP = ("voc (Pascal VOC XML), rolabelimg (XML with <robndbox>), yolo (tx
 def verbs() -> list[Verb]:
     return [
         Verb("data", "ingest", cmd_data_ingest, _ingest_arguments, alias="ingest",
+             other_names=("import",),
              help="import and check the raw dataset into data/pool/",
              description="Import the raw dataset named by params.yaml `data` (images + "
                          f"labels in one of: {FORMAT_HELP}; data.source is relative to "
@@ -135,7 +136,7 @@ def source_root(project: CliProject, args: argparse.Namespace) -> Path:
 
 def cmd_data_ingest(args: argparse.Namespace, project: CliProject) -> int:
     from tinyloop.atomic import write_json_atomic
-    from tinyloop.ingest import DatasetError, import_dataset, write_pool
+    from tinyloop.ingest import DatasetError, import_dataset, nothing_imported, write_pool
     from tinyloop.params import ParamsError
     layout = project.layout
     if layout.batch_numbers():
@@ -152,8 +153,12 @@ def cmd_data_ingest(args: argparse.Namespace, project: CliProject) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(report.summary())
-    if report.problems and not args.keep_going:
+    if nothing_imported(report) or (report.problems and not args.keep_going):
         write_json_atomic(layout.import_report, report.to_json())
+    if nothing_imported(report):
+        print(f"\nerror: {nothing_imported(report)}", file=sys.stderr)
+        return 1
+    if report.problems and not args.keep_going:
         print(f"\nnothing imported: fix the problems above (all listed in "
               f"{layout.import_report}) or re-run with --keep-going to import the rest",
               file=sys.stderr)
@@ -203,7 +208,7 @@ def _stats_labels(args: argparse.Namespace, project: CliProject):
 def cmd_data_convert(args: argparse.Namespace, project: CliProject) -> int:
     from dataclasses import replace
     from tinyloop.config import DataParams
-    from tinyloop.ingest import DatasetError, import_dataset
+    from tinyloop.ingest import DatasetError, import_dataset, nothing_imported
     from tinyloop.params import ParamsError, build
     try:
         data = replace(project.params.data, **_convert_changes(args))
@@ -213,6 +218,9 @@ def cmd_data_convert(args: argparse.Namespace, project: CliProject) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(report.summary())
+    if nothing_imported(report):
+        print(f"\nerror: {nothing_imported(report)}", file=sys.stderr)
+        return 1
     if report.problems and not args.keep_going:
         print("\nnothing written: fix the problems above or re-run with --keep-going",
               file=sys.stderr)

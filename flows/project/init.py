@@ -6,8 +6,10 @@ does, idempotently (running it again repairs what is missing and changes nothing
 git init; dvc init; `dvc config core.analytics false`; a default DVC remote (a local
 directory, `.dvc-remote` unless told otherwise; `s3://bucket/path`, `gs://...`, `ssh://...`
 work the same once the matching `dvc[s3]` etc. extra is installed); params.yaml (the
-package's defaults, with `data.source` set when given) and dvc.yaml; a .gitignore for the
-loop's private state and for every file DVC owns; one initial commit of init's own files.
+package's defaults, with `data.source` set when given, and the dataset's format, folders and
+classes as `tinyloop.formats.detect` finds them, said out loud) and dvc.yaml; a .gitignore
+for the loop's private state and for every file DVC owns; one initial commit of init's own
+files.
 
 Init commits only the files it writes, never `git add -A`: a project re-initialised after
 `tinyloop demo --stats-only` or `tinyloop ingest` already holds data/pool, and a pool that
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Callable
 
 from flows.project.layout import ProjectLayout
 from flows.project.versioning import VersioningError, run
@@ -47,25 +50,86 @@ def template(name: str) -> Path:
     return path
 
 
-def write_params(dest: Path, source: str | None) -> None:
-    """Copy the default params.yaml, pointing data.source at `source` when given."""
-    import yaml
+def write_params(dest: Path, source: str | None, data: dict | None = None) -> None:
+    """Copy the default params.yaml, pointing data.source at `source` when given and
+    setting the other `data` keys given (its comments stay)."""
     text = template("params.yaml").read_text(encoding="utf-8")
-    if source is not None:
-        doc = yaml.safe_load(text)
-        old = doc["data"]["source"]
-        text = text.replace(f"source: {old}", f"source: {source}", 1)
-        assert yaml.safe_load(text)["data"]["source"] == source, "params.yaml source edit"
-    dest.write_text(text, encoding="utf-8")
+    values = {**({"source": source} if source is not None else {}), **(data or {})}
+    dest.write_text(set_data_keys(text, values), encoding="utf-8")
+
+
+def set_data_keys(text: str, values: dict) -> str:
+    """params.yaml text with `data.<key>: value` set for each of `values`: the key's line
+    rewritten in place (its comment kept), a missing key added before `labels:`."""
+    import yaml
+    lines = text.splitlines(keepends=True)
+    start = lines.index("data:\n") + 1
+    end = next((i for i in range(start, len(lines)) if lines[i][:1] not in (" ", "\n")),
+               len(lines))
+    for key, value in values.items():
+        flow = yaml_flow(value)
+        at = next((i for i in range(start, end) if lines[i].startswith(f"  {key}:")), None)
+        if at is None:
+            at = next((i for i in range(start, end) if lines[i].startswith("  labels:")), end)
+            lines.insert(at, f"  {key}: {flow}\n")
+            end += 1
+            continue
+        comment = lines[at].partition("  #")[2]
+        lines[at] = f"  {key}: {flow}" + (f"  #{comment}" if comment else "\n")
+    out = "".join(lines)
+    written = yaml.safe_load(out)["data"]
+    wrong = {k: written.get(k) for k, v in values.items() if written.get(k) != v}
+    if wrong:
+        raise ValueError(f"params.yaml: setting data keys {values} read back as {wrong}")
+    return out
+
+
+def yaml_flow(value) -> str:
+    """`value` as one line of YAML: null, [dog, cat], JPEGImages, 'a: b'."""
+    import yaml
+    return yaml.safe_dump([value], default_flow_style=True, width=10**6).strip()[1:-1]
+
+
+def detected_data_keys(source: Path, say: Callable[[str], None] | None) -> dict:
+    """The params.yaml `data` keys of the dataset at `source` (format, folders, classes),
+    as `tinyloop.formats.detect` finds them; each finding is said, so people can check it."""
+    import yaml
+    from tinyloop.formats.detect import detect_layout
+    say = say or (lambda line: None)
+    defaults = yaml.safe_load(template("params.yaml").read_text(encoding="utf-8"))["data"]
+    found = detect_layout(source, tuple(defaults.get("ignore_classes") or ()))
+    if found is None:
+        say(f"no images found under {source}: params.yaml keeps the default data layout "
+            "(`tinyloop ingest` says where it looked)")
+        return {}
+    keys = found.data_params()
+    if set(keys.get("classes", ())) == set(defaults.get("classes") or ()):
+        keys.pop("classes")   # the same classes: keep the template's order (class indices)
+    say(f"detected {found.describe()}")
+    if "classes" in keys:
+        say(f"classes ({len(found.classes)}, from {found.classes_from}): "
+            f"{', '.join(found.classes)}")
+    for note in found.notes:
+        say(f"note: {note}")
+    changed = [k for k, v in keys.items() if defaults.get(k, _UNSET) != v]
+    if changed:
+        say("params.yaml data: " + ", ".join(f"{k}: {yaml_flow(keys[k])}" for k in changed))
+    return keys
+
+
+_UNSET = object()
 
 
 def init_project(root: str | Path, *, source: str | None = None,
-                 remote: str | None = None, params_overrides: dict | None = None) -> ProjectLayout:
+                 remote: str | None = None, params_overrides: dict | None = None,
+                 say: Callable[[str], None] | None = print) -> ProjectLayout:
     """Create or repair a project at `root`; returns its layout.
 
     `source` (the raw dataset) is stored as an absolute path unless it lies inside the
-    project, so `dvc repro` finds it from anywhere. `params_overrides` maps dotted keys
-    to values written into params.yaml (used by the demo for its small schedule).
+    project, so `dvc repro` finds it from anywhere; a new params.yaml gets the dataset's
+    format, folders and classes as detected (`detected_data_keys`, reported through
+    `say`). `params_overrides` maps dotted keys to values written into params.yaml (used
+    by the demo for its small schedule).
     """
     layout = ProjectLayout(Path(root).resolve())
     layout.root.mkdir(parents=True, exist_ok=True)
@@ -84,7 +148,8 @@ def init_project(root: str | Path, *, source: str | None = None,
         run(layout, "dvc", "init", "-q")
     run(layout, "dvc", "config", "core.analytics", "false")
     if not layout.params.exists():
-        write_params(layout.params, source)
+        detected = detected_data_keys(src, say) if source is not None else {}
+        write_params(layout.params, source, detected)
     if params_overrides:
         set_params(layout.params, params_overrides)
     if not layout.dvc_yaml.exists():

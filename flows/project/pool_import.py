@@ -95,9 +95,13 @@ def import_pool(p, keep_going: bool = False) -> PoolImport:
     if is_current(lay, inputs):
         report = json.loads(lay.import_report.read_text(encoding="utf-8"))
         return PoolImport(report, False, _up_to_date_line(lay, report))
-    from tinyloop.ingest import import_dataset
+    from tinyloop.ingest import import_dataset, nothing_imported
     labels, report = import_dataset(p.source, p.params.data, progress=False)
     summary = f"{report.summary()}\nimport report: {lay.import_report}"
+    if nothing_imported(report):
+        stamp_path(lay).unlink(missing_ok=True)
+        write_json_atomic(lay.import_report, report.to_json())
+        raise ImportProblems(nothing_imported(report), summary)
     if report.problems and not keep_going:
         stamp_path(lay).unlink(missing_ok=True)  # the report below no longer fits the pool
         write_json_atomic(lay.import_report, report.to_json())

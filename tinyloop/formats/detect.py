@@ -52,17 +52,18 @@ class DetectedLayout:
         return out
 
     def describe(self) -> str:
+        """"a voc dataset: 12 images in JPEGImages/, labels in Annotations/ (12 files)"."""
+        images = f"{self.images} images in {self.images_dir}/"
         if self.format is None:
-            return f"{self.images} images in {self.images_dir}/ and no labels"
-        labels = f"{self.labels}" if self.format == "coco" else \
-            f"{self.label_files} files in {self.labels}/"
-        parts = [f"{self.format} labels ({labels})", f"{self.images} images in "
-                 f"{self.images_dir}/"]
+            return f"an unlabeled image folder: {images}"
+        labels = f"labels in {self.labels}" if self.format == "coco" else \
+            f"labels in {self.labels}/ ({self.label_files} files)"
+        parts = [images, labels]
         if self.oriented_labels:
             parts.append(f"oriented boxes in {self.oriented_labels}/")
         if self.split_dir:
             parts.append(f"splits in {self.split_dir}/")
-        return "a " + ", ".join(parts)
+        return f"a {self.format} dataset: " + ", ".join(parts)
 
 
 def detect_layout(root: str | os.PathLike,
@@ -129,8 +130,7 @@ def _coco(root: Path, files: list[PurePosixPath],
         return None
     n, rel, doc = max(docs, key=lambda d: d[0])
     names = [im.get("file_name") for im in doc["images"] if isinstance(im, dict)]
-    cats = sorted((c for c in doc["categories"] if isinstance(c, dict) and "name" in c),
-                  key=lambda c: str(c.get("id")))
+    cats = [c for c in doc["categories"] if isinstance(c, dict) and "name" in c]
     found = DetectedLayout("coco", _coco_images_dir(root, names, images), rel.as_posix(),
                            len(images), classes=[str(c["name"]) for c in cats],
                            classes_from=rel.as_posix())
