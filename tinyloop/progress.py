@@ -121,10 +121,21 @@ def bar(iterable: Iterable | None = None, *, total: int | None = None, desc: str
         # leave=False: the step's "done in" line stays instead; mininterval keeps a 2-core
         # machine from spending time on redraws
         return tqdm(iterable, total=total, desc=desc, unit=unit, initial=initial,
-                    leave=False, mininterval=1.0, dynamic_ncols=True, file=sys.stderr)
+                    leave=False, mininterval=1.0, file=sys.stderr, **_size(sys.stderr))
     if mode == "lines":
         return LineBar(iterable, total=total, desc=desc, unit=unit, initial=initial)
     return SilentBar(iterable)
+
+
+def _size(stream) -> dict:
+    """tqdm's size arguments: follow the terminal's width; 80x24 when it reports none (a
+    pseudo-terminal nobody sized, as in `docker run -t` or a test), where tqdm would draw
+    nothing at all."""
+    try:
+        columns, rows = os.get_terminal_size(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        columns = rows = 0
+    return {"dynamic_ncols": True} if columns and rows else {"ncols": 80, "nrows": 24}
 
 
 def _total(iterable: Iterable | None, total: int | None) -> int | None:
