@@ -336,6 +336,36 @@ def test_map_vs_clicks_scores_a_yolo_model(models, data):
     assert curve["forward_passes"] == 2 * len(data["labels"])
 
 
+def test_the_detector_interface_serves_a_yolo_model(models, data, tmp_path):
+    """c3det.detectors: the file says its family; the predictor applies the model's
+    threshold.json, an explicit min_score wins; eval_model is what map_vs_clicks scores."""
+    import shutil
+    from c3det import detectors
+    from c3det.threshold import write_threshold
+    from c3det.yolo.predict import YoloEvalModel, YoloPredictor
+    path = tmp_path / "iter-001" / "model.pt"   # the fixture's folder keeps no threshold
+    path.parent.mkdir()
+    shutil.copy(models["detect"]["model"], path)
+    assert detectors.family_of_checkpoint(path).name == "yolo"
+    image = str(data["root"] / "axis" / data["labels"].images[0].image.path)
+    every = low_threshold(detectors.predictor(path)).predict(image)
+    served = detectors.predictor(path)
+    assert isinstance(served, YoloPredictor) and isinstance(served, detectors.ClickPredictor)
+    scores = sorted(a.score for a in every)
+    t = scores[len(scores) // 2]
+    assert scores[0] < t
+    write_threshold(path, {"min_score": t})
+    chosen = low_threshold(detectors.predictor(path, data["labels"].categories))
+    assert chosen.min_score == t
+    assert chosen.predict(image) == [a for a in every if a.score >= t]
+    assert chosen.scored(image) == every
+    explicit = low_threshold(detectors.predictor(path, min_score=0.0))
+    assert explicit.min_score == 0.0 and explicit.predict(image) == every
+    model, meta = detectors.eval_model(path, passthrough=True)   # a passthrough already
+    assert isinstance(model, YoloEvalModel) and meta == {
+        "kind": "yolo", "classes": data["labels"].categories}
+
+
 # --- params ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("raw, message", [
