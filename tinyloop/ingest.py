@@ -309,7 +309,8 @@ def _directory_sources(root: Path, data: DataParams, report: ImportReport,
         if not is_utf8(rel):
             _report_undecodable_name(rel, report, "label file")
             continue
-        if suffix == ".txt" and is_image_list(label_path):
+        # a file named after an image is its label file: only the others are read twice
+        if suffix == ".txt" and label_path.stem not in sources and is_image_list(label_path):
             image_lists.append(label_path)
             continue
         try:

@@ -16,6 +16,10 @@ and the configured classes. Writers take a `LabelSet` (already checked).
 | coco       | coco.py       | COCO JSON (+ tinyloop extensions); | same; FiftyOne-ready plain   |
 |            |               | unknown keys get a did-you-mean    | COCO                         |
 
+detect.py finds which of these a dataset folder holds, and its folders and classes
+(`detect_layout`, what `tinyloop init --source` writes into params.yaml); it also tells a
+darknet split list (`train.txt`: image paths) from a label file.
+
 One bad line or object costs that object, not the file: text readers (YOLO, DOTA) put it in
 `LabelFile.problems` and read on; `read_coco` returns its problem list. FormatError is
 raised only for a file that cannot be read at all. DOTA and YOLO-OBB keep the source's four
