@@ -251,3 +251,15 @@ def test_init_cli_says_what_it_detected(tmp_path, capsys):
     assert "images_dir: JPEGImages, labels: Annotations" in out
     assert main(["data", "import", "-C", str(tmp_path / "proj"), "--no-progress"]) == 0
     assert (tmp_path / "proj/data/pool/manifest.json").exists()
+
+
+def test_a_split_list_that_is_not_utf8_is_a_problem_not_a_crash(tmp_path):
+    write_image(tmp_path / "images/a.png")
+    write_voc(tmp_path / "labels/a.xml", "a.png", [voc_object("Car", 1, 1, 9, 9)])
+    (tmp_path / "ImageSets/Main").mkdir(parents=True)
+    (tmp_path / "ImageSets/Main/train.txt").write_bytes(b"a\nMOS75\xe9\n")
+    labels, report = import_dataset(tmp_path, tiny_voc_params(split_dir="ImageSets/Main"),
+                                    progress=False)
+    (problem,) = report.problems
+    assert problem.file == "ImageSets/Main/train.txt" and "not UTF-8" in problem.message
+    assert [i.id for i in labels] == ["a"]

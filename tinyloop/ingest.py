@@ -626,7 +626,13 @@ def _split_lists(split_dir: Path, report: ImportReport) -> dict[str, tuple[Path,
         if "_" in name and name.rsplit("_", 1)[1] in SPLIT_NAMES:
             per_class.append(path.name)
             continue
-        rows = [line.split() for line in path.read_text(encoding="utf-8").splitlines()]
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            report.add(path, f"split list is not UTF-8 text ({e}); not used",
+                       "save it as UTF-8 (ids are file name stems)", kind="split")
+            continue
+        rows = [line.split() for line in text.splitlines()]
         lists[name] = (path, list(dict.fromkeys(row[0] for row in rows if row)))
     if per_class:
         report.notes.append(f"{len(per_class)} per-class list(s) in {split_dir.name}/ "
