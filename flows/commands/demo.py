@@ -15,7 +15,11 @@ are shown from each model's best score threshold on the held-out images (min_sco
 See docs/benchmarks/flows.md for numbers at larger scale.
 
 The import summary comes first (problems stop the demo unless --keep-going; all are listed
-in data/pool/import_report.json), then the dataset's statistics. The schedule is sized for
+in data/pool/import_report.json), then the dataset's statistics. While the loop runs, every
+step of every iteration prints a start line and a line with its elapsed time, training,
+embedding, pre-annotation and the simulated annotator draw bars with rate and ETA on a
+terminal (elsewhere a plain line after 15 s without one), and each batch's workload row is
+printed as soon as the batch is done; --quiet prints only the results. The schedule is sized for
 HIT-UAV's 640x512 frames: with --source images whose median long side exceeds 1024 px, the
 new project's detector runs on images scaled down to about 1024 px (c3det.image_scale,
 training crops scaled to match), and one line says so.
