@@ -57,6 +57,8 @@ VARIANTS: dict[str, dict] = {
     "fpn128": {"fpn_channels": 128, "box_head_dim": 1024},
     "fpn64": {"fpn_channels": 64, "box_head_dim": 1024},
     "fpn64_head256": {"fpn_channels": 64, "box_head_dim": 256},
+    "fpn64_p500": {"fpn_channels": 64, "box_head_dim": 1024, "rpn_proposals_train": 500},
+    "fpn64_frozen8": {"fpn_channels": 64, "box_head_dim": 1024, "freeze_through_stride": 8},
     "fpn64_head256_roi64_frozen8": {"fpn_channels": 64, "box_head_dim": 256,
                                     "roi_batch_size": 64, "freeze_through_stride": 8},
     "full_cut": {"fpn_channels": 64, "box_head_dim": 256, "roi_batch_size": 64,

@@ -18,9 +18,12 @@ Eval (model.eval()):
   (which objects were clicked; used by the C3Det UEL loss; optional)}.
 - detections[i]: "boxes" (D, 4) xyxy in input-image px, "labels" (D,) int64 1..C, "scores" (D,).
 
-Architecture (torchvision's detectors, with the CFINet porting notes for tiny objects): a
-ResNet-18 or -50 FPN giving P2..P5 only (no max-pool level), one square anchor size per level
-(params.anchor_sizes, 8/16/32/64 px, x aspect_ratios), RoIAlign with aligned=True. Kinds:
+Architecture (torchvision's detectors, with the CFINet porting notes for tiny objects): an
+EfficientNet-Lite or ResNet FPN giving P2..P5 only (no max-pool level), one square anchor size
+per level (params.anchor_sizes, 8/16/32/64 px, x aspect_ratios), RoIAlign with aligned=True.
+Sized for 10-30 px objects on a CPU (params.fpn_channels: FPN, RPN head and click fusion 64
+wide, not torchvision's 256; params.box_head_dim: the box head's fc width; docs/benchmarks/
+detector_frontier.md measures each against accuracy per CPU-second). Kinds:
 - plain          the detector alone.
 - passthrough    the plain detector, then a relabel stage: every box a click falls in takes
                  the clicked class (the C3Det paper's simplest baseline; c3det.baselines).
