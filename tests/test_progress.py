@@ -79,7 +79,7 @@ def test_lines_mode_writes_a_bar_line_only_after_a_silence(monkeypatch, capsys):
     bar.set_postfix_str("epoch 1/5, loss 0.812")
     bar.update(1)
     assert capsys.readouterr().out == (
-        "train c3det: 4/10 step (40%), 5.2 s/step, 32s left, epoch 1/5, loss 0.812\n")
+        "train c3det: 4/10 steps (40%), 5.2 s/step, 32s left, epoch 1/5, loss 0.812\n")
     now[0] += 1.0
     bar.update(1)
     assert capsys.readouterr().out == ""          # the line just written resets the silence

@@ -138,6 +138,11 @@ def _size(stream) -> dict:
     return {"dynamic_ncols": True} if columns and rows else {"ncols": 80, "nrows": 24}
 
 
+def _plural(unit: str) -> str:
+    """step -> steps, batch -> batches (the units the bars here count)."""
+    return unit + ("es" if unit.endswith(("ch", "sh", "s", "x")) else "s")
+
+
 def _total(iterable: Iterable | None, total: int | None) -> int | None:
     """`total`, else the iterable's length when it has one."""
     if total is None and iterable is not None and hasattr(iterable, "__len__"):
@@ -174,7 +179,7 @@ class SilentBar:
 
 
 class LineBar(SilentBar):
-    """A bar for logs: `desc: 45/160 steps (28%), 1.9 s/step, 2m11s left, <postfix>`,
+    """A bar for logs: `desc: 45/160 steps (28%), 1.9 s/step, 3m38s left, <postfix>`,
     written when LINE_INTERVAL_S passed without a progress line, never redrawn. The silence
     is counted over every line, not per bar: a run of short bars still speaks up."""
 
@@ -205,7 +210,8 @@ class LineBar(SilentBar):
     def line(self) -> str:
         """The bar's state as one line (rate and time left from this run's own pace)."""
         done, elapsed = self.n - self.initial, clock() - self.started
-        parts = [f"{self.n}/{self.total} {self.unit}" if self.total else f"{self.n} {self.unit}"]
+        units = _plural(self.unit)
+        parts = [f"{self.n}/{self.total} {units}" if self.total else f"{self.n} {units}"]
         if self.total:
             parts[0] += f" ({100 * self.n / self.total:.0f}%)"
         if done > 0:
