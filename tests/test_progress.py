@@ -133,6 +133,9 @@ def test_simulate_prints_step_lines_bars_on_a_terminal_and_nothing_with_quiet(
     assert re.search(r"\[iter 1/3\] train: done in (\d+s|\d+m\d\ds)\n", out)
     row_at = out.index("[iter 1/3] batch 1 workload:")
     assert row_at < out.rindex("WT red. %") and not BAR.search(err)
+    artifacts, task_runs = prefect_names()   # the session's server: other tests' runs too
+    assert "workload-batch-001" in artifacts and task_runs == {"train-batch-1",
+                                                                "evaluate-batch-1"}
 
     # 2. a terminal: the same lines, and the bars of training and of the simulated annotator
     monkeypatch.delenv(progress.ENV)   # each command is a process of its own: no mode yet
@@ -153,6 +156,19 @@ def test_simulate_prints_step_lines_bars_on_a_terminal_and_nothing_with_quiet(
     out = capsys.readouterr().out
     assert "[iter" not in out and "[prepare]" not in out and terminal.getvalue() == ""
     assert "WT red. %" in out and "report:" in out
+
+
+def prefect_names() -> tuple[set[str], set[str]]:
+    """(the per-batch artifact keys, the train/evaluate task run names) on the server."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterKey,
+                                                TaskRunFilter, TaskRunFilterName)
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(like_="workload-batch-")))
+        runs = client.read_task_runs(task_run_filter=TaskRunFilter(
+            name=TaskRunFilterName(any_=["train-batch-1", "evaluate-batch-1"])))
+    return {a.key for a in artifacts}, {r.name for r in runs}
 
 
 # --- a real pseudo-terminal: the CLI sees a TTY by itself -----------------------------------------
