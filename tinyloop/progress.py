@@ -3,8 +3,9 @@
 One mode per process, chosen once by the command line (`configure`):
 
     bars    stderr is a terminal: tqdm bars (rate, ETA) on stderr, step lines on stdout
-    lines   not a terminal (CI, Prefect workers, a pipe, a log file): no bar redraws, a
-            plain line every LINE_INTERVAL_S seconds per running bar, and the step lines
+    lines   not a terminal (CI, Prefect workers, a pipe, a log file): no redraws; a
+            running bar writes a plain line once LINE_INTERVAL_S passed without any
+            progress line; and the step lines
     quiet   --quiet: neither
 
 Libraries (c3det, features, the simulator) open their bars with `bar(...)`; their own
