@@ -7,7 +7,9 @@ DVC: this module is the contract between the packages, and it stays light.
 - `Box`           axis-aligned box (x1, y1, x2, y2), x2 > x1, y2 > y1.
 - `OrientedBox`   rotated box (cx, cy, w, h, angle); angle in radians, positive angles turn
                   the box clockwise on screen (y points down), as in roLabelImg.
-- `Provenance`    who made a box: a human, the model, the model refined by clicks, a simulator.
+- `Provenance`    who made a box: a human, the model, the model refined by clicks, a simulator,
+                  or an annotator's centre click turned into a box from the image
+                  (`click_box`; `edited`: the produced box had to be moved).
 - `Annotation`    one object: class name, box, optional oriented box, provenance, and the
                   source's own four corner points (`polygon`, DOTA / YOLO-OBB) so an export
                   to those formats writes back exactly what was read.
@@ -23,8 +25,8 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterator, Literal
 
-Source = Literal["human", "model", "click_refined", "simulated"]
-SOURCES: tuple[str, ...] = ("human", "model", "click_refined", "simulated")
+Source = Literal["human", "model", "click_refined", "simulated", "click_box"]
+SOURCES: tuple[str, ...] = ("human", "model", "click_refined", "simulated", "click_box")
 
 
 class AnnotationError(ValueError):

@@ -4,12 +4,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from c3det.image_click_box import ClickBoxParams
+
 
 @dataclass
 class AnnotateParams:
     dataset_name: str = "tinyloop"
     app_port: int = 5151
     app_address: str = "127.0.0.1"
+    # a centre click -> a box from the image alone, where no model exists (batch 1, a class
+    # the model never saw): c3det/image_click_box.py
+    click_box: ClickBoxParams = field(default_factory=ClickBoxParams)
 
 
 @dataclass
@@ -35,8 +40,15 @@ class SimulatorParams:
     # with stop_unpaid_clicks: stop clicking for the rest of the batch once its clicks so far
     # cost more seconds than they saved (bounds what clicks can lose on a batch)
     give_up_when_behind: bool = False
+    # objects still missing after the rounds: "draw" every box by hand; "click" their centre
+    # (click_sigma noise) and take the box c3det.image_click_box makes from the image, kept
+    # when its IoU with the true box is >= accept_iou, else moved onto it (issue #30)
+    missing: Literal["draw", "click"] = "draw"
+    accept_iou: float = 0.5
 
     def check(self) -> str | None:
+        if not 0 < self.accept_iou <= 1:
+            return "accept_iou must be in (0, 1]"
         if self.give_up_after_unpaid < 0:
             return "give_up_after_unpaid must be >= 0 (0 = never)"
         if self.click_sigma < 0:
@@ -60,6 +72,13 @@ class WorkloadParams:
     accept_image_seconds: float = 4.0  # decide an image is fine as it is (Benenson: ~4 s)
     first_click_seconds: float = 8.0   # first corrective click on an image (Benenson: ~8 s)
     click_seconds: float = 3.0         # each further click (Benenson et al. 2019: ~3 s)
+    # click mode (simulator.missing: click): a centre click on a missing object (1.87 s per
+    # click, Papadopoulos et al., CVPR 2017, "Training object class detectors with click
+    # supervision"), then deciding whether the box it produced is right (1.6 s per yes/no box
+    # verification, Papadopoulos et al., CVPR 2016, "We don't need no bounding-boxes");
+    # a wrong box is then moved (move_seconds)
+    centre_click_seconds: float = 1.9
+    box_verify_seconds: float = 1.6
     iou: float = 0.5                # match threshold: same class and IoU >= iou is accepted
     report_ious: list[float] = field(default_factory=lambda: [0.5, 0.7])  # also reported
                                     # (the loop paper reports 0.5 and 0.7)
@@ -75,7 +94,8 @@ class WorkloadParams:
             return "iou and report_ious must be in (0, 1]"
         if min(self.box_seconds, self.move_seconds, self.relabel_seconds,
                self.accept_image_seconds, self.first_click_seconds, self.click_seconds,
-               self.removal_fraction) < 0:
+               self.removal_fraction, self.centre_click_seconds,
+               self.box_verify_seconds) < 0:
             return "costs must be >= 0"
         return None
 
