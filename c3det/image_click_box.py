@@ -212,6 +212,12 @@ class SizePrior:
         return float(w), float(h)
 
 
+def gray_image(path) -> np.ndarray:
+    """(H, W) float32 grayscale in [0, 1] of an image file (tinyloop.images' pixel format)."""
+    from tinyloop.images import load_image
+    return load_image(path).mean(0)
+
+
 def iou_with(boxes: np.ndarray, box) -> np.ndarray:
     """(M,) IoU of each row of `boxes` with one box (x1, y1, x2, y2)."""
     iw = np.minimum(boxes[:, 2], box[2]) - np.maximum(boxes[:, 0], box[0])

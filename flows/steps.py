@@ -328,10 +328,21 @@ def simulate_annotation(p: Project, store: AnnotationStore, n: int) -> dict:
         # clicks there would cost annotator time for nothing
         sim = replace(sim, rounds=0)
     logs = simulate_batch(store, n, truth, _predictor_fn(p, n), sim, image_ids=ids,
-                          cost=p.params.workload)
+                          cost=p.params.workload, clicker=_centre_clicker(p, n, truth))
     save_logs(logs, p.layout.batch_dir(n) / "simulation.json")
     fault_point("annotated")
     return {"images": len(logs), "clicks": sum(r.clicks for lg in logs for r in lg.rounds)}
+
+
+def _centre_clicker(p: Project, n: int, truth: LabelSet):
+    """simulator.missing click: the image click-to-box over batch n, having learned from
+    batches 1..n-1 (None when missing objects are drawn)."""
+    if p.params.simulator.missing != "click":
+        return None
+    from flows.accounting.simulator import centre_clicker
+    earlier = labeled(p, n - 1).images if n > 1 else []
+    paths = {i.id: str(p.source / i.image.path) for i in [*earlier, *truth.images]}
+    return centre_clicker(p.params.annotate.click_box, paths, earlier)
 
 
 def _predictor_fn(p: Project, n: int):

@@ -22,7 +22,12 @@ unpaid round costs, ~14 s for 3 clicks).
 Finally (`correct=True`) the labels are edited to equal the ground truth exactly: overlapping
 boxes are matched one-to-one (Hungarian on IoU, as in flows.accounting.workload) and
 moved/relabeled to the true box, unmatched boxes deleted and missing objects drawn, all with one
-`store.set_annotations`.
+`store.set_annotations`. With `missing: click` (issue #30) a missing object is not drawn:
+its centre is clicked (the same `click_sigma` noise) and c3det.image_click_box makes a box
+from the image; the box is kept when its IoU with the true box is >= `accept_iou`, otherwise
+moved onto it. Either way the label is the true box; its provenance (`click_box`, `edited`
+when moved) tells the workload model what it cost. The click-to-box then learns from every
+finished image (class sizes, its ranker), as it would from a person's boxes.
 
 Every round is logged (`flows.accounting.process_log.ImageLog`) with the process signals the quality
 ranker (flows/accounting/ranker.py) learns from, plus the true remaining error after the last round
@@ -36,6 +41,7 @@ from typing import Callable
 
 import numpy as np
 
+from c3det.image_click_box import ClickBoxParams, ImageClickBoxer, gray_image
 from flows.annotate.annotation_store import AnnotationStore, model_boxes, refresh_predictions
 from flows.project.config import WorkloadParams
 # the process log has its own module (the FileStore builds it too); these names stay
@@ -44,7 +50,7 @@ from flows.accounting.process_log import (ImageLog, RoundLog, load_logs,  # noqa
                                log_from_history, save_logs)
 from flows.accounting.workload import (click_seconds, diff_image, edit_seconds, iou_matrix, match,
                             outside_ignore)
-from tinyloop.annotations import Annotation, Click, ImageLabels, LabelSet, Provenance
+from tinyloop.annotations import Annotation, Box, Click, ImageLabels, LabelSet, Provenance
 
 Predict = Callable[[str, list[Click]], list[Annotation]]
 SIMULATED = Provenance("simulated")
@@ -71,6 +77,48 @@ def edits_needed(boxes: list[Annotation], truth: ImageLabels, iou: float = 0.5) 
     ok = sum(1 for i, j, o in pairs
              if shown[i].category == objects[j].category and o >= iou)
     return len(shown) + len(objects) - len(pairs) - ok
+
+
+# --- click mode: missing objects are centre-clicked, not drawn ------------------------------
+
+class CentreClicker:
+    """What `missing: click` needs beyond the store: each image's pixels and a click-to-box
+    that learns from the boxes labelled so far."""
+
+    def __init__(self, pixels: Callable[[str], np.ndarray], boxer: ImageClickBoxer):
+        self.pixels = pixels      # image id -> (H, W) grayscale array
+        self.boxer = boxer
+
+    def provenance(self, target: Annotation, gray: np.ndarray, params,
+                   rng: np.random.Generator) -> Provenance:
+        """Centre-click `target`: a `click_box` provenance, `edited` when the produced box
+        missed the true one (IoU < accept_iou) and had to be moved."""
+        h, w = gray.shape
+        click = noisy_click(target, 0, params, rng, w, h)
+        produced = Box(*self.boxer.box(gray, click.x, click.y, target.category))
+        return Provenance("click_box", edited=produced.iou(target.box) < params.accept_iou)
+
+    def learn(self, gray: np.ndarray, annotations: list[Annotation]) -> None:
+        for a in annotations:
+            self.boxer.learn(gray, a.category, a.box.xyxy())
+
+
+def centre_clicker(params: ClickBoxParams, image_paths: dict[str, str],
+                   labeled: list[ImageLabels] = ()) -> CentreClicker:
+    """A CentreClicker over `image_paths` (image id -> file), that has already learned from
+    the `labeled` images' boxes (earlier batches; only the latest ranker_max_boxes count)."""
+    clicker = CentreClicker(lambda image_id: gray_image(image_paths[image_id]),
+                            ImageClickBoxer(params))
+    recent, boxes = [], 0
+    for item in reversed(list(labeled)):
+        if boxes >= params.ranker_max_boxes:
+            break
+        recent.append(item)
+        boxes += len(item.annotations)
+    for item in reversed(recent):
+        gray = gray_image(image_paths[item.id])
+        clicker.learn(gray, outside_ignore(item.annotations, item.ignore))
+    return clicker
 
 
 # --- one image ------------------------------------------------------------------------------
@@ -102,10 +150,10 @@ def click_gain(before: list[Annotation], after: list[Annotation], n_clicks: int,
 
 
 def simulate_image(store: AnnotationStore, truth: ImageLabels, predict: Predict,
-                   params, cost=None) -> ImageLog:
+                   params, cost=None, clicker: CentreClicker | None = None) -> ImageLog:
     """Click, re-predict and (optionally) correct one image; see the module docstring.
     `cost` (flows.project.config.WorkloadParams) prices clicks and edits for
-    `stop_unpaid_clicks`."""
+    `stop_unpaid_clicks`; `clicker` makes the boxes of missing objects with `missing: click`."""
     rng = image_rng(params.seed, truth.id)
     item = store.get_labels(truth.id)
     w, h = item.image.width, item.image.height
@@ -142,12 +190,35 @@ def simulate_image(store: AnnotationStore, truth: ImageLabels, predict: Predict,
     log.start_error = edits_needed(history[0][1], truth)
     log.remaining_error = edits_needed(current, truth)
     if params.correct:
-        store.set_annotations(truth.id, corrected(current, truth))
+        gray = clicker.pixels(truth.id) if needs_clicker(params, clicker) else None
+        store.set_annotations(truth.id, corrected(current, truth,
+                                                  missing_made(params, rng, clicker, gray)))
+        if gray is not None:  # what the annotator labelled teaches the next clicks
+            clicker.learn(gray, outside_ignore(truth.annotations, truth.ignore))
     return log
 
 
-def corrected(current: list[Annotation], truth: ImageLabels) -> list[Annotation]:
-    """The ground truth, reusing the ids of the boxes it was edited from (moves, relabels)."""
+def needs_clicker(params, clicker: CentreClicker | None) -> bool:
+    """Whether missing objects are centre-clicked; click mode without images is an error."""
+    if params.missing == "click" and clicker is None:
+        raise ValueError("simulator.missing is click but the simulator was given no images "
+                         "to make boxes from (simulate_batch's clicker)")
+    return params.missing == "click"
+
+
+def missing_made(params, rng: np.random.Generator, clicker: CentreClicker | None,
+                 gray: np.ndarray | None) -> Callable[[Annotation], Provenance]:
+    """How a missing object gets its box: drawn (`missing: draw`) or centre-clicked."""
+    if gray is None:
+        return lambda target: SIMULATED
+    return lambda target: clicker.provenance(target, gray, params, rng)
+
+
+def corrected(current: list[Annotation], truth: ImageLabels,
+              made: Callable[[Annotation], Provenance] = lambda target: SIMULATED,
+              ) -> list[Annotation]:
+    """The ground truth, reusing the ids of the boxes it was edited from (moves, relabels);
+    a missing object's box gets the provenance `made(object)` (drawn: simulated)."""
     pairs = match(current, truth.annotations)
     out = []
     taken = set()
@@ -159,7 +230,7 @@ def corrected(current: list[Annotation], truth: ImageLabels) -> list[Annotation]
         else:
             out.append(replace(b, category=g.category, box=g.box, obox=g.obox,
                                difficult=g.difficult))
-    out += [replace(g, provenance=SIMULATED, id=None)
+    out += [replace(g, provenance=made(g), id=None)
             for j, g in enumerate(truth.annotations) if j not in taken]
     return out
 
@@ -168,13 +239,16 @@ def corrected(current: list[Annotation], truth: ImageLabels) -> list[Annotation]
 
 def simulate_batch(store: AnnotationStore, batch: int, truth: LabelSet, predict: Predict,
                    params, image_ids: list[str] | None = None,
-                   progress: bool = True, cost=None) -> list[ImageLog]:
+                   progress: bool = True, cost=None,
+                   clicker: CentreClicker | None = None) -> list[ImageLog]:
     """Annotate every image of `image_ids` (default: all of `truth`), then mark the batch done.
+    `clicker` (centre_clicker) is needed with `missing: click`.
 
     Problems on single images (a predictor failure, a refused box) are collected and raised
     together at the end, after the other images were annotated.
     """
     from tinyloop.progress import bar
+    needs_clicker(params, clicker)  # refuse before annotating anything
     gt = truth.by_id()
     ids = image_ids if image_ids is not None else [im.id for im in truth]
     logs, problems, unpaid_run, balance, clicks = [], [], 0, 0.0, 0
@@ -189,7 +263,8 @@ def simulate_batch(store: AnnotationStore, batch: int, truth: LabelSet, predict:
             or (params.give_up_when_behind and balance < 0))
         try:
             logs.append(simulate_image(store, gt[image_id], predict,
-                                       replace(params, rounds=0) if gave_up else params, cost))
+                                       replace(params, rounds=0) if gave_up else params, cost,
+                                       clicker))
         except Exception as e:  # noqa: BLE001 - report all images' problems together
             problems.append(f"{image_id}: {type(e).__name__}: {e}")
             continue

@@ -38,6 +38,13 @@ the annotator saw last (after the clicks: `refined`; without clicks that is the
 pre-annotation): added * T + deleted * T/2 + moved * move + relabeled * relabel (+ move
 when also moved). Reductions are against labeling every object of
 the batch by hand (#objects * T).
+
+Click mode (simulator.missing: click, issue #30): an added box whose provenance is
+`click_box` was made from a centre click, not drawn: it costs centre_click + box_verify when
+kept as produced (`click_accepted`) and + move when it had to be moved (`edited`,
+`click_fixed`) instead of T. Batch 1's `seconds` is its added boxes priced that way (all
+drawn: #objects * T, as before). Each batch's workload says how many added boxes were
+`drawn` / `click_accepted` / `click_fixed` and the seconds of each (`<kind>_seconds`).
 """
 from __future__ import annotations
 
@@ -52,6 +59,7 @@ from tinyloop.boxes import (in_ignore_regions, iou_matrix as box_iou_matrix, pol
                             polygons_in_ignore_regions)
 
 CATEGORIES = ("accepted", "moved", "relabeled", "deleted", "added")
+ADDED_KINDS = ("drawn", "click_accepted", "click_fixed")  # how an added box was made
 GEOMETRIES = ("auto", "box", "oriented")  # WorkloadParams.geometry
 
 
@@ -64,6 +72,8 @@ class ImageDiff:
     relabeled_moved: int = 0   # relabeled pairs whose IoU is also below the threshold
     deleted: int = 0
     added: int = 0
+    click_accepted: int = 0    # of `added`: made from a centre click, kept as produced
+    click_fixed: int = 0       # of `added`: made from a centre click, then moved
     ignored: int = 0           # boxes (either side) left out because they lie in ignore regions
     objects: int = 0           # final boxes outside ignore regions
     geometry: str = "box"      # the IoU it was matched by: "box" or "oriented"
@@ -78,6 +88,11 @@ class ImageDiff:
     def removals(self) -> int:
         """Rn of the loop paper: every pre-annotated box without such a match."""
         return self.deleted + self.moved + self.relabeled
+
+    @property
+    def drawn(self) -> int:
+        """Added boxes drawn by hand (the rest of `added` came from centre clicks)."""
+        return self.added - self.click_accepted - self.click_fixed
 
     @property
     def clicks(self) -> int:
@@ -96,7 +111,8 @@ class BatchDiff:
 
     def totals(self) -> dict[str, Any]:
         out: dict[str, Any] = {k: sum(getattr(d, k) for d in self.images)
-                               for k in (*CATEGORIES, "relabeled_moved", "ignored", "objects")}
+                               for k in (*CATEGORIES, "relabeled_moved", "ignored", "objects",
+                                         "click_accepted", "click_fixed")}
         out["images"] = len(self.images)
         out["oriented_images"] = sum(d.geometry == "oriented" for d in self.images)
         rounds: Counter[int] = Counter()
@@ -188,9 +204,18 @@ def diff_image(pre: list[Annotation], final: ImageLabels, iou: float,
             d.moved += 1
     d.deleted = len(pre_kept) - len(pairs)
     d.added = len(fin_kept) - len(pairs)
+    d.click_accepted, d.click_fixed = click_made(fin_kept, {j for _, j, _ in pairs})
     rounds = Counter(c.round for c in final.clicks)
     d.clicks_by_round = {r: rounds[r] for r in sorted(rounds)}
     return d
+
+
+def click_made(final: list[Annotation], matched: set[int]) -> tuple[int, int]:
+    """(kept as produced, moved) among the unmatched final boxes that a centre click made
+    (provenance `click_box`, `edited` once the annotator moved it; simulator.missing)."""
+    made = [a.provenance.edited for j, a in enumerate(final)
+            if j not in matched and a.provenance.source == "click_box"]
+    return made.count(False), made.count(True)
 
 
 def diff_batch(preannotations: LabelSet, final: LabelSet, iou: float = 0.5,
@@ -214,10 +239,30 @@ def click_seconds(clicks_by_round: dict[int, int], cost) -> float:
                for k in clicks_by_round.values() if k > 0)
 
 
+def added_seconds(d: ImageDiff, cost) -> dict[str, float]:
+    """Seconds of the added boxes by how they were made: drawn (T each), centre-clicked and
+    kept (click + verification) or centre-clicked and moved (+ move)."""
+    clicked = cost.centre_click_seconds + cost.box_verify_seconds
+    return {"drawn": d.drawn * cost.box_seconds,
+            "click_accepted": d.click_accepted * clicked,
+            "click_fixed": d.click_fixed * (clicked + cost.move_seconds)}
+
+
 def edit_seconds(d: ImageDiff, cost) -> float:
     T = cost.box_seconds
-    return (d.added * T + d.deleted * cost.removal_fraction * T + d.moved * cost.move_seconds
-            + d.relabeled * cost.relabel_seconds + d.relabeled_moved * cost.move_seconds)
+    return (sum(added_seconds(d, cost).values()) + d.deleted * cost.removal_fraction * T
+            + d.moved * cost.move_seconds + d.relabeled * cost.relabel_seconds
+            + d.relabeled_moved * cost.move_seconds)
+
+
+def made_by(images: list[ImageDiff], cost) -> dict[str, float]:
+    """How many added boxes were drawn, clicked-and-accepted and clicked-and-fixed, and the
+    seconds each cost (`<kind>` and `<kind>_seconds`)."""
+    out: dict[str, float] = {}
+    for kind in ADDED_KINDS:
+        out[kind] = sum(getattr(d, kind) for d in images)
+        out[f"{kind}_seconds"] = sum(added_seconds(d, cost)[kind] for d in images)
+    return out
 
 
 def workload(diff: BatchDiff, cost, first_batch: bool,
@@ -232,15 +277,15 @@ def workload(diff: BatchDiff, cost, first_batch: bool,
     T = cost.box_seconds
     objects = t["objects"]
     manual_seconds = objects * T
-    if first_batch:
+    edits_from = refined.images if refined is not None else diff.images
+    if first_batch:  # every box added: drawn, or centre-clicked in click mode
         an, rn, wb, wt = objects, 0, objects, objects * T
-        seconds = wt
+        seconds = sum(edit_seconds(d, cost) for d in diff.images)
     else:
         an = sum(d.additions for d in diff.images)
         rn = sum(d.removals for d in diff.images)
         wb = an + rn
         wt = an * T + rn * cost.removal_fraction * T
-        edits_from = refined.images if refined is not None else diff.images
         # an image the model showed nothing on and nobody clicked is drawn as by hand
         seconds = (sum(cost.accept_image_seconds for d in diff.images if d.shown or d.clicks)
                    + sum(click_seconds(d.clicks_by_round, cost) for d in diff.images)
@@ -253,13 +298,15 @@ def workload(diff: BatchDiff, cost, first_batch: bool,
         "clicks": t["clicks"], "clicks_by_round": _str_keys(t["clicks_by_round"]),
         "additions": an, "removals": rn, "WB": wb, "WT": wt, "seconds": seconds,
         "manual_boxes": objects, "manual_seconds": manual_seconds,
+        **made_by(edits_from, cost),
         **reductions({"WB": wb, "WT": wt, "seconds": seconds, "objects": objects,
                       "manual_seconds": manual_seconds}),
     }
 
 
 SUMMED = ("images", "objects", "clicks", "additions", "removals", "WB", "WT", "seconds",
-          "manual_boxes", "manual_seconds")
+          "manual_boxes", "manual_seconds",
+          *ADDED_KINDS, *(f"{k}_seconds" for k in ADDED_KINDS))
 REDUCTIONS = {  # % saved against labeling every object by hand: (spent, by hand)
     "reduction_WB_pct": ("WB", "objects"),
     "reduction_WT_pct": ("WT", "manual_seconds"),
