@@ -32,8 +32,14 @@ COLUMNS = [  # (key, header, format)
     ("seconds_reduction_cum", "time red. cum %", "{:.1f}"),
     ("wt_reduction_cum_iou07", "WT red. cum % @0.7", "{:.1f}"), ("map50", "mAP@.5", "{:.3f}"),
     ("min_score", "shown from score", "{:.2f}"),  # flows.min_score auto only
+    # simulator.missing click: how the added boxes were made, and what each kind cost
+    ("drawn", "drawn", "{}"), ("drawn_seconds", "drawn s", "{:.0f}"),
+    ("click_accepted", "click ok", "{}"), ("click_accepted_seconds", "click ok s", "{:.0f}"),
+    ("click_fixed", "click fixed", "{}"), ("click_fixed_seconds", "click fixed s", "{:.0f}"),
 ]
-OPTIONAL = {"min_score"}  # columns left out when no row has a value
+CLICK_MODE = ("drawn", "drawn_seconds", "click_accepted", "click_accepted_seconds",
+              "click_fixed", "click_fixed_seconds")
+OPTIONAL = {"min_score", *CLICK_MODE}  # columns left out when no row has a value
 
 
 def batch_rows(layout: ProjectLayout) -> list[dict]:
@@ -67,8 +73,16 @@ def batch_rows(layout: ProjectLayout) -> list[dict]:
             "map50": metrics.get("map50"),
             "no_map_reason": metrics.get("no_map_reason"),
             "min_score": _shown_from(layout, n),
+            **click_mode(w),
         })
     return rows
+
+
+def click_mode(w: dict) -> dict:
+    """The drawn / clicked-and-accepted / clicked-and-fixed counts and seconds of a batch
+    whose missing objects were centre-clicked (None otherwise: the columns stay hidden)."""
+    clicked = w.get("click_accepted", 0) + w.get("click_fixed", 0)
+    return {k: (w.get(k) if clicked else None) for k in CLICK_MODE}
 
 
 def _shown_from(layout: ProjectLayout, n: int) -> float | None:
