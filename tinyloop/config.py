@@ -4,11 +4,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from tinyloop.formats.registry import reader_names
+
+# the formats ingest reads, from the registry (a registered format is a valid data.format)
+InputFormat = Literal[reader_names()]
+
 
 @dataclass
 class DataParams:
     source: str = "data/sample/hit-uav"        # raw dataset root (images/ + labels)
-    format: Literal["voc", "rolabelimg", "coco", "yolo", "dota"] = "voc"
+    format: InputFormat = "voc"
     images_dir: str = "images"
     labels: str = "labels"                   # labels dir (VOC/roLabelImg/YOLO/DOTA) or COCO file
     oriented_labels: str | None = "labels_rotated"  # roLabelImg dir merged in as oriented boxes

@@ -36,24 +36,22 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
-from tqdm import tqdm
-
 from tinyloop.annotations import (Annotation, AnnotationError, IgnoreRegion, ImageLabels,
                                   ImageRecord, LabelSet)
 from tinyloop.atomic import write_json_atomic
 from tinyloop.cocofile import write_labels
 from tinyloop.config import DataParams
-from tinyloop.formats import FORMATS, FormatError, LabelFile
+from tinyloop.formats import FormatError, LabelFile
 from tinyloop.formats.coco import read_coco
 from tinyloop.formats.detect import image_list_paths, is_image_list, looks_like_label_lines
-from tinyloop.formats.dota import read_dota
+from tinyloop.formats.registry import LabelReader, reader, reader_names
 from tinyloop.formats.voc import read_voc
-from tinyloop.formats.yolo import YoloNames, find_yolo_names, read_yolo
+from tinyloop.formats.yolo import YoloNames, find_yolo_names
 from tinyloop.hituav import hituav_metadata
 from tinyloop.images import (IMAGE_EXTENSIONS, ImageError, ImageInfo, inspect_image,
                              is_image_file)
+from tinyloop.progress import bar
 
-LABEL_SUFFIX = {"voc": ".xml", "rolabelimg": ".xml", "yolo": ".txt", "dota": ".txt"}
 MIN_MATCH_IOU = 0.3  # HIT-UAV's VOC and roLabelImg boxes of one object overlap >= 0.70
 
 
@@ -179,10 +177,11 @@ def import_dataset(root: str | os.PathLike, data: DataParams, progress: bool = T
         raise DatasetError(f"{printable(str(root))}: the dataset path is not valid UTF-8, "
                            "so no labels file can name its images; rename the folders to "
                            "UTF-8 names (`convmv -f latin1 -t utf8 -r --notest DIR`)")
-    if data.format not in FORMATS:
-        raise DatasetError(f"unknown format {data.format!r}; expected one of {FORMATS}")
+    if data.format not in reader_names():
+        raise DatasetError(f"unknown format {data.format!r}; expected one of "
+                           f"{reader_names()}")
     report = ImportReport(str(root), data.format)
-    if data.format == "coco":
+    if reader(data.format).suffix is None:  # one labels file for the dataset (COCO)
         sources = _coco_sources(root, data, report)
     else:
         yolo = _yolo_names(root, root / data.labels, report) \
@@ -250,7 +249,7 @@ class _Source:
 def no_images_message(root: Path, data: DataParams) -> str:
     """Why an import found no image at all: where it looked, and what the folder looks like
     instead (a dataset that imports nothing must stop here, not in the features step)."""
-    if data.format == "coco":
+    if reader(data.format).suffix is None:
         where = (f"the COCO file {data.labels} lists no images (its \"images\" list is "
                  "empty)")
     else:
@@ -293,7 +292,8 @@ def _directory_sources(root: Path, data: DataParams, report: ImportReport,
         return sources
     report.has_labels = True
     by_rel = {_rel_key(root / s.path, images_dir): i for i, s in sources.items()}
-    suffix = LABEL_SUFFIX[data.format]
+    fmt = reader(data.format)
+    suffix = fmt.suffix
     yolo_names = yolo.names if yolo is not None else None
     oriented_dir = root / data.oriented_labels if data.format == "voc" and \
         data.oriented_labels else None
@@ -314,7 +314,7 @@ def _directory_sources(root: Path, data: DataParams, report: ImportReport,
             image_lists.append(label_path)
             continue
         try:
-            lf = _read_label_file(data.format, label_path)
+            lf = _read_label_file(fmt, label_path)
         except FormatError as e:
             report.add(e.file, e.message, e.fix or "fix or re-export the label file",
                        kind="label file")
@@ -334,7 +334,7 @@ def _directory_sources(root: Path, data: DataParams, report: ImportReport,
             continue
         claimed[image_id] = label_path
         src = sources[image_id]
-        if data.format == "yolo":
+        if fmt.read_sized is not None:  # read once the image size is known
             src.label_path = label_path
             src.labels = LabelFile(source=label_path, metadata={"yolo_names": yolo_names})
         else:
@@ -441,12 +441,9 @@ def _listed_path(line: str, list_path: Path, root: Path) -> Path:
     return (root / listed).resolve()
 
 
-def _read_label_file(fmt: str, path: Path) -> LabelFile:
-    if fmt in ("voc", "rolabelimg"):
-        return read_voc(path)  # one XML reader: it knows <bndbox> and <robndbox>
-    if fmt == "dota":
-        return read_dota(path)
-    return LabelFile(source=path)  # yolo: parsed once the image size is known
+def _read_label_file(fmt: LabelReader, path: Path) -> LabelFile:
+    """The file read now; only its path for a format read once the image size is known."""
+    return fmt.read(path) if fmt.read is not None else LabelFile(source=path)
 
 
 def _read_oriented(path: Path, report: ImportReport) -> LabelFile | None:
@@ -678,8 +675,8 @@ def _check_images(root: Path, sources: dict[str, _Source], data: DataParams,
     # Pillow releases the GIL while decoding: threads give a real speed-up on big images.
     with ThreadPoolExecutor(max(1, workers)) as pool:
         results = pool.map(inspect, ids)
-        for image_id, info in tqdm(zip(ids, results), total=len(ids), unit="img",
-                                   desc="checking images", disable=not progress):
+        for image_id, info in bar(zip(ids, results), total=len(ids), unit="img",
+                                  desc="checking images", enabled=progress):
             src = sources[image_id]
             if isinstance(info, ImageError):
                 report.add(src.path, f"{info.reason}; the image and its labels were "
@@ -693,9 +690,10 @@ def _image_labels(image_id: str, src: _Source, info: ImageInfo, data: DataParams
                   splits: dict[str, str], report: ImportReport) -> ImageLabels:
     metadata = _metadata(image_id, src, info, splits, data)
     lf = src.labels
-    if src.label_path is not None:  # yolo: normalised, needs the size
+    if src.label_path is not None:  # normalised (YOLO): read now the size is known
         try:
-            lf = read_yolo(src.label_path, lf.metadata["yolo_names"], info.width, info.height)
+            lf = reader(data.format).read_sized(src.label_path, lf.metadata, info.width,
+                                                info.height)
         except FormatError as e:
             report.add(e.file, e.message + "; its labels were left out", e.fix, kind="label file")
             lf = None

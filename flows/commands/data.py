@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from flows.commands.base import CliProject, Verb, project_option
-from tinyloop.formats import EXPORT_FORMATS, FORMATS
+from tinyloop.formats.registry import reader_names, writer_names
 
 FORMAT_HELP = ("voc (Pascal VOC XML), rolabelimg (XML with <robndbox>), yolo (txt, "
                "normalised), dota (labelTxt polygons), coco (JSON file)")
@@ -79,9 +79,9 @@ def _stats_arguments(p: argparse.ArgumentParser) -> None:
 def _convert_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help="dataset root (holds the images directory)")
     p.add_argument("out", help="output directory")
-    p.add_argument("--from", dest="src_format", required=True, choices=FORMATS,
+    p.add_argument("--from", dest="src_format", required=True, choices=reader_names(),
                    help=FORMAT_HELP)
-    p.add_argument("--to", dest="dst_format", required=True, choices=EXPORT_FORMATS,
+    p.add_argument("--to", dest="dst_format", required=True, choices=writer_names(),
                    help="output format")
     p.add_argument("--labels", help="labels directory or COCO file, relative to SOURCE "
                                     "(default: params data.labels)")
@@ -94,7 +94,7 @@ def _convert_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _export_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--format", required=True, choices=EXPORT_FORMATS, help="output format")
+    p.add_argument("--format", required=True, choices=writer_names(), help="output format")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--labels", help="labels file to export (default: the project's ground "
                                     "truth)")
@@ -106,7 +106,7 @@ def _export_arguments(p: argparse.ArgumentParser) -> None:
 def _source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", help="dataset root (default: params data.source, relative to "
                                     "the folder of params.yaml)")
-    p.add_argument("--format", choices=FORMATS, help=f"label format (default: params "
+    p.add_argument("--format", choices=reader_names(), help=f"label format (default: params "
                                                      f"data.format): {FORMAT_HELP}")
     p.add_argument("--labels", dest="labels_path",
                    help="labels directory or COCO file, relative to the source "

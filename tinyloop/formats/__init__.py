@@ -16,7 +16,9 @@ and the configured classes. Writers take a `LabelSet` (already checked).
 | coco       | coco.py       | COCO JSON (+ tinyloop extensions); | same; FiftyOne-ready plain   |
 |            |               | unknown keys get a did-you-mean    | COCO                         |
 
-detect.py finds which of these a dataset folder holds, and its folders and classes
+registry.py holds them by name (each module registers its reader and writers): ingest,
+export, `data.format` and the CLI's choices ask it, so a new format is a new module plus a
+line in FORMAT_MODULES. detect.py finds which of these a dataset folder holds, and its folders and classes
 (`detect_layout`, what `tinyloop init --source` writes into params.yaml); it also tells a
 darknet split list (`train.txt`: image paths) from a label file.
 
@@ -35,11 +37,6 @@ from typing import Any, Sequence
 
 from tinyloop.annotations import (Annotation, AnnotationError, Box, Click, IgnoreRegion,
                                   OrientedBox)
-
-FORMATS = ("voc", "rolabelimg", "yolo", "dota", "coco")
-EXPORT_FORMATS = ("voc", "rolabelimg", "yolo", "yolo-obb", "yolo-dataset", "dota", "coco",
-                  "fiftyone-coco")
-
 
 class FormatError(ValueError):
     """A label file that cannot be parsed; names the file (and line) and the fix."""

@@ -27,6 +27,8 @@ from tinyloop.annotations import LabelSet
 from tinyloop.atomic import write_json_atomic
 from tinyloop.cocofile import from_coco, write_labels
 from tinyloop.formats import FormatError, LabelFile
+from tinyloop.formats.registry import (LabelReader, LabelWriter, register_reader,
+                                        register_writer)
 
 
 # Keys this reader uses, and keys other COCO tools commonly write that carry nothing tinyloop
@@ -265,3 +267,17 @@ def export_fiftyone_coco(labels: LabelSet, path: str | os.PathLike,
                          include_ignore: bool = True) -> Path:
     """Write `fiftyone_coco(labels)` atomically; see the module docstring."""
     return write_json_atomic(path, fiftyone_coco(labels, include_ignore))
+
+
+def _write_coco(labels: LabelSet, out: Path, image_root=None) -> Path:
+    return export_coco(labels, out / "labels.json")
+
+
+def _write_fiftyone_coco(labels: LabelSet, out: Path, image_root=None) -> Path:
+    return export_fiftyone_coco(labels, out / "labels.json")
+
+
+# one file for the whole dataset (data.labels): ingest reads it with read_coco
+register_reader(LabelReader("coco", None))
+register_writer(LabelWriter("coco", _write_coco))
+register_writer(LabelWriter("fiftyone-coco", _write_fiftyone_coco))

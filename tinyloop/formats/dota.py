@@ -27,6 +27,8 @@ from tinyloop.atomic import write_text_atomic
 from tinyloop.formats import (FormatError, LabelFile, corners_box, label_name, oriented_box,
                               read_label_lines)
 from tinyloop.formats.voc import fmt_number
+from tinyloop.formats.registry import (LabelReader, LabelWriter, register_reader,
+                                        register_writer, written_to)
 
 HEADER_KEYS = ("imagesource", "gsd")
 
@@ -108,3 +110,7 @@ def export_dota(labels: LabelSet, out_dir: str | os.PathLike) -> list[Path]:
     out_dir = Path(out_dir)
     return [write_text_atomic(out_dir / label_name(item.id, ".txt"), dota_lines(item))
             for item in labels.images]
+
+
+register_reader(LabelReader("dota", ".txt", read=read_dota))
+register_writer(LabelWriter("dota", written_to(export_dota)))

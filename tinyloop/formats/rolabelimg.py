@@ -17,6 +17,8 @@ from tinyloop.annotations import ImageLabels, LabelSet
 from tinyloop.atomic import write_text_atomic
 from tinyloop.formats import LabelFile, label_name
 from tinyloop.formats import voc
+from tinyloop.formats.registry import (LabelReader, LabelWriter, register_reader,
+                                        register_writer, written_to)
 
 
 def read_rolabelimg(path: str | os.PathLike) -> LabelFile:
@@ -71,3 +73,7 @@ def export_rolabelimg(labels: LabelSet, out_dir: str | os.PathLike) -> list[Path
     out_dir = Path(out_dir)
     return [write_text_atomic(out_dir / label_name(item.id, ".xml"), rolabelimg_xml(item))
             for item in labels.images]
+
+
+register_reader(LabelReader("rolabelimg", ".xml", read=read_rolabelimg))
+register_writer(LabelWriter("rolabelimg", written_to(export_rolabelimg)))

@@ -15,6 +15,8 @@ from pathlib import Path, PurePosixPath
 from tinyloop.annotations import Annotation, Box, ImageLabels, LabelSet, OrientedBox
 from tinyloop.atomic import write_text_atomic
 from tinyloop.formats import FormatError, LabelFile, label_name
+from tinyloop.formats.registry import (LabelReader, LabelWriter, register_reader,
+                                        register_writer, written_to)
 
 
 def read_voc(path: str | os.PathLike) -> LabelFile:
@@ -138,3 +140,7 @@ def _int(parent: ET.Element, tag: str, path: Path) -> int | None:
     except ValueError:
         raise FormatError(path, f"<size><{tag}> is {text!r}, not a number",
                           "fix the image size in the label file") from None
+
+
+register_reader(LabelReader("voc", ".xml", read=read_voc))
+register_writer(LabelWriter("voc", written_to(export_voc)))

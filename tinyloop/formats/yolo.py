@@ -43,6 +43,8 @@ from tinyloop.annotations import (Annotation, Box, ImageLabels, LabelSet, Orient
 from tinyloop.atomic import write_text_atomic
 from tinyloop.formats import (FormatError, LabelFile, corners_box, label_name,
                               oriented_box, read_label_lines)
+from tinyloop.formats.registry import (LabelReader, LabelWriter, register_reader,
+                                        register_writer, written_to)
 
 DECIMALS = 6
 
@@ -349,3 +351,28 @@ def _write_masked(src: Path, dst: Path, boxes: list[Box]) -> None:
         if dst.suffix == ".png" and im.mode not in PNG_MODES:
             im = im.convert("RGB")              # CMYK / YCbCr JPEGs
         im.save(dst)
+
+
+def _read_sized(path: Path, metadata: dict, width: int, height: int) -> LabelFile:
+    """YOLO lines are normalised: read once the image size is known, with the names ingest
+    found for the dataset (metadata["yolo_names"])."""
+    return read_yolo(path, metadata["yolo_names"], width, height)
+
+
+def _write_oriented(labels: LabelSet, out: Path, image_root=None) -> Path:
+    export_yolo(labels, out, oriented=True)
+    return out
+
+
+def _write_dataset(labels: LabelSet, out: Path, image_root=None) -> Path:
+    root = image_root or labels.info.get("dataset_root")
+    if root is None:
+        raise ValueError("yolo-dataset export needs the image root (--image-root): the "
+                         "labels file does not say where its images are")
+    return export_yolo_dataset(labels, root, out)
+
+
+register_reader(LabelReader("yolo", ".txt", read_sized=_read_sized))
+register_writer(LabelWriter("yolo", written_to(export_yolo)))
+register_writer(LabelWriter("yolo-obb", _write_oriented))
+register_writer(LabelWriter("yolo-dataset", _write_dataset))
