@@ -4,6 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from features.ordering import ordering_names
+
+# the orderings order_pool knows, from the registry (a registered one is a valid order.method)
+OrderMethod = Literal[ordering_names()]
+
 
 @dataclass
 class SimNetParams:
@@ -52,7 +57,7 @@ class FeaturesParams:
 
 @dataclass
 class OrderParams:
-    method: Literal["dissimilar", "similar", "random", "temporal"] = "dissimilar"
+    method: OrderMethod = "dissimilar"
     first_batch_size: int = 10  # B1, labelled from scratch
     batch_size: int = 10        # every later batch
     seed: int = 0               # random starts / random shuffle; same seed, same order

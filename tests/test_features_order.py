@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from features import order as order_mod
+from features import order_farthest
 from features.config import OrderParams
 from features.order import (OrderError, cut_batches, farthest_first, order_pool,
                             order_vectors, read_order, temporal_order, two_level)
@@ -31,7 +32,7 @@ LINE = np.array([[0.0], [1.0], [3.0], [7.0], [8.0]], np.float32)
 def ff_path(request, monkeypatch):
     """Run each exact test through both code paths (precomputed matrix, one pass per pick)."""
     if request.param == "per_pick":
-        monkeypatch.setattr(order_mod, "MATRIX_BUDGET_BYTES", 0)
+        monkeypatch.setattr(order_farthest, "MATRIX_BUDGET_BYTES", 0)
     return request.param
 
 
@@ -56,7 +57,7 @@ def test_2d_square_with_centre(ff_path):
 def test_exact_paths_agree_on_random_data(monkeypatch):
     x = np.random.default_rng(0).normal(size=(300, 16)).astype(np.float32)
     a = farthest_first(x, [5], device="cpu")
-    monkeypatch.setattr(order_mod, "MATRIX_BUDGET_BYTES", 0)
+    monkeypatch.setattr(order_farthest, "MATRIX_BUDGET_BYTES", 0)
     b = farthest_first(x, [5], device="cpu")
     assert a.tolist() == b.tolist()
     assert sorted(a.tolist()) == list(range(300))

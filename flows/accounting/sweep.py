@@ -32,7 +32,12 @@ FEATURES = {  # name -> params overrides
 }
 
 
-FEATURE_FREE = {"random", "temporal"}  # orderings that ignore the embeddings
+
+
+def _feature_free(name: str) -> bool:
+    """An ordering that ignores the embeddings gives the same cell for every feature set."""
+    from features.ordering import ordering
+    return not ordering(name).uses_embeddings
 
 
 def table1_row(layout: ProjectLayout) -> dict:
@@ -102,7 +107,7 @@ def sweep(base: str, orderings: list[str], preannotators: list[str],
     ran: dict[tuple[str, str], dict] = {}  # (ordering, pre) -> row, feature-free orderings
     for ordering, pre, feat in itertools.product(orderings, preannotators, features):
         name = f"{ordering}-{pre}-{feat}"
-        if ordering in FEATURE_FREE and (ordering, pre) in ran:
+        if _feature_free(ordering) and (ordering, pre) in ran:
             rows.append({**ran[ordering, pre], "features": feat,
                          "same_as": ran[ordering, pre]["cell"]})
             write_table1(out_dir, rows)
@@ -124,7 +129,7 @@ def sweep(base: str, orderings: list[str], preannotators: list[str],
             simulate(str(root))
             row = {"ordering": ordering, "preannotator": pre, "features": feat, "cell": name,
                    **table1_row(layout)}
-            if ordering in FEATURE_FREE:
+            if _feature_free(ordering):
                 ran[ordering, pre] = row
         except Exception as e:  # noqa: BLE001 - one failed cell (e.g. no ImageNet weights)
             row = {"ordering": ordering, "preannotator": pre, "features": feat,

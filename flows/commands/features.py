@@ -32,7 +32,8 @@ def verbs() -> list[Verb]:
         Verb("data", "order", cmd_data_order, _order_arguments, alias="order",
              help="order the pool and cut it into batches (data/order.json)",
              description="Order the whole pool with params.yaml `order` (dissimilar = "
-                         "farthest-first, similar, random, temporal) and cut the order into "
+                         "farthest-first, similar, random, temporal: features/ordering.py "
+                         "lists them) and cut the order into "
                          "batches: the first holds order.first_batch_size images, the rest "
                          "order.batch_size. Writes data/order.json {image_id: {position, "
                          "batch}} atomically. When the pool has grown, existing positions "
@@ -102,12 +103,13 @@ def cmd_data_embed(args: argparse.Namespace, project: CliProject) -> int:
 def cmd_data_order(args: argparse.Namespace, project: CliProject) -> int:
     from features.embed import load_store
     from features.order import OrderError, order_pool
+    from features.ordering import ordering
     from tinyloop.params import ParamsError
     try:
         params, layout, pool = _setup(project)
         records = [im.image for im in pool.images]
         op = params.order
-        if op.method in ("dissimilar", "similar"):
+        if ordering(op.method).uses_embeddings:
             store = load_store(layout.features)
             if store is None:
                 raise OrderError(f"no embeddings in {layout.features}; run `tinyloop embed`")

@@ -127,8 +127,9 @@ def _resume_arguments(p: argparse.ArgumentParser) -> None:
 
 def _sweep_arguments(p: argparse.ArgumentParser) -> None:
     project_option(p, help=PROJECT_HELP)
+    from features.ordering import ordering_names
     p.add_argument("--orderings", nargs="+", default=["random", "dissimilar"],
-                   choices=["random", "dissimilar", "similar", "temporal"])
+                   choices=ordering_names())
     p.add_argument("--preannotators", nargs="+", default=["c3det"],
                    choices=["c3det", "plain"])
     p.add_argument("--features", nargs="+", default=["random-init"],
