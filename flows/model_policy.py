@@ -33,6 +33,7 @@ from flows.accounting.workload import NONE_SHOWN, best_threshold, wt_by_threshol
 from tinyloop.cocofile import read_labels
 from tinyloop.annotations import ImageLabels, LabelSet
 from tinyloop.atomic import copy_file_atomic, write_json_atomic
+from tinyloop.progress import bar
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,8 @@ def savings_by_threshold(p, model_path: Path, truth: LabelSet,
         every_box = every_box_predictor(p, model_path)
         scored = LabelSet(truth.categories, [
             ImageLabels(i.image, every_box.scored(str(p.source / i.image.path)))
-            for i in truth.images])
+            for i in bar(truth.images, desc=f"score cut of {model_path.parent.name}",
+                         unit="image")])
     return wt_by_threshold(scored, truth, p.params.workload, THRESHOLDS)
 
 

@@ -96,7 +96,7 @@ def import_pool(p, keep_going: bool = False) -> PoolImport:
         report = json.loads(lay.import_report.read_text(encoding="utf-8"))
         return PoolImport(report, False, _up_to_date_line(lay, report))
     from tinyloop.ingest import import_dataset, nothing_imported
-    labels, report = import_dataset(p.source, p.params.data, progress=False)
+    labels, report = import_dataset(p.source, p.params.data)
     summary = f"{report.summary()}\nimport report: {lay.import_report}"
     if nothing_imported(report):
         stamp_path(lay).unlink(missing_ok=True)
