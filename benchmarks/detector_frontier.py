@@ -61,6 +61,7 @@ VARIANTS: dict[str, dict] = {
     "fpn64_frozen8": {"fpn_channels": 64, "box_head_dim": 1024, "freeze_through_stride": 8},
     "fpn64_head256_roi64_frozen8": {"fpn_channels": 64, "box_head_dim": 256,
                                     "roi_batch_size": 64, "freeze_through_stride": 8},
+    "fpn64_lf64": {"fpn_channels": 64, "box_head_dim": 1024, "lf_channels": 64},
     "full_cut": {"fpn_channels": 64, "box_head_dim": 256, "roi_batch_size": 64,
                  "freeze_through_stride": 8, "rpn_proposals_train": 500},
 }
@@ -135,7 +136,7 @@ def cmd_speed(a) -> None:
     for name in names:
         p = variant_params(name, 1, 0, a.amp_dtype)
         torch.manual_seed(0)
-        models[name] = build_model("plain", len(labels.categories), p).train()
+        models[name] = build_model(a.kind, len(labels.categories), p).train()
         opts[name] = torch.optim.SGD([q for q in models[name].parameters() if q.requires_grad],
                                      lr=0.001, momentum=0.9)
     tp = variant_params(names[0], 1, 0, a.amp_dtype).train
@@ -161,7 +162,8 @@ def cmd_speed(a) -> None:
     rows = [{"model": n, "cpu_s_per_crop": cpu[n] / crops,
              "vs_today": cpu[n] / base if base else None} for n in names]
     doc = json.loads(RESULT.read_text()) if RESULT.exists() else {"rows": []}
-    doc["speed"] = {"date": time.strftime("%Y-%m-%d"), "machine": MACHINE,
+    doc["speed" if a.kind == "plain" else f"speed_{a.kind}"] = {
+                    "date": time.strftime("%Y-%m-%d"), "machine": MACHINE, "kind": a.kind,
                     "dtype": str(dtype or torch.float32).removeprefix("torch."),
                     "crop": tp.crop_size, "batch": 4, "steps": a.steps, "threads": a.threads,
                     "rows": rows}
@@ -217,16 +219,21 @@ def markdown(doc: dict) -> str:
                      f"{r['train_images']} | {r['epochs']} | {r['dtype']} | "
                      f"{r['train_cpu_s']:.0f} | {r['cpu_s_per_crop']:.3f} | {r['map50']:.1f} | "
                      f"{small} | {r['wt_pct']:+.1f} | {r['machine']} |")
-    if doc.get("speed"):
-        s = doc["speed"]
-        lines += ["", f"## Cost per crop, side by side ({s['machine']}, {s['date']})", "",
-                  f"One process, the variants' training steps interleaved ({s['steps']} steps of "
-                  f"{s['batch']} {s['crop']} px crops each, {s['dtype']}, {s['threads']} "
-                  "thread), so the machine's load falls on all alike.", "",
-                  "| model | CPU-s / crop | vs today |", "|---|---|---|"]
-        lines += [f"| {r['model']} | {r['cpu_s_per_crop']:.3f} | {r['vs_today']:.2f}x |"
-                  for r in s["rows"]]
+    for key in ("speed", "speed_c3det"):
+        if doc.get(key):
+            lines += _speed_lines(doc[key])
     return "\n".join(lines) + "\n"
+
+
+def _speed_lines(s: dict) -> list[str]:
+    return ["", f"## Cost per crop, side by side: {s.get('kind', 'plain')} "
+                f"({s['machine']}, {s['date']})", "",
+            f"One process, the variants' training steps interleaved ({s['steps']} steps of "
+            f"{s['batch']} {s['crop']} px crops each, {s['dtype']}, {s['threads']} thread), "
+            "so the machine's load falls on all alike.", "",
+            "| model | CPU-s / crop | vs today |", "|---|---|---|"] + [
+        f"| {r['model']} | {r['cpu_s_per_crop']:.3f} | {r['vs_today']:.2f}x |"
+        for r in s["rows"]]
 
 
 def _plot(rows: list[dict]) -> None:
@@ -264,6 +271,8 @@ def main() -> None:
     s = sub.add_parser("speed", help="CPU-seconds per crop of each variant, side by side")
     s.add_argument("--models", nargs="*", choices=list(VARIANTS))
     s.add_argument("--steps", type=int, default=8)
+    s.add_argument("--kind", choices=["plain", "c3det"], default="plain",
+                   help="the detector kind (c3det: simulated clicks, the click branch)")
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--amp-dtype", choices=["auto", "float32", "bfloat16"], default="auto")
     sub.add_parser("report", help="collect the runs into the JSON, the plot and the page")
