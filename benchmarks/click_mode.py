@@ -38,7 +38,7 @@ from c3det.image_click_box import ClickBoxParams, ImageClickBoxer, gray_image  #
 from c3det_map_vs_clicks import DATA, load_hituav  # noqa: E402
 from flows.accounting.simulator import CentreClicker, simulate_batch  # noqa: E402
 from flows.accounting.workload import batch_workload, outside_ignore  # noqa: E402
-from flows.annotate.annotation_store import FileStore  # noqa: E402
+from flows.annotate.file_store import FileStore  # noqa: E402
 from flows.project.config import SimulatorParams, WorkloadParams  # noqa: E402
 from tinyloop.annotations import ImageLabels, LabelSet  # noqa: E402
 

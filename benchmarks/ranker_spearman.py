@@ -32,7 +32,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from flows.annotate.annotation_store import MemoryStore  # noqa: E402
+from flows.annotate.memory_store import MemoryStore  # noqa: E402
 from flows.project.config import SimulatorParams  # noqa: E402
 from flows.accounting.degraded_predictor import DegradedTruthPredictor  # noqa: E402
 from flows.accounting.ranker import (FEATURES, QualityRanker, feature_matrix,  # noqa

@@ -31,7 +31,7 @@ def main() -> int:
     from flows.commands.demo import DEMO_PARAMS, SAMPLE
     from flows.project.init import init_project
     from flows.runtime import prefect_env
-    from flows.accounting.sweep import format_table1, sweep
+    from flows.sweep import format_table1, sweep
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--orderings", nargs="+", default=ORDERINGS)
@@ -69,7 +69,7 @@ def main() -> int:
 
 def write_page(doc: dict) -> None:
     """docs/benchmarks/table1.md from a results document."""
-    from flows.accounting.sweep import format_table1
+    from flows.sweep import format_table1
     runs = doc["runs"]
     (REPO / "docs/benchmarks/table1.md").write_text(
         "# Table 1 on the bundled sample: workload reduction % vs fully manual labeling\n\n"

@@ -1,5 +1,5 @@
 """The loop as Prefect flows: `prepare`, `iteration`, `simulate` (and `sweep`,
-flows/accounting/sweep.py).
+flows/sweep.py).
 
     prepare    ingest -> [train SimNet] -> features (fan-out) -> order -> version the pool
                (a params.yaml `data` edit re-imports and rebuilds: flows/project/pool_import.py)

@@ -290,12 +290,9 @@ def preannotate(p: Project, n: int) -> LabelSet:
 
 
 def open_store(p: Project) -> AnnotationStore:
-    """The annotation store named by flows.store."""
-    if p.params.flows.store == "fiftyone":
-        from flows.annotate.fiftyone_store import FiftyOneStore
-        return FiftyOneStore(p.layout.root, p.params)
-    from flows.annotate.annotation_store import FileStore
-    return FileStore(p.layout.root)
+    """The annotation store named by flows.store (flows/annotate/stores.py)."""
+    from flows.annotate.stores import open_store as open_named_store
+    return open_named_store(p.layout.root, p.params)
 
 
 def publish(p: Project, store: AnnotationStore, n: int, *, fresh: bool = False) -> list[str]:

@@ -9,7 +9,7 @@ import pytest
 from c3det.image_click_box import ClickBoxParams, ImageClickBoxer, SizePrior
 from flows.accounting.simulator import CentreClicker, simulate_batch
 from flows.accounting.workload import batch_workload
-from flows.annotate.annotation_store import FileStore
+from flows.annotate.file_store import FileStore
 from flows.project.config import SimulatorParams, WorkloadParams
 from tinyloop.annotations import Annotation, Box, ImageLabels, ImageRecord, LabelSet
 from tinyloop.boxes import iou_matrix

@@ -69,7 +69,7 @@ def test_store_edit_racing_another_writer_is_retried_not_lost(project, monkeypat
     root, pre, ds, name = project
     image = pre.images[1].id
     store, other = FiftyOneStore(root, name), FiftyOneStore(root, name)
-    real = fiftyone_store.fsync._detections
+    real = fiftyone_store.fconvert.detections_of
     raced = {"n": 0}
 
     def racing_detections(anns, w, h):  # another writer saves between our read and write
@@ -78,10 +78,10 @@ def test_store_edit_racing_another_writer_is_retried_not_lost(project, monkeypat
             other.add_click(image, fiftyone_store.fsync.Click(50, 60, "Car", 2))
         return real(anns, w, h)
 
-    monkeypatch.setattr(fiftyone_store.fsync, "_detections", racing_detections)
+    monkeypatch.setattr(fiftyone_store.fconvert, "detections_of", racing_detections)
     kept = store.get_labels(image).annotations[:1]
     store.set_annotations(image, kept)
-    monkeypatch.setattr(fiftyone_store.fsync, "_detections", real)
+    monkeypatch.setattr(fiftyone_store.fconvert, "detections_of", real)
     labels = store.get_labels(image)
     assert [a.id for a in labels.annotations] == [kept[0].id]   # our edit landed
     assert labels.clicks[-1].round == 2                          # and so did theirs
@@ -90,13 +90,14 @@ def test_store_edit_racing_another_writer_is_retried_not_lost(project, monkeypat
         other.add_click(image, fiftyone_store.fsync.Click(1, 1, "Car", 3))
         return real(anns, w, h)
 
-    monkeypatch.setattr(fiftyone_store.fsync, "_detections", always_racing)
+    monkeypatch.setattr(fiftyone_store.fconvert, "detections_of", always_racing)
     with pytest.raises(EditConflict):
         FiftyOneStore(root, name, retries=2).set_annotations(image, kept)
 
 
 def test_refine_with_clicks_never_touches_edited_boxes(project):
     import fiftyone as fo
+    from flows.annotate import fiftyone_convert as fconvert, fiftyone_refine as frefine
     from flows.annotate import fiftyone_sync as fsync
     root, pre, ds, name = project
     sample = [s for s in ds if s["image_id"] == pre.images[0].id][0]
@@ -114,7 +115,7 @@ def test_refine_with_clicks_never_touches_edited_boxes(project):
                 Annotation("Bicycle", Box(318, 254, 330, 262), provenance=Provenance(
                     "click_refined", "iter-001", 0.8))]
 
-    counts = fsync.refine_samples(ds, [sample.id], predict)
+    counts = frefine.refine_samples(ds, [sample.id], predict)
     assert counts == {"samples": 1, "replaced": 2, "kept": 1}
     assert [c.category for c in seen[0]] == ["Car", "Bicycle"]  # file click + drawn click
     assert seen[0][1].round == 2
@@ -132,9 +133,10 @@ def test_refine_with_clicks_never_touches_edited_boxes(project):
 
 
 def test_mark_batch_done_signals_the_flow(project):
+    from flows.annotate import fiftyone_convert as fconvert, fiftyone_refine as frefine
     from flows.annotate import fiftyone_sync as fsync
     root, pre, ds, name = project
-    fsync.mark_batch_done(ds, root, 1)
+    frefine.mark_batch_done(ds, root, 1)
     assert (root / "data" / "batches" / "001" / "done").exists()
     assert set(ds.values("review_status")) == {"done"}
 

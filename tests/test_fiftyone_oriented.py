@@ -20,6 +20,7 @@ CORRECTIONS_ORIENTED = "corrections_oriented"
 
 @pytest.fixture
 def project(tmp_path, mongo_uri):
+    from flows.annotate import fiftyone_convert as fconvert, fiftyone_refine as frefine
     from flows.annotate import fiftyone_sync as fsync
     images_dir, pre = make_oriented_project(tmp_path)
     name = unique_name("oriented")
@@ -50,12 +51,14 @@ def _as_prediction(ann: Annotation, provenance: Provenance) -> Annotation:
 
 
 def _pulled(root, name, image_id: str) -> dict[str, Annotation]:
+    from flows.annotate import fiftyone_convert as fconvert, fiftyone_refine as frefine
     from flows.annotate import fiftyone_sync as fsync
     labels = fsync.pull_batch(root, 1, name).labels.by_id()[image_id]
     return {a.id: a for a in labels.annotations}
 
 
 def test_push_shows_every_oriented_box_as_a_polyline_linked_to_its_detection(project):
+    from flows.annotate import fiftyone_convert as fconvert, fiftyone_refine as frefine
     from flows.annotate import fiftyone_sync as fsync
     from tinyloop.cocofile import read_labels
     root, pre, ds, name = project
@@ -78,6 +81,7 @@ def test_push_shows_every_oriented_box_as_a_polyline_linked_to_its_detection(pro
 
 
 def test_untouched_oriented_boxes_come_back_exactly(project):
+    from flows.annotate import fiftyone_convert as fconvert, fiftyone_refine as frefine
     from flows.annotate import fiftyone_sync as fsync
     root, pre, ds, name = project
     first = fsync.pull_batch(root, 1, name)
@@ -113,6 +117,7 @@ def test_a_rotated_polyline_is_pulled_as_the_rotated_oriented_box(project):
 def test_a_rotated_polyline_is_a_moved_box_in_the_oriented_workload(project):
     import inspect
     from flows.accounting.workload import diff_batch
+    from flows.annotate import fiftyone_convert as fconvert, fiftyone_refine as frefine
     from flows.annotate import fiftyone_sync as fsync
     if "geometry" not in inspect.signature(diff_batch).parameters:
         pytest.skip("flows/accounting/workload.py has no oriented matching yet (#15)")
@@ -127,6 +132,7 @@ def test_a_rotated_polyline_is_a_moved_box_in_the_oriented_workload(project):
 
 
 def test_bad_polylines_are_problems_for_their_image_only(project):
+    from flows.annotate import fiftyone_convert as fconvert, fiftyone_refine as frefine
     from flows.annotate import fiftyone_sync as fsync
     from flows.annotate.fiftyone_store import FiftyOneStore
     from tinyloop.annotations import AnnotationError
@@ -199,6 +205,7 @@ def test_deleting_and_drawing_detections_and_polylines(project):
 
 
 def test_refine_with_clicks_never_replaces_an_edited_polyline(project):
+    from flows.annotate import fiftyone_convert as fconvert, fiftyone_refine as frefine
     from flows.annotate import fiftyone_sync as fsync
     root, pre, ds, name = project
     anns = pre.by_id()[CARS].annotations
@@ -211,7 +218,7 @@ def test_refine_with_clicks_never_replaces_an_edited_polyline(project):
     far = OrientedBox(50, 450, 20, 40, 0.6)
     predictions = [_as_prediction(anns[0], refined),    # on the edited car: not added
                    Annotation("Car", far.bounding_box(), far, refined)]
-    counts = fsync.refine_samples(ds, [sample.id], lambda path, clicks: predictions)
+    counts = frefine.refine_samples(ds, [sample.id], lambda path, clicks: predictions)
     assert counts == {"samples": 1, "replaced": len(anns) - 1, "kept": 1}
     sample.reload()
     polys = sample[CORRECTIONS_ORIENTED].polylines
@@ -233,7 +240,7 @@ def test_store_edit_racing_a_polyline_edit_keeps_the_annotators_rotation(project
     root, pre, ds, name = project
     anns = pre.by_id()[CARS].annotations
     turned = _turned(anns[0].obox, 0.3)
-    real, raced = fiftyone_store.fsync._detections, []
+    real, raced = fiftyone_store.fconvert.detections_of, []
 
     def racing_detections(items, w, h):
         if not raced:  # the annotator saves a rotation between the refresh's read and save
@@ -244,7 +251,7 @@ def test_store_edit_racing_a_polyline_edit_keeps_the_annotators_rotation(project
             sample.save()
         return real(items, w, h)
 
-    monkeypatch.setattr(fiftyone_store.fsync, "_detections", racing_detections)
+    monkeypatch.setattr(fiftyone_store.fconvert, "detections_of", racing_detections)
     refined = Provenance("click_refined", "iter-001", 0.9)
     after = FiftyOneStore(root, name).refresh_predictions(
         CARS, [_as_prediction(a, refined) for a in anns])
@@ -286,6 +293,7 @@ def _etag(sample) -> str:
 
 
 def test_restart_batch_puts_the_polylines_back(project):
+    from flows.annotate import fiftyone_convert as fconvert, fiftyone_refine as frefine
     from flows.annotate import fiftyone_sync as fsync
     root, pre, ds, name = project
     sample = _sample(ds, CARS)
@@ -301,6 +309,7 @@ def test_restart_batch_puts_the_polylines_back(project):
 def test_a_sample_synced_before_polylines_keeps_its_oriented_boxes(project):
     """Datasets synced by an older tinyloop have no polylines: the oriented boxes come
     from the detections as before, and a re-sync shows them as polylines."""
+    from flows.annotate import fiftyone_convert as fconvert, fiftyone_refine as frefine
     from flows.annotate import fiftyone_sync as fsync
     from tests.fixtures_fiftyone import SAMPLE
     root, pre, ds, name = project

@@ -18,8 +18,10 @@ def project(tmp_path, mongo_uri):
 
 def test_refresh_clips_overhanging_model_boxes_the_same_way_in_every_store(project):
     """Refine with clicks (App), FiftyOneStore and FileStore refreshes share one clipping."""
+    from flows.annotate import fiftyone_convert as fconvert, fiftyone_refine as frefine
     from flows.annotate import fiftyone_sync as fsync
-    from flows.annotate.annotation_store import FileStore, refresh_predictions
+    from flows.annotate.annotation_store import refresh_predictions
+    from flows.annotate.file_store import FileStore
     from flows.annotate.fiftyone_store import FiftyOneStore
     root, pre, ds, name = project
     refined = Provenance("click_refined", "iter-001", 0.9)
@@ -29,7 +31,7 @@ def test_refresh_clips_overhanging_model_boxes_the_same_way_in_every_store(proje
     expected = [("Car", Box(620, 490, 640, 512)), ("Person", Box(0, 0, 12, 20))]
     first, second, third = (im.id for im in pre.images)
     sample = [s for s in ds if s["image_id"] == first][0]
-    fsync.refine_samples(ds, [sample.id], lambda path, clicks: over)
+    frefine.refine_samples(ds, [sample.id], lambda path, clicks: over)
     fo_store = FiftyOneStore(root, name)
     fo_store.refresh_predictions(second, over)
     file_store = FileStore(root)

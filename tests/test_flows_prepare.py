@@ -40,7 +40,7 @@ def test_sweep_runs_a_feature_free_ordering_once_per_preannotator(
     import json
     import flows.loop
     from flows.project.layout import ProjectLayout
-    from flows.accounting.sweep import sweep
+    from flows.sweep import sweep
     base = make_project(tmp_path, 4, **{"flows.versioning": False})
     ran = []
 

@@ -86,7 +86,7 @@ def _load_plugin():
 
 
 def test_app_plugin_preannotation_and_simulator_show_the_same_boxes(project, monkeypatch):
-    from flows.annotate import fiftyone_sync as fsync
+    from flows.annotate import fiftyone_refine as frefine
     t, every = _choose_threshold(project)
     image = str(project.source / RECORD.path)
     click = Click(40, 30, "Car")
@@ -102,7 +102,7 @@ def test_app_plugin_preannotation_and_simulator_show_the_same_boxes(project, mon
     def refine_samples(ds, sample_ids, predict):  # the plugin's predictor, without MongoDB
         seen["shown"], seen["clicked"] = predict(image, []), predict(image, [click])
         return {"samples": len(sample_ids), "replaced": 0, "kept": 0}
-    monkeypatch.setattr(fsync, "refine_samples", refine_samples)
+    monkeypatch.setattr(frefine, "refine_samples", refine_samples)
     ctx = types.SimpleNamespace(
         dataset=types.SimpleNamespace(info={"project_root": str(project.layout.root),
                                             "classes": CLASSES}),

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flows.annotate.annotation_store import MemoryStore
+from flows.annotate.memory_store import MemoryStore
 from flows.project.config import SimulatorParams
 from flows.accounting.degraded_predictor import DegradedTruthPredictor
 from flows.accounting.ranker import FEATURES, QualityRanker, feature_matrix, spearman, targets
@@ -99,7 +99,7 @@ def test_degraded_predictor_is_deterministic_and_clicks_fix_objects(simulated):
 
 def test_filestore_process_log_gives_the_simulator_features(tmp_path, simulated):
     """People's batches (FileStore history) and simulations feed the ranker identically."""
-    from flows.annotate.annotation_store import FileStore
+    from flows.annotate.file_store import FileStore
     from flows.accounting.ranker import review_queue
     truth, predict, logs = simulated
     sub = LabelSet(truth.categories, truth.images[:8])

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from flows.annotate.annotation_store import FileStore
+from flows.annotate.file_store import FileStore
 from flows.cli import main
 from flows.project.config import SimulatorParams
 from flows.accounting.degraded_predictor import DegradedTruthPredictor

@@ -61,7 +61,7 @@ def test_empty_project_gives_an_empty_report(tmp_path):
 
 
 def test_table1_row_reduces_at_both_ious(tmp_path):
-    from flows.accounting.sweep import cell_overrides, format_table1, table1_row
+    from flows.sweep import cell_overrides, format_table1, table1_row
     lay = ProjectLayout(tmp_path)
     for n, (wt5, wb5, wt7, wb7) in enumerate([(70.0, 10, 70.0, 10), (14.0, 2, 28.0, 4)], 1):
         lay.batch_dir(n).mkdir(parents=True)

@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 from c3det.config import C3DetParams  # noqa: E402
 from c3det.model import build_model  # noqa: E402
 from c3det.predict import Predictor  # noqa: E402
-from flows.annotate.annotation_store import FileStore  # noqa: E402
+from flows.annotate.file_store import FileStore  # noqa: E402
 from flows.project.config import SimulatorParams, WorkloadParams  # noqa: E402
 from flows.accounting.simulator import simulate_batch  # noqa: E402
 from flows.accounting.workload import batch_workload  # noqa: E402

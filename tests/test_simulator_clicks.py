@@ -6,7 +6,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from flows.annotate.annotation_store import FileStore
+from flows.annotate.file_store import FileStore
 from flows.project.config import SimulatorParams, WorkloadParams
 from flows.accounting.simulator import edits_needed, find_errors, simulate_batch
 from flows.accounting.workload import diff_batch, workload

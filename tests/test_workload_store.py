@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.annotate.annotation_store import AnnotationStore, FileStore, refresh_predictions
+from flows.annotate.annotation_store import AnnotationStore, refresh_predictions
+from flows.annotate.file_store import FileStore
 from flows.project.layout import ProjectLayout
 from tinyloop.annotations import (Annotation, AnnotationError, Box, Click, ImageLabels,
                                   ImageRecord, LabelSet, Provenance)
@@ -112,7 +113,7 @@ def test_a_kill_never_loses_an_acknowledged_edit(tmp_path):
     FileStore(tmp_path).open_batch(1, preannotations(1))
     script = textwrap.dedent(f"""
         import sys
-        from flows.annotate.annotation_store import FileStore
+        from flows.annotate.file_store import FileStore
         from tinyloop.annotations import Click
         store = FileStore({str(tmp_path)!r})
         for i in range(100000):
@@ -133,7 +134,7 @@ def test_a_kill_never_loses_an_acknowledged_edit(tmp_path):
 
 
 def test_memory_store_keeps_the_same_rules():
-    from flows.annotate.annotation_store import MemoryStore
+    from flows.annotate.memory_store import MemoryStore
     store = MemoryStore(preannotations())
     assert isinstance(store, AnnotationStore)
     car, person = store.get_labels("im0").annotations
@@ -150,7 +151,7 @@ def test_concurrent_writers_lose_nothing_and_stale_edits_are_refused(tmp_path):
     FileStore(tmp_path).open_batch(1, preannotations(1))
     script = textwrap.dedent(f"""
         import sys
-        from flows.annotate.annotation_store import FileStore
+        from flows.annotate.file_store import FileStore
         from tinyloop.annotations import Click
         store = FileStore({str(tmp_path)!r})
         for i in range(40):
@@ -185,7 +186,7 @@ def test_refresh_clips_model_boxes_to_the_image(tmp_path):
 @pytest.mark.parametrize("kind", ["file", "memory"])
 def test_restart_batch_goes_back_to_the_preannotations(tmp_path, kind):
     """What `steps.publish(fresh=True)` does before a simulated batch starts again."""
-    from flows.annotate.annotation_store import MemoryStore
+    from flows.annotate.memory_store import MemoryStore
     pre = preannotations()
     store = FileStore(tmp_path) if kind == "file" else MemoryStore(pre)
     store.open_batch(1, pre)

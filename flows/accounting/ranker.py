@@ -139,7 +139,7 @@ def batch_training_logs(layout, batch: int) -> list[ImageLog]:
     error is the number of box edits between the model's last output (``refined.json``) and
     the corrected labels: exactly what the simulator measures against the ground truth.
     """
-    from flows.annotate.annotation_store import FileStore
+    from flows.annotate.file_store import FileStore
     from flows.accounting.simulator import edits_needed, load_logs
     from tinyloop.cocofile import read_labels
     sim = layout.batch_dir(batch) / "simulation.json"
@@ -165,7 +165,7 @@ def order_batch_for_review(layout, batch: int, train_batches: list[int] | None =
     training images the order falls back to a rule (most clicks, then lowest mean score
     first) and says so in ``method``.
     """
-    from flows.annotate.annotation_store import FileStore
+    from flows.annotate.file_store import FileStore
     from tinyloop.atomic import write_json_atomic
     store = FileStore(layout.root)
     ids = store.batch_images(batch)

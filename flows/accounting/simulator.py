@@ -29,7 +29,7 @@ moved onto it. Either way the label is the true box; its provenance (`click_box`
 when moved) tells the workload model what it cost. The click-to-box then learns from every
 finished image (class sizes, its ranker), as it would from a person's boxes.
 
-Every round is logged (`flows.accounting.process_log.ImageLog`) with the process signals the quality
+Every round is logged (`flows.annotate.process_log.ImageLog`) with the process signals the quality
 ranker (flows/accounting/ranker.py) learns from, plus the true remaining error after the last round
 (ground-truth side, never a ranker input).
 """
@@ -46,7 +46,7 @@ from flows.annotate.annotation_store import AnnotationStore, model_boxes, refres
 from flows.project.config import WorkloadParams
 # the process log has its own module (the FileStore builds it too); these names stay
 # importable from here for the simulator's callers
-from flows.accounting.process_log import (ImageLog, RoundLog, load_logs,  # noqa: F401
+from flows.annotate.process_log import (ImageLog, RoundLog, load_logs,  # noqa: F401
                                log_from_history, save_logs)
 from flows.accounting.workload import (click_seconds, diff_image, edit_seconds, iou_matrix, match,
                             outside_ignore)

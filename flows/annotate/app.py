@@ -24,7 +24,9 @@ from pathlib import Path
 from flows.annotate import mongo
 from tinyloop.atomic import write_json_atomic
 
-PLUGIN_SRC = Path(__file__).with_name("fiftyone_plugin")
+# the App plugin is an entry point beside the CLI (it calls the model policy), so it lives
+# in flows/, above the rooms
+PLUGIN_SRC = Path(__file__).resolve().parents[1] / "fiftyone_plugin"
 REPO = Path(__file__).resolve().parents[2]  # where `flows`, `c3det`, `tinyloop` import from
 
 

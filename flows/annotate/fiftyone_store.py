@@ -20,10 +20,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from flows.annotate import fiftyone_convert as fconvert, fiftyone_refine as frefine
 from flows.annotate import fiftyone_sync as fsync
 from flows.annotate.annotation_store import check_annotations, clip_to_image, stamp_edits, with_ids
 # what this store's edits raise when they keep meeting newer ones; importable from here too
 from flows.annotate.annotation_store import EditConflict  # noqa: F401
+from flows.annotate.stores import StoreKind, register
 from flows.project.layout import ProjectLayout
 from tinyloop.annotations import Annotation, AnnotationError, Click, ImageLabels, LabelSet
 from tinyloop.cocofile import read_labels, write_labels
@@ -119,7 +121,7 @@ class FiftyOneStore:
             import fiftyone as fo
             w, h = template.image.width, template.image.height
             kps = list(sample[fsync.CLICKS].keypoints) if sample[fsync.CLICKS] else []
-            kps.append(fsync.to_keypoint(click, w, h))
+            kps.append(fconvert.to_keypoint(click, w, h))
             sample[fsync.CLICKS] = fo.Keypoints(keypoints=kps)
 
         self._edit(image_id, change)
@@ -142,7 +144,7 @@ class FiftyOneStore:
         def change(sample, template):
             w, h = template.image.width, template.image.height
             check_annotations(template, clip_to_image(predictions, w, h), self.categories)
-            fsync.refresh_sample(sample, predictions, w, h)
+            frefine.refresh_sample(sample, predictions, w, h)
 
         self._edit(image_id, change)
         return self.get_labels(image_id).annotations
@@ -156,7 +158,7 @@ class FiftyOneStore:
         self._edit(image_id, change)
 
     def mark_done(self, batch: int) -> None:
-        fsync.mark_batch_done(self.dataset, self.root, batch)
+        frefine.mark_batch_done(self.dataset, self.root, batch)
 
     def pull(self, batch: int) -> LabelSet:
         """labels.json + clicks.json of the batch; raises fiftyone_sync.PullError on bad
@@ -166,7 +168,7 @@ class FiftyOneStore:
     # --- optimistic concurrency ------------------------------------------------------------
     def _edit(self, image_id: str, change: Callable) -> None:
         """`change(sample, template)` saved like the App saves (`fiftyone_sync.edit_sample`)."""
-        fsync.edit_sample(lambda: self._sample(image_id),
+        frefine.edit_sample(lambda: self._sample(image_id),
                           lambda sample: change(sample, self._template(sample)),
                           self.retries, f"image {image_id}")
 
@@ -175,3 +177,6 @@ def _by_id(image_id: str):
     from fiftyone import ViewField as F
     return F("image_id") == image_id
 
+
+
+register(StoreKind("fiftyone", lambda root, params: FiftyOneStore(root, params)))

@@ -264,7 +264,7 @@ def cmd_loop_serve(args: argparse.Namespace, project: CliProject) -> int:
 
 def cmd_loop_sweep(args: argparse.Namespace, project: CliProject) -> int:
     root = _flow_root(project)
-    from flows.accounting.sweep import format_table1, sweep
+    from flows.sweep import format_table1, sweep
     rows = sweep(root, args.orderings, args.preannotators, args.features)
     print(format_table1(rows))
     print(f"table: {Path(root) / 'sweep' / 'table1.md'}")

@@ -39,12 +39,12 @@ class RefineWithClicks(foo.Operator):
         return types.Property(inputs)
 
     def execute(self, ctx):
-        from flows.annotate import fiftyone_sync as fsync
+        from flows.annotate import fiftyone_refine as frefine
         from flows import model_policy
         from flows.steps import Project
         project = Project.open(ctx.dataset.info["project_root"])
         predictor = model_policy.predictor(project, model_policy.current_model(project.layout))
-        counts = fsync.refine_samples(ctx.dataset, _targets(ctx),
+        counts = frefine.refine_samples(ctx.dataset, _targets(ctx),
                                       lambda path, clicks: predictor.predict(path, clicks))
         ctx.trigger("reload_samples")
         return counts
@@ -70,9 +70,9 @@ class MarkBatchDone(foo.Operator):
         return types.Property(inputs)
 
     def execute(self, ctx):
-        from flows.annotate import fiftyone_sync as fsync
+        from flows.annotate import fiftyone_refine as frefine
         batch = int(ctx.params["batch"])
-        resumed = fsync.mark_batch_done(ctx.dataset, ctx.dataset.info["project_root"], batch)
+        resumed = frefine.mark_batch_done(ctx.dataset, ctx.dataset.info["project_root"], batch)
         return {"batch": batch, "flow_resumed": resumed}
 
 
