@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.ranker_spearman import BASE_RATES, DEFAULT_DATA, load_hituav, split  # noqa
-from flows import mongo  # noqa: E402
+from flows.annotate import mongo  # noqa: E402
 from flows.project.config import SimulatorParams, WorkloadParams  # noqa: E402
 from flows.accounting.degraded_predictor import DegradedTruthPredictor  # noqa: E402
 from flows.project.params import Params  # noqa: E402
