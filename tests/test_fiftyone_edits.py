@@ -173,7 +173,7 @@ def test_plugin_refine_operator_runs_the_current_model_on_the_selection(project,
     built = {}
 
     class FakePredictor:
-        def __init__(self, checkpoint, classes, tiling=None, min_score=None):
+        def __init__(self, checkpoint, classes, tiling=None, min_score=None, device=None):
             built.update(checkpoint=checkpoint, classes=classes, min_score=min_score)
 
         def predict(self, image, clicks):
