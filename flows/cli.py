@@ -1,10 +1,11 @@
-"""`tinyloop`: the command line, `tinyloop NOUN VERB`. The verbs live in flows/commands/.
+"""`tinyloop`: the command line, `tinyloop NOUN VERB`; noun N's verbs live in
+flows/commands/N.py.
 
 Each module there lists its commands in `verbs()` (flows/commands/base.py: `Verb`). This
-module builds one parser per noun, resolves `-C PROJECT` / `--params` once into a
-`CliProject` and calls the verb's handler with it. Every command that was top-level before
-the nouns existed (`tinyloop ingest`, `tinyloop simulate`, ...) is still accepted under its
-old name, as a hidden alias of the same verb.
+module builds one parser per noun (its help line names the verbs of that table), resolves
+`-C PROJECT` / `--params` once into a `CliProject` and calls the verb's handler with it.
+Every command that was top-level before the nouns existed (`tinyloop ingest`, `tinyloop
+simulate`, ...) is still accepted under its old name, as a hidden alias of the same verb.
 """
 from __future__ import annotations
 
@@ -26,16 +27,15 @@ FiftyOne App, retrain, version every iteration with DVC and report the annotatio
 saved. Every knob lives in params.yaml; run `tinyloop NOUN --help` for a noun's verbs.
 """
 
-# the nouns in the order `tinyloop --help` lists them, each with its one line
+# the nouns in the order `tinyloop --help` lists them, each with what it is for; the verbs
+# come from flows/commands/NOUN.py (`verbs()`), so a new verb is a change to that file alone
 NOUNS = {
-    "data": "get labelled data in and out: ingest, stats, convert, export, synthetic, "
-            "embed, order",
-    "model": "train and evaluate the click-steered detector: train, evaluate",
-    "loop": "run the annotation loop: init, prepare, iterate, resume, simulate, review, "
-            "history, sweep, serve, step",
-    "report": "what the loop saved: build (the default), workload",
-    "app": "the FiftyOne App for annotators: start, stop, status, sync, pull",
-    "params": "validate params.yaml or show every knob: check, show",
+    "data": "get labelled data in and out",
+    "model": "train and evaluate the click-steered detector",
+    "loop": "run the annotation loop",
+    "report": "what the loop saved",
+    "app": "the FiftyOne App for annotators",
+    "params": "validate params.yaml or show every knob",
 }
 
 
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     for verb in verbs:  # the top-level verbs (demo) first: the README starts with them
         if verb.noun is None:
             _add_verb(sub, verb, verb.name, listed=True)
-    nouns = {name: _add_noun(sub, name, helptext, verbs) for name, helptext in NOUNS.items()}
+    nouns = {name: _add_noun(sub, name, _noun_help(name, verbs), verbs) for name in NOUNS}
     for verb in verbs:
         if verb.noun is not None:
             _add_verb(nouns[verb.noun], verb, verb.name, listed=True)
@@ -70,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
             for name in (verb.alias, *verb.other_names):
                 _add_verb(sub, verb, name, listed=False)
     return parser
+
+
+def _noun_help(noun: str, verbs: list[Verb]) -> str:
+    """The noun's line: what it is for, then its verbs in the order its module lists them."""
+    names = [v.name + (" (the default)" if v.noun_default else "")
+             for v in verbs if v.noun == noun]
+    return f"{NOUNS[noun]}: {', '.join(names)}"
 
 
 def _add_noun(sub, name: str, helptext: str, verbs: list[Verb]):

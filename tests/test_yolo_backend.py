@@ -451,7 +451,7 @@ def test_ultralytics_rotation_is_orientedbox_rotation():
 
 def test_model_cli_trains_and_evaluates_a_yolo_model(data, tmp_path, network_calls):
     from flows.commands.base import CliProject
-    from flows.commands.c3det import cmd_model_evaluate, cmd_model_train
+    from flows.commands.model import cmd_model_evaluate, cmd_model_train
     from flows.project.init import set_params
     from tinyloop.cocofile import write_labels
     params = tmp_path / "params.yaml"

@@ -1,4 +1,4 @@
-"""The `tinyloop` verbs, grouped by noun (data, model, loop, report, app, params; demo alone).
+"""The `tinyloop` verbs, one module per noun: data, model, loop, report, app, params (demo alone).
 
 Each module here lists its commands in `verbs() -> list[Verb]` (flows/commands/base.py):
 noun, name, `cmd_<noun>_<verb>(args, project) -> int`, a function adding the verb's

@@ -1,12 +1,17 @@
-"""`tinyloop data ingest | stats | convert | export`: get labelled data in and out of a project.
+"""`tinyloop data ...`: get labelled data in and out of a project, and make the pool's order.
 
-Formats: voc, rolabelimg, yolo, dota, coco on import; the same plus yolo-dataset (the
-ultralytics layout) and fiftyone-coco on export. docs/formats.md describes each convention.
+ingest | stats | convert | export: formats voc, rolabelimg, yolo, dota, coco on import; the
+same plus yolo-dataset (the ultralytics layout) and fiftyone-coco on export (docs/formats.md
+describes each convention). synthetic: a synthetic tiny-object dataset to try the loop on.
+embed | order: the DVC stages `features` and `order`; both read params.yaml (features / order
+sections) and the pool manifest that ingest wrote, write under data/ (flows/project/layout.py)
+and are incremental.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -15,6 +20,7 @@ from tinyloop.formats.registry import reader_names, writer_names
 
 FORMAT_HELP = ("voc (Pascal VOC XML), rolabelimg (XML with <robndbox>), yolo (txt, "
                "normalised), dota (labelTxt polygons), coco (JSON file)")
+PROJECT_HELP = "project directory (default: the directory of --params, else .)"
 
 
 def verbs() -> list[Verb]:
@@ -54,10 +60,38 @@ def verbs() -> list[Verb]:
                          "regions masked in image copies), dota, coco (labels.json with "
                          "tinyloop's extensions), fiftyone-coco (plain COCO for FiftyOne's "
                          "COCODetectionDataset importer; ignore regions as iscrowd boxes)."),
+        Verb("data", "synthetic", cmd_data_synthetic, _synthetic_arguments,
+             alias="synthetic",
+             help="write a synthetic tiny-object dataset (PNGs + COCO labels)",
+             description="Write N deterministic synthetic grayscale images of tiny objects "
+                         "on textured backgrounds into OUT/images/ with their exact labels "
+                         "in OUT/labels.json (tinyloop's COCO file). Each class is drawn as "
+                         "its own shape (disc, square, cross, ring, triangle, diamond; then "
+                         "the same shapes dark), so a detector learns them in minutes on a "
+                         "CPU. The same seed always gives the same files. Prints the "
+                         "params.yaml `data` section that imports the result."),
+        Verb("data", "embed", cmd_data_embed, _embed_arguments, alias="embed",
+             help="embed every pool image (EfficientNet-Lite, ResNet or SimNet) into "
+                  "data/features/",
+             description="Embed every image of the pool (data/pool/manifest.json) with the "
+                         "extractor in params.yaml `features` (efficientnet_lite0/1/2, "
+                         "resnet18, resnet50 or simnet; SimNet is trained on the pool first "
+                         "when its checkpoint is missing). Writes data/features/embeddings.npy "
+                         "(N x D float32, L2-normalised, memory-mappable) and ids.json. "
+                         "Incremental: only images not yet in the store are embedded. "
+                         "Unreadable images are listed and skipped "
+                         "(data/features/problems.json). This is the DVC stage `features`."),
+        Verb("data", "order", cmd_data_order, _order_arguments, alias="order",
+             help="order the pool and cut it into batches (data/order.json)",
+             description="Order the whole pool with params.yaml `order` (dissimilar = "
+                         "farthest-first, similar, random, temporal: features/ordering.py "
+                         "lists them) and cut the order into "
+                         "batches: the first holds order.first_batch_size images, the rest "
+                         "order.batch_size. Writes data/order.json {image_id: {position, "
+                         "batch}} atomically. When the pool has grown, existing positions "
+                         "never move; new images are appended in new batches. This is the "
+                         "DVC stage `order`."),
     ]
-
-
-PROJECT_HELP = "project directory (default: the directory of --params, else .)"
 
 
 def _ingest_arguments(p: argparse.ArgumentParser) -> None:
@@ -262,4 +296,139 @@ def _export(labels, fmt: str, out: str, image_root: str | None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"exported {len(labels)} images as {fmt}: {written}")
+    return 0
+
+
+def _synthetic_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("out", type=Path, help="output directory (created; existing files with "
+                                          "the same names are replaced)")
+    p.add_argument("-n", "--images", type=int, default=100, help="number of images "
+                                                                 "(default: %(default)s)")
+    p.add_argument("--size", type=int, nargs=2, default=[256, 256], metavar=("W", "H"),
+                   help="image width and height in px (default: 256 256)")
+    p.add_argument("--classes", nargs="+", default=["disc", "square", "cross", "ring"],
+                   help="class names, at most 12 (default: disc square cross ring)")
+    p.add_argument("--objects", type=int, nargs=2, default=[5, 15], metavar=("LO", "HI"),
+                   help="objects per image, inclusive range (default: 5 15)")
+    p.add_argument("--object-size", type=int, nargs=2, default=[10, 30], metavar=("LO", "HI"),
+                   help="object width and height in px, inclusive range (default: 10 30)")
+    p.add_argument("--ignore", type=int, default=0,
+                   help="ignore regions (DontCare) per image (default: %(default)s)")
+    p.add_argument("--oriented", action="store_true",
+                   help="turn each object by a random angle and label it with its oriented "
+                        "box (cx, cy, w, h, angle) as well")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+
+
+def cmd_data_synthetic(args: argparse.Namespace, project: CliProject) -> int:
+    from tinyloop.synthetic import make_synthetic
+    try:
+        labels, _ = make_synthetic(args.images, size=tuple(args.size), classes=args.classes,
+                                   objects_per_image=tuple(args.objects),
+                                   object_size=tuple(args.object_size), seed=args.seed,
+                                   out_dir=args.out, ignore_per_image=args.ignore,
+                                   oriented=args.oriented)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    counts = ", ".join(f"{name} {n}" for name, n in labels.class_counts().items())
+    print(f"wrote {len(labels)} images to {args.out}/images and labels to "
+          f"{args.out}/labels.json ({counts})")
+    print("\nto use it, put this in params.yaml:\n"
+          "data:\n"
+          f"  source: {args.out}\n"
+          "  format: coco\n"
+          "  labels: labels.json\n"
+          "  oriented_labels: null\n"
+          f"  classes: [{', '.join(labels.categories)}]\n"
+          "  ignore_classes: [DontCare]\n"
+          "  split_dir: null")
+    return 0
+
+
+def _embed_arguments(p: argparse.ArgumentParser) -> None:
+    project_option(p, "--root", help=PROJECT_HELP)
+    p.add_argument("--retrain-simnet", action="store_true",
+                   help="train SimNet again even when its checkpoint exists")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _order_arguments(p: argparse.ArgumentParser) -> None:
+    project_option(p, "--root", help=PROJECT_HELP)
+
+
+def _project_pool(project: CliProject):
+    """(params, layout, pool); the params file must exist (these are DVC stages of a
+    project), and so must the pool."""
+    from tinyloop.cocofile import read_labels
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    params = project.require_params()
+    layout = project.layout
+    if not layout.manifest.exists():
+        raise FileNotFoundError(f"{layout.manifest} not found; import the pool first "
+                                "(`tinyloop ingest`)")
+    pool = read_labels(layout.manifest)
+    return params, layout, pool
+
+
+def _pool_image_root(params, layout, pool) -> Path:
+    source = Path(params.data.source)
+    root = source if source.is_absolute() else layout.root / source
+    if not root.is_dir() and pool.info.get("dataset_root"):
+        root = Path(pool.info["dataset_root"])
+    return root
+
+
+def cmd_data_embed(args: argparse.Namespace, project: CliProject) -> int:
+    from features.embed import EmbedError, update_store
+    from features.extractors import WeightsError
+    from features.simnet import ensure_simnet
+    from tinyloop.params import ParamsError
+    try:
+        params, layout, pool = _project_pool(project)
+        fp = params.features
+        image_root = _pool_image_root(params, layout, pool)
+        fp, history = ensure_simnet(
+            fp, layout.root, lambda: [image_root / im.image.path for im in pool.images],
+            retrain=args.retrain_simnet, progress=not args.no_progress)
+        if history:
+            print(f"SimNet trained: loss {history['epoch_loss'][0]:.4f} -> "
+                  f"{history['epoch_loss'][-1]:.4f}, saved to {fp.simnet.checkpoint}")
+        vectors, ids, report = update_store(pool, image_root, fp, layout.features,
+                                            progress=not args.no_progress)
+    except (ParamsError, EmbedError, WeightsError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(report.summary())
+    print(f"{layout.embeddings}: {vectors.shape[0]} x {vectors.shape[1]}")
+    return 0 if len(ids) else 1
+
+
+def cmd_data_order(args: argparse.Namespace, project: CliProject) -> int:
+    from features.embed import load_store
+    from features.order import OrderError, order_pool
+    from features.ordering import ordering
+    from tinyloop.params import ParamsError
+    try:
+        params, layout, pool = _project_pool(project)
+        records = [im.image for im in pool.images]
+        op = params.order
+        if ordering(op.method).uses_embeddings:
+            store = load_store(layout.features)
+            if store is None:
+                raise OrderError(f"no embeddings in {layout.features}; run `tinyloop embed`")
+            vectors, ids, _ = store
+        else:
+            vectors, ids = None, [r.id for r in records]
+        result = order_pool(vectors, ids, op, layout.order, records=records)
+        unembedded = sorted({r.id for r in records} - set(ids))
+        if unembedded:
+            result.notes.append(f"{len(unembedded)} pool images have no embedding (unreadable;"
+                                f" see {layout.features}/problems.json) and are not ordered: "
+                                f"{', '.join(unembedded[:5])}")
+    except (ParamsError, OrderError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(result.summary())
+    print(f"wrote {layout.order}")
     return 0

@@ -1,5 +1,5 @@
-"""`tinyloop loop init|prepare|iterate|simulate|resume|serve|history|sweep|step` and
-`tinyloop report`: run the loop, report on it."""
+"""`tinyloop loop init|prepare|iterate|resume|simulate|review|history|sweep|serve|step`: run
+the loop (the Prefect flows), review a batch, look back at its versions."""
 from __future__ import annotations
 
 import argparse
@@ -40,6 +40,14 @@ SWEEP = ("Run `simulate` once per cell of the grid, each in its own project unde
          "project; a failing cell (e.g. imagenet without cached weights) is reported and the "
          "sweep goes on. Random and temporal orderings ignore the features: they run once "
          "per pre-annotator.")
+REVIEW = """\
+Rank the images of a batch by how many box errors they probably still have, from the
+annotation process alone (Benenson et al. 2019's quality ranker): clicks in the last round, rounds,
+change of the predictions in the last round, distance of clicks to the nearest box shown,
+box count, mean score. A random forest is trained on finished batches (simulated batches'
+simulation.json, or people's batches: their click history against the corrected labels)
+and writes data/batches/NNN/review.json {"order": [...], "predicted_error": {...}}.
+Reviewers start at the top of the list. Works on batches edited through the file store."""
 
 
 def verbs() -> list[Verb]:
@@ -52,34 +60,32 @@ def verbs() -> list[Verb]:
         Verb("loop", "prepare", cmd_loop_prepare, _prepare_arguments, alias="prepare",
              help="ingest, embed and order the pool into batches (Prefect flow)",
              description=PREPARE),
-        Verb("loop", "simulate", cmd_loop_simulate, _simulate_arguments, alias="simulate",
-             help="run the whole loop with the simulated annotator (Prefect flow)",
-             description=SIMULATE),
         Verb("loop", "iterate", cmd_loop_iterate, _iterate_arguments, alias="iterate",
              help="run one iteration for people (pauses for the batch)",
              description=ITERATE),
         Verb("loop", "resume", cmd_loop_resume, _resume_arguments, alias="resume",
              help="mark a batch done and continue its iteration", description=RESUME),
+        Verb("loop", "simulate", cmd_loop_simulate, _simulate_arguments, alias="simulate",
+             help="run the whole loop with the simulated annotator (Prefect flow)",
+             description=SIMULATE),
+        Verb("loop", "review", cmd_loop_review, _review_arguments, alias="review",
+             help="order a batch's images for review, worst first (quality ranker)",
+             description=REVIEW, raw_description=True),
         Verb("loop", "history", cmd_loop_history, _project_only, alias="history",
              help="table of versioned iterations (metrics, params diffs)",
              description="One row per git tag iter-NNN: labeled images, mAP@0.5, "
                          "cumulative WT/WB reduction and the params changed since the "
                          "previous iteration. Restore one with "
                          "`git checkout iter-NNN && dvc checkout`."),
-        Verb("loop", "serve", cmd_loop_serve, _project_only, alias="serve",
-             help="serve the flows as deployments with cron schedules", description=SERVE),
         Verb("loop", "sweep", cmd_loop_sweep, _sweep_arguments, alias="sweep",
              help="compare orderings x pre-annotators x features (Table 1)",
              description=SWEEP),
+        Verb("loop", "serve", cmd_loop_serve, _project_only, alias="serve",
+             help="serve the flows as deployments with cron schedules", description=SERVE),
         Verb("loop", "step", cmd_loop_step, _step_arguments, alias="step",
              help="run one dvc.yaml stage's computation (used by dvc repro)",
              description="Run a stage of dvc.yaml in the current project: the same "
                          "function the Prefect flow runs for it."),
-        # `tinyloop report` (the noun alone) is this verb, as before the nouns existed
-        Verb("report", "build", cmd_report_build, _project_only, noun_default=True,
-             help="rebuild reports/index.html and report.md (the default)",
-             description="Write the per-batch workload table and plots as a "
-                         "self-contained HTML file and markdown; print the table."),
     ]
 
 
@@ -123,6 +129,15 @@ def _resume_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-continue", action="store_true",
                    help="only mark done and resume a waiting run; do not run anything here")
     quiet_option(p)
+
+
+def _review_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("batch", type=int, help="batch number to order")
+    project_option(p)
+    p.add_argument("--train-on", default=None,
+                   help="comma-separated batch numbers to learn from (default: every other "
+                        "batch with labels)")
+    p.add_argument("--top", type=int, default=20, help="images to print (default: 20)")
 
 
 def _sweep_arguments(p: argparse.ArgumentParser) -> None:
@@ -170,7 +185,7 @@ def import_pool_or_explain(root: str, keep_going: bool):
     return result
 
 
-def _flow_root(project: CliProject) -> str:
+def flow_root(project: CliProject) -> str:
     """The project at or above -C (the flows read its params.yaml), with the Prefect
     settings of that project in the environment."""
     from flows.project.init import find_root
@@ -190,7 +205,7 @@ def cmd_loop_init(args: argparse.Namespace, project: CliProject) -> int:
 
 
 def cmd_loop_prepare(args: argparse.Namespace, project: CliProject) -> int:
-    root = _flow_root(project)
+    root = flow_root(project)
     if import_pool_or_explain(root, args.keep_going) is None:
         return 1
     from flows.loop import prepare, with_runner
@@ -200,7 +215,7 @@ def cmd_loop_prepare(args: argparse.Namespace, project: CliProject) -> int:
 
 
 def cmd_loop_simulate(args: argparse.Namespace, project: CliProject) -> int:
-    root = _flow_root(project)
+    root = flow_root(project)
     if import_pool_or_explain(root, args.keep_going) is None:
         return 1
     from flows.loop import simulate
@@ -213,7 +228,7 @@ def cmd_loop_simulate(args: argparse.Namespace, project: CliProject) -> int:
 
 
 def cmd_loop_iterate(args: argparse.Namespace, project: CliProject) -> int:
-    root = _flow_root(project)
+    root = flow_root(project)
     from flows.loop import iteration, with_runner
     announce_prefect_start()
     with_runner(iteration, root)(root, args.batch, simulated=False, detach=args.detach)
@@ -221,7 +236,7 @@ def cmd_loop_iterate(args: argparse.Namespace, project: CliProject) -> int:
 
 
 def cmd_loop_resume(args: argparse.Namespace, project: CliProject) -> int:
-    root = _flow_root(project)
+    root = flow_root(project)
     from flows.human_wait import signal_done
     from flows.loop import iteration, next_batch, with_runner
     from flows.steps import Project
@@ -240,30 +255,45 @@ def cmd_loop_resume(args: argparse.Namespace, project: CliProject) -> int:
     return 0
 
 
-def cmd_loop_history(args: argparse.Namespace, project: CliProject) -> int:
-    from flows.project.versioning import format_history, history
-    from flows.project.layout import ProjectLayout
-    print(format_history(history(ProjectLayout(_flow_root(project)))))
+def cmd_loop_review(args: argparse.Namespace, project: CliProject) -> int:
+    from flows.accounting.ranker import order_batch_for_review
+    layout = project.layout
+    try:
+        train = [int(x) for x in args.train_on.split(",")] if args.train_on else None
+    except ValueError:
+        print(f"error: --train-on {args.train_on!r}: give batch numbers like 1,2,3",
+              file=sys.stderr)
+        return 1
+    try:
+        out = order_batch_for_review(layout, args.batch, train)
+    except KeyError as e:
+        print(f"error: {e.args[0]}", file=sys.stderr)
+        return 1
+    print(f"batch {args.batch:03d}: {len(out['order'])} images ordered by {out['method']} "
+          f"(trained on {out['training_images']} images of batches "
+          f"{out['trained_on_batches'] or 'none'})")
+    print(f"{'rank':>4}  {'image':<30}{'predicted errors':>18}")
+    for rank, image_id in enumerate(out["order"][:args.top], start=1):
+        print(f"{rank:>4}  {image_id[:29]:<30}{out['predicted_error'][image_id]:>18.2f}")
+    print(f"written: {layout.batch_dir(args.batch) / 'review.json'}")
     return 0
 
 
-def cmd_report_build(args: argparse.Namespace, project: CliProject) -> int:
+def cmd_loop_history(args: argparse.Namespace, project: CliProject) -> int:
+    from flows.project.versioning import format_history, history
     from flows.project.layout import ProjectLayout
-    from flows.accounting.report import build_report, format_table
-    out = build_report(ProjectLayout(_flow_root(project)))
-    print(format_table(out["rows"]))
-    print(f"report: {out['html']}")
+    print(format_history(history(ProjectLayout(flow_root(project)))))
     return 0
 
 
 def cmd_loop_serve(args: argparse.Namespace, project: CliProject) -> int:
     from flows.serve import serve
-    serve(_flow_root(project))
+    serve(flow_root(project))
     return 0
 
 
 def cmd_loop_sweep(args: argparse.Namespace, project: CliProject) -> int:
-    root = _flow_root(project)
+    root = flow_root(project)
     from flows.sweep import format_table1, sweep
     rows = sweep(root, args.orderings, args.preannotators, args.features)
     print(format_table1(rows))
@@ -274,7 +304,7 @@ def cmd_loop_sweep(args: argparse.Namespace, project: CliProject) -> int:
 def cmd_loop_step(args: argparse.Namespace, project: CliProject) -> int:
     from flows import steps
     from flows.project.layout import ProjectLayout
-    root = _flow_root(project)
+    root = flow_root(project)
     p = steps.Project.open(root)
     last = max(p.layout.labeled_batches(), default=0)
     name = args.name

@@ -1,4 +1,5 @@
-"""`tinyloop report workload BATCH`: what correcting a batch changed and what it cost."""
+"""`tinyloop report build | workload`: what the loop saved. `build` (also `tinyloop report`
+alone) writes reports/; `workload BATCH`: what correcting a batch changed and what it cost."""
 from __future__ import annotations
 
 import argparse
@@ -6,8 +7,9 @@ import json
 import sys
 
 from flows.commands.base import CliProject, Verb, project_option
+from flows.commands.loop import PROJECT_HELP, flow_root
 
-DESCRIPTION = """\
+WORKLOAD = """\
 Diff a batch's corrected labels (data/batches/NNN/labels.json) against the model's first
 pre-annotation (preannotations.json) and print the workload.
 
@@ -28,13 +30,25 @@ cumulative line sums batches 1..BATCH."""
 
 
 def verbs() -> list[Verb]:
-    return [Verb("report", "workload", cmd_report_workload, _arguments, alias="workload",
-                 help="diff a corrected batch against its pre-annotation and print WB, WT "
-                      "and seconds saved",
-                 description=DESCRIPTION, raw_description=True)]
+    return [
+        # `tinyloop report` (the noun alone) is this verb, as before the nouns existed
+        Verb("report", "build", cmd_report_build, _build_arguments, noun_default=True,
+             help="rebuild reports/index.html and report.md (the default)",
+             description="Write the per-batch workload table and plots as a "
+                         "self-contained HTML file and markdown; print the table."),
+        Verb("report", "workload", cmd_report_workload, _workload_arguments,
+             alias="workload",
+             help="diff a corrected batch against its pre-annotation and print WB, WT "
+                  "and seconds saved",
+             description=WORKLOAD, raw_description=True),
+    ]
 
 
-def _arguments(p: argparse.ArgumentParser) -> None:
+def _build_arguments(p: argparse.ArgumentParser) -> None:
+    project_option(p, help=PROJECT_HELP)
+
+
+def _workload_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("batch", type=int, help="batch number (1 = the first, fully manual batch)")
     project_option(p)
     p.add_argument("--images", action="store_true",
@@ -42,6 +56,15 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the workload as JSON")
     p.add_argument("--write", action="store_true",
                    help="(re)write data/batches/NNN/workload.json")
+
+
+def cmd_report_build(args: argparse.Namespace, project: CliProject) -> int:
+    from flows.project.layout import ProjectLayout
+    from flows.accounting.report import build_report, format_table
+    out = build_report(ProjectLayout(flow_root(project)))
+    print(format_table(out["rows"]))
+    print(f"report: {out['html']}")
+    return 0
 
 
 def cmd_report_workload(args: argparse.Namespace, project: CliProject) -> int:
