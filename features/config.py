@@ -5,9 +5,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from features.ordering import ordering_names
+from features.selection import FIXED, strategy_names
 
 # the orderings order_pool knows, from the registry (a registered one is a valid order.method)
 OrderMethod = Literal[ordering_names()]
+# "fixed" keeps order.method's batches; the others re-rank the rest after every retraining
+SelectStrategy = Literal[(FIXED, *strategy_names())]
 
 
 @dataclass
@@ -56,6 +59,37 @@ class FeaturesParams:
 
 
 @dataclass
+class SelectParams:
+    """Active selection (features/selection.py): after each retraining the current model
+    re-ranks the unpublished rest of the pool and the next batch is cut from that ranking.
+    Published batches never move."""
+    # fixed: the batches keep order.method's order (the default until the HIT-UAV benchmark,
+    # docs/active_selection.md, says otherwise) | uncertainty | diversity | hybrid | work
+    strategy: SelectStrategy = FIXED
+    # K: the candidates are the next K x batch_size images of the current order ...
+    candidate_factor: int = 5
+    # ... or the whole rest of the pool when it holds at most this many images (0: never)
+    score_all_below: int = 500
+    uncertainty: Literal["entropy", "margin"] = "entropy"  # of each box's class score
+    localisation_weight: float = 0.5  # x the overlap-disagreement term of each box
+    aggregate: Literal["mean", "max", "sum"] = "mean"  # box uncertainties -> image
+    class_balance: bool = True       # rare labelled classes weigh more
+    shortlist_factor: int = 3        # hybrid: uncertainty shortlist of this x batch_size
+    calibration_bins: int = 10       # work: score bins of the held-out acceptance rate
+
+    def check(self) -> str | None:
+        if self.candidate_factor < 1:
+            return (f"candidate_factor (K) must be >= 1, got {self.candidate_factor}: the "
+                    "candidates are the next K x batch_size images")
+        if self.score_all_below < 0 or self.shortlist_factor < 1 or self.calibration_bins < 1:
+            return "score_all_below >= 0, shortlist_factor >= 1 and calibration_bins >= 1 " \
+                   "are required"
+        if self.localisation_weight < 0:
+            return f"localisation_weight must be >= 0, got {self.localisation_weight}"
+        return None
+
+
+@dataclass
 class OrderParams:
     method: OrderMethod = "dissimilar"
     first_batch_size: int = 10  # B1, labelled from scratch
@@ -69,6 +103,7 @@ class OrderParams:
     exact_max: int = 20000
     exact_head: int = 1000      # above exact_max, this many leading picks are still exact
     device: str = "auto"        # "auto" uses CUDA for the distance passes when present
+    select: SelectParams = field(default_factory=SelectParams)
 
     def check(self) -> str | None:
         if self.first_batch_size < 1 or self.batch_size < 1:

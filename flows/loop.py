@@ -5,6 +5,7 @@ flows/sweep.py).
                (a params.yaml `data` edit re-imports and rebuilds: flows/project/pool_import.py)
     iteration  pre-annotate batch N with model N-1 (fan-out) -> publish -> wait for people
                -> pull corrections -> workload -> retrain on batches 1..N -> evaluate
+               -> select: model N re-ranks the unpublished rest (order.select; fan-out)
                -> pre-annotate batch N+1 -> report -> dvc commit + git tag iter-NNN + push
     simulate   prepare, then every iteration with the simulated annotator instead of people
 
@@ -35,6 +36,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows import model_policy
+from flows import selection
 from flows import steps
 from flows.runtime import prefect_env  # noqa: F401 - re-exported for callers
 from flows.project.layout import ProjectLayout, tag_name
@@ -141,6 +143,29 @@ def preannotate_chunk_task(root: str, model: str | None, ids: list[str]) -> list
     return items
 
 
+def _score_key(context, parameters) -> str:
+    """Cache key of a selection scoring chunk: a pre-annotation chunk's (model content,
+    images, tiling), kept apart from it (the results differ in form)."""
+    return "select-" + _chunk_key(context, parameters)
+
+
+@task(name="select-score-chunk", cache_key_fn=_score_key, persist_result=True)
+def select_score_chunk_task(root: str, model: str, ids: list[str]) -> list[dict]:
+    """Every box model `model` scores on `ids` (pool or held-out images), as plain arrays."""
+    from tinyloop.cocofile import read_labels
+    p = Project.open(root)
+    by_id = read_labels(p.layout.manifest).by_id()
+    items = steps.predict_images(p, Path(model), [by_id[i] for i in ids])
+    return [selection.boxes_json(i) for i in items]
+
+
+@task(name="select", task_run_name="select-after-batch-{n}", cache_policy=NO_CACHE)
+def select_task(root: str, n: int, scored: dict | None, held_out: dict | None,
+                seconds_scoring: float) -> dict:
+    """Rank the rest with model n, write its selection record, re-cut order.json."""
+    return selection.select(Project.open(root), n, scored, held_out, seconds_scoring)
+
+
 @task(name="simulate-annotator", task_run_name="simulate-annotator-batch-{n}",
       cache_policy=NO_CACHE)
 def simulate_task(root: str, n: int) -> dict:
@@ -195,8 +220,10 @@ def version_task(root: str, n: int) -> dict:
     from flows.project.versioning import commit_iteration
     p = Project.open(root)
     steps.fault_point("version")
+    # a selection re-cut order.json: its new hash is recorded with the iteration
     r = commit_iteration(p.layout, n, ITERATION_STAGES + (["preannotate"] if (
-        p.layout.data / "next" / "preannotations.json").exists() else []), push=False)
+        p.layout.data / "next" / "preannotations.json").exists() else []) + (
+        ["order"] if p.layout.selection(n).exists() else []), push=False)
     return {"tag": r.tag, "commit": r.commit, "created": r.created, "seconds": r.seconds}
 
 
@@ -227,6 +254,43 @@ def _fan_out_preannotate(root: str, n: int) -> None:
                for chunk in steps.chunks(ids, p.params.flows.preannotate_chunk)]
     items = [item for f in futures for item in f.result()]
     steps.write_preannotations(p, n, items)
+
+
+def _fan_out_select(root: str, n: int) -> dict | None:
+    """order.select: model n scores the candidates (chunks fan out, cached on the
+    checkpoint's hash), then one task ranks them and re-cuts the batches after the fixed
+    ones (flows/selection.py). A record already written is applied again (resume)."""
+    p = Project.open(root)
+    if not selection.is_selecting(p):
+        return None
+    if not selection.pending(p, n):
+        if not p.layout.selection(n).exists():
+            return None  # no batch left to cut
+        return select_task(root, n, None, None, 0.0)
+    t0 = time.perf_counter()
+    plan = selection.plan(p, n)
+    if not plan.ids:
+        out = select_task(root, n, None, None, 0.0)
+        print(f"selection after batch {n}: {out['note']}")
+        return out
+    scored = _score(root, n, plan.ids) if plan.uses_model else None
+    held_out = _score(root, n, selection.calibration_ids(p)) if plan.needs_calibration \
+        else None
+    out = select_task(root, n, scored, held_out, time.perf_counter() - t0)
+    print(f"selection after batch {n} ({out['strategy']}): {out['candidates']} candidates, "
+          f"{out['images_scored']} scored in {out['seconds']:.1f} s; batch "
+          f"{out['next_batch']} takes {', '.join(out['next_ids'][:5])}"
+          f"{' ...' if len(out['next_ids']) > 5 else ''}")
+    return out
+
+
+def _score(root: str, n: int, ids: list[str]) -> dict[str, dict]:
+    """Model n's boxes on `ids`, chunks submitted to the task runner."""
+    p = Project.open(root)
+    model = str(p.layout.model(n))
+    futures = [select_score_chunk_task.submit(root, model, chunk)
+               for chunk in steps.chunks(ids, p.params.flows.preannotate_chunk) if chunk]
+    return {d["id"]: d for f in futures for d in f.result()}
 
 
 def _fan_out_features(root: str) -> None:
@@ -358,6 +422,7 @@ def iteration(root: str = ".", batch: int | None = None, simulated: bool = False
     w = timed("workload", workload_task, root, n)
     timed("train", train_task, root, n)
     metrics = timed("evaluate", evaluate_task, root, n)
+    chosen = timed("select", _fan_out_select, root, n)
     timed("preannotate_next", _fan_out_preannotate_next, root, n)
     rows = timed("report", report_task, root)
     row = next((r for r in rows if r["batch"] == n), {})
@@ -368,11 +433,13 @@ def iteration(root: str = ".", batch: int | None = None, simulated: bool = False
         version["pushed"] = timed("push", push, root)
     from tinyloop.atomic import write_json_atomic
     write_json_atomic(p.layout.state / f"{tag_name(n)}.done",
-                      {"batch": n, "timings_s": timings, "version": version})
+                      {"batch": n, "timings_s": timings, "version": version,
+                       "selection": chosen})
     print(f"batch {n}: WT reduction {row.get('wt_reduction')}% (cumulative "
           f"{row.get('wt_reduction_cum')}%), mAP@.5 {metrics.get('map50')}")
     return {"batch": n, "workload": {k: w.get(k) for k in ("WB", "WT", "seconds")},
-            "map50": metrics.get("map50"), "timings_s": timings, "version": version}
+            "map50": metrics.get("map50"), "timings_s": timings, "version": version,
+            "selection": chosen}
 
 
 def _fan_out_preannotate_next(root: str, n: int) -> None:

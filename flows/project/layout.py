@@ -14,6 +14,7 @@ A project directory (made by `tinyloop init`) looks like this::
     data/batches/001/workload.json        diff counts, WB, WT, reduction vs manual
     data/batches/001/done                 marker: the annotators said the batch is finished
     models/iter-001/model.pt + metrics.json
+    models/iter-001/selection.json   order.select: how model 1 ranked the rest of the pool
     models/iter-001/detector/model.pt  the plain detector under it (flows.train_recipe
                                      detector_first only)
     reports/index.html + report.md + img/
@@ -148,6 +149,15 @@ class ProjectLayout:
     def detector(self, n: int) -> Path:
         """flows.train_recipe detector_first: model n's plain detector."""
         return self.detector_dir(n) / "model.pt"
+
+    def selection(self, n: int) -> Path:
+        """order.select: how model n ranked the unpublished rest of the pool (each image's
+        score and reason, the cost); versioned with model n."""
+        return self.model_dir(n) / "selection.json"
+
+    def calibration(self, n: int) -> Path:
+        """order.select.strategy work: model n's acceptance rate by score, held out."""
+        return self.model_dir(n) / "calibration.json"
 
     def metrics(self, n: int) -> Path:
         return self.model_dir(n) / "metrics.json"
