@@ -276,3 +276,59 @@ def test_an_empty_rest_ends_cleanly_and_params_check_notes_a_small_pool(tmp_path
     small = replace(p.params, order=replace(p.params.order, first_batch_size=4))
     assert "nothing for a model to select" in selection.params_notes(lay, small)[0]
     assert selection.params_notes(lay, p.params) == []
+
+
+# --- what people see: the report and the App -----------------------------------------------
+
+def write_record(lay, n, ranking, strategy="uncertainty", seconds=1.5):
+    from tinyloop.atomic import write_json_atomic
+    write_json_atomic(lay.selection(n), {
+        "iteration": n, "strategy": strategy, "fixed_through_batch": n, "batch_size": 2,
+        "seconds": seconds, "candidates": len(ranking), "images_scored": len(ranking),
+        "ranking": [{"id": i, "rank": k + 1, "score": s, "reason": f"why {i}"}
+                    for k, (i, s) in enumerate(ranking)],
+        "order": [i for i, _ in ranking]})
+
+
+def test_the_report_shows_which_strategy_chose_each_batch(tmp_path):
+    from flows.accounting.report import batch_rows, format_table
+    from flows.project.layout import ProjectLayout
+    from tests.test_report import write_batch
+    lay = ProjectLayout(tmp_path)
+    for n in (1, 2):
+        write_batch(lay, n, objects=10, wb=5, wt=35.0, seconds=35.0, map50=0.1)
+    assert "chosen by" not in format_table(batch_rows(lay))   # no selection: no column
+    write_record(lay, 1, [("img3", 0.9)], seconds=2.25)
+    rows = batch_rows(lay)
+    assert [r["chosen_by"] for r in rows] == ["fixed:dissimilar", "uncertainty"]
+    assert rows[0]["select_s"] is None and rows[1]["select_s"] == 2.25
+    assert "chosen by" in format_table(rows) and "uncertainty" in format_table(rows)
+
+
+@pytest.mark.mongo
+def test_published_samples_carry_their_selection_score_and_strategy(tmp_path, mongo_uri):
+    from flows.annotate import fiftyone_sync as fsync
+    from flows.project.layout import ProjectLayout
+    from tests.fixtures_fiftyone import make_project, unique_name
+    from tinyloop.atomic import write_json_atomic
+    images_dir, pre = make_project(tmp_path)
+    lay = ProjectLayout(tmp_path)
+    # the fixture's batch as batch 2, chosen by model 1 for two of its three images
+    ids = [im.id for im in pre]
+    lay.batch_dir(2).mkdir(parents=True)
+    lay.preannotations(2).write_bytes(lay.preannotations(1).read_bytes())
+    write_json_atomic(lay.order, {i: {"position": k, "batch": 2} for k, i in enumerate(ids)})
+    write_record(lay, 1, [(ids[1], 0.75), (ids[0], 0.5)])
+    name = unique_name("select")
+    ds = fsync.sync_batch(tmp_path, 2, name, images_dir)
+    try:
+        got = {s["image_id"]: (s["selection_strategy"], s["selection_score"],
+                               s["selection_reason"]) for s in ds}
+        assert got[ids[1]] == ("uncertainty", 0.75, f"why {ids[1]}")
+        assert got[ids[0]][:2] == ("uncertainty", 0.5)
+        assert got[ids[2]][0] == "fixed:dissimilar" and got[ids[2]][1] is None
+        assert "not among the scored candidates" in got[ids[2]][2]
+        top = ds.sort_by("selection_score", reverse=True).first()
+        assert top["image_id"] == ids[1]
+    finally:
+        ds.delete()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from c3det.threshold import read_min_score
 from flows.project.layout import ProjectLayout
+from flows.project.selection_record import batch_strategy, read_record
 from flows.accounting.workload import cumulative
 from tinyloop.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
 
@@ -32,6 +33,8 @@ COLUMNS = [  # (key, header, format)
     ("seconds_reduction_cum", "time red. cum %", "{:.1f}"),
     ("wt_reduction_cum_iou07", "WT red. cum % @0.7", "{:.1f}"), ("map50", "mAP@.5", "{:.3f}"),
     ("min_score", "shown from score", "{:.2f}"),  # flows.min_score auto only
+    # order.select: the strategy that chose the batch, and what choosing it cost
+    ("chosen_by", "chosen by", "{}"), ("select_s", "select s", "{:.1f}"),
     # simulator.missing click: how the added boxes were made, and what each kind cost
     ("drawn", "drawn", "{}"), ("drawn_seconds", "drawn s", "{:.0f}"),
     ("click_accepted", "click ok", "{}"), ("click_accepted_seconds", "click ok s", "{:.0f}"),
@@ -39,12 +42,13 @@ COLUMNS = [  # (key, header, format)
 ]
 CLICK_MODE = ("drawn", "drawn_seconds", "click_accepted", "click_accepted_seconds",
               "click_fixed", "click_fixed_seconds")
-OPTIONAL = {"min_score", *CLICK_MODE}  # columns left out when no row has a value
+OPTIONAL = {"min_score", "chosen_by", "select_s", *CLICK_MODE}  # left out when no row has a value
 
 
 def batch_rows(layout: ProjectLayout) -> list[dict]:
     """One row per batch with workload.json: per-batch and cumulative numbers, and mAP."""
     rows, done = [], []
+    selecting = any(layout.selection(n).exists() for n in layout.batch_numbers())
     for n in layout.batch_numbers():
         path = layout.workload(n)
         if not path.exists():
@@ -73,9 +77,18 @@ def batch_rows(layout: ProjectLayout) -> list[dict]:
             "map50": metrics.get("map50"),
             "no_map_reason": metrics.get("no_map_reason"),
             "min_score": _shown_from(layout, n),
+            **(chosen_by(layout, n) if selecting else {}),
             **click_mode(w),
         })
     return rows
+
+
+def chosen_by(layout: ProjectLayout, n: int) -> dict:
+    """The strategy that chose batch n and the seconds its selection took (model n-1's
+    record; the fixed order's name and no seconds without one)."""
+    record = read_record(layout, n - 1) if n > 1 else None
+    return {"chosen_by": batch_strategy(layout, n),
+            "select_s": record.get("seconds") if record else None}
 
 
 def click_mode(w: dict) -> dict:

@@ -21,6 +21,10 @@ def oriented(field: str) -> str:
 
 
 OBJECT_FIELDS = (GROUND_TRUTH, PREDICTIONS, CORRECTIONS)  # detections + oriented polylines
+# why an image came in its batch (order.select; flows/project/selection_record.py): sort by
+# the score, filter by the strategy, read the reason
+SELECTION_FIELDS = {"selection_strategy": "StringField", "selection_score": "FloatField",
+                    "selection_reason": "StringField"}
 
 
 # --- the dataset ------------------------------------------------------------------------
@@ -30,6 +34,7 @@ def get_dataset(name: str, create: bool = True):
     if fo.dataset_exists(name):
         ds = fo.load_dataset(name)
         _add_oriented_fields(ds)
+        _add_selection_fields(ds)
         return ds
     if not create:
         raise KeyError(f"no FiftyOne dataset {name!r}; run `tinyloop app sync` first")
@@ -44,6 +49,7 @@ def get_dataset(name: str, create: bool = True):
         ds.add_sample_field(name_, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
     ds.add_sample_field(CLICKS, fo.EmbeddedDocumentField, embedded_doc_type=fo.Keypoints)
     _add_oriented_fields(ds)
+    _add_selection_fields(ds)
     ds.create_index("image_id", unique=True)
     return ds
 
@@ -55,6 +61,14 @@ def _add_oriented_fields(ds) -> None:
         if not ds.has_sample_field(oriented(name)):
             ds.add_sample_field(oriented(name), fo.EmbeddedDocumentField,
                                 embedded_doc_type=fo.Polylines)
+
+
+def _add_selection_fields(ds) -> None:
+    """The selection fields; also on datasets created before selection existed."""
+    import fiftyone as fo
+    for name, kind in SELECTION_FIELDS.items():
+        if not ds.has_sample_field(name):
+            ds.add_sample_field(name, getattr(fo, kind))
 
 
 def set_annotation_schemas(ds, classes: list[str]) -> None:

@@ -23,6 +23,9 @@ One sample per image (matched by `image_id`), with fields
 - `batch`, `order_position`, `review_status` (todo | done), `review_priority` (higher =
   review first), `problems` (why the last pull refused this sample) and the sample tag
   `needs-fix` while problems remain.
+- `selection_strategy`, `selection_score`, `selection_reason`: why the image came in this
+  batch (order.select: the strategy and its score; "fixed:<order.method>" and no score for
+  the fixed order), so annotators and leads can sort by it and see why an image came now.
 
 How edits are recognised: every detection tinyloop writes remembers what it wrote
 (`wlabel`, `wbox` - the relative box - and `px`, the exact pixel box). A detection whose label
@@ -53,6 +56,7 @@ from tinyloop.annotations import Annotation, Click, ImageLabels, LabelSet
 from tinyloop.cocofile import read_labels, write_labels
 from flows.annotate.annotation_store import read_clicks, write_clicks
 from flows.project.layout import ProjectLayout, batch_name
+from flows.project.selection_record import chosen, chosen_in_batch
 from flows.annotate.fiftyone_schema import (CORRECTIONS, PREDICTIONS, GROUND_TRUTH, CLICKS,
                                             NEW_CLICKS, NEEDS_FIX, oriented, get_dataset,
                                             set_annotation_schemas)
@@ -118,6 +122,7 @@ def sync_batch(project_root: str | Path, batch: int, dataset_name: str, images_d
     gt_by_id = gt.by_id() if gt else {}
     clicks_by_id = read_clicks(layout.clicks(batch))
     order = json.loads(layout.order.read_text()) if layout.order.exists() else {}
+    ranked = chosen_in_batch(layout, batch)  # why each image came in this batch
     if priorities is None:  # the quality ranker's output (`tinyloop review`), when present
         review = layout.batch_dir(batch) / "review.json"
         priorities = (json.loads(review.read_text()).get("predicted_error", {})
@@ -135,6 +140,10 @@ def sync_batch(project_root: str | Path, batch: int, dataset_name: str, images_d
         sample["batch"] = batch
         sample["order_position"] = order.get(rec.id, {}).get("position")
         sample["review_priority"] = float(priorities.get(rec.id, 0.0))
+        why = chosen(layout, batch, rec.id, ranked)
+        sample["selection_strategy"] = why.strategy
+        sample["selection_score"] = why.score
+        sample["selection_reason"] = why.reason
         if is_new or sample["review_status"] is None:
             sample["review_status"] = "todo"
         if rec.id in gt_by_id:

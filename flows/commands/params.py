@@ -28,11 +28,14 @@ def _no_arguments(p: argparse.ArgumentParser) -> None:
 def cmd_params_check(args: argparse.Namespace, project: CliProject) -> int:
     from tinyloop.params import ParamsError
     try:
-        project.require_params()
+        params = project.require_params()
     except ParamsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"{project.params_path}: ok")
+    from flows.selection import params_notes  # what the values mean for this pool
+    for note in params_notes(project.layout, params):
+        print(f"note: {note}")
     return 0
 
 
