@@ -26,6 +26,7 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, FeaturePyramidNetwork
 
+from c3det.config import resolve_norm
 from tinyloop.efficientnet_lite import BN_EPS, VARIANTS, efficientnet_lite
 
 LEVELS = ("0", "1", "2", "3")       # P2..P5, the key names torchvision's FPN gives them
@@ -43,8 +44,7 @@ class NoExtraLevel(ExtraFPNBlock):
 
 
 def norm_layer(norm: str, weights: str):
-    if norm == "auto":
-        norm = "frozen_bn" if weights != "none" else "bn"
+    norm = resolve_norm(norm, weights)
     if norm == "frozen_bn":
         return FrozenBatchNorm2d
     if norm == "bn":
@@ -144,8 +144,7 @@ class LiteFPN(nn.Module):
 
 
 def _lite_norm(norm: str, weights: str):
-    if norm == "auto":
-        norm = "frozen_bn" if weights != "none" else "bn"
+    norm = resolve_norm(norm, weights)
     if norm == "frozen_bn":
         return partial(FrozenBatchNorm2d, eps=BN_EPS)
     if norm == "bn":

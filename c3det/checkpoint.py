@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from c3det.config import C3DetParams
+from c3det.config import C3DetParams, resolve_norm
 from c3det.threshold import read_min_score
 from tinyloop.atomic import write_bytes_atomic
 from tinyloop.params import ParamsError, build
@@ -55,11 +55,6 @@ def save(path: str | Path, model: nn.Module, meta: dict[str, Any],
     return write_bytes_atomic(path, buf.getvalue())
 
 
-def best_device() -> torch.device:
-    """CUDA when present, else the CPU: where inference runs unless told otherwise."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def read(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The raw checkpoint dict: format, meta, state_dict, extra (optimizer state for resume)."""
     path = Path(path)
@@ -91,9 +86,8 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn
                               "retrain, or load it with the tinyloop version that wrote it)") from None
     # the stored weights replace any initial ones: don't fetch ImageNet weights again, but keep
     # the normalisation layers those weights implied
-    norm = params.norm if params.norm != "auto" else \
-        ("frozen_bn" if params.weights != "none" else "bn")
-    params = dataclasses.replace(params, weights="none", norm=norm)
+    params = dataclasses.replace(params, weights="none",
+                                 norm=resolve_norm(params.norm, params.weights))
     model = build_model(meta["kind"], len(meta["classes"]), params)
     state = blob["state_dict"]
     if meta["kind"] == "passthrough":  # saved while Passthrough wrapped a plain model

@@ -342,3 +342,11 @@ def _where_default(values: dict, over: dict, defaults: dict) -> dict:
         elif values.get(key) == defaults.get(key):
             out[key] = value
     return out
+
+
+def resolve_norm(norm: str, weights: str) -> str:
+    """c3det.norm as built: "auto" is frozen BN over pretrained weights (their statistics
+    stay), trainable BN from scratch. The backbones and the checkpoint loader all ask here."""
+    if norm != "auto":
+        return norm
+    return "frozen_bn" if weights != "none" else "bn"

@@ -42,13 +42,13 @@ import torch
 from torch import Tensor, nn
 
 from c3det.click_heads import LinearClickHeads, supports
-from c3det.checkpoint import best_device
 from c3det.click_to_box import explain_clicks
 from c3det.fusion import template_count
 from c3det.model import Batch, ClickDetector
 from c3det.threshold import min_score_of, shown
 from tinyloop.annotations import Annotation, Box, Click, Provenance
 from tinyloop.config import TilingParams
+from tinyloop.device import resolve_device
 
 
 class ClickError(ValueError):
@@ -136,7 +136,7 @@ class Predictor:
         self.classes = list(classes)
         if len(self.classes) != model.num_classes:
             raise ValueError(f"{len(self.classes)} class names for a {model.num_classes}-class model")
-        self.device = torch.device(device) if device else best_device()
+        self.device = resolve_device(device)
         self.model: ClickDetector = model.to(self.device).eval()
         self.tiling = tiling or TilingParams()
         self.model_version = model_version or "unversioned"

@@ -65,8 +65,9 @@ class TorchvisionFamily(DetectorFamily):
 
     def eval_model(self, path, classes=None, *, tiling=None, passthrough=False):
         from c3det.baselines import Passthrough
-        from c3det.checkpoint import CheckpointError, best_device, load
-        model, meta = load(path, map_location=best_device())
+        from c3det.checkpoint import CheckpointError, load
+        from tinyloop.device import resolve_device
+        model, meta = load(path, map_location=resolve_device())
         if classes is not None and list(meta["classes"]) != list(classes):
             raise CheckpointError(f"{path}: the model was trained on classes "
                                   f"{meta['classes']}, not {list(classes)}")

@@ -37,6 +37,7 @@ from c3det.config import C3DetParams, TrainParams
 from c3det.data import DetectionDataset, collate
 from tinyloop.annotations import LabelSet
 from tinyloop.atomic import write_atomic, write_text_atomic
+from tinyloop.device import has_cuda
 from tinyloop.progress import bar as progress_bar
 
 STATE = "last.pt"
@@ -73,13 +74,13 @@ def _distributed() -> tuple[int, int]:
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return 0, 1
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        backend = "nccl" if has_cuda() else "gloo"
         dist.init_process_group(backend)
     return dist.get_rank(), dist.get_world_size()
 
 
 def _device(rank: int) -> torch.device:
-    if torch.cuda.is_available():
+    if has_cuda():
         local = int(os.environ.get("LOCAL_RANK", rank))
         torch.cuda.set_device(local % torch.cuda.device_count())
         return torch.device("cuda", torch.cuda.current_device())

@@ -30,10 +30,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from features.config import FeaturesParams
-from features.extractors import (PoolImageFiles, build_extractor, pick_device,
+from features.extractors import (PoolImageFiles, build_extractor,
                                  preprocess, resize_square)
 from tinyloop.annotations import ImageRecord, LabelSet
 from tinyloop.atomic import write_atomic, write_json_atomic
+from tinyloop.device import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,7 @@ def embed_images(paths: Sequence[Path], params: FeaturesParams, model=None, prog
     """Embed image files: (vectors (M, D) float32 L2-normalised, their rows in `paths`,
     [(row, why)] for every file that failed or gave a non-finite vector)."""
     from tinyloop.progress import bar
-    device = pick_device(params.device)
+    device = resolve_device(params.device, "features.device")
     if model is None:
         model = build_extractor(params.extractor, params.weights, params.seed,
                                 params.simnet.checkpoint)

@@ -206,9 +206,3 @@ def build_extractor(extractor: str, weights: str = "none", seed: int = 0,
     return Extractor(net, dim)
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available; use auto or cpu")
-    return torch.device(name)

@@ -20,19 +20,16 @@ from typing import Sequence
 import numpy as np
 
 from features.ordering import Ordering, OrderRequest, register
+from tinyloop.device import has_cuda
 
 MATRIX_BUDGET_BYTES = 512 * 2**20   # precompute all pairs when N^2 float32 fits in this
 EXACT_MAX_CUDA = 2_000_000          # exact farthest-first on a GPU up to this many images
 
 
 def _use_cuda(device: str) -> bool:
-    if device == "cpu":
-        return False
-    try:
-        import torch
-        return torch.cuda.is_available()
-    except ImportError:  # pragma: no cover
-        return False
+    """order.device: "cpu", else CUDA when present ("cuda" on a machine without one falls back
+    to the CPU: the order is the same, only slower)."""
+    return device != "cpu" and has_cuda()
 
 
 def farthest_first(x: np.ndarray, starts: Sequence[int], similar: bool = False,

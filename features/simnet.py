@@ -29,9 +29,10 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from features.config import FeaturesParams
-from features.extractors import (PoolImageFiles, SimNet, pick_device, preprocess,
+from features.extractors import (PoolImageFiles, SimNet, preprocess,
                                  resize_square, save_simnet)
 from tinyloop.atomic import write_json_atomic
+from tinyloop.device import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def train_simnet(paths: Sequence[Path], params: FeaturesParams, out_path: str | 
     if len(paths) < 2:
         raise ValueError("SimNet needs at least 2 readable pool images (negatives come from "
                          "other images); use extractor resnet18/resnet50 for tiny pools")
-    device = pick_device(params.device)
+    device = resolve_device(params.device, "features.device")
     torch.manual_seed(params.seed)
     model = SimNet(sp.backbone, sp.embedding_dim, params.weights, params.seed).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=sp.lr)

@@ -8,11 +8,12 @@ import torch
 
 from c3det import checkpoint
 from c3det.backbone import resnet_fpn
-from c3det.config import C3DetParams
+from c3det.config import C3DetParams, resolve_norm
 from c3det.model import KINDS, build_model
 from c3det.predict import ClickError, Predictor
 from tinyloop.annotations import Click
 from tinyloop.config import TilingParams
+from tinyloop.device import DeviceError, resolve_device
 from tests.fixtures_c3det import (FAST, assert_detections_valid,  # noqa: F401
                                   assert_same_outputs, assert_same_predictions,
                                   tiny_inputs, two_threads)
@@ -229,12 +230,28 @@ def test_backbone_weights_from_a_file_and_a_clear_offline_message(tmp_path, monk
         build_model("plain", 2, P(backbone="resnet18", weights="imagenet"))
 
 
+def test_auto_values_resolve_in_one_place(monkeypatch):
+    """norm auto: frozen BN over pretrained weights, trainable BN from scratch; a YOLO's
+    device auto: ultralytics' "0" on CUDA, else "cpu" (both read by one resolver each)."""
+    from c3det.yolo.train import ultralytics_device
+    assert resolve_norm("auto", "imagenet") == "frozen_bn"
+    assert resolve_norm("auto", "none") == "bn"
+    assert resolve_norm("gn", "imagenet") == "gn"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert [ultralytics_device(d) for d in ("auto", "cuda", "cuda:1", "cpu")] == \
+        ["0", "0", "1", "cpu"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert ultralytics_device("auto") == "cpu"
+
+
 def test_inference_runs_on_cuda_when_present_and_on_the_cpu_otherwise(monkeypatch):
     # evaluation used to load checkpoints on the CPU even on a GPU box (minutes per iteration)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert checkpoint.best_device() == torch.device("cuda")
+    assert resolve_device() == resolve_device("auto") == torch.device("cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert checkpoint.best_device() == torch.device("cpu")
+    assert resolve_device() == torch.device("cpu")
+    with pytest.raises(DeviceError, match="c3det.yolo.device is 'cuda:1' but no CUDA"):
+        resolve_device("cuda:1", "c3det.yolo.device")
     model = build_model("c3det", len(CLASSES), C3DetParams())
     assert Predictor(model, CLASSES).device == torch.device("cpu")
 

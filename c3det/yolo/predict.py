@@ -69,7 +69,7 @@ class YoloPredictor:
                  device: str | torch.device | None = None, tiling: TilingParams | None = None,
                  model_version: str | None = None, min_score: float | None = None,
                  guarantee_clicks: bool = True, params: C3DetParams | None = None):
-        from c3det.checkpoint import best_device
+        from tinyloop.device import resolve_device
         from c3det.yolo.offline import ultralytics
         self.model = ultralytics().YOLO(str(checkpoint), task=None)
         meta = dict(getattr(self.model, "ckpt", None) or {}).get("tinyloop") or {}
@@ -81,7 +81,7 @@ class YoloPredictor:
                              f"{self.classes}")
         self.params = params or _stored_params(meta)
         self.oriented = self.model.task == "obb"
-        self.device = torch.device(device) if device else best_device()
+        self.device = resolve_device(device)
         self.tiling = tiling or TilingParams()
         self.model_version = model_version or str(meta.get("version") or
                                                   Path(checkpoint).parent.name)

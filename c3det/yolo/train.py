@@ -47,6 +47,7 @@ from c3det.yolo.models import ModelSpec, find_model, is_yolo_checkpoint
 from tinyloop.annotations import LabelSet
 from tinyloop.atomic import write_bytes_atomic, write_text_atomic
 from tinyloop.config import TilingParams
+from tinyloop.device import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -56,18 +57,10 @@ METRICS = "metrics.jsonl"
 FORMAT = "tinyloop-yolo/1"
 
 
-def resolve_device(device: str) -> str:
-    """params `device` -> ultralytics' device string ("cpu", "0", "mps")."""
-    import torch
-    if device == "auto":
-        return "0" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        index = device.partition(":")[2] or "0"
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"c3det.yolo.device is {device!r} but no CUDA device is "
-                               "present; use auto or cpu")
-        return index
-    return device
+def ultralytics_device(spec: str) -> str:
+    """c3det.yolo.device -> ultralytics' device string ("cpu", "0", "mps")."""
+    device = resolve_device(spec, "c3det.yolo.device")
+    return str(device.index or 0) if device.type == "cuda" else device.type
 
 
 def train(labels: LabelSet, image_root: str | Path, params: C3DetParams | None,
@@ -99,7 +92,7 @@ def train(labels: LabelSet, image_root: str | Path, params: C3DetParams | None,
     from c3det.yolo.dataset import export_dataset
     data = export_dataset(labels, image_root, data_dir or out_dir / "data", y.imgsz,
                           y.oriented, tiling)
-    device = resolve_device(y.device)
+    device = ultralytics_device(y.device)
     t0 = time.perf_counter()
     trainer, resumed = _trainer(spec, y, data, run_dir, device, init_from, progress)
     if trainer is not None:

@@ -50,6 +50,7 @@ from c3det.train import (EpochPermutation, autocast_dtype, class_box_sizes, dtyp
 from c3det.yolo import interactive as yi
 from tinyloop.annotations import LabelSet
 from tinyloop.atomic import write_atomic, write_text_atomic
+from tinyloop.device import resolve_device
 
 STATE, MODEL, METRICS = "last.pt", "model.pt", "metrics.jsonl"
 
@@ -105,7 +106,7 @@ def train_interactive(labels: LabelSet, image_root: str | Path, out_dir: str | P
     tp = p.train
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device)
     amp_dtype = autocast_dtype(tp, device)
     frozen = tp.freeze_detector if freeze is None else freeze
     if tp.max_images is not None:

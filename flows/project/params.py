@@ -42,6 +42,6 @@ def load_params(path: str | Path = "params.yaml", on_this_machine: bool = True) 
     device the `c3det.cpu` keys replace the GPU schedule (C3DetParams.on_device)."""
     params = build(Params, load_yaml(path), file=str(path))
     if on_this_machine:
-        from c3det.checkpoint import best_device
-        params.c3det = params.c3det.on_device(best_device().type)
+        from tinyloop.device import resolve_device
+        params.c3det = params.c3det.on_device(resolve_device().type)
     return params
