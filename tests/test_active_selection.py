@@ -332,3 +332,60 @@ def test_published_samples_carry_their_selection_score_and_strategy(tmp_path, mo
         assert top["image_id"] == ids[1]
     finally:
         ds.delete()
+
+
+# --- the loop: two iterations with a strategy, killed during the first selection -------------
+
+@pytest.mark.prefect
+def test_two_iterations_select_with_the_model_and_never_move_published_batches(tmp_path):
+    """`tinyloop simulate` (12 images, batches of 4) with uncertainty selection, SIGKILLed
+    inside the first selection and run again: batch 1 is the fixed order's, batch 2 the
+    head of model 1's ranking, batch 2 unchanged by model 2's re-cut, order.json versioned
+    with each iteration, and the resumed ranking equals one computed afresh."""
+    import subprocess
+    from flows import selection
+    from flows.project.layout import ProjectLayout
+    from flows.steps import Project
+    from tests.fixtures_flows import make_project, tinyloop
+    from tests.test_flows_resume import run_until
+    root = make_project(tmp_path, **{"order.select.strategy": "uncertainty"})
+    run_until(root, "select", tmp_path / "reached")      # prepare + iteration 1 up to select
+    lay = ProjectLayout(root)
+    fixed_order = order_of(lay)
+    assert lay.labels(1).exists() and not lay.selection(1).exists()
+    tinyloop("simulate", "-C", str(root))
+
+    first, second = (json.loads(lay.selection(n).read_text()) for n in (1, 2))
+    assert first["candidates"] == 8 and first["images_scored"] == 8 and first["seconds"] > 0
+    assert all(r["reason"] for r in first["ranking"])
+    labelled = {n: [i.id for i in _read(lay.labels(n))] for n in (1, 2)}
+    assert sorted(labelled[1]) == sorted(fixed_order[1])            # cut before any model
+    assert sorted(labelled[2]) == sorted(first["order"][:4])        # model 1's head
+    assert second["fixed_through_batch"] == 2 and second["candidates"] == 4
+    final = order_of(lay)
+    assert final[1] == fixed_order[1] and final[2] == first["order"][:4]
+    assert final[3] == second["order"]
+    # the resumed ranking is the one a clean computation gives
+    p = Project.open(root)
+    scored = selection.score_here(p, 1, first["order"])
+    pl = selection.Plan(1, "uncertainty", 1, first["order"], first["order"], True, False)
+    clean = selection.rank(selection.request(p, pl, scored), "uncertainty")
+    assert [pl.ids[k] for k in clean.order] == [r["id"] for r in first["ranking"]]
+    # versioned: each tag's dvc.lock holds the order.json of its re-cut
+    import yaml
+
+    def order_md5(tag):
+        lock = yaml.safe_load(subprocess.run(["git", "show", f"{tag}:dvc.lock"], cwd=root,
+                                             capture_output=True, text=True).stdout)
+        return lock["stages"]["order"]["outs"][0]["md5"]
+    import hashlib
+    assert order_md5("iter-002") == hashlib.md5(lay.order.read_bytes()).hexdigest()
+    assert order_md5("iter-001") != order_md5("iter-002")
+    shown = subprocess.run(["git", "show", "iter-002:reports/report.md"], cwd=root,
+                           capture_output=True, text=True).stdout
+    assert "chosen by" in shown and "uncertainty" in shown
+
+
+def _read(path):
+    from tinyloop.cocofile import read_labels
+    return read_labels(path)
