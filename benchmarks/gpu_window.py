@@ -205,7 +205,7 @@ def environment() -> dict:
         except Exception as e:  # noqa: BLE001 - each failure is reported, none stops the check
             missing.append(f"{name}: {e}")
     try:
-        from tinyloop.efficientnet_lite import weights_file
+        from c3det.efficientnet_lite import weights_file
         weights_file("efficientnet_lite0")
     except Exception as e:  # noqa: BLE001
         missing.append(f"ImageNet weights: {e}")

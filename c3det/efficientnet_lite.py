@@ -9,7 +9,8 @@ weight is an error, never a silently random layer. Its `from_pretrained` loads n
 so we do not use it. The file's sha256 is checked before `torch.load(weights_only=True)`.
 
 Shared by c3det (the detector backbone, `EfficientNetLite.pyramid` at strides 4/8/16/32) and
-features (the embedding, `EfficientNetLite.embed`, 1280-d). Inputs are normalised with ImageNet
+features (the embedding, `EfficientNetLite.embed`, 1280-d): a torch network lives in c3det/,
+and features/ imports it from here (never the reverse; tinyloop/ holds no torch network). Inputs are normalised with ImageNet
 mean/std (what the wheels' authors used; on HIT-UAV object crops it gives kNN accuracy 0.78-0.81).
 """
 from __future__ import annotations
