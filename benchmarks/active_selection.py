@@ -21,7 +21,7 @@ selection <= 20 % of an iteration's compute on the CPU.
 
 Writes benchmarks/results/active_selection.json (rows [{strategy, seed, batches,
 labeled_images, cum_wt_pct, final_map50, select_s_per_iter}] plus the per-batch curves),
-docs/img/active_selection.png and docs/benchmarks/active_selection.md.
+docs/img/active_selection.png and docs/benchmarks/active_selection.md (--out NAME: NAME.*).
 `--smoke`: the bundled 60-image sample, batches of 8, 2 iterations of one epoch, one
 strategy and random: checks the script end to end in minutes (numbers mean nothing).
 """
@@ -189,7 +189,7 @@ def plot(runs: list[dict], path: Path) -> None:
     fig.savefig(path)
 
 
-def page(doc: dict) -> str:
+def page(doc: dict, out: str) -> str:
     """docs/benchmarks/active_selection.md: the rows, the verdict, the curves."""
     lines = ["# Active selection on HIT-UAV (#27)", "",
              f"Machine: {doc['machine']}. Pool: {doc['pool']}; mAP on {doc['eval']}. "
@@ -204,7 +204,7 @@ def page(doc: dict) -> str:
             r["cum_time_incl_clicks_pct"], r["final_map50"], r["select_s_per_iter"],
             r["select_share_pct_max"], r["images_to_random_final_map"])) + " |")
     lines += ["", "Targets: " + json.dumps(doc["verdict"]), "",
-              "![curves](../img/active_selection.png)", ""]
+              f"![curves](../img/{out}.png)", ""]
     return "\n".join(lines)
 
 
@@ -260,8 +260,8 @@ def main() -> int:
     for seed in seeds[1:]:
         for name in ["random", winner]:
             record(run_one(name, seed, setting, source, shared))
-    plot(doc["runs"], REPO / "docs/img/active_selection.png")
-    (REPO / "docs/benchmarks/active_selection.md").write_text(page(doc))
+    plot(doc["runs"], REPO / f"docs/img/{args.out}.png")
+    (REPO / f"docs/benchmarks/{args.out}.md").write_text(page(doc, args.out))
     print(json.dumps(doc["verdict"], indent=1))
     return 0
 

@@ -73,6 +73,9 @@ class SelectParams:
     uncertainty: Literal["entropy", "margin"] = "entropy"  # of each box's class score
     localisation_weight: float = 0.5  # x the overlap-disagreement term of each box
     aggregate: Literal["mean", "max", "sum"] = "mean"  # box uncertainties -> image
+    # boxes scoring below this are background to uncertainty: the detector keeps hundreds of
+    # faint boxes per image (c3det.score_thresh) whose low entropy would drown the mean
+    min_box_score: float = 0.1
     class_balance: bool = True       # rare labelled classes weigh more
     shortlist_factor: int = 3        # hybrid: uncertainty shortlist of this x batch_size
     calibration_bins: int = 10       # work: score bins of the held-out acceptance rate
@@ -84,6 +87,8 @@ class SelectParams:
         if self.score_all_below < 0 or self.shortlist_factor < 1 or self.calibration_bins < 1:
             return "score_all_below >= 0, shortlist_factor >= 1 and calibration_bins >= 1 " \
                    "are required"
+        if not 0 <= self.min_box_score < 1:
+            return f"min_box_score must be in [0, 1), got {self.min_box_score}"
         if self.localisation_weight < 0:
             return f"localisation_weight must be >= 0, got {self.localisation_weight}"
         return None

@@ -77,7 +77,9 @@ def box_uncertainty(image: ImageBoxes, params) -> np.ndarray:
 
 def image_uncertainty(image: ImageBoxes, params, weights: dict[str, float]
                       ) -> tuple[float, str]:
-    """(score, reason) of one image: the class-weighted aggregate of its box uncertainties."""
+    """(score, reason) of one image: the class-weighted aggregate of the uncertainties of
+    its boxes scoring at least min_box_score."""
+    image = _confident(image, params.min_box_score)
     if len(image.scores) == 0:
         return 0.0, "no box scored: nothing the model is unsure of"
     w = np.array([weights.get(c, 1.0) if params.class_balance else 1.0
@@ -88,6 +90,13 @@ def image_uncertainty(image: ImageBoxes, params, weights: dict[str, float]
     return float(score), (f"uncertainty {score:.3f} ({params.aggregate} of {len(u)} boxes; "
                           f"least sure: {image.classes[worst]} at score "
                           f"{float(image.scores[worst]):.2f})")
+
+
+def _confident(image: ImageBoxes, min_score: float) -> ImageBoxes:
+    keep = np.asarray(image.scores) >= min_score
+    return ImageBoxes(np.asarray(image.boxes).reshape(-1, 4)[keep],
+                      np.asarray(image.scores)[keep],
+                      [c for c, k in zip(image.classes, keep) if k])
 
 
 def uncertainty_scores(request: SelectionRequest) -> tuple[np.ndarray, list[str]]:

@@ -56,6 +56,16 @@ def test_uncertainty_picks_the_image_whose_boxes_the_model_is_least_sure_of():
     assert list(r.order) == [0, 1]
 
 
+def test_faint_boxes_below_min_box_score_do_not_drown_the_mean():
+    faint = boxes(0.5, *[0.06] * 50)
+    images = [boxes(0.75), faint]
+    r = rank(req("ab", boxes=images), "uncertainty")
+    assert list(r.order) == [1, 0] and "mean of 1 boxes" in r.reasons[1]
+    every = rank(req("ab", boxes=images, params=SelectParams(localisation_weight=0.0,
+                                                              min_box_score=0.0)), "uncertainty")
+    assert list(every.order) == [0, 1]
+
+
 def test_the_localisation_term_counts_confident_overlapping_rivals():
     lone = localisation_term(np.array([[0, 0, 10, 10]], float), np.array([0.9]))
     assert lone.tolist() == [0.0]
