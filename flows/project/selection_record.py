@@ -44,9 +44,9 @@ def batch_strategy(layout: ProjectLayout, batch: int) -> str:
 
 
 def chosen_in_batch(layout: ProjectLayout, batch: int) -> dict[str, Chosen]:
-    """image id -> why it is in batch `batch`, for the images model batch-1 ranked; an image
-    it did not rank (outside the candidates) or a batch without a record gets the fixed
-    order's entry from `fixed(image_id)`."""
+    """image id -> why it is in batch `batch`, for the images model batch-1 ranked (an image
+    it did not rank, or any image of a batch without a record, is not in it: `chosen` gives
+    those the fixed order's entry)."""
     record = read_record(layout, batch - 1) if batch > 1 else None
     ranked = {r["id"]: r for r in (record or {}).get("ranking", [])}
     return {i: Chosen(record["strategy"], r.get("score"), r.get("reason", ""))
