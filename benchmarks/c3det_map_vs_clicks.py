@@ -18,7 +18,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -26,44 +25,17 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from c3det.config import C3DetParams, EvalParams, TrainParams  # noqa: E402
+from c3det.config import C3DetParams, EvalParams  # noqa: E402
+from common import DATA, fmt, load_hituav, schedule_args, schedule_train, split  # noqa: E402
 from tinyloop.annotations import LabelSet  # noqa: E402
 
-DATA = Path(os.environ.get("TINYLOOP_HITUAV", REPO.parent / "shared/datasets/hit-uav"))
 RESULT = REPO / "benchmarks/results/c3det_map_vs_clicks.json"
 PLOT = REPO / "docs/img/c3det_map_vs_clicks.png"
 DOC = REPO / "docs/benchmarks/c3det_accuracy.md"
 MACHINE = os.environ.get("TINYLOOP_MACHINE", "2-core CPU, 24 GiB, no GPU (dev box)")
 NAMES = {"plain": "plain Faster R-CNN", "passthrough": "Passthrough",
          "early_fusion": "Early Fusion", "late_fusion": "Late Fusion", "c3det": "C3Det"}
-
-
-def load_hituav(work: Path) -> LabelSet:
-    """HIT-UAV through tinyloop.ingest, cached as a labels file in the work dir."""
-    from tinyloop.cocofile import read_labels, write_labels
-    cache = work / "hituav_labels.json"
-    if cache.exists():
-        return read_labels(cache)
-    from tinyloop.config import DataParams
-    from tinyloop.ingest import import_dataset
-    labels, report = import_dataset(DATA, DataParams(source=str(DATA)), progress=False)
-    if report.problems:
-        print(report.summary(), file=sys.stderr)
-    write_labels(labels, cache)
-    return labels
-
-
-def split(labels: LabelSet, name: str, n: int | None, seed: int) -> LabelSet:
-    """n images of a split with at least one object, drawn at random (fixed seed)."""
-    ims = [im for im in labels.images
-           if im.image.metadata.get("split") == name and im.annotations]
-    ims.sort(key=lambda im: im.id)
-    if n is not None and n < len(ims):
-        pick = np.random.default_rng(seed).choice(len(ims), n, replace=False)
-        ims = [ims[i] for i in sorted(pick)]
-    return LabelSet(labels.categories, ims, labels.info)
 
 
 def test_tiles(labels: LabelSet, n: int, size: int, work: Path) -> tuple[LabelSet, Path]:
@@ -110,45 +82,6 @@ def schedule(a) -> dict:
             "click_steps": a.steps, "sessions": a.sessions, "backbone": a.backbone,
             "weights": a.weights, "seed": a.seed,
             "init_interactive_from_plain": a.init == "plain"}
-
-
-def schedule_args(t: argparse.ArgumentParser, epochs: int, lr_steps: list[int],
-                  test_images: int = 48, threads: int = 1) -> None:
-    """The reduced training schedule of one detector run, shared by the c3det benchmarks so
-    that a flag means the same in each (only the defaults given here differ)."""
-    t.add_argument("--seed", type=int, default=0, help="training seed (crops, init of new layers)")
-    t.add_argument("--test-images", type=int, default=test_images, help="HIT-UAV val images scored")
-    t.add_argument("--crop", type=int, default=192, help="training crop side, px")
-    t.add_argument("--batch", type=int, default=4, help="crops per step")
-    t.add_argument("--epochs", type=int, default=epochs)
-    t.add_argument("--lr", type=float, default=0.01, help="SGD learning rate")
-    t.add_argument("--warmup", type=int, default=50, help="linear warm-up steps")
-    t.add_argument("--lr-steps", type=int, nargs="*", default=lr_steps,
-                   help="epochs after which the lr drops x0.1")
-    t.add_argument("--roi-batch", type=int, default=128, help="RoIs sampled per image")
-    t.add_argument("--threads", type=int, default=threads, help="torch CPU threads")
-    t.add_argument("--amp-dtype", choices=["auto", "float32", "bfloat16"], default="auto",
-                   help="training's autocast dtype (c3det.train.amp_dtype; auto: float16 on "
-                        "CUDA, bfloat16 on a CPU with native bf16, else float32)")
-
-
-def precision_fields(amp_dtype: str) -> dict:
-    """TrainParams fields of an --amp-dtype flag value (float32: no autocast)."""
-    return {"amp": False} if amp_dtype == "float32" else {"amp_dtype": amp_dtype}
-
-
-def schedule_train(a: argparse.Namespace, **more) -> TrainParams:
-    """The TrainParams of `schedule_args`' flags (plus `more` fields)."""
-    return TrainParams(epochs=a.epochs, batch_size=a.batch, lr=a.lr, crop_size=a.crop,
-                       warmup_iters=a.warmup, lr_steps=a.lr_steps, seed=a.seed,
-                       **precision_fields(a.amp_dtype), **more)
-
-
-def resolved_dtype(tp: TrainParams) -> str:
-    """The dtype training runs in on this machine (recorded with each result)."""
-    from c3det.train import autocast_dtype, dtype_name
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return dtype_name(autocast_dtype(tp, device))
 
 
 def params(a) -> C3DetParams:
@@ -254,10 +187,6 @@ def cmd_report(a) -> None:
     print(json.dumps(targets, indent=1))
 
 
-def _f(x, nd=1) -> str:
-    return "–" if x is None else f"{x:.{nd}f}"
-
-
 def markdown(doc: dict) -> str:
     """docs/benchmarks/c3det_accuracy.md from the results JSON."""
     s, models = doc["schedule"], doc["models"]
@@ -305,7 +234,7 @@ def markdown(doc: dict) -> str:
         for n, rows in logs.items() if rows) + "."]
     out += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
     for name, t in doc["targets"].items():
-        out.append(f"| {name} | {_f(t['value'], 2) if t else '–'} | "
+        out.append(f"| {name} | {fmt(t['value'], 2) if t else '–'} | "
                    f"{('yes' if t['met'] else 'no') if t else 'not measured'} |")
     for key, title in (("per_class", "AP per class"), ("by_size", "AP by object size "
                                                        "(sqrt(w*h) px)")):
@@ -315,7 +244,7 @@ def markdown(doc: dict) -> str:
                 "|---|" + "---|" * len(names)]
         for r in models:
             out.append(f"| {r['name']} | " + " | ".join(
-                f"{_f(r[key][n][0])} / {_f(r[key][n][-1])}" for n in names) + " |")
+                f"{fmt(r[key][n][0])} / {fmt(r[key][n][-1])}" for n in names) + " |")
     tp = REPO / "benchmarks/results/c3det_train_throughput.json"
     if tp.exists():
         t = json.loads(tp.read_text())
@@ -331,7 +260,7 @@ def markdown(doc: dict) -> str:
                 "| model | images/s (wall) | images per CPU-second |", "|---|---|---|"]
         for r in t["results"]:
             out.append(f"| {NAMES.get(r['kind'], r['kind'])} | {r['images_per_s']:.3f} | "
-                       f"{_f(r['images_per_cpu_s'], 3)} |")
+                       f"{fmt(r['images_per_cpu_s'], 3)} |")
     reading = REPO / "benchmarks/notes/c3det_accuracy_reading.md"
     if reading.exists():  # the run's interpretation, written by hand after looking at it
         out += ["", reading.read_text().strip()]

@@ -19,16 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
 
 from c3det.config import C3DetParams, EvalParams  # noqa: E402
-from c3det_map_vs_clicks import load_hituav, schedule_args, schedule_train, split  # noqa: E402
+from common import load_hituav, schedule_args, schedule_train, split  # noqa: E402
 from c3det_pretrained import run, train_and_score  # noqa: E402
 
 WORK = REPO / "data/benchmarks/c3det_norm"

@@ -18,18 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
 
 from c3det.config import C3DetParams, EvalParams  # noqa: E402
-from c3det_map_vs_clicks import (DATA, load_hituav, resolved_dtype, schedule_args,  # noqa: E402
+from common import (DATA, load_hituav, resolved_dtype, schedule_args,  # noqa: E402
                                  schedule_train, split)
 
 WORK = REPO / "data/benchmarks/c3det_pretrained"

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -28,14 +27,12 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
 
 from c3det.config import C3DetParams, TrainParams  # noqa: E402
 from c3det.data import DetectionDataset, collate  # noqa: E402
 from c3det.model import build_model  # noqa: E402
 from c3det.train import autocast_dtype, dtype_name  # noqa: E402
-from c3det_map_vs_clicks import DATA, _f, load_hituav, precision_fields, split  # noqa: E402
+from common import DATA, fmt, load_hituav, precision_fields, split  # noqa: E402
 
 RESULT = REPO / "benchmarks/results/c3det_train_throughput{}.json"
 TOP_OPS = 15
@@ -142,7 +139,7 @@ def main() -> None:
     for kind in a.kinds:
         rows.append(measure(kind, data, a, device))
         r = rows[-1]
-        print(f"{kind}: {r['images_per_s']:.2f} images/s, {_f(r['images_per_cpu_s'], 3)} per "
+        print(f"{kind}: {r['images_per_s']:.2f} images/s, {fmt(r['images_per_cpu_s'], 3)} per "
               f"CPU-second" + (f", GPU busy {r['gpu_busy_share']:.0%}"
                                 if "gpu_busy_share" in r else ""), flush=True)
         for op in r.get("top_ops", []):

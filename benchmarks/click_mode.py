@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -31,11 +30,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
 
 from c3det.image_click_box import ClickBoxParams, ImageClickBoxer, gray_image  # noqa: E402
-from c3det_map_vs_clicks import DATA, load_hituav  # noqa: E402
+from common import DATA, load_hituav  # noqa: E402
 from flows.accounting.simulator import CentreClicker, simulate_batch  # noqa: E402
 from flows.accounting.workload import batch_workload, outside_ignore  # noqa: E402
 from flows.annotate.file_store import FileStore  # noqa: E402

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -37,11 +36,9 @@ import torch
 from torchvision.ops import box_iou
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
 
 from c3det.config import C3DetParams, CRPNParams, TrainParams  # noqa: E402
-from c3det_map_vs_clicks import DATA, load_hituav, schedule_args, schedule_train, split  # noqa: E402
+from common import DATA, load_hituav, schedule_args, schedule_train, split  # noqa: E402
 
 WORK = REPO / "data/benchmarks/crpn_recall"
 RESULT = REPO / "benchmarks/results/crpn_recall.json"

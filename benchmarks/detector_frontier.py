@@ -27,7 +27,6 @@ import dataclasses
 import json
 import math
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -35,11 +34,9 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
 
 from c3det.config import C3DetParams, EvalParams, TrainParams  # noqa: E402
-from c3det_map_vs_clicks import DATA, load_hituav, resolved_dtype, split  # noqa: E402
+from common import DATA, load_hituav, resolved_dtype, split  # noqa: E402
 from c3det_pretrained import train_and_score  # noqa: E402
 
 WORK = REPO / "data/benchmarks/detector_frontier"

@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 OUT = ROOT / "benchmarks" / "results" / "features_order.json"
 MACHINE = "2-core CPU, 24 GiB, no GPU (dev box, shared with other jobs)"
 

@@ -20,14 +20,12 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 HITUAV = Path(os.environ.get("TINYLOOP_HITUAV", ROOT.parent / "shared/datasets/hit-uav"))
 OUT = ROOT / "benchmarks" / "results" / "features_simnet.json"
 PLOT = ROOT / "docs" / "img" / "features_simnet_loss.png"

@@ -24,9 +24,8 @@ import tracemalloc
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from benchmarks.ranker_spearman import BASE_RATES, DEFAULT_DATA, load_hituav, split  # noqa
+from common import BASE_RATES, DATA, import_headers_only, whole_split  # noqa: E402
 from flows.annotate import mongo  # noqa: E402
 from flows.project.config import SimulatorParams, WorkloadParams  # noqa: E402
 from flows.accounting.degraded_predictor import DegradedTruthPredictor  # noqa: E402
@@ -109,12 +108,12 @@ def diff(store) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--images", type=int, default=500)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/fiftyone_pull.json")
     args = ap.parse_args()
-    labels = load_hituav(args.data)
-    train = split(labels, "train")
+    labels = import_headers_only(args.data)
+    train = whole_split(labels, "train")
     truth = LabelSet(labels.categories, sorted(train.images, key=lambda im: im.id)
                      [:args.images])
     with tempfile.TemporaryDirectory() as d:

@@ -65,8 +65,7 @@ SMOKE = {"crop": 128, "batch": 2, "steps": 1, "profile_s": 240, "score_s": 60,
 def pick_images(train_images: int):
     """(train, test, every label): the images yolo_vs_frcnn.py scores its CPU rows on, and
     those of its --smoke run (a few more, so that `run --smoke` works on the slice too)."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from c3det_map_vs_clicks import load_hituav, split
+    from common import load_hituav, split
     from tinyloop.annotations import LabelSet
     from yolo_vs_frcnn import SMOKE as YOLO_SMOKE
     labels = load_hituav(YOLO_WORK)
@@ -81,7 +80,7 @@ def pick_images(train_images: int):
 
 def write_slice(train, test, labels) -> None:
     """The picked images under SLICE, the label caches the phases read (gzipped)."""
-    from c3det_map_vs_clicks import DATA
+    from common import DATA
     from tinyloop.annotations import LabelSet
     from tinyloop.cocofile import to_coco
     if WINDOW.exists():
@@ -140,7 +139,7 @@ def cmd_prepare(a) -> None:
 
 def device_command(budget_s: int = 540) -> str:
     return ("python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir "
-            "--target /tmp/site .gpu/window/whl/*.whl && export PYTHONPATH=/tmp/site && "
+            "--target /tmp/site .gpu/window/whl/*.whl && export PYTHONPATH=/tmp/site:$PWD && "
             f"PYTHONUNBUFFERED=1 python3 benchmarks/gpu_window.py run --budget-s {budget_s} "
             "--out $OUT")
 
@@ -197,7 +196,6 @@ def environment() -> dict:
     """Versions, the GPU, and every module or file the phases need that fails to load."""
     import importlib
     import torch
-    sys.path[:0] = [p for p in (str(REPO), str(REPO / "benchmarks")) if p not in sys.path]
     missing = []
     for name in IMPORTS:
         try:
@@ -288,7 +286,6 @@ def cmd_collect(a) -> None:
         setup = row["setup"]
         name = f"c3det_train_throughput_{setup['crop']}_gpu_{setup['amp_dtype']}.json"
         (RESULTS / name).write_text(json.dumps(row, indent=1) + "\n")
-    sys.path.insert(0, str(REPO / "benchmarks"))
     from yolo_vs_frcnn import run_dir
     for row in doc["phases"].get("yolo", {}).get("rows", []):
         s = row["schedule"]

@@ -21,14 +21,12 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 OUT = ROOT / "benchmarks" / "results" / "ingest_speed.json"
 PLOT = ROOT / "docs" / "img" / "ingest_speed.png"
 MACHINE = "2-core CPU, 24 GiB, no GPU (dev box, shared with other jobs)"

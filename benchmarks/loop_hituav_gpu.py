@@ -1,7 +1,7 @@
 """HIT-UAV loop at the issue's batch size (100) on a lent GPU, every ordering at once.
 
     .venv/bin/python benchmarks/loop_hituav_gpu.py prepare [--set flows.min_score=auto]  # here
-    python3 benchmarks/loop_hituav_gpu.py run --budget-s 480 --out $OUT             # GPU box
+    PYTHONPATH=$PWD python3 benchmarks/loop_hituav_gpu.py run --budget-s 480 --out $OUT  # GPU box
     .venv/bin/python benchmarks/loop_hituav_gpu.py collect DIR [DIR ...]           # here
 
 A GPU box of this workplace is lent for minutes, reaches nothing outside, has no Prefect,
@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 HITUAV = Path(os.environ.get("TINYLOOP_HITUAV", REPO.parent / "shared/datasets/hit-uav"))
 GPU_DIR = REPO / ".gpu"
 ORDERINGS = ["random", "dissimilar", "similar", "temporal"]

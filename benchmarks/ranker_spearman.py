@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
+from common import BASE_RATES, DATA, import_headers_only, whole_split  # noqa: E402
 from flows.annotate.memory_store import MemoryStore  # noqa: E402
 from flows.project.config import SimulatorParams  # noqa: E402
 from flows.accounting.degraded_predictor import DegradedTruthPredictor  # noqa: E402
@@ -41,25 +41,7 @@ from flows.accounting.simulator import simulate_batch  # noqa: E402
 from tinyloop.annotations import ImageLabels, LabelSet  # noqa: E402
 from tinyloop.atomic import write_json_atomic  # noqa: E402
 
-DEFAULT_DATA = Path(os.environ.get("TINYLOOP_HITUAV", REPO.parent / "shared/datasets/hit-uav"))
-BASE_RATES = dict(miss=0.25, relabel=0.1, jitter=0.1, false_positives=0.5, fix=0.9,
-                  spread=0.2, vary=0.8)
 HARDER_RATES = dict(BASE_RATES, miss=0.4, relabel=0.2, jitter=0.15, false_positives=1.0)
-
-
-def load_hituav(root: Path) -> LabelSet:
-    from tinyloop.config import DataParams
-    from tinyloop.ingest import import_dataset
-    labels, report = import_dataset(root, replace(DataParams(), verify_images="header"),
-                                    progress=False)
-    if report.problems:
-        print(report.summary(), file=sys.stderr)
-    return labels
-
-
-def split(labels: LabelSet, name: str) -> LabelSet:
-    return LabelSet(labels.categories,
-                    [im for im in labels if im.image.metadata.get("split") == name])
 
 
 def make_predictor(truth: LabelSet, rates: dict, seed: int, checkpoint: str | None,
@@ -118,7 +100,7 @@ def evaluate(ranker: QualityRanker, logs) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--checkpoint", help="c3det model; default: degraded-truth stand-in")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--min-score", type=float, default=0.3,
@@ -134,8 +116,8 @@ def main() -> int:
         REPO / f"docs/img/workload_ranker_review{suffix}.png"
     args.out = args.out or REPO / f"benchmarks/results/ranker_spearman{suffix}.json"
     start = time.perf_counter()
-    labels = load_hituav(args.data)
-    train, val = split(labels, "train"), split(labels, "val")
+    labels = import_headers_only(args.data)
+    train, val = whole_split(labels, "train"), whole_split(labels, "val")
     train.images, val.images = train.images[:args.max_train], val.images[:args.max_val]
     base = SimulatorParams()                 # sigma 3 px, 3 rounds x 3 clicks
     tests = {

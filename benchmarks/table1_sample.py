@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 WORK = REPO / "benchmarks" / "work" / "table1-sample"
 MACHINE = os.environ.get("TINYLOOP_MACHINE", "2-core CPU, 24 GiB, no GPU (dev box)")
 ORDERINGS = ["random", "dissimilar", "similar", "temporal"]  # the grid's row order

@@ -35,7 +35,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from flows import model_policy, steps  # noqa: E402
 from flows.accounting.workload import NONE_SHOWN, best_threshold, saving  # noqa: E402

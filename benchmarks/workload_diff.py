@@ -24,9 +24,8 @@ from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from benchmarks.ranker_spearman import BASE_RATES, DEFAULT_DATA, load_hituav, split  # noqa
+from common import BASE_RATES, DATA, import_headers_only, whole_split  # noqa: E402
 from flows.annotate.file_store import FileStore  # noqa: E402
 from flows.project.config import SimulatorParams, WorkloadParams  # noqa: E402
 from flows.accounting.degraded_predictor import DegradedTruthPredictor  # noqa: E402
@@ -118,7 +117,7 @@ def diff_files(store: FileStore) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--images", type=int, default=500)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/workload_diff.json")
     ap.add_argument("--plot-only", action="store_true",
@@ -127,8 +126,8 @@ def main() -> int:
     if args.plot_only:
         plot(json.loads(args.out.read_text()), PLOT)
         return 0
-    labels = load_hituav(args.data)
-    train = split(labels, "train")
+    labels = import_headers_only(args.data)
+    train = whole_split(labels, "train")
     truth = LabelSet(labels.categories, sorted(train.images, key=lambda im: im.id)
                      [:args.images])
     results = {}

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -34,10 +33,8 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
 
-from c3det_map_vs_clicks import DATA, load_hituav, split  # noqa: E402
+from common import DATA, load_hituav, split  # noqa: E402
 from c3det_pretrained import WORK  # noqa: E402
 from flows.accounting.workload import NONE_SHOWN, best_threshold, saving, wt_by_threshold  # noqa: E402
 from flows.model_policy import THRESHOLDS  # noqa: E402

@@ -27,18 +27,15 @@ import datetime as dt
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
 
 from c3det.config import C3DetParams, EvalParams, TrainParams  # noqa: E402
-from c3det_map_vs_clicks import (DATA, load_hituav, precision_fields,  # noqa: E402
+from common import (DATA, load_hituav, precision_fields,  # noqa: E402
                                  resolved_dtype, split)  # same data, same picks
 
 RESULT = REPO / "benchmarks/results/yolo_interactive_curve.json"

@@ -38,18 +38,15 @@ import dataclasses
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
 
 from c3det.config import C3DetParams, EvalParams, YoloParams  # noqa: E402
-from c3det_map_vs_clicks import DATA, load_hituav, schedule_args, schedule_train, split  # noqa: E402
+from common import DATA, load_hituav, schedule_args, schedule_train, split  # noqa: E402
 from tinyloop.annotations import ImageLabels, LabelSet  # noqa: E402
 
 WORK = REPO / "data/benchmarks/yolo_vs_frcnn"
