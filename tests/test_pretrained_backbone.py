@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from c3det.backbone import image_fpn, lite_fpn
-from tinyloop import efficientnet_lite as lite
+from c3det import efficientnet_lite as lite
 from c3det.efficientnet_lite import WeightsError, efficientnet_lite, weights_file
 
 
