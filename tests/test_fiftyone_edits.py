@@ -150,7 +150,8 @@ def test_plugin_operators_are_discovered(tmp_path, mongo_uri):
     fo.config.plugins_dir = str(plugins_dir(tmp_path))
     try:
         plugin = [p for p in fop.list_plugins() if p.name == "@tinyloop/annotate"]
-        assert plugin and set(plugin[0].operators) == {"refine_with_clicks", "mark_batch_done"}
+        assert plugin and set(plugin[0].operators) == {"refine_with_clicks", "boxes_from_clicks",
+                                                  "mark_batch_done"}
     finally:
         fo.config.plugins_dir = old
 

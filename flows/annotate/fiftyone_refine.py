@@ -1,16 +1,18 @@
 """The App operators' work on the dataset: "Refine with clicks" (re-predict a sample from its
-clicks, replacing only the boxes no person owns, saved conditionally like the App's) and
-"Mark batch done" (review status + the done signal, flows/project/done_signal.py)."""
+clicks, replacing only the boxes no person owns, saved conditionally like the App's),
+"Boxes from clicks" (each point in `box_clicks` becomes a `click_box` box in `corrections`,
+flows.annotate.click_boxes; nothing already there changes) and "Mark batch done" (review
+status + the done signal, flows/project/done_signal.py)."""
 from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterable
 
-from tinyloop.annotations import Annotation
+from tinyloop.annotations import Annotation, Click
 from flows.annotate.annotation_store import (StaleEditError, new_annotation_id, predictions_to_add,
                                              retry_stale)
-from flows.annotate.fiftyone_schema import (CORRECTIONS, PREDICTIONS, CLICKS)
+from flows.annotate.fiftyone_schema import (CORRECTIONS, PREDICTIONS, CLICKS, BOX_CLICKS)
 from flows.annotate.fiftyone_convert import (read_objects, set_objects, put_objects,
                                              linked_polylines, backfill_polylines, from_keypoint,
                                              detections_of, absorb_new_clicks)
@@ -59,6 +61,53 @@ def refresh_sample(sample, predictions: list[Annotation], w: int, h: int) -> tup
     put_objects(sample, CORRECTIONS, [o.det for o in kept if o.det] + new_dets,
                 [o.poly for o in kept if o.poly] + linked_polylines(added, new_dets, w, h))
     return len(objects) - len(kept), len(kept)
+
+
+def boxes_from_clicks_samples(ds, sample_ids: Iterable[str], make_boxes,
+                              retries: int = 5) -> dict[str, int]:
+    """Turn each sample's `box_clicks` points into boxes appended to `corrections`, then
+    empty `box_clicks`. `make_boxes(image_path, points, existing) -> list[Annotation]`
+    (flows.annotate.click_boxes.boxes_from_clicks with the model and boxer bound); every
+    detection and polyline already in `corrections` is kept exactly as it is. Saved
+    conditionally (`edit_sample`): an annotator's save in between is re-read, not lost."""
+    import fiftyone as fo
+    counts = {"samples": 0, "points": 0, "boxes": 0}
+    for sid in sample_ids:
+        saved = {}
+
+        def add_boxes(sample) -> None:
+            w, h = sample.metadata.width, sample.metadata.height
+            points = [_point(det, w, h) for det in
+                      (sample[BOX_CLICKS].detections if sample[BOX_CLICKS] else [])]
+            saved["points"], saved["boxes"] = len(points), 0
+            if not points:
+                return
+            objects = read_objects(sample, CORRECTIONS, w, h)
+            made = make_boxes(sample.filepath, points, [o.ann for o in objects if o.ann])
+            made = [replace(a, id=new_annotation_id(), box=a.box.clip(w, h)) for a in made]
+            _append_detections(sample, detections_of(made, w, h).detections)
+            sample[BOX_CLICKS] = fo.Detections()
+            saved["boxes"] = len(made)
+
+        edit_sample(lambda: ds[sid], add_boxes, retries, f"sample {sid}")
+        counts["samples"] += 1
+        counts["points"] += saved["points"]
+        counts["boxes"] += saved["boxes"]
+    return counts
+
+
+def _point(det, w: int, h: int) -> Click:
+    """A point drawn as a small box (the Annotate tab draws boxes): its centre, its label."""
+    x, y, bw, bh = det.bounding_box
+    return Click((x + bw / 2) * w, (y + bh / 2) * h, det.label or "")
+
+
+def _append_detections(sample, new_dets: list) -> None:
+    """`corrections` with `new_dets` after its detections, which stay the same objects
+    (ids, attributes, links to their polylines untouched)."""
+    import fiftyone as fo
+    current = sample[CORRECTIONS].detections if sample[CORRECTIONS] else []
+    sample[CORRECTIONS] = fo.Detections(detections=list(current) + list(new_dets))
 
 
 def edit_sample(load: Callable, change: Callable, retries: int, what: str) -> None:

@@ -10,6 +10,8 @@ PREDICTIONS = "predictions"
 GROUND_TRUTH = "ground_truth"
 CLICKS = "clicks"
 NEW_CLICKS = "new_clicks"
+# points (small boxes) on objects with no box yet; "Boxes from clicks" turns each into a box
+BOX_CLICKS = "box_clicks"
 NEEDS_FIX = "needs-fix"
 ORIENTED_SUFFIX = "_oriented"
 _EPS = 1e-9
@@ -35,6 +37,7 @@ def get_dataset(name: str, create: bool = True):
         ds = fo.load_dataset(name)
         _add_oriented_fields(ds)
         _add_selection_fields(ds)
+        _add_box_clicks_field(ds)
         return ds
     if not create:
         raise KeyError(f"no FiftyOne dataset {name!r}; run `tinyloop app sync` first")
@@ -48,6 +51,7 @@ def get_dataset(name: str, create: bool = True):
     for name_ in (GROUND_TRUTH, PREDICTIONS, CORRECTIONS, NEW_CLICKS):
         ds.add_sample_field(name_, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
     ds.add_sample_field(CLICKS, fo.EmbeddedDocumentField, embedded_doc_type=fo.Keypoints)
+    _add_box_clicks_field(ds)
     _add_oriented_fields(ds)
     _add_selection_fields(ds)
     ds.create_index("image_id", unique=True)
@@ -63,6 +67,14 @@ def _add_oriented_fields(ds) -> None:
                                 embedded_doc_type=fo.Polylines)
 
 
+def _add_box_clicks_field(ds) -> None:
+    """The points "Boxes from clicks" reads; also on datasets created before click mode."""
+    import fiftyone as fo
+    if not ds.has_sample_field(BOX_CLICKS):
+        ds.add_sample_field(BOX_CLICKS, fo.EmbeddedDocumentField,
+                            embedded_doc_type=fo.Detections)
+
+
 def _add_selection_fields(ds) -> None:
     """The selection fields; also on datasets created before selection existed."""
     import fiftyone as fo
@@ -72,10 +84,10 @@ def _add_selection_fields(ds) -> None:
 
 
 def set_annotation_schemas(ds, classes: list[str]) -> None:
-    """Label schemas that make `corrections`, its oriented polylines and `new_clicks`
-    editable in the Annotate tab."""
+    """Label schemas that make `corrections`, its oriented polylines, `new_clicks` and
+    `box_clicks` editable in the Annotate tab."""
     schemas = {}
-    editable = [CORRECTIONS, oriented(CORRECTIONS), NEW_CLICKS]
+    editable = [CORRECTIONS, oriented(CORRECTIONS), NEW_CLICKS, BOX_CLICKS]
     for name in editable:
         schema = ds.generate_label_schemas(name, scan_samples=False)
         schema["classes"] = list(classes)

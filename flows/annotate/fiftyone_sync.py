@@ -20,6 +20,10 @@ One sample per image (matched by `image_id`), with fields
 - `new_clicks`    Detections the annotators draw as small boxes where they want to click (the
                   Annotate tab draws boxes, not points); pull counts each as a click (box
                   centre) of the next round, "Refine with clicks" moves them into `clicks`
+- `box_clicks`    Detections drawn as small boxes on objects that have no box: "Boxes from
+                  clicks" turns each into a box of its class in `corrections` (provenance
+                  `click_box`, flows.annotate.click_boxes) and empties the field; pull refuses
+                  a point still there (it would be an object silently lost)
 - `batch`, `order_position`, `review_status` (todo | done), `review_priority` (higher =
   review first), `problems` (why the last pull refused this sample) and the sample tag
   `needs-fix` while problems remain.
@@ -58,7 +62,8 @@ from flows.annotate.annotation_store import read_clicks, write_clicks
 from flows.project.layout import ProjectLayout, batch_name
 from flows.project.selection_record import chosen, chosen_in_batch
 from flows.annotate.fiftyone_schema import (CORRECTIONS, PREDICTIONS, GROUND_TRUTH, CLICKS,
-                                            NEW_CLICKS, NEEDS_FIX, oriented, get_dataset,
+                                            NEW_CLICKS, BOX_CLICKS, NEEDS_FIX, oriented,
+                                            get_dataset,
                                             set_annotation_schemas)
 from flows.annotate.fiftyone_convert import (fmt_box, from_detection, read_objects, set_objects,
                                              backfill_polylines, from_keypoint, keypoints_of)
@@ -158,6 +163,7 @@ def sync_batch(project_root: str | Path, batch: int, dataset_name: str, images_d
             sample[CLICKS] = keypoints_of(clicks_by_id.get(rec.id, item.clicks), w, h)
         if is_new:
             sample[NEW_CLICKS] = fo.Detections()
+            sample[BOX_CLICKS] = fo.Detections()
 
     existing = ds.select_by("image_id", list(items))
     seen = set()
@@ -209,6 +215,7 @@ def restart_batch(project_root: str | Path, batch: int, dataset_name: str) -> in
         set_objects(sample, CORRECTIONS, item.annotations, w, h)
         sample[CLICKS] = keypoints_of(clicks_by_id.get(item.id, item.clicks), w, h)
         sample[NEW_CLICKS] = fo.Detections()
+        sample[BOX_CLICKS] = fo.Detections()
         sample["review_status"] = "todo"
         reset += 1
     return reset
@@ -240,7 +247,18 @@ def sample_labels(sample, template: ImageLabels, classes: list[str]
                   max((k.round for k in clicks), default=0) + 1)
         clicks.append(c)
     clicks = [c for c in clicks if c.category in classes]
+    problems += _unboxed_points(sample, rec.id, w, h)
     return ImageLabels(rec, anns, list(template.ignore), clicks), problems
+
+
+def _unboxed_points(sample, image_id: str, w: int, h: int) -> list[Problem]:
+    """A point left in `box_clicks` is an object the annotator marked and that has no box
+    yet: the pull must not drop it silently."""
+    return [Problem(image_id, f"point at ({(x + bw / 2) * w:.0f}, {(y + bh / 2) * h:.0f}) "
+                              f"({det.label}) in {BOX_CLICKS} has no box yet",
+                    "run 'Boxes from clicks' on this image, or delete the point")
+            for det in (sample[BOX_CLICKS].detections if sample[BOX_CLICKS] else [])
+            for x, y, bw, bh in [det.bounding_box]]
 
 
 def _label_problem(ann: Annotation, classes: list[str], w: int, h: int
@@ -269,7 +287,7 @@ def pull_batch(project_root: str | Path, batch: int, dataset_name: str,
     docs = ds._sample_collection.find(
         {"image_id": {"$in": [im.id for im in pre]}},
         {"image_id": 1, "tags": 1, "problems": 1, CORRECTIONS: 1, oriented(CORRECTIONS): 1,
-         CLICKS: 1, NEW_CLICKS: 1, PREDICTIONS: 1})
+         CLICKS: 1, NEW_CLICKS: 1, BOX_CLICKS: 1, PREDICTIONS: 1})
     samples = {d["image_id"]: RawSample(d) for d in docs}
     images, refined, problems = [], [], []
     for item in pre:

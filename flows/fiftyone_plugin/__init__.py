@@ -6,6 +6,11 @@
   edited are never changed. The predictor is the model policy's (flows.model_policy): the
   project's tiling and the model's score threshold, so the App shows the boxes
   pre-annotation showed.
+- "Boxes from clicks": each point the annotator drew in `box_clicks` (a small box of the
+  object's class on an object with no box) becomes a box of that class in `corrections`,
+  provenance `click_box`: the current model's candidate, else the class's size prior, else a
+  box from the image around the point (flows.annotate.click_boxes). Boxes already there are
+  never changed; a point inside a box of its class adds nothing.
 - "Mark batch done": review_status=done for the batch, writes data/batches/NNN/done and
   resumes the Prefect flow run waiting for it (flows.human_wait.signal_done).
 
@@ -56,6 +61,36 @@ class RefineWithClicks(foo.Operator):
         return types.Property(outputs)
 
 
+class BoxesFromClicks(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(name="boxes_from_clicks", label="Boxes from clicks",
+                                  description="Turn each point in box_clicks into a box of "
+                                              "its class; existing boxes stay as they are")
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        inputs.view("info", types.Notice(label=f"Boxes from the points of "
+                                               f"{len(_targets(ctx))} sample(s)"))
+        return types.Property(inputs)
+
+    def execute(self, ctx):
+        from flows.annotate import fiftyone_refine as frefine
+        from flows.annotate.click_boxes import project_click_boxes
+        from flows.steps import Project
+        project = Project.open(ctx.dataset.info["project_root"])
+        counts = frefine.boxes_from_clicks_samples(ctx.dataset, _targets(ctx),
+                                                   project_click_boxes(project))
+        ctx.trigger("reload_samples")
+        return counts
+
+    def resolve_output(self, ctx):
+        outputs = types.Object()
+        for key in ("samples", "points", "boxes"):
+            outputs.int(key, label=key)
+        return types.Property(outputs)
+
+
 class MarkBatchDone(foo.Operator):
     @property
     def config(self):
@@ -78,4 +113,5 @@ class MarkBatchDone(foo.Operator):
 
 def register(p):
     p.register(RefineWithClicks)
+    p.register(BoxesFromClicks)
     p.register(MarkBatchDone)
