@@ -205,3 +205,48 @@ def test_drag_a_corner_and_relabel_an_oriented_polyline_then_pull(tmp_path, mong
         assert [got[a.id] for a in untouched] == untouched
     finally:
         ds.delete()
+
+
+def test_boxes_from_clicks_runs_in_the_app_and_the_box_appears(tmp_path, mongo_uri):
+    """An annotator's point on a missed object (the batch's first model has not finished:
+    the box comes from the image) becomes a box through the operator browser: the `` ` ``
+    key, "Boxes from clicks", Execute; the App's server runs it and the pull has the box."""
+    import fiftyone as fo
+    from flows.annotate import app as fapp
+    from flows.annotate import fiftyone_sync as fsync
+    from flows.annotate.mongo import free_port
+    images_dir, pre = make_project(tmp_path, n_images=1)
+    (tmp_path / "params.yaml").write_text("flows:\n  min_score: 0.3\n")  # no model yet
+    name = unique_name("browser-clicks")
+    ds = fsync.sync_batch(tmp_path, 1, name, images_dir)
+    sample = ds.first()
+    before = [d.to_dict() for d in sample["corrections"].detections]
+    sample["box_clicks"] = fo.Detections(detections=[   # the ground truth's missed Bicycle
+        fo.Detection(label="Bicycle", bounding_box=[505 / 640, 108 / 512, 0.004, 0.004])])
+    sample.save()
+    info = fapp.start_app(tmp_path, port=free_port(), dataset=name, uri=mongo_uri)
+    try:
+        shots = SHOTS / "click-boxes"
+        with annotate_tab(info, sample, shots) as page:
+            page.keyboard.press("`")
+            search = page.get_by_placeholder("Search operations by name...")
+            search.fill("Boxes from clicks")
+            page.screenshot(path=shots / "2-operator-browser.png")
+            search.press("Enter")
+            with page.expect_response(lambda r: "/operators/execute" in r.url) as ran:
+                page.get_by_role("button", name="Execute").click()
+            assert ran.value.status == 200 and ran.value.json()["error"] is None, \
+                ran.value.text()
+            page.get_by_role("button", name="Close").click()
+            # the App reloads the sample: the new box is in the LABELS list
+            page.locator('[data-cy^="annotate-label-"]', has_text="Bicycle").wait_for()
+            page.screenshot(path=shots / "3-box-from-click.png")
+        sample.reload()
+        made = sample["corrections"].detections[-1]
+        assert [d.to_dict() for d in sample["corrections"].detections[:3]] == before
+        assert made.label == "Bicycle" and made["source"] == "click_box"
+        box = fsync.pull_batch(tmp_path, 1, name).labels.images[0].annotations[-1]
+        assert box.provenance.source == "click_box" and box.box.contains(505.0, 108.0)
+    finally:
+        fapp.stop_app(tmp_path, stop_mongo=False)
+        ds.delete()
