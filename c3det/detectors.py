@@ -27,16 +27,16 @@ Nothing here imports torch or a family's framework until a family is used.
 """
 from __future__ import annotations
 
-import importlib
 import zipfile
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 from tinyloop.annotations import Annotation, Click, LabelSet
+from tinyloop.registry import Registry
 
 # the modules whose import registers a family, in the order checkpoints are offered to them
 FAMILY_MODULES = ("c3det.torchvision_family", "c3det.yolo.family")
-_FAMILIES: dict[str, "DetectorFamily"] = {}
+FAMILIES: Registry["DetectorFamily"] = Registry(FAMILY_MODULES)
 
 
 @runtime_checkable
@@ -114,20 +114,18 @@ class DetectorFamily:
 
 def register(family: DetectorFamily) -> DetectorFamily:
     """Make `family` known to `family_for` and `family_of_checkpoint`."""
-    taken = {d for f in _FAMILIES.values() if f.name != family.name for d in f.detectors}
+    taken = {d for f in FAMILIES.so_far().values() if f.name != family.name
+             for d in f.detectors}
     clash = taken & set(family.detectors)
     if clash:
         raise ValueError(f"detector family {family.name!r}: {sorted(clash)} already belong "
                          "to another family")
-    _FAMILIES[family.name] = family
-    return family
+    return FAMILIES.register(family)
 
 
 def families() -> list[DetectorFamily]:
     """Every registered family, in FAMILY_MODULES order."""
-    for module in FAMILY_MODULES:
-        importlib.import_module(module)
-    return list(_FAMILIES.values())
+    return list(FAMILIES.entries().values())
 
 
 def family_for(params) -> DetectorFamily:

@@ -7,14 +7,15 @@ Adding an ordering (a selection strategy) is its module plus one line in ORDERIN
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
+
+from tinyloop.registry import Registry
 
 # the modules whose import registers orderings, in the order their names are listed
 ORDERING_MODULES = ("features.order_farthest", "features.order_random",
                     "features.order_temporal")
-_ORDERINGS: dict[str, "Ordering"] = {}
+ORDERINGS: Registry["Ordering"] = Registry(ORDERING_MODULES)
 
 
 class OrderError(ValueError):
@@ -47,20 +48,13 @@ class Ordering:
     order: Callable[[OrderRequest], Any]
 
 
-def register(ordering: Ordering) -> Ordering:
-    _ORDERINGS[ordering.name] = ordering
-    return ordering
-
-
-def ordering_names() -> tuple[str, ...]:
-    """Every registered ordering, in ORDERING_MODULES order."""
-    for module in ORDERING_MODULES:
-        importlib.import_module(module)
-    return tuple(_ORDERINGS)
+register = ORDERINGS.register
+ordering_names = ORDERINGS.names
 
 
 def ordering(name: str) -> Ordering:
-    if name not in ordering_names():
+    found = ORDERINGS.get(name)
+    if found is None:
         raise OrderError(f"unknown order.method {name!r}; expected one of "
                          f"{', '.join(ordering_names())}")
-    return _ORDERINGS[name]
+    return found

@@ -19,15 +19,16 @@ writes the files. Nothing here imports numpy at import time.
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+from tinyloop.registry import Registry
 
 # the modules whose import registers strategies, in the order their names are listed
 SELECTION_MODULES = ("features.select_uncertainty", "features.select_diversity",
                      "features.select_hybrid", "features.select_work")
 FIXED = "fixed"  # no selection: the batches keep order.method's order
-_STRATEGIES: dict[str, "Strategy"] = {}
+STRATEGIES: Registry["Strategy"] = Registry(SELECTION_MODULES)
 
 
 class SelectError(ValueError):
@@ -93,23 +94,16 @@ class Strategy:
     select: Callable[[SelectionRequest], Ranking]
 
 
-def register(strategy: Strategy) -> Strategy:
-    _STRATEGIES[strategy.name] = strategy
-    return strategy
-
-
-def strategy_names() -> tuple[str, ...]:
-    """Every registered strategy, in SELECTION_MODULES order."""
-    for module in SELECTION_MODULES:
-        importlib.import_module(module)
-    return tuple(_STRATEGIES)
+register = STRATEGIES.register
+strategy_names = STRATEGIES.names
 
 
 def strategy(name: str) -> Strategy:
-    if name not in strategy_names():
+    found = STRATEGIES.get(name)
+    if found is None:
         raise SelectError(f"unknown order.select.strategy {name!r}; expected {FIXED} or one "
                           f"of {', '.join(strategy_names())}")
-    return _STRATEGIES[name]
+    return found
 
 
 def rank(request: SelectionRequest, name: str) -> Ranking:

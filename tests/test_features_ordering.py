@@ -18,7 +18,7 @@ def test_shipped_orderings_and_what_they_read():
 
 
 def test_a_new_ordering_through_the_registry_alone(tmp_path, monkeypatch):
-    monkeypatch.setattr(registry, "_ORDERINGS", dict(registry._ORDERINGS))
+    monkeypatch.setattr(registry.ORDERINGS, "_entries", dict(registry.ORDERINGS.entries()))
     registry.register(Ordering("reverse_id", uses_embeddings=False,
                                order=lambda req: np.argsort([req.ids[r] for r in req.new_rows])[::-1]))
     ids = [f"img{i}" for i in range(5)]

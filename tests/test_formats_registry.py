@@ -41,8 +41,8 @@ def write_csv_labels(labels, out_dir: Path) -> None:
 @pytest.fixture
 def csv_format(monkeypatch):
     """Registers `csv` for this test only: the registry's two calls are all it takes."""
-    monkeypatch.setattr(registry, "_READERS", dict(registry._READERS))
-    monkeypatch.setattr(registry, "_WRITERS", dict(registry._WRITERS))
+    monkeypatch.setattr(registry.READERS, "_entries", dict(registry.READERS.entries()))
+    monkeypatch.setattr(registry.WRITERS, "_entries", dict(registry.WRITERS.entries()))
     registry.register_reader(LabelReader("csv", ".csv", read=read_csv_labels))
     registry.register_writer(LabelWriter("csv", written_to(write_csv_labels)))
 

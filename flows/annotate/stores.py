@@ -9,16 +9,16 @@ Registering imports no annotation tool: a store imports its tool when opened.
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from flows.annotate.annotation_store import AnnotationStore
+from tinyloop.registry import Registry
 
 # the modules whose import registers a store, in the order their names are listed
 STORE_MODULES = ("flows.annotate.file_store", "flows.annotate.fiftyone_store")
-_STORES: dict[str, "StoreKind"] = {}
+STORES: Registry["StoreKind"] = Registry(STORE_MODULES)
 
 
 @dataclass(frozen=True)
@@ -28,22 +28,15 @@ class StoreKind:
     open: Callable[[Path, object], AnnotationStore]
 
 
-def register(kind: StoreKind) -> StoreKind:
-    _STORES[kind.name] = kind
-    return kind
-
-
-def store_names() -> tuple[str, ...]:
-    """Every registered store, in STORE_MODULES order."""
-    for module in STORE_MODULES:
-        importlib.import_module(module)
-    return tuple(_STORES)
+register = STORES.register
+store_names = STORES.names
 
 
 def open_store(project_root: str | Path, params) -> AnnotationStore:
     """The store `params.flows.store` names, opened on the project."""
     name = params.flows.store
-    if name not in store_names():
+    kind = STORES.get(name)
+    if kind is None:
         raise ValueError(f"flows.store {name!r} is no registered annotation store; known: "
                          f"{', '.join(store_names())}")
-    return _STORES[name].open(Path(project_root), params)
+    return kind.open(Path(project_root), params)

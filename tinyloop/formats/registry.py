@@ -10,16 +10,17 @@ to extend").
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from tinyloop.registry import Registry
+
 # the modules whose import registers formats, in the order their names are listed
 FORMAT_MODULES = ("tinyloop.formats.voc", "tinyloop.formats.rolabelimg",
                   "tinyloop.formats.yolo", "tinyloop.formats.dota", "tinyloop.formats.coco")
-_READERS: dict[str, "LabelReader"] = {}
-_WRITERS: dict[str, "LabelWriter"] = {}
+READERS: Registry["LabelReader"] = Registry(FORMAT_MODULES)
+WRITERS: Registry["LabelWriter"] = Registry(FORMAT_MODULES)
 
 
 @dataclass(frozen=True)
@@ -46,46 +47,25 @@ class LabelWriter:
     write: Callable
 
 
-def register_reader(reader: LabelReader) -> LabelReader:
-    _READERS[reader.name] = reader
-    return reader
-
-
-def register_writer(writer: LabelWriter) -> LabelWriter:
-    _WRITERS[writer.name] = writer
-    return writer
-
-
-def _load() -> None:
-    for module in FORMAT_MODULES:
-        importlib.import_module(module)
-
-
-def reader_names() -> tuple[str, ...]:
-    """The formats ingest reads, in FORMAT_MODULES order."""
-    _load()
-    return tuple(_READERS)
-
-
-def writer_names() -> tuple[str, ...]:
-    """The formats export writes, in FORMAT_MODULES order."""
-    _load()
-    return tuple(_WRITERS)
+register_reader = READERS.register
+register_writer = WRITERS.register
+reader_names = READERS.names     # the formats ingest reads, in FORMAT_MODULES order
+writer_names = WRITERS.names     # the formats export writes
 
 
 def reader(name: str) -> LabelReader:
-    _load()
-    if name not in _READERS:
+    found = READERS.get(name)
+    if found is None:
         raise ValueError(f"unknown format {name!r}; expected one of {reader_names()}")
-    return _READERS[name]
+    return found
 
 
 def writer(name: str) -> LabelWriter:
-    _load()
-    if name not in _WRITERS:
+    found = WRITERS.get(name)
+    if found is None:
         raise ValueError(f"unknown export format {name!r}; choose one of "
                          f"{', '.join(writer_names())}")
-    return _WRITERS[name]
+    return found
 
 
 def label_suffix(name: str) -> str | None:
