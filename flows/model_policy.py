@@ -24,16 +24,21 @@ from __future__ import annotations
 
 import json
 import logging
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from c3det import detectors
 from c3det.threshold import min_score_of, read_threshold, write_threshold
 from flows.project.layout import ProjectLayout
 from flows.accounting.workload import NONE_SHOWN, best_threshold, wt_by_threshold
 from tinyloop.cocofile import read_labels
-from tinyloop.annotations import ImageLabels, LabelSet
+from tinyloop.annotations import Annotation, Click, ImageLabels, LabelSet
 from tinyloop.atomic import copy_file_atomic, write_json_atomic
 from tinyloop.progress import bar
+
+if TYPE_CHECKING:
+    from c3det.image_click_box import ImageClickBoxer
 
 log = logging.getLogger(__name__)
 
@@ -195,3 +200,35 @@ def every_box_predictor(p, model_path: Path):
     pre-annotation keeps as the track record, the savings per threshold): flows.min_score
     does not enter."""
     return detectors.predictor(model_path, p.classes, tiling=p.params.tiling)
+
+
+# --- the App's "Boxes from clicks": the project's model and image boxer -------------------
+
+def project_click_boxes(p) -> Callable[[str, Sequence[Click], Sequence[Annotation]],
+                                        list[Annotation]]:
+    """`boxes_from_clicks` bound to project `p` (flows.steps.Project): its current model with
+    the model policy's classes, tiling and threshold (none before the first model finished),
+    and an image boxer learned from the labelled batches, built the first time a point
+    needs it."""
+    from flows.annotate.click_boxes import boxes_from_clicks
+    try:
+        model = current_model(p.layout)
+    except FileNotFoundError:
+        model = None
+    model_predictor = predictor(p, model) if model is not None else None
+    boxer = cache(lambda: learned_image_boxer(p))
+    return lambda image, points, existing: boxes_from_clicks(image, points, existing,
+                                                              model_predictor, boxer)
+
+
+def learned_image_boxer(p) -> ImageClickBoxer:
+    """The image boxer of `annotate.click_box`, having learned the size priors (and, from
+    ranker_min_boxes boxes on, the ranker) from every labelled batch's boxes, as the
+    simulator's click mode does (flows.accounting.simulator.centre_clicker)."""
+    from flows.accounting.simulator import centre_clicker
+    labelled, n = [], 1
+    while p.layout.labels(n).exists():
+        labelled += read_labels(p.layout.labels(n)).images
+        n += 1
+    paths = {im.id: str(p.source / im.image.path) for im in labelled}
+    return centre_clicker(p.params.annotate.click_box, paths, labelled).boxer

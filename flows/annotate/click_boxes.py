@@ -20,8 +20,9 @@ Which box a point gets, first that applies:
 A point inside a box of its class (one already there, or one an earlier point made) adds
 nothing: that object has its box. Existing boxes are never changed: this only adds.
 
-No FiftyOne here; the App's operator (flows/fiftyone_plugin, "Boxes from clicks") calls it
-through flows.annotate.fiftyone_refine.
+No FiftyOne here; the App's operator (flows/fiftyone_plugin, "Boxes from clicks") calls it,
+bound to the project by flows.model_policy.project_click_boxes, through
+flows.annotate.fiftyone_refine.
 """
 from __future__ import annotations
 
@@ -81,36 +82,3 @@ def _image_box(point: Click, boxer: ImageClickBoxer, gray) -> Annotation:
 def _distance2(box: Box, point: Click) -> float:
     cx, cy = box.center
     return (cx - point.x) ** 2 + (cy - point.y) ** 2
-
-
-# --- the project's model and boxer (what the App's operator binds) --------------------------
-
-def project_click_boxes(p) -> Callable[[str, Sequence[Click], Sequence[Annotation]],
-                                        list[Annotation]]:
-    """`boxes_from_clicks` bound to project `p` (flows.steps.Project): its current model with
-    the model policy's classes, tiling and threshold (none before the first model finished),
-    and an image boxer learned from the labelled batches, built the first time a point
-    needs it."""
-    from flows import model_policy
-    try:
-        model = model_policy.current_model(p.layout)
-    except FileNotFoundError:
-        model = None
-    predictor = model_policy.predictor(p, model) if model is not None else None
-    boxer = cache(lambda: learned_image_boxer(p))
-    return lambda image, points, existing: boxes_from_clicks(image, points, existing,
-                                                              predictor, boxer)
-
-
-def learned_image_boxer(p) -> ImageClickBoxer:
-    """The image boxer of `annotate.click_box`, having learned the size priors (and, from
-    ranker_min_boxes boxes on, the ranker) from every labelled batch's boxes, as the
-    simulator's click mode does (flows.accounting.simulator.centre_clicker)."""
-    from flows.accounting.simulator import centre_clicker
-    from tinyloop.cocofile import read_labels
-    labelled, n = [], 1
-    while p.layout.labels(n).exists():
-        labelled += read_labels(p.layout.labels(n)).images
-        n += 1
-    paths = {im.id: str(p.source / im.image.path) for im in labelled}
-    return centre_clicker(p.params.annotate.click_box, paths, labelled).boxer

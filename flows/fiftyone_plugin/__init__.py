@@ -76,7 +76,7 @@ class BoxesFromClicks(foo.Operator):
 
     def execute(self, ctx):
         from flows.annotate import fiftyone_refine as frefine
-        from flows.annotate.click_boxes import project_click_boxes
+        from flows.model_policy import project_click_boxes
         from flows.steps import Project
         project = Project.open(ctx.dataset.info["project_root"])
         counts = frefine.boxes_from_clicks_samples(ctx.dataset, _targets(ctx),
