@@ -10,7 +10,7 @@ DVC or faiss, and takes at most 64 MiB of files. So the work is split:
   .gpu/loop-data, makes one project per ordering under .gpu/loop-<ordering> and runs the
   loop's prepare steps there (ingest, features, order: the faiss part).
 - `run` (GPU) starts one process per ordering. Each runs the iteration steps of
-  flows.steps -- the same functions the Prefect tasks of flows/loop.py call: pre-annotate,
+  flows.iteration_steps -- the same functions the Prefect tasks of flows/loop.py call: pre-annotate,
   simulated annotator with clicks, pull, workload, retrain (warm start), evaluate -- with a
   wall-clock budget: it starts an iteration only when the previous one's time, scaled by
   the growing training set, still fits. Rows are written after every iteration.
@@ -73,7 +73,8 @@ def make_slice(dest: Path, pool: int, val: int, seed: int = 0) -> None:
 
 
 def prepare(args) -> int:
-    from flows import steps
+    from flows import prepare_steps
+    from flows.project.project import Project
     from flows.project.init import init_project
     make_slice(GPU_DIR / f"{args.prefix}-data", args.pool, args.val)
     from benchmarks.loop_hituav import parse_sets
@@ -88,45 +89,47 @@ def prepare(args) -> int:
         # a relative source: the projects travel to the GPU box beside their data
         init_project(root, source=str(GPU_DIR / f"{args.prefix}-data"), params_overrides={
             **setting, "order.method": method, "data.source": f"../{args.prefix}-data"})
-        p = steps.Project.open(root)
+        p = Project.open(root)
         if first is None:
-            steps.ingest(p)
-            steps.features(p)
+            prepare_steps.ingest(p)
+            prepare_steps.features(p)
             first = p
         else:  # the same pool and embeddings for every ordering
             for sub in ("pool", "features"):
                 shutil.copytree(first.layout.data / sub, p.layout.data / sub)
-        print(method, steps.order(p), flush=True)
+        print(method, prepare_steps.order(p), flush=True)
     for method in ORDERINGS:  # ordered: the embeddings need not travel (64 MiB limit)
         shutil.rmtree(GPU_DIR / f"{args.prefix}-{method}" / "data/features")
     return 0
 
 
 def iterate(args) -> int:
-    """One ordering's iterations through flows.steps, within a wall-clock budget."""
+    """One ordering's iterations through flows.iteration_steps, within a wall-clock budget."""
     import torch
     import yaml
-    from flows import steps
+    from flows import iteration_steps
+    from flows.project import batches
+    from flows.project.project import Project
     from flows.accounting.report import batch_rows
     torch.set_num_threads(args.threads)
-    p = steps.Project.open(args.root)
-    store = steps.open_store(p)
+    p = Project.open(args.root)
+    store = iteration_steps.open_store(p)
     deadline = time.time() + args.budget_s
     out = Path(args.out)
     log, previous = [], None
-    for n in range(1, steps.n_batches(p) + 1):
+    for n in range(1, batches.n_batches(p) + 1):
         if previous is not None:  # next training set is n/(n-1) x the last one
             guess = 1.3 * previous * n / max(1, n - 1)  # + clicks from batch 2 on
             if time.time() + guess > deadline:
                 print(f"{p.params.order.method}: stop before batch {n} (budget)", flush=True)
                 break
         t0, timings = time.time(), {}
-        for name, fn in (("preannotate", lambda: steps.preannotate(p, n)),
-                         ("annotate", lambda: steps.simulate_annotation(p, store, n)),
-                         ("pull", lambda: steps.pull(p, store, n)),
-                         ("workload", lambda: steps.workload(p, n)),
-                         ("train", lambda: steps.train(p, n)),
-                         ("evaluate", lambda: steps.evaluate(p, n))):
+        for name, fn in (("preannotate", lambda: iteration_steps.preannotate(p, n)),
+                         ("annotate", lambda: iteration_steps.simulate_annotation(p, store, n)),
+                         ("pull", lambda: iteration_steps.pull(p, store, n)),
+                         ("workload", lambda: iteration_steps.workload(p, n)),
+                         ("train", lambda: iteration_steps.train(p, n)),
+                         ("evaluate", lambda: iteration_steps.evaluate(p, n))):
             s = time.time()
             fn()
             timings[name] = round(time.time() - s, 2)

@@ -36,7 +36,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-from flows import model_policy, steps  # noqa: E402
+from flows import model_policy  # noqa: E402
+from flows.project.project import Project  # noqa: E402
 from flows.accounting.workload import NONE_SHOWN, best_threshold, saving  # noqa: E402
 from tinyloop.cocofile import read_labels  # noqa: E402
 
@@ -80,7 +81,7 @@ RULES = {
 
 
 def replay(name: str, root: Path) -> dict:
-    p = steps.Project.open(root)
+    p = Project.open(root)
     gain = p.params.flows.auto_min_gain_pct
     models = [n for n in p.layout.labeled_batches()[:-1] if p.layout.threshold(n).exists()]
     curves = {n: realized(p, n) for n in models}

@@ -13,7 +13,7 @@ about it without polling:
 
 For waits of days there is no process to keep alive: `tinyloop iterate --detach` publishes
 the batch and exits; `tinyloop resume` later marks it done and runs the rest of the
-iteration in a new flow run (every finished step is skipped, see flows/steps.py). When the
+iteration in a new flow run (every finished step is skipped, see flows/iteration_steps.py). When the
 pause times out (`flows.wait_timeout_s`) the run fails with that advice; nothing is lost.
 """
 from __future__ import annotations

@@ -9,12 +9,13 @@ flows/sweep.py).
                -> pre-annotate batch N+1 -> report -> dvc commit + git tag iter-NNN + push
     simulate   prepare, then every iteration with the simulated annotator instead of people
 
-Every task runs one function of flows/steps.py on the project directory, whose files are
-the loop's state: a flow killed at any point and started again skips what is finished.
-Tasks that touch flaky things retry with back-off (pull from the store, dvc push); training
-retries a CUDA out-of-memory error with half the batch (inside steps.train). Pre-annotation
-chunks are cached on a content hash of (model checkpoint, image ids, tiling params), with
-results persisted under .tinyloop/prefect-results, so a re-run never predicts twice.
+Every task runs one function of flows/prepare_steps.py or flows/iteration_steps.py on the
+project directory, whose files are the loop's state: a flow killed at any point and started
+again skips what is finished. Tasks that touch flaky things retry with back-off (pull from
+the store, dvc push); training retries a CUDA out-of-memory error with half the batch
+(inside iteration_steps.train). Pre-annotation chunks are cached on a content hash of (model
+checkpoint, image ids, tiling params), with results persisted under .tinyloop/prefect-results,
+so a re-run never predicts twice.
 
 Fan-out: feature extraction and pre-annotation are split into chunks submitted to the flow's
 task runner: threads by default, a Dask LocalCluster with `flows.task_runner: dask`
@@ -35,12 +36,12 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows import model_policy
-from flows import selection
-from flows import steps
+from flows import iteration_steps, model_policy, prepare_steps, selection
+from flows.faults import fault_point
 from flows.runtime import prefect_env  # noqa: F401 - re-exported for callers
+from flows.project import batches, pool_split
 from flows.project.layout import ProjectLayout, tag_name
-from flows.steps import Project
+from flows.project.project import Project
 from tinyloop import progress
 
 PROJECT_STAGES = ["ingest", "features", "order"]
@@ -86,7 +87,7 @@ def ingest_task(root: str, keep_going: bool = False) -> dict:
 @task(name="train-simnet", cache_policy=NO_CACHE)
 def train_simnet_task(root: str) -> str:
     """SimNet trained on the pool once, before the embedding fans out (extractor simnet)."""
-    return steps.features_params(Project.open(root), train=True).simnet.checkpoint
+    return prepare_steps.features_params(Project.open(root), train=True).simnet.checkpoint
 
 
 @task(name="embed-chunk", task_run_name="embed-chunk-{part}", cache_policy=NO_CACHE)
@@ -94,11 +95,11 @@ def embed_chunk_task(root: str, ids: list[str], part: int) -> str:
     """Embed a share of the pool into data/features/parts/NNN (merged afterwards)."""
     from features.embed import embed_pool
     p = Project.open(root)
-    pool = steps.pool(p)
+    pool = pool_split.pool(p)
     keep = set(ids)
     records = [i.image for i in pool if i.id in keep]
     out = p.layout.features / "parts" / f"{part:03d}"
-    embed_pool(records, p.source, steps.features_params(p), out)
+    embed_pool(records, p.source, prepare_steps.features_params(p), out)
     return str(out)
 
 
@@ -110,12 +111,12 @@ def merge_features_task(root: str, parts: list[str]) -> dict:
     import numpy as np
     from features.embed import fingerprint, load_store, save_store
     p = Project.open(root)
-    fp = fingerprint(steps.features_params(p))
+    fp = fingerprint(prepare_steps.features_params(p))
     rows: dict[str, np.ndarray] = {}
     for store in [_current_store(p, fp)] + [load_store(part, mmap=False) for part in parts]:
         if store is not None:
             rows.update(zip(store[1], np.asarray(store[0])))
-    ids = [i.id for i in steps.pool(p) if i.id in rows]
+    ids = [i.id for i in pool_split.pool(p) if i.id in rows]
     dim = next(iter(rows.values())).shape[0] if rows else 0
     vectors = np.stack([rows[i] for i in ids]) if ids else np.zeros((0, dim), np.float32)
     save_store(p.layout.features, vectors, ids, fp)
@@ -132,14 +133,15 @@ def _current_store(p: Project, fp: dict):
 
 @task(name="order", cache_policy=NO_CACHE)
 def order_task(root: str) -> dict:
-    return steps.order(Project.open(root))
+    return prepare_steps.order(Project.open(root))
 
 
 @task(name="preannotate-chunk", cache_key_fn=_chunk_key, persist_result=True)
 def preannotate_chunk_task(root: str, model: str | None, ids: list[str]) -> list:
     p = Project.open(root)
-    by_id = {i.id: i for i in steps.pool(p)}
-    items = steps.predict_images(p, Path(model) if model else None, [by_id[i] for i in ids])
+    by_id = {i.id: i for i in pool_split.pool(p)}
+    items = iteration_steps.predict_images(p, Path(model) if model else None,
+                                           [by_id[i] for i in ids])
     return items
 
 
@@ -155,7 +157,7 @@ def select_score_chunk_task(root: str, model: str, ids: list[str]) -> list[dict]
     from tinyloop.cocofile import read_labels
     p = Project.open(root)
     by_id = read_labels(p.layout.manifest).by_id()
-    items = steps.predict_images(p, Path(model), [by_id[i] for i in ids])
+    items = iteration_steps.predict_images(p, Path(model), [by_id[i] for i in ids])
     return [selection.boxes_json(i) for i in items]
 
 
@@ -170,35 +172,35 @@ def select_task(root: str, n: int, scored: dict | None, held_out: dict | None,
       cache_policy=NO_CACHE)
 def simulate_task(root: str, n: int) -> dict:
     p = Project.open(root)
-    return steps.simulate_annotation(p, steps.open_store(p), n)
+    return iteration_steps.simulate_annotation(p, iteration_steps.open_store(p), n)
 
 
 @task(name="publish", task_run_name="publish-batch-{n}", cache_policy=NO_CACHE)
 def publish_task(root: str, n: int) -> int:
     p = Project.open(root)
-    return len(steps.publish(p, steps.open_store(p), n))
+    return len(iteration_steps.publish(p, iteration_steps.open_store(p), n))
 
 
 @task(name="pull", task_run_name="pull-batch-{n}", retries=3,
       retry_delay_seconds=[1, 4, 16], cache_policy=NO_CACHE)
 def pull_task(root: str, n: int) -> int:
     p = Project.open(root)
-    return len(steps.pull(p, steps.open_store(p), n).images)
+    return len(iteration_steps.pull(p, iteration_steps.open_store(p), n).images)
 
 
 @task(name="workload", task_run_name="workload-batch-{n}", cache_policy=NO_CACHE)
 def workload_task(root: str, n: int) -> dict:
-    return steps.workload(Project.open(root), n)
+    return iteration_steps.workload(Project.open(root), n)
 
 
 @task(name="train", task_run_name="train-batch-{n}", cache_policy=NO_CACHE)
 def train_task(root: str, n: int) -> dict:
-    return steps.train(Project.open(root), n)
+    return iteration_steps.train(Project.open(root), n)
 
 
 @task(name="evaluate", task_run_name="evaluate-batch-{n}", cache_policy=NO_CACHE)
 def evaluate_task(root: str, n: int) -> dict:
-    return steps.evaluate(Project.open(root), n)
+    return iteration_steps.evaluate(Project.open(root), n)
 
 
 @task(name="report", cache_policy=NO_CACHE)
@@ -219,7 +221,7 @@ def version_task(root: str, n: int) -> dict:
     """Commit and tag iteration n (the push is its own task, so a retry pushes only)."""
     from flows.project.versioning import commit_iteration
     p = Project.open(root)
-    steps.fault_point("version")
+    fault_point("version")
     # a selection re-cut order.json: its new hash is recorded with the iteration
     r = commit_iteration(p.layout, n, ITERATION_STAGES + (["preannotate"] if (
         p.layout.data / "next" / "preannotations.json").exists() else []) + (
@@ -249,11 +251,11 @@ def _fan_out_preannotate(root: str, n: int) -> None:
     if p.layout.preannotations(n).exists():
         return
     model = model_policy.model_for_batch(p, n)
-    ids = steps.batch_ids(p, n)
+    ids = batches.batch_ids(p, n)
     futures = [preannotate_chunk_task.submit(root, str(model) if model else None, chunk)
-               for chunk in steps.chunks(ids, p.params.flows.preannotate_chunk)]
+               for chunk in iteration_steps.chunks(ids, p.params.flows.preannotate_chunk)]
     items = [item for f in futures for item in f.result()]
-    steps.write_preannotations(p, n, items)
+    iteration_steps.write_preannotations(p, n, items)
 
 
 def _fan_out_select(root: str, n: int) -> dict | None:
@@ -289,7 +291,7 @@ def _score(root: str, n: int, ids: list[str]) -> dict[str, dict]:
     p = Project.open(root)
     model = str(p.layout.model(n))
     futures = [select_score_chunk_task.submit(root, model, chunk)
-               for chunk in steps.chunks(ids, p.params.flows.preannotate_chunk) if chunk]
+               for chunk in iteration_steps.chunks(ids, p.params.flows.preannotate_chunk) if chunk]
     return {d["id"]: d for f in futures for d in f.result()}
 
 
@@ -298,17 +300,17 @@ def _fan_out_features(root: str) -> None:
     and drop those that left the pool: incremental, like `tinyloop step features`."""
     from features.embed import fingerprint
     p = Project.open(root)
-    ids = [i.id for i in steps.pool(p)]
-    if _embedded_ids(p, fingerprint(steps.features_params(p))) == set(ids):
+    ids = [i.id for i in pool_split.pool(p)]
+    if _embedded_ids(p, fingerprint(prepare_steps.features_params(p))) == set(ids):
         return
     if p.params.features.extractor == "simnet":
         train_simnet_task(root)
-    have = _embedded_ids(p, fingerprint(steps.features_params(p)))
+    have = _embedded_ids(p, fingerprint(prepare_steps.features_params(p)))
     todo = [i for i in ids if i not in have]
     k = p.params.flows.dask_workers if p.params.flows.task_runner == "dask" else 1
     size = max(1, -(-len(todo) // k))
     futures = [embed_chunk_task.submit(root, chunk, j)
-               for j, chunk in enumerate(steps.chunks(todo, size)) if chunk]
+               for j, chunk in enumerate(iteration_steps.chunks(todo, size)) if chunk]
     merge_features_task(root, [f.result() for f in futures])
 
 
@@ -364,7 +366,7 @@ def prepare(root: str = ".", keep_going: bool = False) -> dict:
         marker.write_text(pool_version)
     progress.say(f"[prepare] pool ready: {summary.get('images')} images, "
                  f"{order['batches']} batches")
-    held_out_note = steps.held_out_note(p)
+    held_out_note = pool_split.held_out_note(p)
     if held_out_note:
         print(f"note: {held_out_note}")
     return {"ingest": summary, **order}
@@ -374,7 +376,7 @@ def prepare(root: str = ".", keep_going: bool = False) -> dict:
 def preannotate_batch(root: str = ".", batch: int = 1) -> int:
     """Pre-annotate one batch with the model of the batch before (chunks fan out)."""
     _fan_out_preannotate(root, batch)
-    return len(steps.batch_ids(Project.open(root), batch))
+    return len(batches.batch_ids(Project.open(root), batch))
 
 
 def iteration_complete(p: Project, n: int) -> bool:
@@ -383,7 +385,7 @@ def iteration_complete(p: Project, n: int) -> bool:
 
 
 def next_batch(p: Project) -> int | None:
-    for n in range(1, steps.last_batch(p) + 1):
+    for n in range(1, batches.last_batch(p) + 1):
         if not iteration_complete(p, n):
             return n
     return None
@@ -399,7 +401,7 @@ def iteration(root: str = ".", batch: int | None = None, simulated: bool = False
         print("every batch is done")
         return {"batch": None}
     timings: dict[str, float] = {}
-    where = f"iter {n}/{max(n, steps.last_batch(p))}"
+    where = f"iter {n}/{max(n, batches.last_batch(p))}"
 
     def timed(name, fn, *a):
         t0 = time.perf_counter()
@@ -411,7 +413,7 @@ def iteration(root: str = ".", batch: int | None = None, simulated: bool = False
     timed("preannotate", _fan_out_preannotate, root, n)
     if simulated:
         timed("annotate", simulate_task, root, n)
-    elif not steps.is_done(p, n):
+    elif not batches.is_done(p, n):
         publish_task(root, n)
         if detach:
             print(f"batch {n} published; correct it, then run `tinyloop resume --batch {n}`")
@@ -444,10 +446,10 @@ def iteration(root: str = ".", batch: int | None = None, simulated: bool = False
 
 def _fan_out_preannotate_next(root: str, n: int) -> None:
     p = Project.open(root)
-    if n + 1 > steps.last_batch(p):
+    if n + 1 > batches.last_batch(p):
         return
     _fan_out_preannotate(root, n + 1)
-    steps.preannotate_next(p, n)
+    iteration_steps.preannotate_next(p, n)
 
 
 def _announce_batch(root: str, row: dict, where: str) -> None:
@@ -469,9 +471,9 @@ def simulate(root: str = ".", iterations: int | None = None,
              keep_going: bool = False) -> list[dict]:
     """The whole loop with the simulated annotator: prepare, then every batch."""
     p = Project.open(root)
-    steps.mark_simulated(p)  # before the pool is ordered: see steps.pool
+    pool_split.mark_simulated(p)  # before the pool is ordered: see pool_split.pool
     with_runner(prepare, root)(root, keep_going)
-    last = steps.last_batch(p) if iterations is None else min(iterations, steps.n_batches(p))
+    last = batches.last_batch(p) if iterations is None else min(iterations, batches.n_batches(p))
     results = []
     for n in range(1, last + 1):
         if not iteration_complete(p, n):

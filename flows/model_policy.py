@@ -206,10 +206,10 @@ def every_box_predictor(p, model_path: Path):
 
 def project_click_boxes(p) -> Callable[[str, Sequence[Click], Sequence[Annotation]],
                                         list[Annotation]]:
-    """`boxes_from_clicks` bound to project `p` (flows.steps.Project): its current model with
-    the model policy's classes, tiling and threshold (none before the first model finished),
-    and an image boxer learned from the labelled batches, built the first time a point
-    needs it."""
+    """`boxes_from_clicks` bound to project `p` (flows.project.project.Project): its current
+    model with the model policy's classes, tiling and threshold (none before the first model
+    finished), and an image boxer learned from the labelled batches, built the first time a
+    point needs it."""
     from flows.annotate.click_boxes import boxes_from_clicks
     try:
         model = current_model(p.layout)

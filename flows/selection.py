@@ -57,7 +57,7 @@ def is_selecting(p) -> bool:
 
 def pending(p, n: int) -> bool:
     """Does iteration n still have to rank the rest? (no record yet, a batch left to cut)"""
-    from flows.steps import n_batches
+    from flows.project.batches import n_batches
     return is_selecting(p) and n + 1 <= n_batches(p) and not p.layout.selection(n).exists()
 
 
@@ -90,7 +90,7 @@ def plan(p, n: int) -> Plan:
 
 def calibration_ids(p) -> list[str]:
     """The held-out images `work` calibrates on (flows.eval_max_images of them at most)."""
-    from flows.steps import eval_set
+    from flows.project.pool_split import eval_set
     return [i.id for i in eval_set(p)]
 
 
@@ -141,7 +141,7 @@ def select(p, n: int, scored: dict[str, dict] | None = None,
 
 def score_here(p, n: int, ids: list[str]) -> dict[str, dict]:
     """Model n's boxes on `ids`, in this process (the flow fans out instead)."""
-    from flows.steps import predict_images
+    from flows.iteration_steps import predict_images
     from tinyloop.cocofile import read_labels
     by_id = read_labels(p.layout.manifest).by_id()
     items = predict_images(p, p.layout.model(n), [by_id[i] for i in ids])
@@ -166,7 +166,7 @@ def request(p, pl: Plan, scored: dict[str, dict] | None) -> SelectionRequest:
 
 
 def labelled_class_counts(p, n: int) -> dict[str, int]:
-    from flows.steps import labeled
+    from flows.project.batches import labeled
     return dict(Counter(a.category for im in labeled(p, n) for a in im.annotations))
 
 
@@ -195,7 +195,7 @@ def write_calibration(p, n: int, held_out: dict[str, dict]) -> None:
     images (nothing held out: no file, and `work` reads scores as probabilities)."""
     import numpy as np
     from features.select_work import calibrate, match_accepted
-    from flows.steps import eval_set
+    from flows.project.pool_split import eval_set
     truth = {i.id: i for i in eval_set(p) if i.id in held_out}
     if not truth:
         return

@@ -18,23 +18,25 @@ import shutil
 
 from prefect import flow
 
-from flows import steps
+from flows import iteration_steps
 from flows.loop import iteration, iteration_complete, next_batch, report_task, with_runner
+from flows.project import batches
+from flows.project.project import Project
 
 
 @flow(name="retrain", log_prints=True)
 def retrain(root: str = ".") -> dict:
     """Retrain the model of the last finished batch (e.g. after a params edit): from model
     n-1 with flows.warm_start, else from scratch."""
-    p = steps.Project.open(root)
+    p = Project.open(root)
     done = [n for n in p.layout.labeled_batches() if iteration_complete(p, n)]
     if not done:
         print("no finished iteration to retrain")
         return {"batch": None}
     n = done[-1]
     shutil.rmtree(p.layout.model_dir(n), ignore_errors=True)
-    steps.train(p, n)
-    metrics = steps.evaluate(p, n)
+    iteration_steps.train(p, n)
+    metrics = iteration_steps.evaluate(p, n)
     report_task(root)
     if p.params.flows.versioning:
         from flows.project.versioning import git_add_versioned, record_stages, run
@@ -48,9 +50,9 @@ def retrain(root: str = ".") -> dict:
 @flow(name="check-batches", log_prints=True)
 def check_batches(root: str = ".") -> dict:
     """Continue the next iteration if its batch is marked done."""
-    p = steps.Project.open(root)
+    p = Project.open(root)
     n = next_batch(p)
-    if n is None or not steps.is_done(p, n):
+    if n is None or not batches.is_done(p, n):
         print(f"nothing to do (next batch: {n})")
         return {"batch": n, "ran": False}
     return {"batch": n, "ran": True, **with_runner(iteration, root)(root, n)}
@@ -58,7 +60,7 @@ def check_batches(root: str = ".") -> dict:
 
 def deployments(root: str):
     """The deployments `serve` registers (built separately so tests can inspect them)."""
-    sched = steps.Project.open(root).params.flows.schedules
+    sched = Project.open(root).params.flows.schedules
     out = []
     for f, cron in ((retrain, sched.retrain), (check_batches, sched.check_batches)):
         kwargs = {"cron": cron} if cron else {}

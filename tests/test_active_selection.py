@@ -198,7 +198,7 @@ def order_of(lay):
 
 def test_selection_recuts_only_unpublished_batches_and_records_why(tmp_path):
     from flows import selection
-    from flows.steps import Project
+    from flows.project.project import Project
     lay, ids = tiny_project(tmp_path)
     # batch 2 was already published (its pre-annotations exist): it must not move
     lay.preannotations(2).parent.mkdir(parents=True, exist_ok=True)
@@ -224,7 +224,7 @@ def test_selection_recuts_only_unpublished_batches_and_records_why(tmp_path):
 
 def test_only_k_times_batch_size_candidates_of_a_large_rest(tmp_path):
     from flows import selection
-    from flows.steps import Project
+    from flows.project.project import Project
     lay, ids = tiny_project(tmp_path)
     p = Project.open(tmp_path)
     p.params.order.select = replace(p.params.order.select, candidate_factor=2,
@@ -240,7 +240,7 @@ def test_only_k_times_batch_size_candidates_of_a_large_rest(tmp_path):
 
 def test_diversity_step_reads_the_embeddings_against_the_labelled(tmp_path):
     from flows import selection
-    from flows.steps import Project
+    from flows.project.project import Project
     lay, ids = tiny_project(tmp_path, strategy="diversity")
     out = selection.select(Project.open(tmp_path), 1)
     record = json.loads(lay.selection(1).read_text())
@@ -254,7 +254,7 @@ def test_diversity_step_reads_the_embeddings_against_the_labelled(tmp_path):
 
 def test_a_kill_during_selection_then_a_rerun_gives_the_same_order(tmp_path, monkeypatch):
     from flows import selection
-    from flows.steps import Project
+    from flows.project.project import Project
     ref, ids = tiny_project(tmp_path / "ref")
     selection.select(Project.open(ref.root), 1, scored=hand_scores(ids))
     lay, _ = tiny_project(tmp_path / "killed")
@@ -274,7 +274,7 @@ def test_a_kill_during_selection_then_a_rerun_gives_the_same_order(tmp_path, mon
 
 def test_an_empty_rest_ends_cleanly_and_params_check_notes_a_small_pool(tmp_path):
     from flows import selection
-    from flows.steps import Project
+    from flows.project.project import Project
     lay, ids = tiny_project(tmp_path, n_images=4)
     for b in (1, 2):
         lay.preannotations(b).parent.mkdir(parents=True, exist_ok=True)
@@ -355,7 +355,7 @@ def test_two_iterations_select_with_the_model_and_never_move_published_batches(t
     import subprocess
     from flows import selection
     from flows.project.layout import ProjectLayout
-    from flows.steps import Project
+    from flows.project.project import Project
     from tests.fixtures_flows import make_project, tinyloop
     from tests.test_flows_resume import run_until
     root = make_project(tmp_path, **{"order.select.strategy": "uncertainty"})

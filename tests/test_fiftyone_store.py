@@ -43,13 +43,13 @@ def test_refresh_clips_overhanging_model_boxes_the_same_way_in_every_store(proje
 
 
 def test_fresh_publish_restarts_a_simulated_batch_from_its_preannotations(project):
-    """steps.publish(fresh=True) works on FiftyOne too: corrections, clicks, predictions,
-    drawn clicks and review status go back to how the batch was first published."""
+    """iteration_steps.publish(fresh=True) works on FiftyOne too: corrections, clicks,
+    predictions, drawn clicks and review status go back to how the batch was first published."""
     import types
     import fiftyone as fo
     from flows.annotate.fiftyone_store import FiftyOneStore
     from flows.project.layout import ProjectLayout
-    from flows.steps import publish
+    from flows.iteration_steps import publish
     from tests.fixtures_fiftyone import SAMPLE
     from tinyloop.annotations import Click
     root, pre, ds, name = project

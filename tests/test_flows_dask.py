@@ -18,7 +18,7 @@ pytestmark = pytest.mark.prefect
 SCRIPT = """
 import json, sys
 from flows.loop import prefect_env, prepare, preannotate_batch, with_runner
-from flows import steps
+from flows.project.project import Project
 from c3det.checkpoint import save
 from c3det.model import build_model
 from tinyloop.atomic import write_json_atomic
@@ -26,7 +26,7 @@ from prefect.client.orchestration import get_client
 root = sys.argv[1]
 prefect_env(root)
 with_runner(prepare, root)(root)
-p = steps.Project.open(root)
+p = Project.open(root)
 # an untrained model 1 is enough to exercise the pre-annotation fan-out of batch 2
 model = build_model("c3det", len(p.classes), p.params.c3det)
 save(p.layout.model(1), model, {"kind": "c3det", "classes": p.classes})

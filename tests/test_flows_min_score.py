@@ -7,8 +7,9 @@ import shutil
 
 import torch
 
-from flows import model_policy
-from flows import steps
+from flows import iteration_steps, model_policy, prepare_steps
+from flows.project import batches, pool_split
+from flows.project.project import Project
 from flows.commands.demo import SAMPLE
 from flows.accounting.workload import NONE_SHOWN, diff_batch, saving, workload
 from flows.project.init import init_project
@@ -21,16 +22,16 @@ def test_auto_min_score_is_chosen_per_model_and_filters_its_boxes(tmp_path):
     torch.set_num_threads(1)
     params = light_demo_params(**{"flows.min_score": "auto", "flows.versioning": False})
     root = init_project(tmp_path / "project", source=str(SAMPLE), params_overrides=params).root
-    p = steps.Project.open(root)
-    steps.ingest(p)
-    steps.features(p)
-    steps.order(p)
-    store = steps.open_store(p)
-    steps.preannotate(p, 1)
-    steps.simulate_annotation(p, store, 1)
-    steps.pull(p, store, 1)
-    steps.train(p, 1)
-    metrics = steps.evaluate(p, 1)
+    p = Project.open(root)
+    prepare_steps.ingest(p)
+    prepare_steps.features(p)
+    prepare_steps.order(p)
+    store = iteration_steps.open_store(p)
+    iteration_steps.preannotate(p, 1)
+    iteration_steps.simulate_annotation(p, store, 1)
+    iteration_steps.pull(p, store, 1)
+    iteration_steps.train(p, 1)
+    metrics = iteration_steps.evaluate(p, 1)
 
     chosen_file = p.layout.threshold(1)
     chosen = json.loads(chosen_file.read_text())
@@ -43,27 +44,28 @@ def test_auto_min_score_is_chosen_per_model_and_filters_its_boxes(tmp_path):
     assert metrics["min_score"] == chosen["min_score"]
     assert model_policy.min_score_for(p, p.layout.model(1)) == chosen["min_score"]
 
-    items = steps.batch_records(p, 2).images
-    scored = steps.predict_images(p, p.layout.model(1), items)  # every box, any threshold
+    items = batches.batch_records(p, 2).images
+    scored = iteration_steps.predict_images(p, p.layout.model(1), items)  # any threshold
     shown = {}
     for t in (0.0, 1.0):  # the file decides what batch 2 is shown
         chosen_file.write_text(json.dumps({**chosen, "min_score": t}))
-        shown[t] = [a for i in steps.shown(p, p.layout.model(1), scored) for a in i.annotations]
+        shown[t] = [a for i in iteration_steps.shown(p, p.layout.model(1), scored)
+                    for a in i.annotations]
     assert shown[0.0] and not shown[1.0]
     assert all(a.provenance.score < 1.0 for a in shown[0.0])
 
     # a model whose boxes are hidden gets no clicks: they would cost time and show nothing;
     # every box it scored is kept beside the (empty) pre-annotations for the track record
     chosen_file.write_text(json.dumps({**chosen, "min_score": NONE_SHOWN}))
-    steps.preannotate(p, 2)
+    iteration_steps.preannotate(p, 2)
     assert not any(i.annotations for i in read_labels(p.layout.preannotations(2)))
     kept = read_labels(p.layout.scored_predictions(2))
     assert [a for i in kept for a in i.annotations] == shown[0.0]
-    assert steps.simulate_annotation(p, store, 2)["clicks"] == 0
+    assert iteration_steps.simulate_annotation(p, store, 2)["clicks"] == 0
 
     # the track record: model 1's savings per score on batch 2, once annotators corrected it,
     # equal what batch 2 would have cost had model 1 been shown from that score
-    steps.pull(p, store, 2)
+    iteration_steps.pull(p, store, 2)
     track = model_policy.track_record(p, 2)
     assert [r["min_score"] for r in track] == model_policy.THRESHOLDS
     p.layout.scored_predictions(2).rename(tmp_path / "kept.json")  # an older project: forward
@@ -71,7 +73,7 @@ def test_auto_min_score_is_chosen_per_model_and_filters_its_boxes(tmp_path):
     (tmp_path / "kept.json").rename(p.layout.scored_predictions(2))
     truth = read_labels(p.layout.labels(2))
     chosen_file.write_text(json.dumps({**chosen, "min_score": 0.5}))
-    shown = LabelSet(truth.categories, steps.shown(p, p.layout.model(1), scored))
+    shown = LabelSet(truth.categories, iteration_steps.shown(p, p.layout.model(1), scored))
     w = workload(diff_batch(shown, truth, p.params.workload.iou, p.params.workload.geometry),
                  p.params.workload, first_batch=False)
     assert _at(track, 0.5)["wt_reduction_pct"] == w["reduction_WT_pct"]
@@ -81,7 +83,7 @@ def test_auto_min_score_is_chosen_per_model_and_filters_its_boxes(tmp_path):
     shutil.copytree(p.layout.model(1).parent, p.layout.model(2).parent)
     p.layout.threshold(2).unlink()
     p.params.flows.auto_min_gain_pct = -1000.0  # the held-out split always picks a score
-    chosen2 = model_policy.choose_min_score(p, 2, steps.eval_set(p))
+    chosen2 = model_policy.choose_min_score(p, 2, pool_split.eval_set(p))
     assert chosen2["track_record"]["wt_by_min_score"] == track
     held, score = chosen2["wt_by_min_score"], chosen2["min_score"]
     allowed = [r["min_score"] for r in track if saving(r) >= 0]

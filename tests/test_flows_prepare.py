@@ -18,16 +18,17 @@ SIMNET = {"features.extractor": "simnet", "features.simnet.epochs": 1,
 def test_prepare_trains_simnet_once_under_the_project_and_embeds_with_it(
         tmp_path, monkeypatch, prefect_harness):
     from features.embed import load_store
-    from flows import steps
+    from flows.project import pool_split
+    from flows.project.project import Project
     from flows.loop import prepare, with_runner
     root = make_project(tmp_path, 8, **SIMNET)
     monkeypatch.chdir(tmp_path)  # not the project: a relative checkpoint must not land here
     with_runner(prepare, str(root))(str(root))
     ckpt = root / "models" / "simnet.pt"
     assert ckpt.is_file() and not (tmp_path / "models").exists()
-    p = steps.Project.open(root)
+    p = Project.open(root)
     vectors, ids, fingerprint = load_store(p.layout.features)
-    assert vectors.shape == (len(steps.pool(p).images), 16)
+    assert vectors.shape == (len(pool_split.pool(p).images), 16)
     assert fingerprint["weights_sha1"] == hashlib.sha1(ckpt.read_bytes()).hexdigest()
     trained = ckpt.stat().st_mtime_ns
     with_runner(prepare, str(root))(str(root))  # a re-run neither retrains nor re-embeds

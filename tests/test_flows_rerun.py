@@ -45,12 +45,13 @@ def git_files(root: Path) -> list[str]:
 
 def prepare_steps(root: Path):
     """ingest -> features -> order, in this process (what the prepare flow computes)."""
-    from flows import steps
-    p = steps.Project.open(root)
-    steps.ingest(p)
-    steps.features(p)
-    steps.order(p)
-    return steps.Project.open(root)
+    from flows.prepare_steps import features, ingest, order
+    from flows.project.project import Project
+    p = Project.open(root)
+    ingest(p)
+    features(p)
+    order(p)
+    return Project.open(root)
 
 
 def stored_ids(p) -> list[str]:
@@ -126,13 +127,13 @@ def test_data_edit_before_annotation_rebuilds_pool_features_and_order(tmp_path):
 
 
 def pool_of(p):
-    from flows import steps
-    return steps.pool(p)
+    from flows.project import pool_split
+    return pool_split.pool(p)
 
 
 def steps_open(root):
-    from flows import steps
-    return steps.Project.open(root)
+    from flows.project.project import Project
+    return Project.open(root)
 
 
 def test_data_edit_after_annotation_started_is_refused_and_changes_nothing(tmp_path):

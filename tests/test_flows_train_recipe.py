@@ -10,7 +10,9 @@ import torch
 import c3det.train
 from c3det import checkpoint
 from c3det.predict import Predictor
-from flows import steps
+from flows import iteration_steps, prepare_steps
+from flows.project import batches
+from flows.project.project import Project
 from flows.commands.demo import SAMPLE
 from flows.project.init import init_project
 from tests.fixtures_flows import light_demo_params
@@ -27,10 +29,10 @@ def test_detector_first_keeps_the_detector_and_warm_starts_both_stages(tmp_path,
         "c3det.train.epochs": 2, "c3det.train.lr_steps": [1], "flows.warm_start_epochs": 1,
         "simulator.rounds": 0})  # no clicks: only the labels matter here
     root = init_project(tmp_path / "project", source=str(SAMPLE), params_overrides=params).root
-    p = steps.Project.open(root)
-    for step in (steps.ingest, steps.features, steps.order):
+    p = Project.open(root)
+    for step in (prepare_steps.ingest, prepare_steps.features, prepare_steps.order):
         step(p)
-    store = steps.open_store(p)
+    store = iteration_steps.open_store(p)
     calls, schedules = [], []
     real = c3det.train.train
     monkeypatch.setattr(c3det.train, "train", lambda labels, root_, params, out, **kw: (
@@ -38,10 +40,10 @@ def test_detector_first_keeps_the_detector_and_warm_starts_both_stages(tmp_path,
         schedules.append((params.train.epochs, params.train.lr_steps)),
         real(labels, root_, params, out, **kw))[-1])
     for n in (1, 2):
-        steps.preannotate(p, n)
-        steps.simulate_annotation(p, store, n)
-        steps.pull(p, store, n)
-        steps.train(p, n)
+        iteration_steps.preannotate(p, n)
+        iteration_steps.simulate_annotation(p, store, n)
+        iteration_steps.pull(p, store, n)
+        iteration_steps.train(p, n)
 
     layout = p.layout
     det2, model2 = layout.detector_dir(2), layout.model_dir(2)
@@ -60,6 +62,6 @@ def test_detector_first_keeps_the_detector_and_warm_starts_both_stages(tmp_path,
     mine = model.detector.state_dict()
     for name, value in detector.detector.state_dict().items():
         assert torch.equal(mine[name], value), name
-    image = str(p.source / steps.batch_records(p, 3).images[0].image.path)
+    image = str(p.source / batches.batch_records(p, 3).images[0].image.path)
     assert _boxes(Predictor(layout.model(2), p.classes), image) == \
         _boxes(Predictor(layout.detector(2), p.classes), image)

@@ -76,7 +76,7 @@ def test_a_source_without_labels_marks_nothing_unlabeled(tmp_path):
 def _project(tmp_path, **overrides):
     """A VOC project of 20 images, 'u0'/'u1' without label files, no split lists."""
     from flows.project.init import init_project
-    from flows.steps import Project
+    from flows.project.project import Project
     src = tmp_path / "data"
     for i in range(20):
         write_image(src / f"images/im{i:02d}.png")
@@ -93,27 +93,27 @@ def _project(tmp_path, **overrides):
 
 
 def test_unlabeled_images_stay_out_of_a_simulated_pool_and_of_the_truth(tmp_path):
-    from flows import steps
+    from flows.project import pool_split
     p = _project(tmp_path)
-    assert {"u0", "u1"} <= {i.id for i in steps.pool(p)}  # people can label them
-    steps.mark_simulated(p)
-    pool = {i.id for i in steps.pool(p)}
+    assert {"u0", "u1"} <= {i.id for i in pool_split.pool(p)}  # people can label them
+    pool_split.mark_simulated(p)
+    pool = {i.id for i in pool_split.pool(p)}
     assert len(pool) == 20 and not {"u0", "u1"} & pool  # the simulator has no truth there
 
 
 def test_no_held_out_split_says_so_and_a_fraction_holds_out_labelled_images(tmp_path):
-    from flows import steps
+    from flows.project import pool_split
     p = _project(tmp_path)
-    assert steps.eval_set(p).images == []
-    note = steps.held_out_note(p)
+    assert pool_split.eval_set(p).images == []
+    note = pool_split.held_out_note(p)
     assert "none is in split 'val'" in note and "none (22)" in note
     assert "flows.eval_fraction" in note and "flows.eval_split" in note
     p.params.flows.eval_fraction = 0.3
-    held = {i.id for i in steps.eval_set(p)}
+    held = {i.id for i in pool_split.eval_set(p)}
     assert 2 <= len(held) <= 12 and not {"u0", "u1"} & held
-    assert not held & {i.id for i in steps.pool(p)}
-    assert steps.held_out_note(p) is None
-    assert held == steps.held_out_ids(p, read_labels(p.layout.manifest))  # stable
+    assert not held & {i.id for i in pool_split.pool(p)}
+    assert pool_split.held_out_note(p) is None
+    assert held == pool_split.held_out_ids(p, read_labels(p.layout.manifest))  # stable
 
 
 def test_eval_fraction_is_validated(tmp_path):
@@ -243,17 +243,18 @@ def test_an_unsplit_dataset_exports_a_valid_yolo_dataset(tmp_path):
 
 def test_holding_out_more_images_reorders_before_any_batch_and_stops_after(tmp_path):
     import pytest
-    from flows import steps
+    from flows import prepare_steps
+    from flows.project import batches, pool_split
     p = _project(tmp_path, **{"features.image_size": 32, "features.num_workers": 0,
                               "order.first_batch_size": 4, "order.batch_size": 4})
-    steps.features(p)
-    steps.order(p)
-    assert set(steps.read_order(p)) == {i.id for i in steps.pool(p)}
+    prepare_steps.features(p)
+    prepare_steps.order(p)
+    assert set(batches.read_order(p)) == {i.id for i in pool_split.pool(p)}
     p.params.flows.eval_fraction = 0.3  # some ordered images become held out
-    held = steps.held_out_ids(p, read_labels(p.layout.manifest))
-    steps.order(p)
-    assert held and not held & set(steps.read_order(p))
+    held = pool_split.held_out_ids(p, read_labels(p.layout.manifest))
+    prepare_steps.order(p)
+    assert held and not held & set(batches.read_order(p))
     p.params.flows.eval_fraction = 0.6
     p.layout.batch_dir(1).mkdir(parents=True)
     with pytest.raises(RuntimeError, match="no longer in the pool.*Revert that change"):
-        steps.order(p)
+        prepare_steps.order(p)

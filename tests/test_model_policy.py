@@ -17,8 +17,8 @@ from c3det import checkpoint
 from c3det.config import C3DetParams
 from c3det.model import build_model
 from c3det.predict import Predictor
-from flows import model_policy
-from flows import steps
+from flows import iteration_steps, model_policy
+from flows.project.project import Project
 from flows.project.layout import ProjectLayout
 from tinyloop.annotations import Click, ImageLabels, ImageRecord, LabelSet
 from tinyloop.cocofile import write_labels
@@ -50,7 +50,7 @@ def project(tmp_path):
     model = build_model("c3det", len(CLASSES), C3DetParams(**FAST)).eval()
     checkpoint.save(layout.model(1), model, {"kind": "c3det", "classes": CLASSES})
     (layout.model_dir(1) / "train.json").write_text("{}")
-    yield steps.Project.open(tmp_path)
+    yield Project.open(tmp_path)
     torch.set_num_threads(old)
 
 
@@ -91,11 +91,11 @@ def test_app_plugin_preannotation_and_simulator_show_the_same_boxes(project, mon
     image = str(project.source / RECORD.path)
     click = Click(40, 30, "Car")
     model = model_policy.model_for_batch(project, 2)
-    pre = steps.shown(project, model, steps.predict_images(project, model,
+    pre = iteration_steps.shown(project, model, iteration_steps.predict_images(project, model,
                                                            [ImageLabels(RECORD)]))[0].annotations
     write_labels(LabelSet(CLASSES, [ImageLabels(RECORD, pre)]),
                  project.layout.preannotations(2))
-    simulated = steps._predictor_fn(project, 2)("a", [click])
+    simulated = iteration_steps._predictor_fn(project, 2)("a", [click])
 
     seen = {}
 

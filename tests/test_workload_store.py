@@ -185,7 +185,7 @@ def test_refresh_clips_model_boxes_to_the_image(tmp_path):
 
 @pytest.mark.parametrize("kind", ["file", "memory"])
 def test_restart_batch_goes_back_to_the_preannotations(tmp_path, kind):
-    """What `steps.publish(fresh=True)` does before a simulated batch starts again."""
+    """What `iteration_steps.publish(fresh=True)` does before a simulated batch starts again."""
     from flows.annotate.memory_store import MemoryStore
     pre = preannotations()
     store = FileStore(tmp_path) if kind == "file" else MemoryStore(pre)

@@ -405,27 +405,28 @@ def test_two_loop_iterations_with_detector_yolo(tmp_path, monkeypatch, network_c
     both evaluated on the held-out images, batch 2 pre-annotated by model 1."""
     import c3det.yolo.train as yt
     from c3det.yolo.models import is_yolo_checkpoint
-    from flows import model_policy, steps
+    from flows import iteration_steps, model_policy, prepare_steps
+    from flows.project.project import Project
     from c3det.yolo.predict import YoloPredictor
     from tests.fixtures_flows import make_project
     root = make_project(tmp_path, **{
         "c3det.detector": "yolo", "c3det.yolo.imgsz": 96, "c3det.yolo.epochs": 1,
         "c3det.yolo.batch": 2, "c3det.yolo.workers": 0, "c3det.yolo.warmup_epochs": 0.0,
         "flows.eval_fraction": 0.25, "flows.versioning": False, "flows.min_score": 0.0})
-    p = steps.Project.open(root)
-    for step in (steps.ingest, steps.features, steps.order):
+    p = Project.open(root)
+    for step in (prepare_steps.ingest, prepare_steps.features, prepare_steps.order):
         step(p)
     starts = []
     real = yt.train
     monkeypatch.setattr(yt, "train", lambda *a, **kw: (starts.append(kw["init_from"]),
                                                         real(*a, **kw))[1])
-    store = steps.open_store(p)
+    store = iteration_steps.open_store(p)
     for n in (1, 2):
-        steps.preannotate(p, n)
-        steps.simulate_annotation(p, store, n)
-        steps.pull(p, store, n)
-        summary = steps.train(p, n)
-        metrics = steps.evaluate(p, n)
+        iteration_steps.preannotate(p, n)
+        iteration_steps.simulate_annotation(p, store, n)
+        iteration_steps.pull(p, store, n)
+        summary = iteration_steps.train(p, n)
+        metrics = iteration_steps.evaluate(p, n)
         assert summary["detector"] == "yolo" and is_yolo_checkpoint(p.layout.model(n))
         assert metrics["eval_images"] > 0 and 0 <= metrics["map50"] <= 100
     assert starts == [None, p.layout.model(1)]

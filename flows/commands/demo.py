@@ -160,8 +160,8 @@ def cmd_demo(args: argparse.Namespace, project: CliProject) -> int:
     _print_stats(layout)
     if args.stats_only:
         return 0
-    from flows import steps
-    data_source = steps.Project.open(root).source
+    from flows.project.project import Project
+    data_source = Project.open(root).source
     print(f"\nproject {layout.root}: simulating the loop on {data_source} ...", flush=True)
     from flows.runtime import announce_prefect_start
     announce_prefect_start()
@@ -180,8 +180,8 @@ def cmd_demo(args: argparse.Namespace, project: CliProject) -> int:
 
 def _same_source(project: Path, source: Path) -> bool:
     """An existing project keeps its data.source: say so when --source names another."""
-    from flows import steps
-    have = steps.Project.open(project).source.resolve()
+    from flows.project.project import Project
+    have = Project.open(project).source.resolve()
     if have == source.resolve():
         return True
     print(f"error: project {project} was made from {have}, not {source}; pass --fresh to "
@@ -201,8 +201,8 @@ def _fit_schedule_to_images(layout) -> None:
     if _fit_pending(layout).exists():
         set_params(layout.params, scale_for_images(width, height))
         _fit_pending(layout).unlink()
-    from flows import steps
-    scale = steps.Project.open(layout.root).params.c3det.image_scale
+    from flows.project.project import Project
+    scale = Project.open(layout.root).params.c3det.image_scale
     print(describe_scale(width, height, scale))
 
 

@@ -168,7 +168,7 @@ def import_pool_or_explain(root: str, keep_going: bool):
     problem ends the command with its message, not a flow-run traceback. Returns the
     PoolImport, or None after printing why the pool cannot be imported (exit 1)."""
     from flows.project.pool_import import PoolError, import_pool
-    from flows.steps import Project
+    from flows.project.project import Project
     from tinyloop.ingest import DatasetError
     from tinyloop.params import ParamsError
     try:
@@ -239,7 +239,7 @@ def cmd_loop_resume(args: argparse.Namespace, project: CliProject) -> int:
     root = flow_root(project)
     from flows.human_wait import signal_done
     from flows.loop import iteration, next_batch, with_runner
-    from flows.steps import Project
+    from flows.project.project import Project
     p = Project.open(root)
     n = args.batch or next_batch(p)
     if n is None:
@@ -302,10 +302,12 @@ def cmd_loop_sweep(args: argparse.Namespace, project: CliProject) -> int:
 
 
 def cmd_loop_step(args: argparse.Namespace, project: CliProject) -> int:
-    from flows import steps
+    from flows import iteration_steps, prepare_steps
+    from flows.project import batches
     from flows.project.layout import ProjectLayout
+    from flows.project.project import Project
     root = flow_root(project)
-    p = steps.Project.open(root)
+    p = Project.open(root)
     last = max(p.layout.labeled_batches(), default=0)
     name = args.name
     if name in ("train", "evaluate", "preannotate") and not last:
@@ -314,23 +316,23 @@ def cmd_loop_step(args: argparse.Namespace, project: CliProject) -> int:
     if name == "ingest":  # dvc repro: a pool accepted with --keep-going stays accepted
         return 0 if import_pool_or_explain(root, keep_going=False) else 1
     elif name == "features":
-        steps.features(p)
+        prepare_steps.features(p)
     elif name == "order":
-        steps.order(p)
+        prepare_steps.order(p)
     elif name == "train":  # dvc repro runs this only when deps/params changed: start over
         import shutil
         shutil.rmtree(p.layout.model_dir(last), ignore_errors=True)
-        steps.train(p, last)
+        iteration_steps.train(p, last)
     elif name == "evaluate":
         p.layout.metrics(last).unlink(missing_ok=True)
-        steps.evaluate(p, last)
+        iteration_steps.evaluate(p, last)
     elif name == "preannotate":  # the stage output only: a batch's own copy is never replaced
         from tinyloop.cocofile import write_labels
         from tinyloop.annotations import LabelSet
-        if last < steps.n_batches(p):
+        if last < batches.n_batches(p):
             model = p.layout.model(last)
-            items = steps.shown(p, model, steps.predict_images(
-                p, model, steps.batch_records(p, last + 1).images))
+            items = iteration_steps.shown(p, model, iteration_steps.predict_images(
+                p, model, batches.batch_records(p, last + 1).images))
             write_labels(LabelSet(p.classes, items, {"batch": last + 1}),
                          p.layout.data / "next" / "preannotations.json")
     elif name == "report":

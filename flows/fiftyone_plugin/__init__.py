@@ -46,7 +46,7 @@ class RefineWithClicks(foo.Operator):
     def execute(self, ctx):
         from flows.annotate import fiftyone_refine as frefine
         from flows import model_policy
-        from flows.steps import Project
+        from flows.project.project import Project
         project = Project.open(ctx.dataset.info["project_root"])
         predictor = model_policy.predictor(project, model_policy.current_model(project.layout))
         counts = frefine.refine_samples(ctx.dataset, _targets(ctx),
@@ -77,7 +77,7 @@ class BoxesFromClicks(foo.Operator):
     def execute(self, ctx):
         from flows.annotate import fiftyone_refine as frefine
         from flows.model_policy import project_click_boxes
-        from flows.steps import Project
+        from flows.project.project import Project
         project = Project.open(ctx.dataset.info["project_root"])
         counts = frefine.boxes_from_clicks_samples(ctx.dataset, _targets(ctx),
                                                    project_click_boxes(project))

@@ -1,4 +1,6 @@
-"""The loop's steps as plain functions on a project directory: what the Prefect flows run.
+"""One iteration's steps on batch n of a project directory: pre-annotate it with model n-1,
+publish it to the annotation store (or let the simulated annotator label it), pull its labels,
+measure its workload, train model n on batches 1..n and evaluate it on the held-out images.
 
 Each step reads and writes the files of `flows.project.layout.ProjectLayout` and nothing
 else, so the files are the loop's state: a step that finds its output complete returns it without
@@ -11,16 +13,15 @@ Human work is never overwritten: a batch's pre-annotations are written once (ann
 already have seen them), the annotation store keeps every acknowledged edit, and labels.json
 is only (re)written by pulling from the store, which returns the same file each time.
 
-The `tinyloop step NAME` commands in dvc.yaml call these same functions.
+The `tinyloop step NAME` commands in dvc.yaml and the Prefect flows (flows/loop.py) call
+these same functions; the prepare steps are in flows/prepare_steps.py.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
-from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from c3det import detectors
@@ -28,215 +29,15 @@ from c3det.threshold import shown as shown_boxes
 from flows.annotate.annotation_store import AnnotationStore
 from flows import model_policy
 from flows.faults import fault_point
-from flows.project.layout import ProjectLayout
-from flows.project.params import Params, load_params
+from flows.project.batches import batch_ids, batch_records, is_done, labeled, n_batches
+from flows.project.project import Project
+from flows.project.pool_split import eval_set, held_out_note
 from flows.accounting.workload import batch_workload
 from tinyloop.annotations import ImageLabels, LabelSet
 from tinyloop.atomic import write_json_atomic
 from tinyloop.cocofile import read_labels, write_labels
-from tinyloop.ingest import is_labelled
 
 log = logging.getLogger(__name__)
-SIMULATED_MARKER = "simulated"
-
-
-@dataclass
-class Project:
-    """A project directory and its validated params."""
-    layout: ProjectLayout
-    params: Params
-
-    @classmethod
-    def open(cls, root: str | Path = ".") -> "Project":
-        layout = ProjectLayout(Path(root).resolve())
-        if not layout.params.exists():
-            raise FileNotFoundError(f"{layout.params} is missing: run `tinyloop init "
-                                    f"{layout.root}` first")
-        return cls(layout, load_params(layout.params))
-
-    @property
-    def source(self) -> Path:
-        """The raw dataset root (image paths in labels files are relative to it)."""
-        src = Path(self.params.data.source)
-        return src if src.is_absolute() else self.layout.root / src
-
-    @property
-    def classes(self) -> list[str]:
-        return list(self.params.data.classes)
-
-
-# --- prepare: pool, features, order -----------------------------------------------------------
-
-def ingest(p: Project, keep_going: bool = False) -> dict:
-    """Import the raw dataset: manifest.json (images), ground_truth.json, import_report.json.
-
-    Imports again whenever params.yaml `data` or the source changed since: features and
-    order are rebuilt before annotation starts; after, only new images are accepted
-    (appended) and any other change is refused (flows/project/pool_import.py). Problems stop the
-    import unless keep_going. Returns import_report.json."""
-    from flows.project.pool_import import import_pool
-    return import_pool(p, keep_going).report
-
-
-def _problem_json(pr) -> dict:
-    return {k: str(getattr(pr, k, "")) for k in ("file", "message", "fix")}
-
-
-def pool(p: Project) -> LabelSet:
-    """The images to annotate: the manifest minus the held-out evaluation images; in a
-    simulated project also minus the images the source left unlabeled (the simulated
-    annotator has no truth for them)."""
-    manifest = read_labels(p.layout.manifest)
-    held_out, simulated = held_out_ids(p, manifest), is_simulated(p)
-    keep = [i for i in manifest if i.id not in held_out and
-            (is_labelled(i) or not simulated)]
-    return LabelSet(manifest.categories, keep, manifest.info)
-
-
-def eval_set(p: Project) -> LabelSet:
-    """Ground truth of the held-out images (empty when nothing is held out)."""
-    if not p.layout.ground_truth.exists():
-        return LabelSet(p.classes)
-    gt = read_labels(p.layout.ground_truth)
-    held_out = held_out_ids(p, gt)
-    items = [i for i in gt if i.id in held_out]
-    if p.params.flows.eval_max_images:
-        items = items[:p.params.flows.eval_max_images]
-    return LabelSet(gt.categories, items, gt.info)
-
-
-def held_out_ids(p: Project, images: LabelSet) -> set[str]:
-    """The evaluation images among `images`: those in flows.eval_split; when none is, a
-    flows.eval_fraction share of the labelled ones, chosen by a hash of the id (stable:
-    a new image never moves an old one between pool and evaluation)."""
-    split, fraction = p.params.flows.eval_split, p.params.flows.eval_fraction
-    ids = {i.id for i in images if i.image.metadata.get("split") == split}
-    if ids or not fraction:
-        return ids
-    return {i.id for i in images if is_labelled(i) and _unit_hash(i.id) < fraction}
-
-
-def _unit_hash(image_id: str) -> float:
-    """A fixed pseudo-random number in [0, 1) for an image id."""
-    digest = hashlib.sha256(image_id.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2 ** 64
-
-
-def held_out_note(p: Project) -> str | None:
-    """What to do when nothing is held out for evaluation (mAP cannot be measured)."""
-    manifest = read_labels(p.layout.manifest)
-    if not p.layout.ground_truth.exists() or held_out_ids(p, manifest):
-        return None
-    splits = Counter(str(i.image.metadata.get("split", "none")) for i in manifest)
-    found = ", ".join(f"{k} ({n})" for k, n in sorted(splits.items()))
-    return (f"no held-out images: none is in split {p.params.flows.eval_split!r} (splits "
-            f"found: {found}), so mAP will not be measured; set flows.eval_split in "
-            "params.yaml to one of those splits, or flows.eval_fraction (e.g. 0.1) to hold "
-            "out that share of the labelled images")
-
-
-def is_simulated(p: Project) -> bool:
-    """True once the simulated annotator has run (or is about to run) on this project."""
-    return (p.layout.state / SIMULATED_MARKER).exists()
-
-
-def mark_simulated(p: Project) -> None:
-    """Record that this project's batches are annotated by the simulator (before its pool
-    is ordered: from then on, images without source labels stay out of the pool)."""
-    marker = p.layout.state / SIMULATED_MARKER
-    if not marker.exists():
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text("annotated by the simulated annotator (flows/accounting/simulator.py)\n")
-
-
-def features_params(p: Project, *, train: bool = False):
-    """The features params with SimNet's checkpoint under the project root; `train`: train
-    SimNet on the pool first when extractor is simnet and it has no checkpoint yet."""
-    from features.simnet import ensure_simnet, with_checkpoint_under
-    fp = with_checkpoint_under(p.params.features, p.layout.root)
-    if train:
-        ensure_simnet(fp, p.layout.root, lambda: [p.source / i.image.path for i in pool(p)])
-    return fp
-
-
-def features(p: Project) -> dict:
-    """Embed every pool image (incremental: images already embedded are skipped)."""
-    from features.embed import embed_pool
-    emb, ids = embed_pool(pool(p), p.source, features_params(p, train=True), p.layout.features)
-    return {"images": len(ids), "dim": int(emb.shape[1]) if len(ids) else 0}
-
-
-def order(p: Project) -> dict:
-    """Order the pool into batches (existing positions never move)."""
-    import numpy as np
-    from features.embed import load_store
-    from features.order import order_pool
-    records = pool(p)
-    store = load_store(p.layout.features, mmap=False)
-    if store is None:
-        raise FileNotFoundError(f"{p.layout.features} holds no embeddings; run the "
-                                "features step first")
-    vectors, ids, _ = store
-    by_id = dict(zip(ids, range(len(ids))))
-    keep = [i.id for i in records if i.id in by_id]
-    vectors = np.asarray(vectors)[[by_id[i] for i in keep]]
-    _drop_order_of_images_that_left(p, set(keep))
-    order_pool(vectors, keep, p.params.order, p.layout.order,
-               records=[i.image for i in records])
-    return {"batches": n_batches(p)}
-
-
-def _drop_order_of_images_that_left(p: Project, pool_ids: set[str]) -> None:
-    """Ordered images no longer in the pool (now held out by flows.eval_split /
-    eval_fraction, or unlabeled in a simulated project): before any batch exists the order
-    is rebuilt; after, they might be annotated and evaluated on both, so stop and say so."""
-    if not p.layout.order.exists():
-        return
-    left = sorted(set(read_order(p)) - pool_ids)
-    if not left:
-        return
-    if p.layout.batch_numbers():
-        raise RuntimeError(
-            f"{len(left)} ordered image(s) are no longer in the pool ({', '.join(left[:3])}"
-            f"{' ...' if len(left) > 3 else ''}): a params.yaml change (flows.eval_split, "
-            "flows.eval_fraction) moved them to the held-out images after batches were "
-            f"annotated from {p.layout.order}. Revert that change, or start a new project "
-            "with it (`tinyloop init NEWDIR`)")
-    log.warning("%d ordered image(s) left the pool; no batch exists yet: ordering again",
-                len(left))
-    p.layout.order.unlink()
-
-
-def read_order(p: Project) -> dict[str, dict]:
-    return json.loads(p.layout.order.read_text(encoding="utf-8"))
-
-
-def n_batches(p: Project) -> int:
-    return max((v["batch"] for v in read_order(p).values()), default=0)
-
-
-def batch_ids(p: Project, n: int) -> list[str]:
-    """Image ids of batch n in their order."""
-    rows = [(v["position"], k) for k, v in read_order(p).items() if v["batch"] == n]
-    if not rows:
-        raise ValueError(f"batch {n} does not exist in {p.layout.order} "
-                         f"(the pool has {n_batches(p)} batches)")
-    return [k for _, k in sorted(rows)]
-
-
-def last_batch(p: Project) -> int:
-    """How many batches the loop runs: flows.iterations capped by the pool's batches."""
-    total = n_batches(p)
-    it = p.params.flows.iterations
-    return min(total, it) if it else total
-
-
-# --- one iteration ------------------------------------------------------------------------------
-
-def batch_records(p: Project, n: int) -> LabelSet:
-    ids = batch_ids(p, n)
-    by_id = {i.id: i for i in read_labels(p.layout.manifest)}
-    return LabelSet(p.classes, [ImageLabels(by_id[i].image) for i in ids], {"batch": n})
 
 
 def predict_images(p: Project, model_path: Path | None,
@@ -356,8 +157,6 @@ def _predictor_fn(p: Project, n: int):
     return predict
 
 
-def is_done(p: Project, n: int) -> bool:
-    return p.layout.done_marker(n).exists()
 
 
 def pull(p: Project, store: AnnotationStore, n: int) -> LabelSet:
@@ -385,12 +184,6 @@ def workload(p: Project, n: int) -> dict:
     return w
 
 
-def labeled(p: Project, upto: int) -> LabelSet:
-    """Every corrected image of batches 1..upto."""
-    items = []
-    for n in range(1, upto + 1):
-        items.extend(read_labels(p.layout.labels(n)).images)
-    return LabelSet(p.classes, items, {"batches": upto})
 
 
 def model_kind(p: Project) -> str:
