@@ -25,8 +25,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 from c3det.config import C3DetParams, EvalParams  # noqa: E402
-from common import load_hituav, schedule_args, schedule_train, split  # noqa: E402
-from c3det_pretrained import run, train_and_score  # noqa: E402
+from common import (load_hituav, run_train_or_report, schedule_args,  # noqa: E402
+                    schedule_train, split, train_and_score)
 
 WORK = REPO / "data/benchmarks/c3det_norm"
 RESULT = REPO / "benchmarks/results/c3det_norm.json"
@@ -111,7 +111,7 @@ def main() -> None:
     t.add_argument("--train-images", type=int, default=240)
     schedule_args(t, epochs=8, lr_steps=[6])
     sub.add_parser("report", help="collect the runs into the JSON and the page")
-    run(ap.parse_args(), cmd_train, cmd_report)
+    run_train_or_report(ap.parse_args(), cmd_train, cmd_report)
 
 
 if __name__ == "__main__":

@@ -21,39 +21,19 @@ import os
 import time
 from pathlib import Path
 
-import torch
-
 REPO = Path(__file__).resolve().parents[1]
 
 from c3det.config import C3DetParams, EvalParams  # noqa: E402
-from common import (DATA, load_hituav, resolved_dtype, schedule_args,  # noqa: E402
-                                 schedule_train, split)
+from common import PRETRAINED_WORK as WORK  # noqa: E402
+from common import (load_hituav, resolved_dtype, run_train_or_report, schedule_args,  # noqa: E402
+                    schedule_train, split, train_and_score)
 
-WORK = REPO / "data/benchmarks/c3det_pretrained"
 RESULT = REPO / "benchmarks/results/c3det_pretrained.json"
 PLOT = REPO / "docs/img/c3det_pretrained.png"
 PAGE = REPO / "docs/benchmarks/c3det_pretrained.md"
 DEFAULT_EPOCHS = 4  # the reduced schedule every row of the main table shares
 BF16_SINCE = "2026-12-03"  # float32 rows from then on ran the same code as the bf16 ones
 MACHINE = os.environ.get("TINYLOOP_MACHINE", "2-core CPU, 24 GiB, no GPU (dev box)")
-
-
-def train_and_score(train_set, test_set, p: C3DetParams, out: Path, name: str) -> dict:
-    """Train the plain detector on `train_set`, score mAP@0.5 at 0 clicks on `test_set`."""
-    from c3det import checkpoint
-    from c3det.evaluate import map_vs_clicks
-    from c3det.train import train
-    t0, c0 = time.time(), time.process_time()
-    r = train(train_set, DATA, p, out, kind="plain")
-    train_s, train_cpu_s = time.time() - t0, time.process_time() - c0
-    model, _ = checkpoint.load(out / "model.pt")
-    ev = map_vs_clicks(model, test_set, DATA, p.eval, name=name)
-    return {"map50": ev["map_mean"][0],
-            "per_class": {c: v[0] for c, v in ev["per_class"].items()},
-            "by_size": {b: v[0] for b, v in ev["by_size"].items()},
-            "final_loss": r["epochs"][-1]["loss"], "train_s": train_s,
-            "train_cpu_s": train_cpu_s, "test_objects": ev["objects"],
-            "device": "cuda" if torch.cuda.is_available() else "cpu"}
 
 
 def params(a) -> C3DetParams:
@@ -248,15 +228,7 @@ def main() -> None:
                    help="auto: frozen BN with ImageNet weights, trainable BN from scratch")
     schedule_args(t, epochs=4, lr_steps=[3])
     sub.add_parser("report", help="collect the runs into the JSON, the plot and the page")
-    run(ap.parse_args(), cmd_train, cmd_report)
-
-
-def run(a: argparse.Namespace, train_cmd, report_cmd) -> None:
-    if a.cmd == "train":
-        torch.set_num_threads(a.threads)
-        train_cmd(a)
-    else:
-        report_cmd(a)
+    run_train_or_report(ap.parse_args(), cmd_train, cmd_report)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from c3det.config import TrainParams
-from tinyloop.annotations import LabelSet
+from tinyloop.annotations import ImageLabels, LabelSet
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("TINYLOOP_HITUAV", REPO.parent / "shared/datasets/hit-uav"))
@@ -112,3 +112,100 @@ def whole_split(labels: LabelSet, name: str) -> LabelSet:
     learns from empty images as well, and no subset is drawn)."""
     return LabelSet(labels.categories,
                     [im for im in labels if im.image.metadata.get("split") == name])
+
+
+def run_train_or_report(a: argparse.Namespace, train_cmd, report_cmd) -> None:
+    """A `train` / `report` script's dispatch (c3det_pretrained.py, c3det_norm.py): training
+    runs on --threads torch CPU threads."""
+    if a.cmd == "train":
+        import torch
+        torch.set_num_threads(a.threads)
+        train_cmd(a)
+    else:
+        report_cmd(a)
+
+
+# --- the plain detector's training runs (c3det_pretrained.py and the scripts built on it) ---
+
+PRETRAINED_WORK = REPO / "data/benchmarks/c3det_pretrained"   # its runs and HIT-UAV cache
+
+
+def train_and_score(train_set, test_set, p, out: Path, name: str) -> dict:
+    """Train the plain detector on `train_set` (c3det.config.C3DetParams `p`), score mAP@0.5
+    at 0 clicks on `test_set`."""
+    import time
+    import torch
+    from c3det import checkpoint
+    from c3det.evaluate import map_vs_clicks
+    from c3det.train import train
+    t0, c0 = time.time(), time.process_time()
+    r = train(train_set, DATA, p, out, kind="plain")
+    train_s, train_cpu_s = time.time() - t0, time.process_time() - c0
+    model, _ = checkpoint.load(out / "model.pt")
+    ev = map_vs_clicks(model, test_set, DATA, p.eval, name=name)
+    return {"map50": ev["map_mean"][0],
+            "per_class": {c: v[0] for c, v in ev["per_class"].items()},
+            "by_size": {b: v[0] for b, v in ev["by_size"].items()},
+            "final_loss": r["epochs"][-1]["loss"], "train_s": train_s,
+            "train_cpu_s": train_cpu_s, "test_objects": ev["objects"],
+            "device": "cuda" if torch.cuda.is_available() else "cpu"}
+
+
+# --- a trained run's workload (wt_by_train_images.py, detector_frontier.py) -------------------
+
+def val_sets(labels: LabelSet, measure_n: int) -> tuple[LabelSet, LabelSet]:
+    """(choose, measure): the 48 mAP images of c3det_pretrained.py, and `measure_n` other val
+    images with objects (fixed random draw)."""
+    choose = split(labels, "val", 48, 1)
+    taken = {i.id for i in choose.images}
+    rest = [i for i in split(labels, "val", None, 0).images if i.id not in taken]
+    pick = sorted(np.random.default_rng(2).choice(len(rest), min(measure_n, len(rest)),
+                                                  replace=False))
+    return choose, LabelSet(labels.categories, [rest[k] for k in pick], labels.info)
+
+
+def scored_boxes(pred, images: LabelSet) -> LabelSet:
+    """Every box `pred` (a Predictor showing every score) finds on `images`."""
+    return LabelSet(images.categories,
+                    [ImageLabels(i.image, pred.predict(str(DATA / i.image.path), []))
+                     for i in images.images], images.info)
+
+
+def measure_model(run: Path, choose: LabelSet, measure: LabelSet, cost) -> dict:
+    """The workload saving of the run's model (flows.project.config.WorkloadParams `cost`):
+    its min_score chosen on `choose`, measured on `measure`; reads the run's result.json."""
+    import json
+    from c3det.predict import Predictor
+    from flows.accounting.workload import best_threshold, saving, wt_by_threshold
+    from flows.model_policy import THRESHOLDS
+    pred = Predictor(run / "model.pt", device="cpu", min_score=0.0)   # auto cuts the scores
+    chosen_curve = wt_by_threshold(scored_boxes(pred, choose), choose, cost, THRESHOLDS)
+    cut = best_threshold(chosen_curve, 0.0)
+    curve = wt_by_threshold(scored_boxes(pred, measure), measure, cost, THRESHOLDS)
+    at_cut = next((r for r in curve if r["min_score"] == cut), None)
+    hindsight = max(curve, key=saving)
+    trained = json.loads((run / "result.json").read_text())
+    return {"run": run.name, "weights": trained["weights"], "dtype": trained.get("dtype"),
+            "train_images": trained["train_images"], "seed": trained["seed"],
+            "epochs": trained["schedule"]["epochs"], "map50": trained["map50"],
+            "min_score": cut, "wt_reduction_pct": at_cut["wt_reduction_pct"] if at_cut else 0.0,
+            "seconds_reduction_pct": at_cut["seconds_reduction_pct"] if at_cut else 0.0,
+            "hindsight": hindsight, "choose_curve": chosen_curve, "measure_curve": curve}
+
+
+# --- yolo_vs_frcnn.py's runs (gpu_window.py prepares and collects them) ----------------------
+
+YOLO_WORK = REPO / "data/benchmarks/yolo_vs_frcnn"
+YOLO_SMOKE = {"train_images": 4, "test_images": 2, "epochs": 1, "yolo_epochs": 1, "crop": 128,
+              "speed_images": 2, "batch": 2, "yolo_batch": 2}
+
+
+def yolo_work_dir(a) -> Path:
+    return YOLO_WORK / "smoke" if a.smoke else YOLO_WORK
+
+
+def yolo_run_dir(a, cell: str) -> Path:
+    """Where yolo_vs_frcnn.py's run of `cell` under flags `a` keeps its files."""
+    epochs = a.epochs if cell == "frcnn" else a.yolo_epochs
+    budget = f"_t{round(a.yolo_time_h * 3600)}s" if cell != "frcnn" and a.yolo_time_h else ""
+    return yolo_work_dir(a) / f"{cell}_n{a.train_images}_e{epochs}{budget}_seed{a.seed}"

@@ -36,8 +36,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 from c3det.config import C3DetParams, EvalParams, TrainParams  # noqa: E402
-from common import DATA, load_hituav, resolved_dtype, split  # noqa: E402
-from c3det_pretrained import train_and_score  # noqa: E402
+from common import DATA, load_hituav, resolved_dtype, split, train_and_score  # noqa: E402
 
 WORK = REPO / "data/benchmarks/detector_frontier"
 RESULT = REPO / "benchmarks/results/detector_frontier.json"
@@ -112,7 +111,7 @@ def cmd_train(a) -> None:
 def _work_saved(out: Path, row: dict, labels) -> dict:
     """WT saved on the 96 measure images at the auto score cut (wt_by_train_images.py)."""
     from flows.project.config import WorkloadParams
-    from wt_by_train_images import measure_model, val_sets
+    from common import measure_model, val_sets
     (out / "result.json").write_text(json.dumps(row))   # measure_model reads the run's row
     choose, measure = val_sets(labels, 96)
     m = measure_model(out, choose, measure, WorkloadParams())

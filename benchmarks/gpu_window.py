@@ -65,9 +65,8 @@ SMOKE = {"crop": 128, "batch": 2, "steps": 1, "profile_s": 240, "score_s": 60,
 def pick_images(train_images: int):
     """(train, test, every label): the images yolo_vs_frcnn.py scores its CPU rows on, and
     those of its --smoke run (a few more, so that `run --smoke` works on the slice too)."""
-    from common import load_hituav, split
+    from common import YOLO_SMOKE, load_hituav, split
     from tinyloop.annotations import LabelSet
-    from yolo_vs_frcnn import SMOKE as YOLO_SMOKE
     labels = load_hituav(YOLO_WORK)
     picks = []
     for name, n, smoke_n, seed in (("train", train_images, YOLO_SMOKE["train_images"], 0),
@@ -286,12 +285,12 @@ def cmd_collect(a) -> None:
         setup = row["setup"]
         name = f"c3det_train_throughput_{setup['crop']}_gpu_{setup['amp_dtype']}.json"
         (RESULTS / name).write_text(json.dumps(row, indent=1) + "\n")
-    from yolo_vs_frcnn import run_dir
+    from common import yolo_run_dir
     for row in doc["phases"].get("yolo", {}).get("rows", []):
         s = row["schedule"]
-        run = run_dir(argparse.Namespace(smoke=False, train_images=s["train_images"],
-                                         yolo_epochs=s["epochs"], yolo_time_h=s["time_h"],
-                                         seed=s["seed"]), row["cell"])
+        run = yolo_run_dir(argparse.Namespace(smoke=False, train_images=s["train_images"],
+                                              yolo_epochs=s["epochs"], yolo_time_h=s["time_h"],
+                                              seed=s["seed"]), row["cell"])
         run.mkdir(parents=True, exist_ok=True)
         (run / "result.json").write_text(json.dumps(row, indent=1))
     subprocess.run([sys.executable, str(REPO / "benchmarks/yolo_vs_frcnn.py"), "report"],

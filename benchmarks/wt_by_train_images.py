@@ -29,57 +29,19 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
-from common import DATA, load_hituav, split  # noqa: E402
-from c3det_pretrained import WORK  # noqa: E402
-from flows.accounting.workload import NONE_SHOWN, best_threshold, saving, wt_by_threshold  # noqa: E402
-from flows.model_policy import THRESHOLDS  # noqa: E402
+from common import PRETRAINED_WORK as WORK  # noqa: E402
+from common import load_hituav, measure_model, val_sets  # noqa: E402
+from flows.accounting.workload import NONE_SHOWN  # noqa: E402
 from flows.project.config import WorkloadParams  # noqa: E402
-from tinyloop.annotations import ImageLabels, LabelSet  # noqa: E402
 
 RESULT = REPO / "benchmarks/results/wt_by_train_images.json"
 PLOT = REPO / "docs/img/wt_by_train_images.png"
 PAGE = REPO / "docs/benchmarks/wt_by_train_images.md"
 MACHINE = os.environ.get("TINYLOOP_MACHINE", "2-core CPU, 24 GiB, no GPU (dev box)")
-
-
-def val_sets(labels: LabelSet, measure_n: int) -> tuple[LabelSet, LabelSet]:
-    """(choose, measure): the 48 mAP images of c3det_pretrained.py, and `measure_n` other val
-    images with objects (fixed random draw)."""
-    choose = split(labels, "val", 48, 1)
-    taken = {i.id for i in choose.images}
-    rest = [i for i in split(labels, "val", None, 0).images if i.id not in taken]
-    pick = sorted(np.random.default_rng(2).choice(len(rest), min(measure_n, len(rest)),
-                                                  replace=False))
-    return choose, LabelSet(labels.categories, [rest[k] for k in pick], labels.info)
-
-
-def scored_boxes(pred, images: LabelSet) -> LabelSet:
-    """Every box `pred` (a Predictor showing every score) finds on `images`."""
-    return LabelSet(images.categories,
-                    [ImageLabels(i.image, pred.predict(str(DATA / i.image.path), []))
-                     for i in images.images], images.info)
-
-
-def measure_model(run: Path, choose: LabelSet, measure: LabelSet, cost: WorkloadParams) -> dict:
-    from c3det.predict import Predictor
-    pred = Predictor(run / "model.pt", device="cpu", min_score=0.0)   # auto cuts the scores
-    chosen_curve = wt_by_threshold(scored_boxes(pred, choose), choose, cost, THRESHOLDS)
-    cut = best_threshold(chosen_curve, 0.0)
-    curve = wt_by_threshold(scored_boxes(pred, measure), measure, cost, THRESHOLDS)
-    at_cut = next((r for r in curve if r["min_score"] == cut), None)
-    hindsight = max(curve, key=saving)
-    trained = json.loads((run / "result.json").read_text())
-    return {"run": run.name, "weights": trained["weights"], "dtype": trained.get("dtype"),
-            "train_images": trained["train_images"], "seed": trained["seed"],
-            "epochs": trained["schedule"]["epochs"], "map50": trained["map50"],
-            "min_score": cut, "wt_reduction_pct": at_cut["wt_reduction_pct"] if at_cut else 0.0,
-            "seconds_reduction_pct": at_cut["seconds_reduction_pct"] if at_cut else 0.0,
-            "hindsight": hindsight, "choose_curve": chosen_curve, "measure_curve": curve}
 
 
 def cmd_run(a) -> None:

@@ -47,9 +47,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 from c3det.config import C3DetParams, EvalParams, YoloParams  # noqa: E402
 from common import DATA, load_hituav, schedule_args, schedule_train, split  # noqa: E402
+from common import YOLO_SMOKE as SMOKE, YOLO_WORK as WORK  # noqa: E402
+from common import yolo_run_dir as run_dir, yolo_work_dir as work_dir  # noqa: E402
 from tinyloop.annotations import ImageLabels, LabelSet  # noqa: E402
 
-WORK = REPO / "data/benchmarks/yolo_vs_frcnn"
 RESULT = REPO / "benchmarks/results/yolo_vs_frcnn.json"
 PAGE = REPO / "docs/benchmarks/yolo.md"
 PLOT = REPO / "docs/img/yolo_vs_frcnn.png"
@@ -60,21 +61,9 @@ NAMES = {"frcnn": "Faster R-CNN (plain, Lite0 ImageNet)", "yolo": "YOLO",
          "yolo_obb_lite0": "YOLO-OBB (Lite0 ImageNet)"}
 ORIENTED = ("yolo_obb", "yolo_obb_lite0")
 SIZES = [12.0, 20.0, 32.0]
-SMOKE = {"train_images": 4, "test_images": 2, "epochs": 1, "yolo_epochs": 1, "crop": 128,
-         "speed_images": 2, "batch": 2, "yolo_batch": 2}
 
 
 # --- one cell ---------------------------------------------------------------------------------
-
-def work_dir(a) -> Path:
-    return WORK / "smoke" if a.smoke else WORK
-
-
-def run_dir(a, cell: str) -> Path:
-    epochs = a.epochs if cell == "frcnn" else a.yolo_epochs
-    budget = f"_t{round(a.yolo_time_h * 3600)}s" if cell != "frcnn" and a.yolo_time_h else ""
-    return work_dir(a) / f"{cell}_n{a.train_images}_e{epochs}{budget}_seed{a.seed}"
-
 
 def frcnn_params(a) -> C3DetParams:
     return C3DetParams(roi_batch_size=a.roi_batch, train=schedule_train(a),
