@@ -30,10 +30,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import time
 from pathlib import Path
+
+from common import simulate_in_new_project
 
 REPO = Path(__file__).resolve().parents[1]
 HITUAV = Path(os.environ.get("TINYLOOP_HITUAV", REPO.parent / "shared/datasets/hit-uav"))
@@ -76,21 +76,9 @@ def run_params(name: str, seed: int, setting: dict) -> dict:
 def run_one(name: str, seed: int, setting: dict, source: Path, shared: Path | None) -> dict:
     """The simulate flow in a fresh project; the pool and embeddings of `shared` reused."""
     from flows.accounting.report import batch_rows
-    from flows.loop import simulate
-    from flows.project.init import init_project
-    from flows.runtime import prefect_env
     root = WORK / f"active-{name}-s{seed}"
-    if root.exists():
-        shutil.rmtree(root)
-    layout = init_project(root, source=str(source),
-                          params_overrides=run_params(name, seed, setting))
-    if shared is not None:  # same ingested pool and embeddings for every run
-        for sub in ("pool", "features"):
-            shutil.copytree(shared / "data" / sub, layout.data / sub)
-    prefect_env(str(root))
-    t0 = time.perf_counter()
-    simulate(str(root))
-    wall = time.perf_counter() - t0
+    layout, wall = simulate_in_new_project(root, source, run_params(name, seed, setting),
+                                           shared)
     return {"strategy": name, "seed": seed, "root": str(root), "wall_s": round(wall, 1),
             "per_batch": per_batch(layout, batch_rows(layout))}
 

@@ -209,3 +209,25 @@ def yolo_run_dir(a, cell: str) -> Path:
     epochs = a.epochs if cell == "frcnn" else a.yolo_epochs
     budget = f"_t{round(a.yolo_time_h * 3600)}s" if cell != "frcnn" and a.yolo_time_h else ""
     return yolo_work_dir(a) / f"{cell}_n{a.train_images}_e{epochs}{budget}_seed{a.seed}"
+
+
+def simulate_in_new_project(root: Path, source: Path, overrides: dict,
+                            shared: Path | None = None):
+    """The `simulate` flow (the whole loop, simulated annotator) in a fresh project at `root`
+    on `source` with params `overrides`; the ingested pool and embeddings of the project
+    `shared` are copied in (the same input for every run). Returns (layout, wall seconds)."""
+    import shutil
+    import time
+    from flows.loop import simulate
+    from flows.project.init import init_project
+    from flows.runtime import prefect_env
+    if root.exists():
+        shutil.rmtree(root)
+    layout = init_project(root, source=str(source), params_overrides=overrides)
+    if shared is not None:
+        for sub in ("pool", "features"):
+            shutil.copytree(shared / "data" / sub, layout.data / sub)
+    prefect_env(str(root))
+    t0 = time.perf_counter()
+    simulate(str(root))
+    return layout, time.perf_counter() - t0

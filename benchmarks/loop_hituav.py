@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from common import simulate_in_new_project
+
 REPO = Path(__file__).resolve().parents[1]
 HITUAV = Path(os.environ.get("TINYLOOP_HITUAV", REPO.parent / "shared/datasets/hit-uav"))
 WORK = REPO / "benchmarks" / "work"
@@ -47,9 +49,6 @@ def parse_sets(items: list[str]) -> dict:
 
 
 def run_ordering(method: str, setting: dict, shared: Path | None) -> dict:
-    from flows.loop import simulate
-    from flows.runtime import prefect_env
-    from flows.project.init import init_project
     from flows.accounting.report import batch_rows
     root = WORK / f"loop-{method}"
     if shared is None:  # embeddings of the 1200-image pool from an earlier run: keep them
@@ -59,17 +58,8 @@ def run_ordering(method: str, setting: dict, shared: Path | None) -> dict:
                 shutil.copytree(r.parents[1] / "pool", cache / "data/pool")
                 shutil.copytree(r.parents[1] / "features", cache / "data/features")
         shared = cache if (cache / "data/features").exists() else None
-    if root.exists():
-        shutil.rmtree(root)
-    layout = init_project(root, source=str(HITUAV),
-                          params_overrides={**setting, "order.method": method})
-    if shared is not None:  # reuse the ingested pool and embeddings: same input for all
-        for sub in ("pool", "features"):
-            shutil.copytree(shared / "data" / sub, layout.data / sub)
-    prefect_env(str(root))
-    t0 = time.perf_counter()
-    simulate(str(root))
-    wall = time.perf_counter() - t0
+    layout, wall = simulate_in_new_project(root, HITUAV, {**setting, "order.method": method},
+                                           shared)
     rows = batch_rows(layout)
     timings = [json.loads(p.read_text()) for p in sorted(layout.state.glob("iter-*.done"))]
     return {"ordering": method, "rows": rows, "wall_s": wall, "iterations": timings,
