@@ -139,7 +139,10 @@ def steps_open(root):
 def test_data_edit_after_annotation_started_is_refused_and_changes_nothing(tmp_path):
     from flows.project.pool_import import PoolChanged, import_pool
     source = copy_sample(tmp_path / "data", 4, 2)
-    root = new_project(tmp_path, source)
+    # the sample's four classes, though this slice holds no Bicycle (init would detect three)
+    root = new_project(tmp_path, source, **{
+        "data.classes": ["Person", "Car", "Bicycle", "OtherVehicle"],
+        "data.ignore_classes": ["DontCare"]})
     p = prepare_steps(root)
     p.layout.batch_dir(1).mkdir(parents=True)
     p.layout.preannotations(1).write_text("{}")  # batch 1 handed to the annotators
