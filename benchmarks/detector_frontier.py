@@ -215,7 +215,7 @@ def markdown(doc: dict) -> str:
                      f"{r['train_images']} | {r['epochs']} | {r['dtype']} | "
                      f"{r['train_cpu_s']:.0f} | {r['cpu_s_per_crop']:.3f} | {r['map50']:.1f} | "
                      f"{small} | {r['wt_pct']:+.1f} | {r['machine']} |")
-    for key in ("speed", "speed_c3det"):
+    for key in ("speed_plain_all", "speed", "speed_c3det"):   # speed_plain_all: a first run
         if doc.get(key):
             lines += _speed_lines(doc[key])
     return "\n".join(lines) + "\n"
