@@ -22,6 +22,14 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 
+def _counts(*keys: str):
+    """The App's view of an operator's result: one whole number per key."""
+    outputs = types.Object()
+    for key in keys:
+        outputs.int(key, label=key)
+    return types.Property(outputs)
+
+
 def _targets(ctx):
     if ctx.selected:
         return list(ctx.selected)
@@ -55,10 +63,7 @@ class RefineWithClicks(foo.Operator):
         return counts
 
     def resolve_output(self, ctx):
-        outputs = types.Object()
-        for key in ("samples", "replaced", "kept"):
-            outputs.int(key, label=key)
-        return types.Property(outputs)
+        return _counts(*("samples", "replaced", "kept"))
 
 
 class BoxesFromClicks(foo.Operator):
@@ -85,10 +90,7 @@ class BoxesFromClicks(foo.Operator):
         return counts
 
     def resolve_output(self, ctx):
-        outputs = types.Object()
-        for key in ("samples", "points", "boxes"):
-            outputs.int(key, label=key)
-        return types.Property(outputs)
+        return _counts(*("samples", "points", "boxes"))
 
 
 class MarkBatchDone(foo.Operator):
