@@ -33,7 +33,7 @@ import os
 import sys
 from pathlib import Path
 
-from common import simulate_in_new_project
+from common import CPU_LOOP, simulate_in_new_project
 
 REPO = Path(__file__).resolve().parents[1]
 HITUAV = Path(os.environ.get("TINYLOOP_HITUAV", REPO.parent / "shared/datasets/hit-uav"))
@@ -42,19 +42,11 @@ WORK = REPO / "benchmarks" / "work"
 MACHINE = os.environ.get("TINYLOOP_MACHINE", "2-core CPU, 24 GiB, no GPU (dev box)")
 BASE_ORDER = "dissimilar"  # the order whose head the strategies draw candidates from
 
-SETTING = {  # one CPU schedule for every run: batches of 50, warm-started models
-    "features.image_size": 112, "features.num_workers": 0, "features.batch_size": 32,
-    "order.first_batch_size": 50, "order.batch_size": 50, "flows.iterations": 4,
-    "flows.warm_start": True, "flows.warm_start_epochs": 3,
-    "c3det.train.epochs": 6, "c3det.train.lr_steps": [5], "c3det.train.crop_size": 192,
-    "c3det.train.batch_size": 4, "c3det.train.warmup_iters": 20, "c3det.roi_batch_size": 128,
-    "c3det.eval.click_steps": [0], "c3det.eval.sessions": 1, "flows.eval_max_images": 100,
-    "order.select.candidate_factor": 5, "order.select.score_all_below": 0,
-}
+SETTING = CPU_LOOP  # the same training per model for every run
 SMOKE = {**SETTING, "order.first_batch_size": 8, "order.batch_size": 8, "flows.iterations": 2,
          "c3det.train.epochs": 1, "c3det.train.lr_steps": [1], "flows.warm_start_epochs": 1,
          "c3det.train.crop_size": 128, "flows.eval_max_images": 4,
-         "order.select.candidate_factor": 2}
+         "order.select.candidate_factor": 2, "flows.min_score": 0.5}
 
 
 def parse_sets(items: list[str]) -> dict:
@@ -203,6 +195,12 @@ def main() -> int:
     ap.add_argument("--baselines", nargs="+", default=["random", "dissimilar"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1],
                     help="the first for every run, the rest for the winner and random")
+    ap.add_argument("--runs", nargs="+", metavar="NAME:SEED",
+                    help="run exactly these (e.g. random:0 work:1) instead of the plan above; "
+                         "lets two processes share a 2-core box, --combine joins them")
+    ap.add_argument("--combine", nargs="+", metavar="NAME",
+                    help="run nothing: join the runs of results/<NAME>.json into --out "
+                         "(rows, verdict, plot, page)")
     ap.add_argument("--batches", type=int, help="iterations (default: 4; smoke 2)")
     ap.add_argument("--batch-size", type=int, help="images per batch (default 50; smoke 8)")
     ap.add_argument("--smoke", action="store_true",
@@ -211,6 +209,13 @@ def main() -> int:
                     help="more params.yaml overrides")
     ap.add_argument("--out", default="active_selection")
     args = ap.parse_args()
+    if args.combine:
+        docs = [json.loads((REPO / f"benchmarks/results/{n}.json").read_text())
+                for n in args.combine]
+        doc = {**docs[0], "runs": [r for d in docs for r in d["runs"]]}
+        finish(doc, args.strategies, args.out, plots=True)
+        print(json.dumps(doc["verdict"], indent=1))
+        return 0
     setting = dict(SMOKE if args.smoke else SETTING)
     if args.batches:
         setting["flows.iterations"] = args.batches
@@ -232,25 +237,37 @@ def main() -> int:
         nonlocal shared
         shared = shared or Path(run["root"])
         doc["runs"].append(run)
-        random_map = mean([r["per_batch"][-1]["map50"] for r in doc["runs"]
-                           if r["strategy"] == "random"])
-        doc["rows"] = [summary_row(r, random_map) for r in doc["runs"]]
-        doc["verdict"] = verdict(doc["rows"], strategies)
-        out = REPO / f"benchmarks/results/{args.out}.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(doc, indent=1))
+        finish(doc, strategies, args.out, plots=False)
         print(f"== {run['strategy']} seed {run['seed']}: {doc['rows'][-1]}", flush=True)
 
-    for name in ["random", *[b for b in baselines if b != "random"], *strategies]:
-        record(run_one(name, seeds[0], setting, source, shared))
-    winner = doc["verdict"].get("best_strategy")
-    for seed in seeds[1:]:
-        for name in ["random", winner]:
-            record(run_one(name, seed, setting, source, shared))
-    plot(doc["runs"], REPO / f"docs/img/{args.out}.png")
-    (REPO / f"docs/benchmarks/{args.out}.md").write_text(page(doc, args.out))
+    if args.runs:
+        for name, seed in (r.split(":") for r in args.runs):
+            record(run_one(name, int(seed), setting, source, shared))
+    else:
+        for name in ["random", *[b for b in baselines if b != "random"], *strategies]:
+            record(run_one(name, seeds[0], setting, source, shared))
+        winner = doc["verdict"].get("best_strategy")
+        for seed in seeds[1:]:
+            for name in ["random", winner]:
+                record(run_one(name, seed, setting, source, shared))
+    finish(doc, strategies, args.out, plots=True)
     print(json.dumps(doc["verdict"], indent=1))
     return 0
+
+
+def finish(doc: dict, strategies: list[str], out: str, plots: bool) -> None:
+    """Rows and verdict from doc's runs, written to results/<out>.json; with `plots` also
+    the curves and the page."""
+    random_map = mean([r["per_batch"][-1]["map50"] for r in doc["runs"]
+                       if r["strategy"] == "random"])
+    doc["rows"] = [summary_row(r, random_map) for r in doc["runs"]]
+    doc["verdict"] = verdict(doc["rows"], strategies)
+    path = REPO / f"benchmarks/results/{out}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1))
+    if plots:
+        plot(doc["runs"], REPO / f"docs/img/{out}.png")
+        (REPO / f"docs/benchmarks/{out}.md").write_text(page(doc, out))
 
 
 if __name__ == "__main__":

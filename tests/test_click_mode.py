@@ -141,6 +141,20 @@ def test_click_mode_charges_click_plus_verification_and_a_move_when_wrong(tmp_pa
     assert w["seconds"] == pytest.approx(3 * (clicked + cost.move_seconds))
 
 
+def test_a_click_mode_batch_also_states_what_drawing_would_have_cost(tmp_path):
+    """One click-mode run prices both modes: the drawn alternative is the same annotation
+    with every centre-clicked box drawn instead (the draw run's seconds)."""
+    cost = WorkloadParams()
+    _, clicked, _ = simulate(tmp_path / "click", "click")
+    _, drawn, _ = simulate(tmp_path / "draw", "draw")
+    w_click = batch_workload(None, clicked, cost, first_batch=True)
+    w_draw = batch_workload(None, drawn, cost, first_batch=True)
+    assert w_click["seconds_if_drawn"] == pytest.approx(w_draw["seconds"]) == 21.0
+    assert w_click["seconds"] < w_click["seconds_if_drawn"]
+    assert w_click["reduction_seconds_if_drawn_pct"] == 0.0  # batch 1 drawn = by hand
+    assert w_draw["seconds_if_drawn"] == w_draw["seconds"]
+
+
 def test_draw_mode_costs_what_it_did(tmp_path):
     _, final, _ = simulate(tmp_path, "draw")
     w = batch_workload(None, final, WorkloadParams(), first_batch=True)

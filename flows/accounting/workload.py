@@ -290,6 +290,7 @@ def workload(diff: BatchDiff, cost, first_batch: bool,
         seconds = (sum(cost.accept_image_seconds for d in diff.images if d.shown or d.clicks)
                    + sum(click_seconds(d.clicks_by_round, cost) for d in diff.images)
                    + sum(edit_seconds(d, cost) for d in edits_from))
+    made = made_by(edits_from, cost)
     return {
         "iou": diff.iou, "first_batch": first_batch, "images": t["images"],
         "oriented_images": t["oriented_images"],   # matched by polygon IoU (geometry)
@@ -298,19 +299,29 @@ def workload(diff: BatchDiff, cost, first_batch: bool,
         "clicks": t["clicks"], "clicks_by_round": _str_keys(t["clicks_by_round"]),
         "additions": an, "removals": rn, "WB": wb, "WT": wt, "seconds": seconds,
         "manual_boxes": objects, "manual_seconds": manual_seconds,
-        **made_by(edits_from, cost),
+        **made, "seconds_if_drawn": if_drawn(seconds, made, cost),
         **reductions({"WB": wb, "WT": wt, "seconds": seconds, "objects": objects,
-                      "manual_seconds": manual_seconds}),
+                      "manual_seconds": manual_seconds,
+                      "seconds_if_drawn": if_drawn(seconds, made, cost)}),
     }
 
 
+def if_drawn(seconds: float, made: dict[str, float], cost) -> float:
+    """The batch's seconds had its centre-clicked boxes been drawn instead (simulator.missing
+    draw): the same annotation otherwise, so one click-mode run prices both modes."""
+    clicked = made["click_accepted"] + made["click_fixed"]
+    return (seconds - made["click_accepted_seconds"] - made["click_fixed_seconds"]
+            + clicked * cost.box_seconds)
+
+
 SUMMED = ("images", "objects", "clicks", "additions", "removals", "WB", "WT", "seconds",
-          "manual_boxes", "manual_seconds",
+          "manual_boxes", "manual_seconds", "seconds_if_drawn",
           *ADDED_KINDS, *(f"{k}_seconds" for k in ADDED_KINDS))
 REDUCTIONS = {  # % saved against labeling every object by hand: (spent, by hand)
     "reduction_WB_pct": ("WB", "objects"),
     "reduction_WT_pct": ("WT", "manual_seconds"),
     "reduction_seconds_pct": ("seconds", "manual_seconds"),
+    "reduction_seconds_if_drawn_pct": ("seconds_if_drawn", "manual_seconds"),
 }
 
 
