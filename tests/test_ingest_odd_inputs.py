@@ -222,9 +222,23 @@ def _coco(root):
         "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [1, 1, 5, 5]}]}))
 
 
+def _hituav_like(root):
+    """HIT-UAV's layout: labels/ (VOC) beside labels_rotated/ (roLabelImg), where an image
+    without any rotated object has an oriented file holding only plain VOC boxes."""
+    for name in ("a", "b"):
+        write_image(root / f"images/{name}.jpg", mode="RGB")
+        write_voc(root / f"labels/{name}.xml", f"{name}.jpg", [voc_object("Car", 1, 1, 9, 9)])
+    write_voc(root / "labels_rotated/a.xml", "a.jpg", [
+        "<object><name>Car</name><difficult>0</difficult><robndbox><cx>5</cx><cy>5</cy>"
+        "<w>8</w><h>8</h><angle>0.1</angle></robndbox></object>"])
+    write_voc(root / "labels_rotated/b.xml", "b.jpg", [voc_object("Car", 1, 1, 9, 9)])
+
+
 @pytest.mark.parametrize("make, expected", [
     (_voc, {"format": "voc", "images_dir": "JPEGImages", "labels": "Annotations",
             "split_dir": "ImageSets/Main", "classes": ["dog"]}),
+    (_hituav_like, {"format": "voc", "images_dir": "images", "labels": "labels",
+                    "oriented_labels": "labels_rotated"}),
     (_yolo_with_yaml, {"format": "yolo", "images_dir": "images", "labels": "labels",
                        "classes": ["car", "person"]}),
     (_coco, {"format": "coco", "images_dir": "train2017",

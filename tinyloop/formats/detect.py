@@ -171,6 +171,12 @@ def _per_image_labels(root: Path, files: list[PurePosixPath],
     if not kinds:
         return None
     main = "voc" if "voc" in kinds else max(kinds, key=lambda k: len(kinds[k]))
+    if main == "voc" and "rolabelimg" in kinds:
+        # an oriented file without any rotated box reads as plain VOC (HIT-UAV's
+        # labels_rotated/ holds some): it belongs to the oriented folder, not the labels
+        oriented_dir = _common_dir(kinds["rolabelimg"])
+        plain = [p for p in kinds["voc"] if not p.is_relative_to(oriented_dir)]
+        kinds["voc"] = plain or kinds["voc"]
     labels = kinds[main]
     found = DetectedLayout(main, _images_dir(images, {p.stem for p in labels}),
                            _common_dir(labels), len(images), len(labels))
