@@ -13,12 +13,24 @@
    (simulator.missing draw | click, accept_iou 0.5 and 0.7); the click-to-box learns from
    each finished image as it goes. Seconds from the workload model (flows.accounting.workload).
 
-    .venv/bin/python benchmarks/click_mode.py    # ~5 CPU-minutes, one thread
+3. With a model (`--models LABEL=CHECKPOINT ...`): the App's "Boxes from clicks" path
+   (flows.annotate.click_boxes: the model run once per image with every object's centre
+   click, its box of the class containing the click, else the class size prior, else the
+   image), e.g. the models after batch 1 and batch 4 of the CPU loop.
+4. The CPU loop (`--loops RESULTS ...`, active_selection.py results whose runs centre-clicked
+   their missing objects): per batch and order, the seconds in click mode and what the same
+   batch would have cost had its missing objects been drawn (the workload's
+   seconds_if_drawn: everything else about the batch is the same).
+
+    .venv/bin/python benchmarks/click_mode.py    # 1 + 2: ~5 CPU-minutes, one thread
+    .venv/bin/python benchmarks/click_mode.py --models "after batch 1=runs/m1.pt" \
+        --loops active_selection                  # 3 + 4, kept beside 1 + 2
 Writes benchmarks/results/click_mode.json, docs/img/click_mode_iou.png, and the page
 docs/benchmarks/click_mode.md.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import tempfile
@@ -199,10 +211,106 @@ def plot(hist: dict) -> None:
     fig.savefig(PLOT, dpi=110)
 
 
+def model_quality(val, label: str, checkpoint: Path, boxer: ImageClickBoxer,
+                  images: int = 100) -> tuple[dict, dict]:
+    """Step 3: every object of the first `images` val images centre-clicked (3 px noise) and
+    boxed by the App's path with the model `checkpoint`: all of an image's points at once,
+    one predict per image, as an annotator runs "Boxes from clicks" once per image; `boxer`
+    is the image path where the model explains nothing. An object's IoU is that of the best
+    made box of its class (none: 0)."""
+    from c3det import detectors
+    from flows.annotate.click_boxes import boxes_from_clicks
+    from tinyloop.annotations import Click
+    val = val[:images]
+    val_objs = objects(val)
+    clicks = centre_clicks(val_objs, 3.0)
+    predictor = None if str(checkpoint) == "none" else detectors.predictor(checkpoint, CLASSES)
+    t, ious, start = time.time(), [], 0
+    for im in val:
+        n = len(outside_ignore(im.annotations, im.ignore))
+        targets = [a for _, a in val_objs[start:start + n]]
+        points = [Click(x, y, a.category) for a, (x, y) in zip(targets, clicks[start:start + n])]
+        start += n
+        made = boxes_from_clicks(DATA / im.image.path, points, [], predictor, lambda: boxer)
+        for a in targets:   # the made box of its class nearest the object (none: IoU 0)
+            mine = [m.box.iou(a.box) for m in made if m.category == a.category]
+            ious.append(max(mine, default=0.0))
+    ious = np.array(ious)
+    sizes = np.array([a.box.size for _, a in val_objs])
+    cats = np.array([a.category for _, a in val_objs])
+    row = {"method": f"model {label} (App path: candidate, size prior, image)",
+           "checkpoint": str(checkpoint), "click_sigma_px": 3.0, "images": len(val),
+           "ms_per_click": round(1000 * (time.time() - t) / len(val_objs), 2),
+           **table(ious, sizes, cats)}
+    print(f"{row['method']}: {row['all']}", flush=True)
+    return row, {b: ious[(sizes >= lo) & (sizes < hi)].tolist() for b, lo, hi in BUCKETS}
+
+
+def loop_rows(results: str) -> list[dict]:
+    """Step 4: click vs draw per batch of the loop runs in results/<results>.json."""
+    doc = json.loads((REPO / f"benchmarks/results/{results}.json").read_text())
+    rows = []
+    for run in doc["runs"]:
+        order = f"{run['strategy']} s{run['seed']}"
+        root = Path(run["root"])
+        for path in sorted(root.glob("data/batches/*/workload.json")):
+            w = json.loads(path.read_text())
+            batch = int(path.parent.name.split("-")[-1])
+            common = {"order": order, "batch": batch, "images": w["images"],
+                      "objects": w["objects"], "seconds_manual": w["manual_seconds"]}
+            clicked = w["click_accepted"] + w["click_fixed"]
+            rows.append({"mode": "draw", **common, "seconds": w["seconds_if_drawn"],
+                         "drawn": w["drawn"] + clicked, "click_accepted": 0,
+                         "click_fixed": 0})
+            rows.append({"mode": "click", **common, "seconds": w["seconds"],
+                         **{k: w[k] for k in ("drawn", "click_accepted", "click_fixed")}})
+    return rows
+
+
+def cumulative_rows(rows: list[dict]) -> list[dict]:
+    """Per order and mode: seconds summed over the batches and the % saved vs by hand."""
+    out: dict[tuple, dict] = {}
+    for r in rows:
+        key = (r["order"], r["mode"])
+        c = out.setdefault(key, {"order": r["order"], "mode": r["mode"], "batches": 0,
+                                 "seconds": 0.0, "seconds_manual": 0.0})
+        c["batches"] += 1
+        c["seconds"] += r["seconds"]
+        c["seconds_manual"] += r["seconds_manual"]
+    for c in out.values():
+        c["reduction_pct"] = round(100 * (1 - c["seconds"] / c["seconds_manual"]), 1)
+    return list(out.values())
+
+
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=[], metavar="LABEL=CHECKPOINT",
+                    help="step 3 only for these models, kept beside the recorded rows "
+                         "(CHECKPOINT none: the image path alone on the same images)")
+    ap.add_argument("--loops", nargs="+", default=[], metavar="RESULTS",
+                    help="step 4 only: per-batch click vs draw rows of these loop results")
+    args = ap.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     labels = load_hituav(WORK)
     train, val = split_images(labels, "train"), split_images(labels, "val")
+    if args.models or args.loops:
+        doc = json.loads(RESULT.read_text())
+        boxer = trained_boxer(objects(train)[:3000], 3000, None) if args.models else None
+        for item in args.models:
+            label, path = item.split("=", 1)
+            row, hist = model_quality(val, label, Path(path), boxer)
+            doc["quality"] = [q for q in doc["quality"] if q["method"] != row["method"]] + [row]
+            doc.setdefault("model_hist", {})[label] = hist
+        if args.loops:
+            loop = [r for name in args.loops for r in loop_rows(name)]
+            doc["loop_rows"], doc["loop_cumulative"] = loop, cumulative_rows(loop)
+            doc["loop_setting"] = json.loads((REPO / f"benchmarks/results/{args.loops[0]}"
+                                              ".json").read_text())["setting"]
+            for c in doc["loop_cumulative"]:
+                print(c)
+        RESULT.write_text(json.dumps(doc, indent=1) + "\n")
+        return
     quality_rows, hist = quality(train, val)
     rows = []
     for order in ("id", "random"):

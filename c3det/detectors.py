@@ -86,13 +86,15 @@ class DetectorFamily:
               resume: bool = True, progress: bool = True, tiling=None,
               recipe: str = "end_to_end", detector_dir: str | Path | None = None,
               detector_init: str | Path | None = None, scratch_dir: str | Path | None = None,
-              version: str | None = None, model_base: str | Path | None = None) -> dict:
+              version: str | None = None, model_base: str | Path | None = None,
+              click_epochs: int | None = None) -> dict:
         """Train (or resume, or find finished) a model on `labels` into out_dir/model.pt.
 
         kind: plain / early_fusion / late_fusion / c3det, where the family has click
         branches; init_from: weights to start from; resume: False starts over;
         recipe "detector_first": the plain detector first (into `detector_dir`, from
-        `detector_init`), then the click branch alone, where the family has the two;
+        `detector_init`), then the click branch alone (`click_epochs` of it, None: as
+        many as the detector's), where the family has the two;
         scratch_dir: where a family may put an exported training set (removed after);
         version: the model's name in its annotations; model_base: the directory relative
         model files in params are taken from. Returns {"model": path, "epochs": rows, ...}.

@@ -45,7 +45,7 @@ class TorchvisionFamily(DetectorFamily):
     def train(self, labels, image_root, params, out_dir, *, kind="c3det", init_from=None,
               resume=True, progress=True, tiling=None, recipe="end_to_end",
               detector_dir=None, detector_init=None, scratch_dir=None, version=None,
-              model_base=None):
+              model_base=None, click_epochs=None):
         from c3det.train import train
         if recipe == "end_to_end" or kind == "plain":
             return train(labels, image_root, params, out_dir, resume=resume, kind=kind,
@@ -55,6 +55,8 @@ class TorchvisionFamily(DetectorFamily):
               progress=progress, init_from=detector_init)
         # the click branch starts from init_from; the detector is the one just trained
         frozen = replace(params, train=replace(params.train, freeze_detector=True))
+        if click_epochs is not None and click_epochs != params.train.epochs:
+            frozen = self.with_epochs(frozen, click_epochs, compress_schedule=True)
         init = [w for w in (init_from, detector_dir / "model.pt") if w is not None]
         return train(labels, image_root, frozen, out_dir, resume=resume, kind=kind,
                      progress=progress, init_from=init)

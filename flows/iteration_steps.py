@@ -250,7 +250,15 @@ def _fit(p: Project, n: int, params) -> dict:
         recipe=p.params.flows.train_recipe, detector_dir=p.layout.detector_dir(n),
         detector_init=model_policy.warm_start(p, n, previous),
         scratch_dir=p.layout.state / "train-data" / f"iter-{n:03d}",
-        version=f"iter-{n:03d}", model_base=p.layout.root)
+        version=f"iter-{n:03d}", model_base=p.layout.root,
+        click_epochs=click_branch_epochs(p.params.flows, params.train.epochs))
+
+
+def click_branch_epochs(flows, detector_epochs: int) -> int | None:
+    """detector_first: the click branch's epochs, flows.click_branch_share of its
+    detector's (at least 1; None: as many)."""
+    share = flows.click_branch_share
+    return None if share >= 1.0 else max(1, round(share * detector_epochs))
 
 
 def _eval_model(p: Project, n: int):

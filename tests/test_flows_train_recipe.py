@@ -65,3 +65,24 @@ def test_detector_first_keeps_the_detector_and_warm_starts_both_stages(tmp_path,
     image = str(p.source / batches.batch_records(p, 3).images[0].image.path)
     assert _boxes(Predictor(layout.model(2), p.classes), image) == \
         _boxes(Predictor(layout.detector(2), p.classes), image)
+
+
+def test_the_click_branch_trains_its_share_of_the_detectors_epochs(tmp_path, monkeypatch):
+    """flows.click_branch_share: on the CPU loop the click branch cost ~45 % of the
+    detector's time; a share < 1 gives it fewer epochs, its lr steps compressed to fit."""
+    from dataclasses import replace
+    from c3det.config import C3DetParams
+    from c3det.torchvision_family import TorchvisionFamily
+    from flows.project.config import FlowParams
+    seen = []
+    monkeypatch.setattr(c3det.train, "train", lambda labels, root_, params, out, **kw: seen.append(
+        (kw["kind"], params.train.epochs, params.train.lr_steps, params.train.freeze_detector)))
+    p = C3DetParams()
+    p = replace(p, train=replace(p.train, epochs=60, lr_steps=[50]))
+    epochs = iteration_steps.click_branch_epochs(FlowParams(click_branch_share=0.25), 60)
+    TorchvisionFamily().train(None, tmp_path, p, tmp_path / "m", recipe="detector_first",
+                              click_epochs=epochs)
+    assert seen == [("plain", 60, [50], False), ("c3det", 15, [12], True)]
+    assert iteration_steps.click_branch_epochs(FlowParams(click_branch_share=0.25), 2) == 1
+    assert iteration_steps.click_branch_epochs(FlowParams(), 60) is None
+    assert "click_branch_share" in (FlowParams(click_branch_share=0.0).check() or "")

@@ -41,7 +41,7 @@ class YoloFamily(DetectorFamily):
     def train(self, labels, image_root, params, out_dir, *, kind="c3det", init_from=None,
               resume=True, progress=True, tiling=None, recipe="end_to_end",
               detector_dir=None, detector_init=None, scratch_dir=None, version=None,
-              model_base=None):
+              model_base=None, click_epochs=None):
         from c3det.yolo import train as yolo_train   # looked up per call: tests replace it
         if not resume:
             shutil.rmtree(Path(out_dir) / RUN, ignore_errors=True)
