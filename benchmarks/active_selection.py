@@ -33,7 +33,7 @@ import os
 import sys
 from pathlib import Path
 
-from common import CPU_LOOP, simulate_in_new_project
+from common import CPU_LOOP, same_first_batch, simulate_in_new_project
 
 REPO = Path(__file__).resolve().parents[1]
 HITUAV = Path(os.environ.get("TINYLOOP_HITUAV", REPO.parent / "shared/datasets/hit-uav"))
@@ -65,13 +65,21 @@ def run_params(name: str, seed: int, setting: dict) -> dict:
             "simulator.seed": seed, "project.seed": seed}
 
 
-def run_one(name: str, seed: int, setting: dict, source: Path, shared: Path | None) -> dict:
-    """The simulate flow in a fresh project; the pool and embeddings of `shared` reused."""
+def run_one(name: str, seed: int, setting: dict, source: Path, shared: Path | None,
+            first_model_from: str | None = None) -> dict:
+    """The simulate flow in a fresh project; the pool and embeddings of `shared` reused.
+    `first_model_from` (NAME:SEED): that run's model 1 reused (a strategy's batch 1 is its
+    base order's, so its model 1 is the same training; checked after the run)."""
     from flows.accounting.report import batch_rows
     root = WORK / f"active-{name}-s{seed}"
+    donor = WORK / "active-{}-s{}".format(*first_model_from.split(":")) \
+        if first_model_from else None
     layout, wall = simulate_in_new_project(root, source, run_params(name, seed, setting),
-                                           shared)
+                                           shared, donor / "models/iter-001" if donor else None)
+    if donor is not None and not same_first_batch(root, donor):
+        raise RuntimeError(f"{root}: batch 1 differs from {donor}'s, whose model 1 it reused")
     return {"strategy": name, "seed": seed, "root": str(root), "wall_s": round(wall, 1),
+            "first_model_from": first_model_from,
             "per_batch": per_batch(layout, batch_rows(layout))}
 
 
@@ -83,6 +91,9 @@ def per_batch(layout, rows: list[dict]) -> list[dict]:
         n = r["batch"]
         done = layout.state / f"iter-{n:03d}.done"
         timings = json.loads(done.read_text())["timings_s"] if done.exists() else {}
+        trained = layout.model_dir(n) / "train.json"   # the training's own seconds, also
+        if trained.exists() and "train" in timings:    # for a model 1 reused from a donor
+            timings = {**timings, "train": json.loads(trained.read_text())["seconds"]}
         compute = sum(v for k, v in timings.items() if k not in ("version", "push"))
         record = layout.selection(n)
         sel = json.loads(record.read_text()) if record.exists() else {}
@@ -198,6 +209,9 @@ def main() -> int:
     ap.add_argument("--runs", nargs="+", metavar="NAME:SEED",
                     help="run exactly these (e.g. random:0 work:1) instead of the plan above; "
                          "lets two processes share a 2-core box, --combine joins them")
+    ap.add_argument("--first-model-from", metavar="NAME:SEED",
+                    help="--runs that are strategies reuse this run's finished model 1 "
+                         "(waiting for it): their batch 1 is the base order's")
     ap.add_argument("--combine", nargs="+", metavar="NAME",
                     help="run nothing: join the runs of results/<NAME>.json into --out "
                          "(rows, verdict, plot, page)")
@@ -241,8 +255,10 @@ def main() -> int:
         print(f"== {run['strategy']} seed {run['seed']}: {doc['rows'][-1]}", flush=True)
 
     if args.runs:
+        from features.selection import strategy_names
         for name, seed in (r.split(":") for r in args.runs):
-            record(run_one(name, int(seed), setting, source, shared))
+            donor = args.first_model_from if name in strategy_names() else None
+            record(run_one(name, int(seed), setting, source, shared, donor))
     else:
         for name in ["random", *[b for b in baselines if b != "random"], *strategies]:
             record(run_one(name, seeds[0], setting, source, shared))

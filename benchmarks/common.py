@@ -148,6 +148,31 @@ CPU_LOOP = {
     "order.select.candidate_factor": 4, "order.select.score_all_below": 0,
 }
 
+def copy_finished_model(model_dir: Path, dest: Path, poll_s: float = 20.0) -> None:
+    """Copy a loop's finished model (its train.json marks it so) into `dest`, waiting for
+    another process to finish it; train.json records where it came from."""
+    import json
+    import shutil
+    import time
+    while not (model_dir / "train.json").exists():
+        time.sleep(poll_s)
+    keep = ("model.pt", "train.json", "metrics.jsonl", "detector")
+    shutil.copytree(model_dir, dest, ignore=lambda d, names: [
+        n for n in names if Path(d) == model_dir and n not in keep])
+    done = json.loads((dest / "train.json").read_text())
+    (dest / "train.json").write_text(json.dumps({**done, "reused_from": str(model_dir)}))
+
+
+def same_first_batch(run: Path, donor: Path) -> bool:
+    """Did `run` label the same batch 1 (the same images) as `donor`?"""
+    import json
+
+    def ids(root: Path) -> list[str]:
+        data = json.loads((root / "data/batches/001/labels.json").read_text())
+        return sorted(im["file_name"] for im in data["images"])
+    return ids(run) == ids(donor)
+
+
 PRETRAINED_WORK = REPO / "data/benchmarks/c3det_pretrained"   # its runs and HIT-UAV cache
 
 
@@ -233,10 +258,13 @@ def yolo_run_dir(a, cell: str) -> Path:
 
 
 def simulate_in_new_project(root: Path, source: Path, overrides: dict,
-                            shared: Path | None = None):
+                            shared: Path | None = None, first_model: Path | None = None):
     """The `simulate` flow (the whole loop, simulated annotator) in a fresh project at `root`
     on `source` with params `overrides`; the ingested pool and embeddings of the project
-    `shared` are copied in (the same input for every run). Returns (layout, wall seconds)."""
+    `shared` are copied in (the same input for every run). `first_model`: another run's
+    finished model 1 (its models/iter-001), copied in so that training it is skipped: only
+    for runs whose batch 1 and training are that run's (check with `same_first_batch`).
+    Returns (layout, wall seconds)."""
     import shutil
     import time
     from flows.loop import simulate
@@ -248,6 +276,8 @@ def simulate_in_new_project(root: Path, source: Path, overrides: dict,
     if shared is not None:
         for sub in ("pool", "features"):
             shutil.copytree(shared / "data" / sub, layout.data / sub)
+    if first_model is not None:
+        copy_finished_model(first_model, layout.model_dir(1))
     prefect_env(str(root))
     t0 = time.perf_counter()
     simulate(str(root))
