@@ -185,7 +185,7 @@ def cmd_report(a) -> None:
     if results:
         plot_curves(results, plot, title=f"HIT-UAV val ({results[0]['images']} images), "
                                          "reduced CPU schedule")
-    page.write_text(markdown(doc, plot.name, result.name))
+    page.write_text(markdown(doc, plot.name, result.name, reading(a.out)))
     print(json.dumps(targets, indent=1))
 
 
@@ -198,7 +198,13 @@ def outputs(out: str | None) -> tuple[Path, Path, Path]:
             REPO / f"docs/benchmarks/{out}.md")
 
 
-def markdown(doc: dict, plot: str = PLOT.name, result: str = RESULT.name) -> str:
+def reading(out: str | None) -> Path:
+    """The run's interpretation, written by hand after looking at it (one per --out)."""
+    return REPO / f"benchmarks/notes/{out or 'c3det_accuracy'}_reading.md"
+
+
+def markdown(doc: dict, plot: str = PLOT.name, result: str = RESULT.name,
+             notes: Path | None = None) -> str:
     """docs/benchmarks/c3det_accuracy.md from the results JSON."""
     s, models = doc["schedule"], doc["models"]
     steps = models[0]["steps"] if models else s["click_steps"]
@@ -272,7 +278,7 @@ def markdown(doc: dict, plot: str = PLOT.name, result: str = RESULT.name) -> str
         for r in t["results"]:
             out.append(f"| {NAMES.get(r['kind'], r['kind'])} | {r['images_per_s']:.3f} | "
                        f"{fmt(r['images_per_cpu_s'], 3)} |")
-    reading = REPO / "benchmarks/notes/c3det_accuracy_reading.md"
+    reading = notes or globals()["reading"](None)
     if reading.exists():  # the run's interpretation, written by hand after looking at it
         out += ["", reading.read_text().strip()]
     best = max((max(r["map_mean"]) for r in models), default=0.0)
