@@ -20,7 +20,8 @@
 4. The CPU loop (`--loops RESULTS ...`, active_selection.py results whose runs centre-clicked
    their missing objects): per batch and order, the seconds in click mode and what the same
    batch would have cost had its missing objects been drawn (the workload's
-   seconds_if_drawn: everything else about the batch is the same).
+   seconds_if_drawn: everything else about the batch is the same); added to `rows` with
+   setting "cpu_loop", summed per order in `loop_cumulative`.
 
     .venv/bin/python benchmarks/click_mode.py    # 1 + 2: ~5 CPU-minutes, one thread
     .venv/bin/python benchmarks/click_mode.py --models "after batch 1=runs/m1.pt" \
@@ -302,9 +303,12 @@ def main() -> None:
             row, hist = model_quality(val, label, Path(path), boxer)
             doc["quality"] = [q for q in doc["quality"] if q["method"] != row["method"]] + [row]
             doc.setdefault("model_hist", {})[label] = hist
-        if args.loops:
-            loop = [r for name in args.loops for r in loop_rows(name)]
-            doc["loop_rows"], doc["loop_cumulative"] = loop, cumulative_rows(loop)
+        if args.loops:   # the issue's `rows`: batch 1 alone, then the loop's batches
+            loop = [{**r, "setting": "cpu_loop"} for name in args.loops
+                    for r in loop_rows(name)]
+            doc.pop("loop_rows", None)
+            doc["rows"] = [r for r in doc["rows"] if r.get("setting") != "cpu_loop"] + loop
+            doc["loop_cumulative"] = cumulative_rows(loop)
             doc["loop_setting"] = json.loads((REPO / f"benchmarks/results/{args.loops[0]}"
                                               ".json").read_text())["setting"]
             for c in doc["loop_cumulative"]:

@@ -27,6 +27,7 @@ def test_detector_first_keeps_the_detector_and_warm_starts_both_stages(tmp_path,
     params = light_demo_params(**{
         "flows.train_recipe": "detector_first", "flows.versioning": False,
         "c3det.train.epochs": 2, "c3det.train.lr_steps": [1], "flows.warm_start_epochs": 1,
+        "flows.click_branch_share": 1.0,  # both stages on one schedule (the demo's is 1/4)
         "simulator.rounds": 0})  # no clicks: only the labels matter here
     root = init_project(tmp_path / "project", source=str(SAMPLE), params_overrides=params).root
     p = Project.open(root)
