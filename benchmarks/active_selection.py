@@ -189,13 +189,21 @@ def page(doc: dict, out: str) -> str:
              "| final mAP@.5 | select s / iter | max select share % | images to random's "
              "final mAP |", "|" + "---|" * 10]
     for r in doc["rows"]:
-        lines.append("| " + " | ".join("-" if v is None else str(v) for v in (
+        lines.append("| " + " | ".join(cell(v) for v in (
             r["strategy"], r["seed"], r["batches"], r["labeled_images"], r["cum_wt_pct"],
             r["cum_time_incl_clicks_pct"], r["final_map50"], r["select_s_per_iter"],
             r["select_share_pct_max"], r["images_to_random_final_map"])) + " |")
     lines += ["", "Targets: " + json.dumps(doc["verdict"]), "",
               f"![curves](../img/{out}.png)", ""]
+    reading = REPO / f"benchmarks/notes/{out}_reading.md"   # written by hand after a run
+    if reading.exists():
+        lines += [reading.read_text().strip(), ""]
     return "\n".join(lines)
+
+
+def cell(v) -> str:
+    """A table cell: a dash for nothing, floats to 2 decimals."""
+    return "-" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
 
 
 def main() -> int:
