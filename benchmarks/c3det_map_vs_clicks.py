@@ -203,8 +203,7 @@ def reading(out: str | None) -> Path:
     return REPO / f"benchmarks/notes/{out or 'c3det_accuracy'}_reading.md"
 
 
-def markdown(doc: dict, plot: str = PLOT.name, result: str = RESULT.name,
-             notes: Path | None = None) -> str:
+def markdown(doc: dict, plot: str, result: str, notes: Path) -> str:
     """docs/benchmarks/c3det_accuracy.md from the results JSON."""
     s, models = doc["schedule"], doc["models"]
     steps = models[0]["steps"] if models else s["click_steps"]
@@ -278,11 +277,10 @@ def markdown(doc: dict, plot: str = PLOT.name, result: str = RESULT.name,
         for r in t["results"]:
             out.append(f"| {NAMES.get(r['kind'], r['kind'])} | {r['images_per_s']:.3f} | "
                        f"{fmt(r['images_per_cpu_s'], 3)} |")
-    reading = notes or globals()["reading"](None)
-    if reading.exists():  # the run's interpretation, written by hand after looking at it
-        out += ["", reading.read_text().strip()]
+    if notes.exists():  # the run's interpretation, written by hand after looking at it
+        out += ["", notes.read_text().strip()]
     best = max((max(r["map_mean"]) for r in models), default=0.0)
-    if best < 10 and not reading.exists():  # an untrained-level run: say so
+    if best < 10 and not notes.exists():  # an untrained-level run: say so
         out += ["", "## Reading these numbers honestly", "",
                 f"- No GPU was lent to this task, and the 2 cores were shared with 7 other jobs "
                 f"(load average ~18): every model got a few dozen SGD steps from random "

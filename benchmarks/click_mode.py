@@ -256,7 +256,7 @@ def loop_rows(results: str) -> list[dict]:
         root = Path(run["root"])
         for path in sorted(root.glob("data/batches/*/workload.json")):
             w = json.loads(path.read_text())
-            batch = int(path.parent.name.split("-")[-1])
+            batch = int(path.parent.name)   # data/batches/001
             common = {"order": order, "batch": batch, "images": w["images"],
                       "objects": w["objects"], "seconds_manual": w["manual_seconds"]}
             clicked = w["click_accepted"] + w["click_fixed"]

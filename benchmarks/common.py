@@ -127,8 +127,8 @@ def run_train_or_report(a: argparse.Namespace, train_cmd, report_cmd) -> None:
 
 # --- the plain detector's training runs (c3det_pretrained.py and the scripts built on it) ---
 
-# The HIT-UAV CPU loop of the right-sized detector (#29), shared by the loop's benchmarks
-# (active_selection.py's runs, loop_hituav.py --setting cpu_loop): 4 batches of 50, each
+# The HIT-UAV CPU loop of the right-sized detector (#29), run by active_selection.py (its
+# fixed orders are the loop's baselines; click_mode.py --loops reads them): 4 batches of 50, each
 # model warm-started from the last, the CPU schedule of params.yaml's c3det.cpu (192 px crops,
 # 128 RoIs) with 60 epochs on batch 1 (50 images x 24 epochs gave mAP@0.5 7, every box
 # hidden: the first model needs crops, not images) and 6 on each later model (the click

@@ -291,6 +291,7 @@ def workload(diff: BatchDiff, cost, first_batch: bool,
                    + sum(click_seconds(d.clicks_by_round, cost) for d in diff.images)
                    + sum(edit_seconds(d, cost) for d in edits_from))
     made = made_by(edits_from, cost)
+    drawn_instead = if_drawn(seconds, made, cost)
     return {
         "iou": diff.iou, "first_batch": first_batch, "images": t["images"],
         "oriented_images": t["oriented_images"],   # matched by polygon IoU (geometry)
@@ -299,10 +300,10 @@ def workload(diff: BatchDiff, cost, first_batch: bool,
         "clicks": t["clicks"], "clicks_by_round": _str_keys(t["clicks_by_round"]),
         "additions": an, "removals": rn, "WB": wb, "WT": wt, "seconds": seconds,
         "manual_boxes": objects, "manual_seconds": manual_seconds,
-        **made, "seconds_if_drawn": if_drawn(seconds, made, cost),
+        **made, "seconds_if_drawn": drawn_instead,
         **reductions({"WB": wb, "WT": wt, "seconds": seconds, "objects": objects,
                       "manual_seconds": manual_seconds,
-                      "seconds_if_drawn": if_drawn(seconds, made, cost)}),
+                      "seconds_if_drawn": drawn_instead}),
     }
 
 
